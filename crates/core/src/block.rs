@@ -1,0 +1,49 @@
+//! The pre-norm transformer block.
+
+use crate::config::ModelConfig;
+use crate::layers::{CausalSelfAttention, Mlp, Norm, Rotary};
+use strata_tensor::Result;
+use tch::{Tensor, nn};
+
+/// `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Debug)]
+pub struct Block {
+    /// Norm before attention.
+    pub ln_1: Norm,
+    /// Causal self-attention.
+    pub attn: CausalSelfAttention,
+    /// Norm before the MLP.
+    pub ln_2: Norm,
+    /// Feed-forward sublayer.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// Creates block parameters under `path` (GPT-2 init: residual projections scaled by
+    /// `1/sqrt(2·n_layer)`).
+    pub fn new(path: nn::Path, config: &ModelConfig) -> Self {
+        let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            ln_1: Norm::new(&path / "ln_1", config.norm, config.d_model, config.bias),
+            attn: CausalSelfAttention::new(&path / "attn", config, proj_std),
+            ln_2: Norm::new(&path / "ln_2", config.norm, config.d_model, config.bias),
+            mlp: Mlp::new(&path / "mlp", config, proj_std),
+        }
+    }
+
+    /// Applies the block to `x` `[B, T, D]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        config: &ModelConfig,
+        rotary: Option<&Rotary>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let attended = self
+            .attn
+            .forward(&self.ln_1.forward(x)?, config, rotary, train)?;
+        let x = x.f_add(&attended)?;
+        let mixed = self.mlp.forward(&self.ln_2.forward(&x)?, config, train)?;
+        Ok(x.f_add(&mixed)?)
+    }
+}

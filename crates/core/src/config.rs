@@ -1,0 +1,214 @@
+//! [`ModelConfig`]: the architecture of a decoder-only transformer, read from TOML.
+
+use serde::{Deserialize, Serialize};
+use strata_tensor::{Error, Precision, Result};
+
+/// Feed-forward variant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MlpKind {
+    /// `W2 · gelu(W1 · x)`.
+    #[default]
+    Gelu,
+    /// `W2 · (silu(Wg · x) ⊙ (Wu · x))`.
+    Swiglu,
+}
+
+/// Normalisation layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// LayerNorm (mean and variance), with a bias when `bias = true`.
+    #[default]
+    Layernorm,
+    /// RMSNorm (root mean square only).
+    Rmsnorm,
+}
+
+/// How token positions enter the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionKind {
+    /// A learned embedding per position, added to the token embedding.
+    #[default]
+    Learned,
+    /// Rotary position embedding applied to queries and keys.
+    Rotary,
+}
+
+/// DenseFormer's depth-weighted averaging, `k × p` in the paper's notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DwaConfig {
+    /// Dilation k: a DWA averages only every k-th earlier output.
+    #[serde(default = "one")]
+    pub dilation: usize,
+    /// Period p: a DWA follows every p-th block only.
+    #[serde(default = "one")]
+    pub period: usize,
+}
+
+/// Default of 1 for dilation and period.
+fn one() -> usize {
+    1
+}
+
+/// Default MLP width ratio.
+fn four() -> f64 {
+    4.0
+}
+
+/// Default for booleans that are on unless switched off.
+fn yes() -> bool {
+    true
+}
+
+/// The architecture of a decoder-only transformer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Vocabulary size; 0 means "take it from the tokenizer".
+    #[serde(default)]
+    pub vocab_size: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Longest context in tokens.
+    pub block_size: usize,
+    /// Feed-forward variant.
+    #[serde(default)]
+    pub mlp: MlpKind,
+    /// Hidden width of the MLP as a multiple of `d_model` (SwiGLU uses 2/3 of it, rounded
+    /// up to a multiple of 8, to keep the parameter count of a GELU MLP).
+    #[serde(default = "four")]
+    pub mlp_ratio: f64,
+    /// Normalisation layer.
+    #[serde(default)]
+    pub norm: NormKind,
+    /// Position encoding.
+    #[serde(default)]
+    pub positions: PositionKind,
+    /// Biases in linear layers and LayerNorm.
+    #[serde(default)]
+    pub bias: bool,
+    /// Share the token embedding with the output head.
+    #[serde(default = "yes")]
+    pub tied_embeddings: bool,
+    /// Dropout probability (embeddings, attention, residual branches).
+    #[serde(default)]
+    pub dropout: f64,
+    /// DenseFormer DWA; absent for the baseline transformer.
+    #[serde(default)]
+    pub dwa: Option<DwaConfig>,
+    /// Dtype of matrix products.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+impl ModelConfig {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_head.max(1)
+    }
+
+    /// Hidden width of the MLP.
+    pub fn mlp_hidden(&self) -> usize {
+        let hidden = (self.mlp_ratio * self.d_model as f64).round() as usize;
+        match self.mlp {
+            MlpKind::Gelu => hidden,
+            MlpKind::Swiglu => (2 * hidden / 3).div_ceil(8) * 8,
+        }
+    }
+
+    /// True when a DWA follows block `i` (0-based).
+    pub fn dwa_after(&self, i: usize) -> bool {
+        self.dwa.is_some_and(|d| (i + 1) % d.period == 0)
+    }
+
+    /// Checks every field; `file` names the source in error messages.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let err = |field: &str, expected: &str, found: &dyn ToString| {
+            Err(Error::config(file, format!("model.{field}"), expected, found.to_string()))
+        };
+        if self.vocab_size == 0 {
+            return err("vocab_size", "a vocabulary size >= 1 (or set by the tokenizer)", &0);
+        }
+        if self.n_layer == 0 {
+            return err("n_layer", "at least 1 block", &self.n_layer);
+        }
+        if self.n_head == 0 {
+            return err("n_head", "at least 1 head", &self.n_head);
+        }
+        if self.d_model == 0 || self.d_model % self.n_head != 0 {
+            return err(
+                "d_model",
+                &format!("a positive multiple of n_head = {}", self.n_head),
+                &self.d_model,
+            );
+        }
+        if self.positions == PositionKind::Rotary && self.head_dim() % 2 != 0 {
+            return err(
+                "d_model",
+                "an even head width (d_model / n_head) for rotary positions",
+                &self.d_model,
+            );
+        }
+        if self.block_size == 0 {
+            return err("block_size", "at least 1 token", &self.block_size);
+        }
+        if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) || self.mlp_hidden() == 0 {
+            return err("mlp_ratio", "a positive ratio giving at least 1 hidden unit", &self.mlp_ratio);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err("dropout", "a probability in [0, 1)", &self.dropout);
+        }
+        if let Some(dwa) = self.dwa {
+            if dwa.dilation == 0 {
+                return err("dwa.dilation", "k >= 1", &dwa.dilation);
+            }
+            if dwa.period == 0 {
+                return err("dwa.period", "p >= 1", &dwa.period);
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the first field in which `self` and `other` differ, if any.
+    pub fn first_difference(&self, other: &ModelConfig) -> Option<String> {
+        let mine = serde_json_like(self);
+        let theirs = serde_json_like(other);
+        mine.iter()
+            .zip(theirs.iter())
+            .find(|(a, b)| a != b)
+            .map(|((field, a), (_, b))| format!("model.{field}: {a} vs {b}"))
+    }
+
+    /// A short label such as `baseline` or `denseformer-4x5`.
+    pub fn variant_name(&self) -> String {
+        match self.dwa {
+            None => "baseline".to_owned(),
+            Some(d) => format!("denseformer-{}x{}", d.dilation, d.period),
+        }
+    }
+}
+
+/// The config as (field, value) pairs in declaration order, for diffs.
+fn serde_json_like(c: &ModelConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("vocab_size", c.vocab_size.to_string()),
+        ("n_layer", c.n_layer.to_string()),
+        ("n_head", c.n_head.to_string()),
+        ("d_model", c.d_model.to_string()),
+        ("block_size", c.block_size.to_string()),
+        ("mlp", format!("{:?}", c.mlp)),
+        ("mlp_ratio", c.mlp_ratio.to_string()),
+        ("norm", format!("{:?}", c.norm)),
+        ("positions", format!("{:?}", c.positions)),
+        ("bias", c.bias.to_string()),
+        ("tied_embeddings", c.tied_embeddings.to_string()),
+        ("dwa", format!("{:?}", c.dwa)),
+    ]
+}

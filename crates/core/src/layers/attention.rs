@@ -1,0 +1,60 @@
+//! Causal multi-head self-attention through libtorch's `scaled_dot_product_attention`.
+
+use super::{Linear, Rotary};
+use crate::config::ModelConfig;
+use strata_tensor::Result;
+use tch::{Tensor, nn};
+
+/// Causal self-attention with a fused query/key/value projection.
+#[derive(Debug)]
+pub struct CausalSelfAttention {
+    /// Query, key and value projections stacked: `[3·D, D]`.
+    pub c_attn: Linear,
+    /// Output projection `[D, D]`.
+    pub c_proj: Linear,
+    n_head: i64,
+    dropout: f64,
+}
+
+impl CausalSelfAttention {
+    /// Creates the layer under `path`; `proj_std` initialises the output projection.
+    pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Self {
+        let d = config.d_model;
+        Self {
+            c_attn: Linear::new(&path / "c_attn", d, 3 * d, config.bias, 0.02),
+            c_proj: Linear::new(&path / "c_proj", d, d, config.bias, proj_std),
+            n_head: config.n_head as i64,
+            dropout: config.dropout,
+        }
+    }
+
+    /// Attends over `x` `[B, T, D]`; position `t` sees only positions `<= t`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        config: &ModelConfig,
+        rotary: Option<&Rotary>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let size = x.size();
+        let (b, t, d) = (size[0], size[1], size[2]);
+        let qkv = self.c_attn.forward(x, config.precision)?;
+        let heads = |i: i64| -> Result<Tensor> {
+            Ok(qkv
+                .f_narrow(2, i * d, d)?
+                .f_view([b, t, self.n_head, d / self.n_head])?
+                .f_transpose(1, 2)?)
+        };
+        let (mut q, mut k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        if let Some(rotary) = rotary {
+            q = rotary.apply(&q)?;
+            k = rotary.apply(&k)?;
+        }
+        let dropout = if train { self.dropout } else { 0.0 };
+        let y = Tensor::f_scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, dropout, true, None, false,
+        )?;
+        let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, d])?;
+        Ok(self.c_proj.forward(&y, config.precision)?.f_dropout(self.dropout, train)?)
+    }
+}

@@ -1,0 +1,43 @@
+//! LayerNorm and RMSNorm over the last dimension, computed in f32.
+
+use crate::config::NormKind;
+use strata_tensor::Result;
+use tch::{Tensor, nn};
+
+/// Epsilon shared by both norms (PyTorch's LayerNorm default).
+const EPS: f64 = 1e-5;
+
+/// A normalisation layer with a learned gain (and a bias for LayerNorm with `bias = true`).
+#[derive(Debug)]
+pub struct Norm {
+    kind: NormKind,
+    width: i64,
+    /// Gain `[width]`, initialised to ones.
+    pub weight: Tensor,
+    /// Bias `[width]`, initialised to zeros.
+    pub bias: Option<Tensor>,
+}
+
+impl Norm {
+    /// Creates `path.weight` and, for a biased LayerNorm, `path.bias`.
+    pub fn new(path: nn::Path, kind: NormKind, width: usize, bias: bool) -> Self {
+        let weight = path.ones("weight", &[width as i64]);
+        let bias = (bias && kind == NormKind::Layernorm).then(|| path.zeros("bias", &[width as i64]));
+        Self {
+            kind,
+            width: width as i64,
+            weight,
+            bias,
+        }
+    }
+
+    /// Normalises the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.kind {
+            NormKind::Layernorm => {
+                x.f_layer_norm([self.width], Some(&self.weight), self.bias.as_ref(), EPS, true)?
+            }
+            NormKind::Rmsnorm => x.f_rms_norm([self.width], Some(&self.weight), EPS)?,
+        })
+    }
+}

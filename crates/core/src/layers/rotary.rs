@@ -1,0 +1,40 @@
+//! Rotary position embedding (RoPE) for queries and keys.
+
+use strata_tensor::Result;
+use tch::{Device, Kind, Tensor};
+
+/// Precomputed cosines and sines for every position up to the block size.
+#[derive(Debug)]
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    /// Tables for `positions` positions and heads of width `head_dim` (even), base 10000.
+    pub fn new(positions: usize, head_dim: usize, device: Device) -> Self {
+        let half = (head_dim / 2) as i64;
+        let inv_freq = (Tensor::arange(half, (Kind::Double, Device::Cpu)) * (-2.0 / head_dim as f64)
+            * 10000f64.ln())
+        .exp();
+        let t = Tensor::arange(positions as i64, (Kind::Double, Device::Cpu));
+        let angles = t.outer(&inv_freq); // [T, half]
+        let angles = Tensor::cat(&[&angles, &angles], -1); // [T, head_dim]
+        Self {
+            cos: angles.cos().to_kind(Kind::Float).to_device(device),
+            sin: angles.sin().to_kind(Kind::Float).to_device(device),
+        }
+    }
+
+    /// Rotates `x` of shape `[B, H, T, head_dim]` by its positions `0..T`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let size = x.size();
+        let (t, d) = (size[2], size[3]);
+        let cos = self.cos.f_narrow(0, 0, t)?;
+        let sin = self.sin.f_narrow(0, 0, t)?;
+        let first = x.f_narrow(-1, 0, d / 2)?;
+        let second = x.f_narrow(-1, d / 2, d / 2)?;
+        let rotated = Tensor::f_cat(&[&second.f_neg()?, &first], -1)?;
+        Ok(x.f_mul(&cos)?.f_add(&rotated.f_mul(&sin)?)?)
+    }
+}

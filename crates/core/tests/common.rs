@@ -1,0 +1,56 @@
+//! Shared helpers for the core tests.
+
+#![allow(dead_code)]
+
+use strata_core::{DwaConfig, Gpt, ModelConfig};
+use tch::{Device, nn};
+
+/// A small config: 3 blocks, 4 heads, width 16, block 8, vocab 11.
+pub fn tiny(dwa: Option<(usize, usize)>) -> ModelConfig {
+    ModelConfig {
+        vocab_size: 11,
+        n_layer: 3,
+        n_head: 4,
+        d_model: 16,
+        block_size: 8,
+        mlp: Default::default(),
+        mlp_ratio: 4.0,
+        norm: Default::default(),
+        positions: Default::default(),
+        bias: false,
+        tied_embeddings: true,
+        dropout: 0.0,
+        dwa: dwa.map(|(dilation, period)| DwaConfig { dilation, period }),
+        precision: Default::default(),
+    }
+}
+
+/// Builds a model with seeded weights; gains and biases are randomised too, so that no
+/// test relies on the identity-like initialisation of norms.
+pub fn build(config: &ModelConfig, seed: i64) -> (nn::VarStore, Gpt) {
+    strata_tensor::seeded(seed as u64, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs.root(), config).unwrap();
+        randomise_norms(&vs);
+        (vs, model)
+    })
+}
+
+/// Replaces norm gains and biases by values in [0.75, 1.25).
+fn randomise_norms(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.contains("ln_") || name.ends_with("bias") {
+                let r = t.rand_like() * 0.5 + 0.75;
+                t.copy_(&r);
+            }
+        }
+    });
+}
+
+/// Random token ids `[b, t]` below `vocab`.
+pub fn tokens(b: i64, t: i64, vocab: i64, seed: i64) -> tch::Tensor {
+    strata_tensor::seeded(seed as u64, || {
+        tch::Tensor::randint(vocab, [b, t], (tch::Kind::Int64, Device::Cpu))
+    })
+}

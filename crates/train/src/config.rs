@@ -1,0 +1,295 @@
+//! [`RunConfig`]: a whole training run (model, data, optimisation), read from TOML with
+//! `--set key=value` overrides.
+
+use crate::optim::AdamWConfig;
+use crate::schedule::CosineSchedule;
+use crate::tokenizer::TokenizerKind;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use strata_core::ModelConfig;
+use strata_tensor::{DeviceChoice, Error, Result};
+
+/// Where the text comes from and how it becomes tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A text file or a folder of text files; absent means the embedded Tiny Shakespeare.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Tokenizer kind.
+    #[serde(default)]
+    pub tokenizer: TokenizerKind,
+    /// Vocabulary size of a BPE tokenizer trained on the corpus.
+    #[serde(default = "default_bpe_vocab")]
+    pub bpe_vocab_size: usize,
+    /// Fraction of tokens, taken from the end, held out for validation.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            tokenizer: TokenizerKind::default(),
+            bpe_vocab_size: default_bpe_vocab(),
+            val_fraction: default_val_fraction(),
+        }
+    }
+}
+
+/// Default BPE vocabulary.
+fn default_bpe_vocab() -> usize {
+    512
+}
+
+/// Default validation fraction (nanoGPT's 10%).
+fn default_val_fraction() -> f64 {
+    0.1
+}
+
+/// Optimisation and bookkeeping of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Optimizer steps.
+    pub max_iters: u64,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Final learning rate of the cosine.
+    pub min_lr: f64,
+    /// Linear warmup steps.
+    pub warmup_iters: u64,
+    /// Step at which the cosine reaches `min_lr` (defaults to `max_iters`).
+    #[serde(default)]
+    pub lr_decay_iters: Option<u64>,
+    /// AdamW β1.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// AdamW β2.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// AdamW ε.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Decoupled weight decay on matrices.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip; 0 disables.
+    #[serde(default = "default_clip")]
+    pub grad_clip: f64,
+    /// Steps between evaluations.
+    pub eval_interval: u64,
+    /// Batches per evaluation (fixed for the whole run).
+    pub eval_iters: usize,
+    /// Steps between checkpoints (defaults to `eval_interval`).
+    #[serde(default)]
+    pub checkpoint_interval: Option<u64>,
+    /// Steps between logged training losses.
+    #[serde(default = "default_log_interval")]
+    pub log_interval: u64,
+    /// Seed of initialisation, batches and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Device.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// CPU threads for libtorch; 0 keeps libtorch's choice.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+/// Default β1.
+fn default_beta1() -> f64 {
+    0.9
+}
+/// Default β2.
+fn default_beta2() -> f64 {
+    0.95
+}
+/// Default ε.
+fn default_eps() -> f64 {
+    1e-8
+}
+/// Default clip.
+fn default_clip() -> f64 {
+    1.0
+}
+/// Default logging interval.
+fn default_log_interval() -> u64 {
+    10
+}
+/// Default seed.
+fn default_seed() -> u64 {
+    1337
+}
+
+impl TrainConfig {
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> CosineSchedule {
+        CosineSchedule {
+            lr: self.learning_rate,
+            min_lr: self.min_lr,
+            warmup_iters: self.warmup_iters,
+            decay_iters: self.lr_decay_iters.unwrap_or(self.max_iters),
+        }
+    }
+
+    /// The optimizer settings.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// Steps between checkpoints.
+    pub fn checkpoint_every(&self) -> u64 {
+        self.checkpoint_interval.unwrap_or(self.eval_interval)
+    }
+}
+
+/// A complete run description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// A name for tables and plots (defaults to the config file's stem).
+    #[serde(default)]
+    pub name: String,
+    /// The architecture.
+    pub model: ModelConfig,
+    /// The corpus and tokenizer.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    /// Reads `path` and applies `overrides` (`section.key=value`, value in TOML syntax or a
+    /// bare string); validates every field.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let file = path.display().to_string();
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::parse(&text, &file, &stem, overrides)
+    }
+
+    /// Parses config text; `file` names it in errors and `default_name` fills `name`.
+    pub fn parse(text: &str, file: &str, default_name: &str, overrides: &[String]) -> Result<Self> {
+        let parse_err = |file: &str, e: &dyn std::fmt::Display| Error::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        };
+        // Parse the text as written first, so errors point at its lines.
+        let mut config: RunConfig = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
+            for item in overrides {
+                apply_override(&mut table, item, file)?;
+            }
+            let with = format!("{file} with --set {}", overrides.join(" "));
+            config = table.try_into().map_err(|e| parse_err(&with, &e))?;
+        }
+        if config.name.is_empty() {
+            config.name = default_name.to_owned();
+        }
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks the data and training fields (the model is validated once its vocabulary is
+    /// known).
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let err = |field: &str, expected: &str, found: &dyn ToString| {
+            Err(Error::config(file, field, expected, found.to_string()))
+        };
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return err("train.batch_size", "at least 1", &0);
+        }
+        if t.eval_interval == 0 {
+            return err("train.eval_interval", "at least 1 step", &0);
+        }
+        if t.eval_iters == 0 {
+            return err("train.eval_iters", "at least 1 batch", &0);
+        }
+        if t.log_interval == 0 {
+            return err("train.log_interval", "at least 1 step", &0);
+        }
+        if t.checkpoint_interval == Some(0) {
+            return err("train.checkpoint_interval", "at least 1 step", &0);
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return err("train.learning_rate", "a positive number", &t.learning_rate);
+        }
+        if !(t.min_lr >= 0.0 && t.min_lr <= t.learning_rate) {
+            return err("train.min_lr", "a number in [0, learning_rate]", &t.min_lr);
+        }
+        for (field, beta) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return err(field, "a number in [0, 1)", &beta);
+            }
+        }
+        if !(t.weight_decay >= 0.0) {
+            return err("train.weight_decay", "a number >= 0", &t.weight_decay);
+        }
+        if !(t.grad_clip >= 0.0) {
+            return err("train.grad_clip", "a number >= 0 (0 disables clipping)", &t.grad_clip);
+        }
+        let f = self.data.val_fraction;
+        if !(f > 0.0 && f < 1.0) {
+            return err("data.val_fraction", "a fraction strictly between 0 and 1", &f);
+        }
+        if self.data.bpe_vocab_size < 2 {
+            return err("data.bpe_vocab_size", "at least 2", &self.data.bpe_vocab_size);
+        }
+        Ok(())
+    }
+
+    /// The config as TOML text (as recorded next to results).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Sets `section.key=value` inside `table`.
+fn apply_override(table: &mut toml::Table, item: &str, file: &str) -> Result<()> {
+    let Some((key, raw)) = item.split_once('=') else {
+        return Err(Error::config(file, item, "--set key=value", item));
+    };
+    let key = key.trim();
+    let raw = raw.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|s| !s.is_empty());
+    let Some(last) = last else {
+        return Err(Error::config(file, key, "a dotted key such as train.max_iters", item));
+    };
+    let mut node = table;
+    for (depth, part) in parts.iter().enumerate() {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(Error::config(
+                    file,
+                    parts[..=depth].join("."),
+                    "a section (table)",
+                    "a plain value",
+                ));
+            }
+        };
+    }
+    node.insert(last.to_owned(), value);
+    Ok(())
+}

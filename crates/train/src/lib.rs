@@ -1,0 +1,21 @@
+//! strata-train: everything between a corpus on disk and a trained checkpoint.
+//!
+//! [`RunConfig`] describes a run; [`train`] runs it with AdamW, a warmup-cosine schedule,
+//! periodic evaluation on fixed batches, atomic checkpoints, exact resume and Ctrl-C
+//! handling, writing metrics (JSON lines), loss plots and a DWA heatmap into the run folder.
+
+pub mod checkpoint;
+pub mod checkpoint_io;
+pub mod config;
+pub mod data;
+pub mod memory;
+pub mod metrics;
+pub mod optim;
+pub mod plots;
+pub mod prepare;
+pub mod schedule;
+pub mod tokenizer;
+pub mod trainer;
+
+pub use config::{DataConfig, RunConfig, TrainConfig};
+pub use trainer::{RunOptions, RunSummary, evaluate, train};

@@ -1,0 +1,73 @@
+//! Resident memory of this process, read from `/proc/self/status` (Linux only).
+
+/// Peak resident set size of this process in bytes (`VmHWM`); `None` off Linux or if unreadable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|kib| kib * 1024)
+}
+
+/// Current resident set size of this process in bytes (`VmRSS`); `None` off Linux or if unreadable.
+pub fn current_rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|kib| kib * 1024)
+}
+
+/// The value in kB of the `/proc/self/status` line starting with `key`.
+#[cfg(target_os = "linux")]
+fn status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_kib(&status, key)
+}
+
+/// Without `/proc`, memory usage is unknown.
+#[cfg(not(target_os = "linux"))]
+fn status_kib(_key: &str) -> Option<u64> {
+    None
+}
+
+/// Parses a `Key:   1234 kB` line of a `/proc/<pid>/status` text.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_kib(status: &str, key: &str) -> Option<u64> {
+    let rest = status.lines().find_map(|line| line.strip_prefix(key))?;
+    let mut parts = rest.split_whitespace();
+    let value = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(value),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_lines() {
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t    12 kB\n";
+        assert_eq!(parse_kib(status, "VmHWM:"), Some(2048));
+        assert_eq!(parse_kib(status, "VmRSS:"), Some(12));
+        assert_eq!(parse_kib(status, "VmSwap:"), None);
+        assert_eq!(parse_kib("VmRSS: lots kB\n", "VmRSS:"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn touching_200_mb_raises_peak() {
+        const MB: u64 = 1024 * 1024;
+        const SIZE: usize = 200 * 1024 * 1024;
+        let before = current_rss_bytes().expect("VmRSS readable on Linux");
+        let mut buffer = vec![0u8; SIZE];
+        for i in (0..SIZE).step_by(4096) {
+            buffer[i] = 1;
+        }
+        let buffer = std::hint::black_box(buffer);
+        let peak = peak_rss_bytes().expect("VmHWM readable on Linux");
+        let current = current_rss_bytes().expect("VmRSS readable on Linux");
+        assert!(peak >= current, "peak {peak} below current {current}");
+        assert!(
+            peak >= before + 190 * MB,
+            "peak {} MiB not ~200 MiB above the starting RSS {} MiB",
+            peak / MB,
+            before / MB
+        );
+        assert_eq!(buffer.iter().step_by(4096).map(|&b| b as usize).sum::<usize>(), SIZE / 4096);
+    }
+}

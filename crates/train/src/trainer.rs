@@ -1,0 +1,343 @@
+//! The training loop: batches, AdamW, schedule, evaluation, checkpoints, resume, Ctrl-C.
+
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
+use crate::checkpoint_io;
+use crate::config::RunConfig;
+use crate::data::{fixed_batches, random_batch};
+use crate::memory;
+use crate::metrics::{MetricRecord, MetricsLog};
+use crate::optim::AdamW;
+use crate::plots;
+use crate::prepare::{prepare_data, resolve_model};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use strata_core::{Gpt, ParamCount};
+use strata_tensor::{Error, Result, set_cpu_threads};
+use tch::{Device, Tensor, nn};
+
+/// How to run a training job (everything that is not the experiment itself).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The config file, named in error messages.
+    pub config_file: PathBuf,
+    /// Run folder: checkpoints, metrics, plots and summary go here.
+    pub out_dir: PathBuf,
+    /// Continue from this checkpoint (or the latest one of this run folder).
+    pub resume: Option<PathBuf>,
+    /// Replace an existing run in `out_dir`.
+    pub overwrite: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Set (e.g. by Ctrl-C) to save a checkpoint and stop at the next step.
+    pub stop: Arc<AtomicBool>,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
+    pub stop_after: Option<u64>,
+}
+
+impl RunOptions {
+    /// Options for `config_file` writing into `out_dir`, with defaults elsewhere.
+    pub fn new(config_file: impl Into<PathBuf>, out_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config_file: config_file.into(),
+            out_dir: out_dir.into(),
+            resume: None,
+            overwrite: false,
+            progress: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_after: None,
+        }
+    }
+}
+
+/// What a finished (or interrupted) run reports, also written to `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Run name.
+    pub name: String,
+    /// Architecture label (`baseline`, `denseformer-4x5`, ...).
+    pub variant: String,
+    /// Parameter counts.
+    pub params: ParamCount,
+    /// Optimizer steps completed.
+    pub steps: u64,
+    /// Training tokens consumed.
+    pub tokens: u64,
+    /// Last evaluated training loss.
+    pub final_train_loss: Option<f64>,
+    /// Last evaluated validation loss.
+    pub final_val_loss: Option<f64>,
+    /// Best validation loss.
+    pub best_val_loss: Option<f64>,
+    /// Wall-clock seconds of the whole run, evaluations included (summed across resumes).
+    pub wall_s: f64,
+    /// Training tokens per second of this process's training steps.
+    pub tokens_per_sec: f64,
+    /// Milliseconds per optimizer step in this process.
+    pub ms_per_iter: f64,
+    /// Peak resident memory of this process in MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Device used.
+    pub device: String,
+    /// libtorch CPU threads.
+    pub threads: i32,
+    /// True when the run stopped early (Ctrl-C or `stop_after`).
+    pub interrupted: bool,
+    /// The run folder.
+    pub out_dir: PathBuf,
+}
+
+/// Seed for the step's dropout masks, a mix of the run seed and the step.
+fn step_seed(seed: u64, step: u64) -> i64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// Mean loss over fixed batches, without gradients.
+pub fn evaluate(model: &Gpt, batches: &[(Tensor, Tensor)]) -> Result<f64> {
+    let _guard = tch::no_grad_guard();
+    let mut total = 0.0;
+    for (x, y) in batches {
+        total += model.loss(x, y, false)?.double_value(&[]);
+    }
+    Ok(total / batches.len().max(1) as f64)
+}
+
+/// Prepares `out_dir`: refuses to clobber an existing run unless asked.
+fn prepare_out_dir(options: &RunOptions) -> Result<()> {
+    let dir = &options.out_dir;
+    let has_run = dir.join("checkpoints").exists() || dir.join("metrics.jsonl").exists();
+    if options.resume.is_none() && has_run {
+        if !options.overwrite {
+            return Err(Error::Invalid(format!(
+                "{} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out for a new folder",
+                dir.display()
+            )));
+        }
+        std::fs::remove_dir_all(dir).map_err(Error::io(dir))?;
+    }
+    checkpoint_io::check_writable(dir)
+}
+
+/// Everything the loop needs, built before the first step.
+struct Run {
+    config: RunConfig,
+    vs: nn::VarStore,
+    model: Gpt,
+    optimizer: AdamW,
+    device: Device,
+    tokenizer_json: String,
+    tokenizer_fingerprint: String,
+    train_tokens: Tensor,
+    eval_train: Vec<(Tensor, Tensor)>,
+    eval_val: Vec<(Tensor, Tensor)>,
+    start: u64,
+    best_val: Option<f64>,
+    elapsed_before: f64,
+}
+
+/// Builds the run, from scratch or from a checkpoint.
+fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
+    let resumed: Option<Checkpoint> = options.resume.as_deref().map(checkpoint::load).transpose()?;
+    let data = prepare_data(&config, resumed.as_ref().map(|c| c.tokenizer.clone()))?;
+    let model_config = resolve_model(&config, &data.tokenizer, &options.config_file)?;
+    if let Some(ckpt) = &resumed {
+        checkpoint::ensure_compatible(ckpt, &model_config, &config, &options.config_file)?;
+    }
+    prepare_out_dir(options)?;
+    let t = &config.train;
+    set_cpu_threads(t.threads);
+    let device = t.device.resolve()?;
+    tch::manual_seed(t.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = Gpt::new(&vs.root(), &model_config)?;
+    let mut optimizer = AdamW::new(vs.variables().into_iter().collect(), t.adamw());
+    let (mut start, mut best_val, mut elapsed_before) = (0, None, 0.0);
+    if let Some(ckpt) = &resumed {
+        checkpoint::restore_weights(&vs, &ckpt.loaded.model, &ckpt.loaded.path)?;
+        optimizer.load_state(&ckpt.loaded.optimizer, ckpt.meta.step, &ckpt.loaded.path)?;
+        (start, best_val, elapsed_before) = (ckpt.meta.step, ckpt.meta.best_val_loss, ckpt.meta.elapsed_s);
+        tracing::info!(step = start, checkpoint = %ckpt.loaded.path.display(), "resuming");
+    }
+    let (b, block) = (t.batch_size, model_config.block_size);
+    let eval_seed = t.seed ^ 0xE7A1;
+    let eval_train = fixed_batches(&data.splits.train, t.eval_iters, b, block, eval_seed, device);
+    let eval_val = fixed_batches(&data.splits.val, t.eval_iters, b, block, eval_seed, device);
+    let mut config = config;
+    config.model = model_config;
+    Ok(Run {
+        tokenizer_json: data.tokenizer.to_json(),
+        tokenizer_fingerprint: data.tokenizer.fingerprint(),
+        train_tokens: data.splits.train,
+        config,
+        vs,
+        model,
+        optimizer,
+        device,
+        eval_train,
+        eval_val,
+        start,
+        best_val,
+        elapsed_before,
+    })
+}
+
+/// The progress bar (hidden when not wanted or not on a terminal).
+fn progress_bar(options: &RunOptions, start: u64, total: u64, name: &str) -> ProgressBar {
+    if !options.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_position(start);
+    let style = ProgressStyle::with_template(
+        "{prefix} {bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+/// Trains `config` as described by `options`; returns the summary also written to
+/// `summary.json` in the run folder.
+pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
+    let mut run = build_run(config, options)?;
+    let out = options.out_dir.clone();
+    std::fs::write(out.join("config.toml"), run.config.to_toml()).map_err(Error::io(out.join("config.toml")))?;
+    let resumed_at = (options.resume.is_some()).then_some(run.start);
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), resumed_at)?;
+    let t = run.config.train.clone();
+    let schedule = t.schedule();
+    let tokens_per_step = (t.batch_size * run.config.model.block_size) as u64;
+    let bar = progress_bar(options, run.start, t.max_iters, &run.config.name);
+    let clock = Instant::now();
+    let mut train_secs = 0.0;
+    let mut last_train_loss = None;
+    let mut last_val = None;
+    let mut interrupted = false;
+    let elapsed = |run: &Run| run.elapsed_before + clock.elapsed().as_secs_f64();
+    let mut step = run.start;
+    loop {
+        let due_eval = step % t.eval_interval == 0 || step == t.max_iters;
+        if due_eval && resumed_at != Some(step) {
+            let train_loss = evaluate(&run.model, &run.eval_train)?;
+            let val_loss = evaluate(&run.model, &run.eval_val)?;
+            run.best_val = Some(run.best_val.map_or(val_loss, |b: f64| b.min(val_loss)));
+            (last_train_loss, last_val) = (Some(train_loss), Some(val_loss));
+            metrics.record(&MetricRecord {
+                step,
+                kind: "eval".to_owned(),
+                loss: Some(train_loss),
+                val_loss: Some(val_loss),
+                lr: None,
+                tokens_per_sec: None,
+                elapsed_s: elapsed(&run),
+            })?;
+            bar.suspend(|| {
+                tracing::info!(step, train_loss, val_loss, "eval");
+            });
+        }
+        let stop_now = options.stop.load(Ordering::SeqCst) || options.stop_after == Some(step);
+        let finished = step >= t.max_iters;
+        if stop_now || finished || (step % t.checkpoint_every() == 0 && step != run.start) {
+            save(&run, &out, step, elapsed(&run))?;
+        }
+        if finished {
+            break;
+        }
+        if stop_now {
+            interrupted = true;
+            bar.suspend(|| tracing::warn!(step, "stopped early; resume with --resume"));
+            break;
+        }
+        let lr = schedule.at(step);
+        let step_clock = Instant::now();
+        let (x, y) = random_batch(&run.train_tokens, t.batch_size, run.config.model.block_size, t.seed, step, run.device);
+        tch::manual_seed(step_seed(t.seed, step));
+        let loss = run.model.loss(&x, &y, true)?;
+        run.optimizer.zero_grad();
+        loss.f_backward()?;
+        run.optimizer.clip_grad_norm(t.grad_clip)?;
+        run.optimizer.step(lr);
+        step += 1;
+        if step % t.log_interval == 0 || step == t.max_iters {
+            let loss = loss.double_value(&[]);
+            if !loss.is_finite() {
+                return Err(Error::Invalid(format!("training diverged: loss is {loss} at step {step}")));
+            }
+            train_secs += step_clock.elapsed().as_secs_f64();
+            let done = step - run.start;
+            let tok_s = (done * tokens_per_step) as f64 / train_secs.max(1e-9);
+            metrics.record(&MetricRecord {
+                step,
+                kind: "train".to_owned(),
+                loss: Some(loss),
+                val_loss: None,
+                lr: Some(lr),
+                tokens_per_sec: Some(tok_s),
+                elapsed_s: elapsed(&run),
+            })?;
+            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {:.1}k tok/s", tok_s / 1e3));
+        } else {
+            train_secs += step_clock.elapsed().as_secs_f64();
+        }
+        bar.set_position(step);
+    }
+    bar.finish_and_clear();
+    let wall_s = elapsed(&run);
+    write_plots(&run, &out)?;
+    let done = step - run.start;
+    let summary = RunSummary {
+        name: run.config.name.clone(),
+        variant: run.config.model.variant_name(),
+        params: run.model.param_count(),
+        steps: step,
+        tokens: step * tokens_per_step,
+        final_train_loss: last_train_loss,
+        final_val_loss: last_val,
+        best_val_loss: run.best_val,
+        wall_s,
+        tokens_per_sec: (done * tokens_per_step) as f64 / train_secs.max(1e-9),
+        ms_per_iter: 1e3 * train_secs / done.max(1) as f64,
+        peak_rss_mib: memory::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+        device: format!("{:?}", run.device),
+        threads: tch::get_num_threads(),
+        interrupted,
+        out_dir: out.clone(),
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(out.join("summary.json"), json).map_err(Error::io(out.join("summary.json")))?;
+    Ok(summary)
+}
+
+/// Saves a checkpoint of `run` after `step` steps.
+fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
+    let meta = CheckpointMeta {
+        config: run.config.clone(),
+        tokenizer: run.tokenizer_json.clone(),
+        tokenizer_fingerprint: run.tokenizer_fingerprint.clone(),
+        step,
+        seed: run.config.train.seed,
+        tokens_seen: step * (run.config.train.batch_size * run.config.model.block_size) as u64,
+        best_val_loss: run.best_val,
+        elapsed_s,
+    };
+    checkpoint::save(out, &run.vs, run.optimizer.state_tensors(), &meta)
+}
+
+/// Loss curves from the metrics log and, for a DenseFormer, the DWA weight heatmap.
+fn write_plots(run: &Run, out: &Path) -> Result<()> {
+    let records = crate::metrics::read_records(&out.join("metrics.jsonl"))?;
+    let train: Vec<(u64, f64)> = records.iter().filter(|r| r.kind == "train").filter_map(|r| r.loss.map(|l| (r.step, l))).collect();
+    let val: Vec<(u64, f64)> = records.iter().filter(|r| r.kind == "eval").filter_map(|r| r.val_loss.map(|l| (r.step, l))).collect();
+    let title = format!("{} ({})", run.config.name, run.config.model.variant_name());
+    plots::plot_loss_curves(out, &title, &train, &val)?;
+    if run.config.model.dwa.is_some() {
+        plots::plot_dwa_heatmap(out, &run.model.dwa_weight_matrix()?)?;
+    }
+    Ok(())
+}
