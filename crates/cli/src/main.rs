@@ -1,1 +1,176 @@
-fn main() {}
+//! `strata`: train, evaluate, sample and compare small transformers.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use strata_core::SampleOptions;
+use strata_tensor::{DeviceChoice, Result};
+use strata_train::{RunConfig, RunOptions, inspect};
+
+/// Architecture research on small transformers.
+#[derive(Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model described by a TOML config.
+    Train {
+        /// The run config (see configs/).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a field: `--set train.max_iters=500` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run folder (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from a checkpoint; without a value, the run folder's latest one.
+        #[arg(long, num_args = 0..=1, default_missing_value = "")]
+        resume: Option<PathBuf>,
+        /// Replace an existing run in the run folder.
+        #[arg(long)]
+        overwrite: bool,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a checkpoint (or a run folder's latest) on its run's fixed batches.
+    Eval {
+        /// Checkpoint folder or run folder.
+        checkpoint: PathBuf,
+        /// Batches per split (default: the run's eval_iters).
+        #[arg(long)]
+        batches: Option<usize>,
+        /// Device: cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Generate text from a checkpoint.
+    Sample {
+        /// Checkpoint folder or run folder.
+        checkpoint: PathBuf,
+        /// Text to continue.
+        #[arg(long, default_value = "\n")]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Softmax temperature (0: greedy).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample among the k most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        /// Device: cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Describe a checkpoint: config, parameters, step, losses, tokenizer.
+    Info {
+        /// Checkpoint folder or run folder.
+        checkpoint: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train nanoGPT's CPU recipe and its DenseFormer twin on Tiny Shakespeare and compare.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the Ctrl-C handler: the first press asks the trainer to save and stop.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: saving a checkpoint (press Ctrl-C again to quit at once)");
+    });
+    if let Err(err) = installed {
+        tracing::warn!("could not install the Ctrl-C handler: {err}");
+    }
+    stop
+}
+
+/// Dispatches a subcommand.
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train { config, overrides, out, resume, overwrite, quiet } => {
+            let run_config = RunConfig::load(&config, &overrides)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&run_config.name));
+            let mut options = RunOptions::new(&config, &out);
+            options.resume = resume.map(|p| if p.as_os_str().is_empty() { out.clone() } else { p });
+            options.overwrite = overwrite;
+            options.progress = !quiet;
+            options.stop = stop_flag();
+            let summary = strata_train::train(run_config, &options)?;
+            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            Ok(())
+        }
+        Command::Eval { checkpoint, batches, device } => {
+            let loaded = inspect::load(&checkpoint, device)?;
+            let report = inspect::evaluate_checkpoint(&loaded, batches)?;
+            println!(
+                "step {}: train loss {:.4}, val loss {:.4} ({} batches per split)",
+                report.step, report.train_loss, report.val_loss, report.batches
+            );
+            Ok(())
+        }
+        Command::Sample { checkpoint, prompt, tokens, temperature, top_k, seed, device } => {
+            let loaded = inspect::load(&checkpoint, device)?;
+            let options = SampleOptions { temperature, top_k, seed };
+            println!("{}", inspect::sample(&loaded, &prompt, tokens, &options)?);
+            Ok(())
+        }
+        Command::Info { checkpoint, json } => {
+            let loaded = inspect::load(&checkpoint, DeviceChoice::Cpu)?;
+            let info = inspect::info(&loaded);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+            } else {
+                println!("checkpoint   {}", info.path);
+                println!("run          {} ({})", info.name, info.variant);
+                println!("step         {} ({} tokens)", info.step, info.tokens_seen);
+                println!("parameters   {} total, {} non-embedding", info.params.total, info.params.non_embedding);
+                if let Some(v) = info.best_val_loss {
+                    println!("best val     {v:.4}");
+                }
+                println!("tokenizer    {}", info.tokenizer);
+                println!("\n{}", info.config);
+            }
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(args),
+    }
+}

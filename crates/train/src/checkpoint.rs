@@ -78,11 +78,17 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let dir = resolve(path)?;
     let loaded = checkpoint_io::read_checkpoint(&dir)?;
     let meta: CheckpointMeta = serde_json::from_value(loaded.meta.clone()).map_err(|e| {
-        Error::checkpoint(&dir, format!("meta.json does not describe a strata run: {e}"))
+        Error::checkpoint(
+            &dir,
+            format!("meta.json does not describe a strata run: {e}"),
+        )
     })?;
     let tokenizer = Tokenizer::from_json(&meta.tokenizer, &dir.join("meta.json"))?;
     if tokenizer.fingerprint() != meta.tokenizer_fingerprint {
-        return Err(Error::checkpoint(&dir, "tokenizer does not match its recorded fingerprint"));
+        return Err(Error::checkpoint(
+            &dir,
+            "tokenizer does not match its recorded fingerprint",
+        ));
     }
     Ok(Checkpoint {
         loaded,
@@ -93,26 +99,39 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 
 /// Copies checkpoint tensors into the same-named variables of `vs`; every variable must be
 /// present with its shape, and no tensor may be left over.
-pub fn restore_weights(vs: &nn::VarStore, tensors: &[(String, Tensor)], source: &Path) -> Result<()> {
+pub fn restore_weights(
+    vs: &nn::VarStore,
+    tensors: &[(String, Tensor)],
+    source: &Path,
+) -> Result<()> {
     let mut vars = vs.variables();
     for (name, saved) in tensors {
         let Some(var) = vars.get_mut(name) else {
             return Err(Error::checkpoint(
                 source,
-                format!("tensor `{name}` has no place in this model (checkpoint from another architecture?)"),
+                format!(
+                    "tensor `{name}` has no place in this model (checkpoint from another architecture?)"
+                ),
             ));
         };
         if var.size() != saved.size() {
             return Err(Error::checkpoint(
                 source,
-                format!("tensor `{name}` has shape {:?}, the model expects {:?}", saved.size(), var.size()),
+                format!(
+                    "tensor `{name}` has shape {:?}, the model expects {:?}",
+                    saved.size(),
+                    var.size()
+                ),
             ));
         }
         tch::no_grad(|| var.copy_(saved));
     }
     let names: std::collections::HashSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     if let Some(missing) = vars.keys().find(|k| !names.contains(k.as_str())) {
-        return Err(Error::checkpoint(source, format!("tensor `{missing}` is missing")));
+        return Err(Error::checkpoint(
+            source,
+            format!("tensor `{missing}` is missing"),
+        ));
     }
     Ok(())
 }
@@ -136,18 +155,26 @@ pub fn ensure_compatible(
     if let Some(diff) = ckpt.meta.config.model.first_difference(model) {
         return Err(Error::checkpoint(
             path,
-            format!("was trained with another model config than {}: {diff}", config_file.display()),
+            format!(
+                "was trained with another model config than {}: {diff}",
+                config_file.display()
+            ),
         ));
     }
     let saved = &ckpt.meta.config.data;
     if saved.tokenizer != config.data.tokenizer
-        || (saved.tokenizer == crate::tokenizer::TokenizerKind::Bpe && saved.bpe_vocab_size != config.data.bpe_vocab_size)
+        || (saved.tokenizer == crate::tokenizer::TokenizerKind::Bpe
+            && saved.bpe_vocab_size != config.data.bpe_vocab_size)
     {
         return Err(Error::checkpoint(
             path,
             format!(
                 "was trained with tokenizer {:?} (bpe_vocab_size {}), but {} asks for data.tokenizer = {:?} (bpe_vocab_size {})",
-                saved.tokenizer, saved.bpe_vocab_size, config_file.display(), config.data.tokenizer, config.data.bpe_vocab_size
+                saved.tokenizer,
+                saved.bpe_vocab_size,
+                config_file.display(),
+                config.data.tokenizer,
+                config.data.bpe_vocab_size
             ),
         ));
     }

@@ -77,7 +77,10 @@ pub fn write_checkpoint(
     check_names(dir, MODEL_FILE, model)?;
     check_names(dir, OPTIMIZER_FILE, optimizer)?;
     std::fs::create_dir_all(&parent).map_err(|e| {
-        Error::checkpoint(dir, format!("cannot create folder {}: {e}", parent.display()))
+        Error::checkpoint(
+            dir,
+            format!("cannot create folder {}: {e}", parent.display()),
+        )
     })?;
     let pid = std::process::id();
     let tmp = parent.join(format!(".{name}.tmp-{pid}"));
@@ -85,7 +88,10 @@ pub fn write_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(Error::io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(|e| {
-        Error::checkpoint(dir, format!("cannot create temporary folder {}: {e}", tmp.display()))
+        Error::checkpoint(
+            dir,
+            format!("cannot create temporary folder {}: {e}", tmp.display()),
+        )
     })?;
     let result = write_contents(dir, &tmp, model, optimizer, meta)
         .and_then(|()| sync_dir(&tmp))
@@ -131,11 +137,18 @@ fn write_tensors(dir: &Path, path: &Path, tensors: &[(String, Tensor)]) -> Resul
             Ok((name.as_str(), cpu))
         })
         .collect::<std::result::Result<Vec<_>, tch::TchError>>()
-        .map_err(|e| Error::checkpoint(dir, format!("cannot copy tensors for {file_name} to the CPU: {e}")))?;
+        .map_err(|e| {
+            Error::checkpoint(
+                dir,
+                format!("cannot copy tensors for {file_name} to the CPU: {e}"),
+            )
+        })?;
     Tensor::write_safetensors(&prepared, path)
         .map_err(|e| Error::checkpoint(dir, format!("cannot write {file_name}: {e}")))?;
     let (bytes, crc32) = size_and_crc(path)?;
-    File::open(path).and_then(|f| f.sync_all()).map_err(Error::io(path))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io(path))?;
     Ok(FileRecord {
         bytes,
         crc32,
@@ -152,14 +165,23 @@ fn install(dir: &Path, tmp: &Path, parent: &Path, name: &str, pid: u32) -> Resul
             std::fs::remove_dir_all(&old).map_err(Error::io(&old))?;
         }
         std::fs::rename(dir, &old).map_err(|e| {
-            Error::checkpoint(dir, format!("cannot move the existing checkpoint aside to {}: {e}", old.display()))
+            Error::checkpoint(
+                dir,
+                format!(
+                    "cannot move the existing checkpoint aside to {}: {e}",
+                    old.display()
+                ),
+            )
         })?;
     }
     if let Err(e) = std::fs::rename(tmp, dir) {
         if replacing && let Err(back) = std::fs::rename(&old, dir) {
             tracing::error!(old = %old.display(), error = %back, "cannot restore the previous checkpoint");
         }
-        return Err(Error::checkpoint(dir, format!("cannot rename {} into place: {e}", tmp.display())));
+        return Err(Error::checkpoint(
+            dir,
+            format!("cannot rename {} into place: {e}", tmp.display()),
+        ));
     }
     sync_dir(parent)?;
     if replacing && let Err(e) = std::fs::remove_dir_all(&old) {
@@ -195,16 +217,26 @@ fn read_envelope(dir: &Path) -> Result<Envelope> {
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::checkpoint(dir, format!("{META_FILE} is missing (expected checkpoint metadata)")));
+            return Err(Error::checkpoint(
+                dir,
+                format!("{META_FILE} is missing (expected checkpoint metadata)"),
+            ));
         }
-        Err(e) => return Err(Error::checkpoint(dir, format!("cannot read {META_FILE}: {e}"))),
+        Err(e) => {
+            return Err(Error::checkpoint(
+                dir,
+                format!("cannot read {META_FILE}: {e}"),
+            ));
+        }
     };
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::checkpoint(dir, format!("{META_FILE} is not valid JSON: {e}")))?;
     if value.get("format").and_then(serde_json::Value::as_str) != Some(FORMAT_NAME) {
         return Err(Error::checkpoint(
             dir,
-            format!("{META_FILE} is not a strata checkpoint envelope (expected \"format\": \"{FORMAT_NAME}\")"),
+            format!(
+                "{META_FILE} is not a strata checkpoint envelope (expected \"format\": \"{FORMAT_NAME}\")"
+            ),
         ));
     }
     match value.get("version").and_then(serde_json::Value::as_u64) {
@@ -212,7 +244,9 @@ fn read_envelope(dir: &Path) -> Result<Envelope> {
         Some(v) => {
             return Err(Error::checkpoint(
                 dir,
-                format!("{META_FILE} has unknown format version {v} (this build reads version {FORMAT_VERSION})"),
+                format!(
+                    "{META_FILE} has unknown format version {v} (this build reads version {FORMAT_VERSION})"
+                ),
             ));
         }
         None => {
@@ -234,26 +268,44 @@ fn read_tensors(dir: &Path, file_name: &str, record: &FileRecord) -> Result<Vec<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::checkpoint(dir, format!("{file_name} is missing")));
         }
-        Err(e) => return Err(Error::checkpoint(dir, format!("cannot read {file_name}: {e}"))),
+        Err(e) => {
+            return Err(Error::checkpoint(
+                dir,
+                format!("cannot read {file_name}: {e}"),
+            ));
+        }
     };
     if size != record.bytes {
-        let what = if size < record.bytes { "truncated" } else { "the wrong size" };
+        let what = if size < record.bytes {
+            "truncated"
+        } else {
+            "the wrong size"
+        };
         return Err(Error::checkpoint(
             dir,
-            format!("{file_name} is {what}: {size} bytes, expected {} bytes", record.bytes),
+            format!(
+                "{file_name} is {what}: {size} bytes, expected {} bytes",
+                record.bytes
+            ),
         ));
     }
     let (bytes, crc) = size_and_crc(&path)?;
     if bytes != record.bytes {
         return Err(Error::checkpoint(
             dir,
-            format!("{file_name} changed while being read: {bytes} bytes, expected {}", record.bytes),
+            format!(
+                "{file_name} changed while being read: {bytes} bytes, expected {}",
+                record.bytes
+            ),
         ));
     }
     if crc != record.crc32 {
         return Err(Error::checkpoint(
             dir,
-            format!("{file_name} is corrupt: checksum {crc:#010x}, expected {:#010x}", record.crc32),
+            format!(
+                "{file_name} is corrupt: checksum {crc:#010x}, expected {:#010x}",
+                record.crc32
+            ),
         ));
     }
     let mut loaded = Tensor::read_safetensors(&path)
@@ -261,7 +313,10 @@ fn read_tensors(dir: &Path, file_name: &str, record: &FileRecord) -> Result<Vec<
     let mut ordered = Vec::with_capacity(record.tensors.len());
     for name in &record.tensors {
         let index = loaded.iter().position(|(n, _)| n == name).ok_or_else(|| {
-            Error::checkpoint(dir, format!("{file_name} lacks tensor `{name}` listed in {META_FILE}"))
+            Error::checkpoint(
+                dir,
+                format!("{file_name} lacks tensor `{name}` listed in {META_FILE}"),
+            )
         })?;
         ordered.push(loaded.swap_remove(index));
     }
@@ -291,7 +346,8 @@ pub fn update_latest(run_dir: &Path, checkpoint_name: &str) -> Result<()> {
     let tmp = folder.join(format!(".{LATEST_FILE}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        file.write_all(format!("{checkpoint_name}\n").as_bytes()).map_err(Error::io(&tmp))?;
+        file.write_all(format!("{checkpoint_name}\n").as_bytes())
+            .map_err(Error::io(&tmp))?;
         file.sync_all().map_err(Error::io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(Error::io(&path))
     })();
@@ -313,13 +369,19 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     };
     let name = text.trim();
     if name.is_empty() || name.contains(['/', '\\', '\n']) {
-        return Err(Error::checkpoint(&path, format!("expected one checkpoint folder name, found {text:?}")));
+        return Err(Error::checkpoint(
+            &path,
+            format!("expected one checkpoint folder name, found {text:?}"),
+        ));
     }
     let dir = folder.join(name);
     if !dir.is_dir() {
         return Err(Error::checkpoint(
             &path,
-            format!("points at {name}, which does not exist{}", leftover_hint(&dir)),
+            format!(
+                "points at {name}, which does not exist{}",
+                leftover_hint(&dir)
+            ),
         ));
     }
     Ok(Some(dir))
@@ -327,7 +389,12 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
 
 /// Creates `dir` if needed and proves it writable with a probe file.
 pub fn check_writable(dir: &Path) -> Result<()> {
-    let fail = |e: std::io::Error| Error::Invalid(format!("output folder {} is not writable: {e}", dir.display()));
+    let fail = |e: std::io::Error| {
+        Error::Invalid(format!(
+            "output folder {} is not writable: {e}",
+            dir.display()
+        ))
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(format!(".strata-write-probe-{}", std::process::id()));
     let written = File::create(&probe).and_then(|mut f| f.write_all(b"probe"));
@@ -342,7 +409,12 @@ fn split_dir(dir: &Path) -> Result<(PathBuf, String)> {
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .ok_or_else(|| Error::checkpoint(dir, "expected a checkpoint folder path ending in a UTF-8 folder name"))?;
+        .ok_or_else(|| {
+            Error::checkpoint(
+                dir,
+                "expected a checkpoint folder path ending in a UTF-8 folder name",
+            )
+        })?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -355,10 +427,16 @@ fn check_names(dir: &Path, file_name: &str, tensors: &[(String, Tensor)]) -> Res
     let mut seen = HashSet::with_capacity(tensors.len());
     for (name, _) in tensors {
         if name.is_empty() || name == "__metadata__" {
-            return Err(Error::checkpoint(dir, format!("{file_name}: invalid tensor name {name:?}")));
+            return Err(Error::checkpoint(
+                dir,
+                format!("{file_name}: invalid tensor name {name:?}"),
+            ));
         }
         if !seen.insert(name.as_str()) {
-            return Err(Error::checkpoint(dir, format!("{file_name}: tensor name `{name}` appears twice")));
+            return Err(Error::checkpoint(
+                dir,
+                format!("{file_name}: tensor name `{name}` appears twice"),
+            ));
         }
     }
     Ok(())
@@ -386,7 +464,9 @@ fn size_and_crc(path: &Path) -> Result<(u64, u32)> {
 /// Flushes a folder's entries (new names, renames) to disk; a no-op off Unix.
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
-    File::open(dir).and_then(|f| f.sync_all()).map_err(Error::io(dir))?;
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -394,7 +474,8 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// A note pointing at complete copies left by an interrupted replacement of `dir`, if any.
 fn leftover_hint(dir: &Path) -> String {
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str())) else {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
+    else {
         return String::new();
     };
     let Ok(entries) = std::fs::read_dir(parent) else {
@@ -419,5 +500,8 @@ fn leftover_hint(dir: &Path) -> String {
 
 /// The file name of `path`, for messages.
 fn file_label(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

@@ -175,7 +175,10 @@ impl RunConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         let file = path.display().to_string();
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self::parse(&text, &file, &stem, overrides)
     }
 
@@ -239,14 +242,26 @@ impl RunConfig {
             return err("train.weight_decay", "a number >= 0", &t.weight_decay);
         }
         if !(t.grad_clip >= 0.0) {
-            return err("train.grad_clip", "a number >= 0 (0 disables clipping)", &t.grad_clip);
+            return err(
+                "train.grad_clip",
+                "a number >= 0 (0 disables clipping)",
+                &t.grad_clip,
+            );
         }
         let f = self.data.val_fraction;
         if !(f > 0.0 && f < 1.0) {
-            return err("data.val_fraction", "a fraction strictly between 0 and 1", &f);
+            return err(
+                "data.val_fraction",
+                "a fraction strictly between 0 and 1",
+                &f,
+            );
         }
         if self.data.bpe_vocab_size < 2 {
-            return err("data.bpe_vocab_size", "at least 2", &self.data.bpe_vocab_size);
+            return err(
+                "data.bpe_vocab_size",
+                "at least 2",
+                &self.data.bpe_vocab_size,
+            );
         }
         Ok(())
     }
@@ -271,7 +286,12 @@ fn apply_override(table: &mut toml::Table, item: &str, file: &str) -> Result<()>
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().filter(|s| !s.is_empty());
     let Some(last) = last else {
-        return Err(Error::config(file, key, "a dotted key such as train.max_iters", item));
+        return Err(Error::config(
+            file,
+            key,
+            "a dotted key such as train.max_iters",
+            item,
+        ));
     };
     let mut node = table;
     for (depth, part) in parts.iter().enumerate() {

@@ -231,7 +231,9 @@ pub fn random_batch(
     step: u64,
     device: Device,
 ) -> (Tensor, Tensor) {
-    let len = tokens.size1().expect("random_batch: tokens must be a 1-D tensor") as usize;
+    let len = tokens
+        .size1()
+        .expect("random_batch: tokens must be a 1-D tensor") as usize;
     assert!(
         len > block_size,
         "random_batch: {len} tokens cannot hold one block of {block_size} + 1"

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod checkpoint_io;
 pub mod config;
 pub mod data;
+pub mod inspect;
 pub mod memory;
 pub mod metrics;
 pub mod optim;

@@ -68,6 +68,13 @@ mod tests {
             peak / MB,
             before / MB
         );
-        assert_eq!(buffer.iter().step_by(4096).map(|&b| b as usize).sum::<usize>(), SIZE / 4096);
+        assert_eq!(
+            buffer
+                .iter()
+                .step_by(4096)
+                .map(|&b| b as usize)
+                .sum::<usize>(),
+            SIZE / 4096
+        );
     }
 }

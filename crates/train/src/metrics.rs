@@ -72,17 +72,25 @@ impl MetricsLog {
             )));
         }
         let mut line = serde_json::to_string(value).map_err(|e| {
-            Error::Invalid(format!("{}: cannot encode metrics line: {e}", self.path.display()))
+            Error::Invalid(format!(
+                "{}: cannot encode metrics line: {e}",
+                self.path.display()
+            ))
         })?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(Error::io(&self.path))?;
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(Error::io(&self.path))?;
         self.file.flush().map_err(Error::io(&self.path))
     }
 
     /// Appends a typed record as one line and flushes it.
     pub fn record(&mut self, record: &MetricRecord) -> Result<()> {
         let value = serde_json::to_value(record).map_err(|e| {
-            Error::Invalid(format!("{}: cannot encode metrics record: {e}", self.path.display()))
+            Error::Invalid(format!(
+                "{}: cannot encode metrics record: {e}",
+                self.path.display()
+            ))
         })?;
         self.log(&value)
     }
@@ -91,7 +99,10 @@ impl MetricsLog {
 /// Reads every line of a metrics log (blank lines are skipped); a malformed line is an error
 /// naming its line number.
 pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
-    Ok(read_lines(path)?.into_iter().map(|(_, value)| value).collect())
+    Ok(read_lines(path)?
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect())
 }
 
 /// Reads a metrics log as typed records; a line that is not a [`MetricRecord`] is an error
@@ -101,7 +112,12 @@ pub fn read_records(path: &Path) -> Result<Vec<MetricRecord>> {
         .into_iter()
         .map(|(number, value)| {
             serde_json::from_value(value).map_err(|e| {
-                Error::data(path, format!("line {number}: not a metrics record (step, kind, elapsed_s, ...): {e}"))
+                Error::data(
+                    path,
+                    format!(
+                        "line {number}: not a metrics record (step, kind, elapsed_s, ...): {e}"
+                    ),
+                )
             })
         })
         .collect()
@@ -122,8 +138,12 @@ fn read_lines(path: &Path) -> Result<Vec<(usize, serde_json::Value)>> {
 
 /// Parses one line, which must hold a JSON object.
 fn parse_line(path: &Path, number: usize, line: &str) -> Result<serde_json::Value> {
-    let value: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| Error::data(path, format!("line {number}: malformed JSON (expected one object per line): {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        Error::data(
+            path,
+            format!("line {number}: malformed JSON (expected one object per line): {e}"),
+        )
+    })?;
     if !value.is_object() {
         return Err(Error::data(
             path,
@@ -160,7 +180,11 @@ fn truncate_after(path: &Path, step: u64) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
-        if value.get("step").and_then(serde_json::Value::as_u64).is_some_and(|s| s > step) {
+        if value
+            .get("step")
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|s| s > step)
+        {
             dropped += 1;
             continue;
         }
@@ -177,7 +201,10 @@ fn truncate_after(path: &Path, step: u64) -> Result<()> {
 
 /// Replaces `path` with `bytes` through a synced temporary file in the same folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
@@ -202,7 +229,11 @@ mod tests {
         std::fs::write(&path, "{\"step\":1}\n{\"step\":2}\n{\"step\":3,\"lo").unwrap();
         let mut log = MetricsLog::open(&path, Some(5)).unwrap();
         log.log(&serde_json::json!({"step": 6})).unwrap();
-        let steps: Vec<u64> = read_metrics(&path).unwrap().iter().map(|v| v["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = read_metrics(&path)
+            .unwrap()
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
         assert_eq!(steps, [1, 2, 6]);
     }
 

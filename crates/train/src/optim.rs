@@ -48,7 +48,11 @@ impl AdamW {
                 param,
             })
             .collect();
-        Self { config, slots, step: 0 }
+        Self {
+            config,
+            slots,
+            step: 0,
+        }
     }
 
     /// Number of steps taken.
@@ -58,7 +62,11 @@ impl AdamW {
 
     /// Names of the parameters that receive weight decay.
     pub fn decayed(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     /// Clears every gradient.
@@ -71,9 +79,16 @@ impl AdamW {
     /// Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm
     /// before clipping (a 0-d tensor, so no device synchronisation is forced).
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor> {
-        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.param.grad()).filter(|g| g.defined()).collect();
+        let grads: Vec<Tensor> = self
+            .slots
+            .iter()
+            .map(|s| s.param.grad())
+            .filter(|g| g.defined())
+            .collect();
         if grads.is_empty() {
-            return Err(Error::Invalid("clip_grad_norm: no gradients (call backward first)".to_owned()));
+            return Err(Error::Invalid(
+                "clip_grad_norm: no gradients (call backward first)".to_owned(),
+            ));
         }
         let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
         let total = Tensor::stack(&norms, 0).norm();
@@ -81,7 +96,7 @@ impl AdamW {
             let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
             tch::no_grad(|| {
                 for mut g in grads {
-                    let _ = g.mul_(&coef);
+                    let _ = g.g_mul_(&coef);
                 }
             });
         }
@@ -121,14 +136,22 @@ impl AdamW {
             .flat_map(|s| {
                 [
                     (format!("exp_avg.{}", s.name), s.exp_avg.shallow_clone()),
-                    (format!("exp_avg_sq.{}", s.name), s.exp_avg_sq.shallow_clone()),
+                    (
+                        format!("exp_avg_sq.{}", s.name),
+                        s.exp_avg_sq.shallow_clone(),
+                    ),
                 ]
             })
             .collect()
     }
 
     /// Restores the moments and the step count saved by [`AdamW::state_tensors`].
-    pub fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64, source: &std::path::Path) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &[(String, Tensor)],
+        steps: u64,
+        source: &std::path::Path,
+    ) -> Result<()> {
         let find = |key: String| -> Result<&Tensor> {
             tensors
                 .iter()
@@ -137,13 +160,20 @@ impl AdamW {
                 .ok_or_else(|| Error::checkpoint(source, format!("optimizer state lacks `{key}`")))
         };
         for slot in &mut self.slots {
-            for (prefix, target) in [("exp_avg", &mut slot.exp_avg), ("exp_avg_sq", &mut slot.exp_avg_sq)] {
+            for (prefix, target) in [
+                ("exp_avg", &mut slot.exp_avg),
+                ("exp_avg_sq", &mut slot.exp_avg_sq),
+            ] {
                 let key = format!("{prefix}.{}", slot.name);
                 let saved = find(key.clone())?;
                 if saved.size() != target.size() {
                     return Err(Error::checkpoint(
                         source,
-                        format!("optimizer tensor `{key}` has shape {:?}, the model needs {:?}", saved.size(), target.size()),
+                        format!(
+                            "optimizer tensor `{key}` has shape {:?}, the model needs {:?}",
+                            saved.size(),
+                            target.size()
+                        ),
                     ));
                 }
                 tch::no_grad(|| target.copy_(&saved.to_kind(Kind::Float)));
@@ -177,12 +207,29 @@ mod tests {
 
     #[test]
     fn matches_a_hand_written_scalar_adamw_and_decays_only_matrices() {
-        let c = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
-        let matrix = Tensor::from_slice(&[0.5f64, -1.0, 2.0, 0.25]).reshape([2, 2]).set_requires_grad(true);
+        let c = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let matrix = Tensor::from_slice(&[0.5f64, -1.0, 2.0, 0.25])
+            .reshape([2, 2])
+            .set_requires_grad(true);
         let vector = Tensor::from_slice(&[0.5f64, -1.0]).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("w".into(), matrix.shallow_clone()), ("b".into(), vector.shallow_clone())], c);
+        let mut opt = AdamW::new(
+            vec![
+                ("w".into(), matrix.shallow_clone()),
+                ("b".into(), vector.shallow_clone()),
+            ],
+            c,
+        );
         assert_eq!(opt.decayed(), vec!["w"]);
-        let grads = [[0.3, -0.2, 0.1, 0.7], [-0.5, 0.4, 0.2, 0.1], [0.05, 0.05, -0.3, 0.2]];
+        let grads = [
+            [0.3, -0.2, 0.1, 0.7],
+            [-0.5, 0.4, 0.2, 0.1],
+            [0.05, 0.05, -0.3, 0.2],
+        ];
         for g in &grads {
             opt.zero_grad();
             let loss = (&matrix * Tensor::from_slice(g).reshape([2, 2])).sum(Kind::Double)
@@ -204,14 +251,28 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_the_max_norm_and_reports_the_original() {
-        let c = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 };
+        let c = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
         let a = Tensor::zeros([2], (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
         let b = Tensor::zeros([1], (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())], c);
-        ((&a * Tensor::from_slice(&[3.0f64, 0.0])).sum(Kind::Double) + (&b * 4.0).sum(Kind::Double)).backward();
+        let mut opt = AdamW::new(
+            vec![
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            c,
+        );
+        ((&a * Tensor::from_slice(&[3.0f64, 0.0])).sum(Kind::Double)
+            + (&b * 4.0).sum(Kind::Double))
+        .backward();
         let norm = opt.clip_grad_norm(1.0).unwrap().double_value(&[]);
         assert!((norm - 5.0).abs() < 1e-12);
-        let clipped = (a.grad().square().sum(Kind::Double) + b.grad().square().sum(Kind::Double)).sqrt();
+        let clipped =
+            (a.grad().square().sum(Kind::Double) + b.grad().square().sum(Kind::Double)).sqrt();
         assert!((clipped.double_value(&[]) - 1.0).abs() < 1e-6);
     }
 }

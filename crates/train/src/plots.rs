@@ -49,7 +49,12 @@ pub type DrawResult<DB> =
 /// Draws `chart` to `<out_dir>/<stem>.png` and `<out_dir>/<stem>.svg` at `size` pixels.
 ///
 /// Each file is written under a temporary name and renamed into place.
-pub fn render_both<C: Chart>(out_dir: &Path, stem: &str, size: (u32, u32), chart: &C) -> Result<()> {
+pub fn render_both<C: Chart>(
+    out_dir: &Path,
+    stem: &str,
+    size: (u32, u32),
+    chart: &C,
+) -> Result<()> {
     ensure_font()?;
     std::fs::create_dir_all(out_dir).map_err(Error::io(out_dir))?;
     let pid = std::process::id();
@@ -89,9 +94,18 @@ fn write_via_temp<E: std::fmt::Display>(
 ///
 /// Non-finite points are skipped. With no (finite) points at all the chart is still written,
 /// with empty axes and a "no data" note.
-pub fn plot_loss_curves(out_dir: &Path, title: &str, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<()> {
+pub fn plot_loss_curves(
+    out_dir: &Path,
+    title: &str,
+    train: &[(u64, f64)],
+    val: &[(u64, f64)],
+) -> Result<()> {
     let finite = |points: &[(u64, f64)]| -> Vec<(f64, f64)> {
-        points.iter().filter(|(_, y)| y.is_finite()).map(|&(x, y)| (x as f64, y)).collect()
+        points
+            .iter()
+            .filter(|(_, y)| y.is_finite())
+            .map(|&(x, y)| (x as f64, y))
+            .collect()
     };
     let chart = LossChart {
         title: title.to_owned(),
@@ -121,8 +135,17 @@ impl Chart for LossChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
         let all = || self.train.iter().chain(&self.val);
-        let (x0, x1) = padded_range(all().map(|p| p.0), 0.0);
+        let (x0, x1) = match padded_range(all().map(|p| p.0), 0.0) {
+            (0.0, 1.0) if self.train.is_empty() && self.val.is_empty() => (0.0, 10.0),
+            range => range,
+        };
         let (y0, y1) = padded_range(all().map(|p| p.1), 0.05);
+        let decimals = label_decimals(y1 - y0);
+        let x_format = |x: &f64| {
+            // Steps are integers: leave fractional ticks unlabelled.
+            if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() }
+        };
+        let y_format = move |y: &f64| format!("{y:.decimals$}");
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FAMILY, 24))
             .margin(16)
@@ -135,8 +158,8 @@ impl Chart for LossChart {
             .y_desc("loss")
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 16))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.3}"))
+            .x_label_formatter(&x_format)
+            .y_label_formatter(&y_format)
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
         if !self.train.is_empty() {
@@ -172,10 +195,17 @@ impl Chart for LossChart {
     }
 }
 
+/// Decimals that tell apart the ~10 tick labels of an axis spanning `span`.
+fn label_decimals(span: f64) -> usize {
+    (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
+}
+
 /// The (min, max) of `values` widened by `pad` of the span; a unit range around a single
 /// value or when there are none.
 fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     if !lo.is_finite() || !hi.is_finite() {
         return (0.0, 1.0);
     }
@@ -204,12 +234,20 @@ pub fn plot_dwa_heatmap(out_dir: &Path, weights: &[Vec<Option<f64>>]) -> Result<
     }
     let cells: Vec<Vec<Option<f64>>> = weights
         .iter()
-        .map(|row| (0..cols).map(|j| row.get(j).copied().flatten().filter(|w| w.is_finite())).collect())
+        .map(|row| {
+            (0..cols)
+                .map(|j| row.get(j).copied().flatten().filter(|w| w.is_finite()))
+                .collect()
+        })
         .collect();
     let values = || cells.iter().flatten().flatten().copied();
     let min = values().fold(f64::INFINITY, f64::min);
     let max = values().fold(f64::NEG_INFINITY, f64::max);
-    let (min, max) = if min.is_finite() { (min, max) } else { (0.0, 0.0) };
+    let (min, max) = if min.is_finite() {
+        (min, max)
+    } else {
+        (0.0, 0.0)
+    };
     let scale = min.abs().max(max.abs());
     let chart = HeatmapChart {
         rows: cells.len(),
@@ -262,7 +300,10 @@ impl Ranged for CellAxis {
     fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
         let max = hint.max_num_points().max(1);
         let stride = self.0.div_ceil(max).max(1);
-        (0..self.0).step_by(stride).map(|k| k as f64 + 0.5).collect()
+        (0..self.0)
+            .step_by(stride)
+            .map(|k| k as f64 + 0.5)
+            .collect()
     }
 
     fn range(&self) -> std::ops::Range<f64> {
@@ -300,12 +341,18 @@ impl Chart for HeatmapChart {
         chart.draw_series(self.cells.iter().enumerate().flat_map(|(i, row)| {
             row.iter().enumerate().map(move |(j, w)| {
                 let color = w.map_or(MISSING_COLOR, |w| diverging(w / self.scale));
-                Rectangle::new([(j as f64, top(i)), (j as f64 + 1.0, top(i) + 1.0)], color.filled())
+                Rectangle::new(
+                    [(j as f64, top(i)), (j as f64 + 1.0, top(i) + 1.0)],
+                    color.filled(),
+                )
             })
         }))?;
         chart.draw_series(self.cells.iter().enumerate().flat_map(|(i, row)| {
             row.iter().enumerate().map(move |(j, _)| {
-                Rectangle::new([(j as f64, top(i)), (j as f64 + 1.0, top(i) + 1.0)], WHITE.stroke_width(1))
+                Rectangle::new(
+                    [(j as f64, top(i)), (j as f64 + 1.0, top(i) + 1.0)],
+                    WHITE.stroke_width(1),
+                )
             })
         }))?;
         if rows <= MAX_ANNOTATED && self.cols <= MAX_ANNOTATED {
@@ -315,12 +362,20 @@ impl Chart for HeatmapChart {
             for (i, row) in self.cells.iter().enumerate() {
                 for (j, w) in row.iter().enumerate() {
                     let Some(w) = w else { continue };
-                    let ink = if (w / self.scale).abs() > 0.6 { WHITE } else { BLACK };
+                    let ink = if (w / self.scale).abs() > 0.6 {
+                        WHITE
+                    } else {
+                        BLACK
+                    };
                     let style = TextStyle::from((FAMILY, size).into_font())
                         .color(&ink)
                         .pos(Pos::new(HPos::Center, VPos::Center));
                     let centre = (j as f64 + 0.5, top(i) + 0.5);
-                    chart.draw_series(std::iter::once(Text::new(format!("{w:.2}"), centre, style)))?;
+                    chart.draw_series(std::iter::once(Text::new(
+                        format!("{w:.2}"),
+                        centre,
+                        style,
+                    )))?;
                 }
             }
         }
@@ -333,6 +388,7 @@ impl HeatmapChart {
     fn draw_colour_bar<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         const STEPS: usize = 128;
         let s = self.scale;
+        let decimals = label_decimals(2.0 * s);
         let mut bar = ChartBuilder::on(area)
             .caption("weight", (FAMILY, 16))
             .margin_top(60)
@@ -346,7 +402,7 @@ impl HeatmapChart {
             .disable_x_axis()
             .y_labels(9)
             .label_style((FAMILY, 13))
-            .y_label_formatter(&|y| format!("{y:.2}"))
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .draw()?;
         let step = 2.0 * s / STEPS as f64;
         bar.draw_series((0..STEPS).map(|k| {
@@ -354,7 +410,10 @@ impl HeatmapChart {
             let colour = diverging((lo + step / 2.0) / s);
             Rectangle::new([(0.0, lo), (1.0, lo + step)], colour.filled())
         }))?;
-        bar.draw_series(std::iter::once(Rectangle::new([(0.0, -s), (1.0, s)], BLACK.stroke_width(1))))?;
+        bar.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, -s), (1.0, s)],
+            BLACK.stroke_width(1),
+        )))?;
         Ok(())
     }
 }

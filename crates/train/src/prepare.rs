@@ -44,7 +44,11 @@ pub fn prepare_data(config: &RunConfig, tokenizer: Option<Tokenizer>) -> Result<
         .unwrap_or_else(|| PathBuf::from(EMBEDDED_NAME));
     let tokenizer = match tokenizer {
         Some(t) => t,
-        None => Tokenizer::train(config.data.tokenizer, &corpus.text, config.data.bpe_vocab_size)?,
+        None => Tokenizer::train(
+            config.data.tokenizer,
+            &corpus.text,
+            config.data.bpe_vocab_size,
+        )?,
     };
     let tokens = tokenizer.encode(&corpus.text).map_err(|e| match e {
         Error::Invalid(message) => Error::data(&source, message),
@@ -70,7 +74,11 @@ pub fn prepare_data(config: &RunConfig, tokenizer: Option<Tokenizer>) -> Result<
 }
 
 /// The model config with the vocabulary taken from the tokenizer; validated against `file`.
-pub fn resolve_model(config: &RunConfig, tokenizer: &Tokenizer, file: &Path) -> Result<ModelConfig> {
+pub fn resolve_model(
+    config: &RunConfig,
+    tokenizer: &Tokenizer,
+    file: &Path,
+) -> Result<ModelConfig> {
     let mut model = config.model.clone();
     let vocab = tokenizer.vocab_size();
     let file = file.display().to_string();

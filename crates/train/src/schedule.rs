@@ -25,7 +25,8 @@ impl CosineSchedule {
         if step > self.decay_iters || self.decay_iters <= self.warmup_iters {
             return self.min_lr;
         }
-        let ratio = (step - self.warmup_iters) as f64 / (self.decay_iters - self.warmup_iters) as f64;
+        let ratio =
+            (step - self.warmup_iters) as f64 / (self.decay_iters - self.warmup_iters) as f64;
         let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
         self.min_lr + coeff * (self.lr - self.min_lr)
     }
@@ -37,11 +38,19 @@ mod tests {
 
     #[test]
     fn warmup_cosine_and_floor_match_closed_forms() {
-        let s = CosineSchedule { lr: 1e-3, min_lr: 1e-4, warmup_iters: 100, decay_iters: 2000 };
+        let s = CosineSchedule {
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_iters: 100,
+            decay_iters: 2000,
+        };
         assert_eq!(s.at(0), 1e-3 / 101.0);
         assert_eq!(s.at(99), 1e-3 * 100.0 / 101.0);
         assert_eq!(s.at(100), 1e-3);
-        assert!((s.at(1050) - 5.5e-4).abs() < 1e-12, "midpoint is the mean of lr and min_lr");
+        assert!(
+            (s.at(1050) - 5.5e-4).abs() < 1e-12,
+            "midpoint is the mean of lr and min_lr"
+        );
         assert!((s.at(2000) - 1e-4).abs() < 1e-15);
         assert_eq!(s.at(5000), 1e-4);
         let mut last = f64::INFINITY;

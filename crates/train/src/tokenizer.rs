@@ -4,7 +4,7 @@
 //! that restores it exactly ([`Tokenizer::from_json`]); a CRC32 of that document is the
 //! [`Tokenizer::fingerprint`] that checkpoints record to catch a tokenizer mismatch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -107,10 +107,8 @@ impl Tokenizer {
         }
         let inner = match kind {
             TokenizerKind::Char => {
-                let mut chars: Vec<char> = text.chars().collect();
-                chars.sort_unstable();
-                chars.dedup();
-                Inner::Char(CharVocab::new(chars))
+                let chars: BTreeSet<char> = text.chars().collect();
+                Inner::Char(CharVocab::new(chars.into_iter().collect()))
             }
             TokenizerKind::Byte => Inner::Byte,
             TokenizerKind::Bpe => Inner::Bpe(Box::new(train_bpe(text, bpe_vocab_size)?)),
@@ -143,16 +141,7 @@ impl Tokenizer {
                 })
                 .collect(),
             Inner::Byte => Ok(text.bytes().map(u32::from).collect()),
-            Inner::Bpe(tok) => {
-                let chunks = split_chunks(text, BPE_CHUNK_BYTES);
-                let encodings = tok
-                    .encode_batch_fast(chunks, false)
-                    .map_err(|e| Error::Invalid(format!("BPE tokenizer: encoding failed: {e}")))?;
-                Ok(encodings
-                    .iter()
-                    .flat_map(|e| e.get_ids().iter().copied())
-                    .collect())
-            }
+            Inner::Bpe(tok) => encode_bpe(tok, text, BPE_CHUNK_BYTES),
         }
     }
 
@@ -230,7 +219,10 @@ impl Tokenizer {
     /// `tokenizer.json` of the `tokenizers` crate; `source` names the origin in errors.
     pub fn from_json(json: &str, source: &Path) -> Result<Tokenizer> {
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-            Error::data(source, format!("not valid JSON ({e}); expected a tokenizer"))
+            Error::data(
+                source,
+                format!("not valid JSON ({e}); expected a tokenizer"),
+            )
         })?;
         let inner = if value.get("format").is_some() {
             let stored: Stored = serde_json::from_value(value).map_err(|e| {
@@ -280,7 +272,10 @@ impl Tokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = match &self.inner {
             Inner::Bpe(tok) => tok.to_string(true).map_err(|e| {
-                Error::Invalid(format!("{}: cannot serialise BPE tokenizer: {e}", path.display()))
+                Error::Invalid(format!(
+                    "{}: cannot serialise BPE tokenizer: {e}",
+                    path.display()
+                ))
             })?,
             _ => self.to_json(),
         };
@@ -311,8 +306,11 @@ fn train_bpe(text: &str, vocab_size: usize) -> Result<tokenizers::Tokenizer> {
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
     let mut trainer = TrainerWrapper::from(trainer);
-    tok.train(&mut trainer, split_chunks(text, BPE_CHUNK_BYTES).into_iter())
-        .map_err(|e| Error::Invalid(format!("BPE training failed: {e}")))?;
+    tok.train(
+        &mut trainer,
+        split_chunks(text, BPE_CHUNK_BYTES).into_iter(),
+    )
+    .map_err(|e| Error::Invalid(format!("BPE training failed: {e}")))?;
     let trained = tok.get_vocab_size(true);
     if trained < vocab_size {
         tracing::warn!(
@@ -322,6 +320,17 @@ fn train_bpe(text: &str, vocab_size: usize) -> Result<tokenizers::Tokenizer> {
         );
     }
     Ok(tok)
+}
+
+/// Encodes `text` with a BPE tokenizer, in parallel over chunks of about `chunk_bytes`.
+fn encode_bpe(tok: &tokenizers::Tokenizer, text: &str, chunk_bytes: usize) -> Result<Vec<u32>> {
+    let encodings = tok
+        .encode_batch_fast(split_chunks(text, chunk_bytes), false)
+        .map_err(|e| Error::Invalid(format!("BPE tokenizer: encoding failed: {e}")))?;
+    Ok(encodings
+        .iter()
+        .flat_map(|e| e.get_ids().iter().copied())
+        .collect())
 }
 
 /// The byte-level pre-tokenizer/decoder configuration: no prefix space, so that
@@ -399,7 +408,19 @@ fn split_chunks(text: &str, target: usize) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_chunks;
+    use super::{encode_bpe, split_chunks, train_bpe};
+
+    #[test]
+    fn chunked_bpe_encoding_equals_whole_text_encoding() {
+        let text = "a\n\n\nb  \n c.\n\t\nd's \n\n e\r\nf 12\n\n\n\n  g!\nh\u{a0}\ni\n";
+        let corpus = text.repeat(20);
+        let tok = train_bpe(&corpus, 280).unwrap();
+        let whole = tok.encode_fast(text, false).unwrap();
+        for chunk_bytes in 1..text.len() + 1 {
+            let ids = encode_bpe(&tok, text, chunk_bytes).unwrap();
+            assert_eq!(ids, whole.get_ids(), "chunk_bytes {chunk_bytes}");
+        }
+    }
 
     #[test]
     fn split_chunks_covers_text_and_cuts_before_newlines() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use strata_core::{Gpt, ParamCount};
-use strata_tensor::{Error, Result, set_cpu_threads};
+use strata_tensor::{Error, Result, seeded, set_cpu_threads};
 use tch::{Device, Tensor, nn};
 
 /// How to run a training job (everything that is not the experiment itself).
@@ -91,11 +91,26 @@ pub struct RunSummary {
 }
 
 /// Seed for the step's dropout masks, a mix of the run seed and the step.
-fn step_seed(seed: u64, step: u64) -> i64 {
+fn step_seed(seed: u64, step: u64) -> u64 {
     let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 1) as i64
+    z ^ (z >> 31)
+}
+
+/// The fixed evaluation batches of a run (train split, val split): the same for every
+/// evaluation, every resume and `strata eval`.
+pub fn eval_batches(
+    t: &crate::config::TrainConfig,
+    splits: &crate::data::TokenSplits,
+    block_size: usize,
+    device: Device,
+) -> (Vec<(Tensor, Tensor)>, Vec<(Tensor, Tensor)>) {
+    let seed = t.seed ^ 0xE7A1;
+    let batches = |tokens: &Tensor| {
+        fixed_batches(tokens, t.eval_iters, t.batch_size, block_size, seed, device)
+    };
+    (batches(&splits.train), batches(&splits.val))
 }
 
 /// Mean loss over fixed batches, without gradients.
@@ -143,7 +158,11 @@ struct Run {
 
 /// Builds the run, from scratch or from a checkpoint.
 fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
-    let resumed: Option<Checkpoint> = options.resume.as_deref().map(checkpoint::load).transpose()?;
+    let resumed: Option<Checkpoint> = options
+        .resume
+        .as_deref()
+        .map(checkpoint::load)
+        .transpose()?;
     let data = prepare_data(&config, resumed.as_ref().map(|c| c.tokenizer.clone()))?;
     let model_config = resolve_model(&config, &data.tokenizer, &options.config_file)?;
     if let Some(ckpt) = &resumed {
@@ -153,21 +172,18 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let t = &config.train;
     set_cpu_threads(t.threads);
     let device = t.device.resolve()?;
-    tch::manual_seed(t.seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = Gpt::new(&vs.root(), &model_config)?;
+    let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
     let mut optimizer = AdamW::new(vs.variables().into_iter().collect(), t.adamw());
     let (mut start, mut best_val, mut elapsed_before) = (0, None, 0.0);
     if let Some(ckpt) = &resumed {
         checkpoint::restore_weights(&vs, &ckpt.loaded.model, &ckpt.loaded.path)?;
         optimizer.load_state(&ckpt.loaded.optimizer, ckpt.meta.step, &ckpt.loaded.path)?;
-        (start, best_val, elapsed_before) = (ckpt.meta.step, ckpt.meta.best_val_loss, ckpt.meta.elapsed_s);
+        (start, best_val, elapsed_before) =
+            (ckpt.meta.step, ckpt.meta.best_val_loss, ckpt.meta.elapsed_s);
         tracing::info!(step = start, checkpoint = %ckpt.loaded.path.display(), "resuming");
     }
-    let (b, block) = (t.batch_size, model_config.block_size);
-    let eval_seed = t.seed ^ 0xE7A1;
-    let eval_train = fixed_batches(&data.splits.train, t.eval_iters, b, block, eval_seed, device);
-    let eval_val = fixed_batches(&data.splits.val, t.eval_iters, b, block, eval_seed, device);
+    let (eval_train, eval_val) = eval_batches(t, &data.splits, model_config.block_size, device);
     let mut config = config;
     config.model = model_config;
     Ok(Run {
@@ -207,7 +223,8 @@ fn progress_bar(options: &RunOptions, start: u64, total: u64, name: &str) -> Pro
 pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let mut run = build_run(config, options)?;
     let out = options.out_dir.clone();
-    std::fs::write(out.join("config.toml"), run.config.to_toml()).map_err(Error::io(out.join("config.toml")))?;
+    std::fs::write(out.join("config.toml"), run.config.to_toml())
+        .map_err(Error::io(out.join("config.toml")))?;
     let resumed_at = (options.resume.is_some()).then_some(run.start);
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), resumed_at)?;
     let t = run.config.train.clone();
@@ -256,18 +273,26 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         }
         let lr = schedule.at(step);
         let step_clock = Instant::now();
-        let (x, y) = random_batch(&run.train_tokens, t.batch_size, run.config.model.block_size, t.seed, step, run.device);
-        tch::manual_seed(step_seed(t.seed, step));
-        let loss = run.model.loss(&x, &y, true)?;
+        let (x, y) = random_batch(
+            &run.train_tokens,
+            t.batch_size,
+            run.config.model.block_size,
+            t.seed,
+            step,
+            run.device,
+        );
+        let loss = seeded(step_seed(t.seed, step), || run.model.loss(&x, &y, true))?;
         run.optimizer.zero_grad();
         loss.f_backward()?;
-        run.optimizer.clip_grad_norm(t.grad_clip)?;
+        let _grad_norm = run.optimizer.clip_grad_norm(t.grad_clip)?;
         run.optimizer.step(lr);
         step += 1;
         if step % t.log_interval == 0 || step == t.max_iters {
             let loss = loss.double_value(&[]);
             if !loss.is_finite() {
-                return Err(Error::Invalid(format!("training diverged: loss is {loss} at step {step}")));
+                return Err(Error::Invalid(format!(
+                    "training diverged: loss is {loss} at step {step}"
+                )));
             }
             train_secs += step_clock.elapsed().as_secs_f64();
             let done = step - run.start;
@@ -281,7 +306,10 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
                 tokens_per_sec: Some(tok_s),
                 elapsed_s: elapsed(&run),
             })?;
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {:.1}k tok/s", tok_s / 1e3));
+            bar.set_message(format!(
+                "loss {loss:.4} lr {lr:.2e} {:.1}k tok/s",
+                tok_s / 1e3
+            ));
         } else {
             train_secs += step_clock.elapsed().as_secs_f64();
         }
@@ -332,8 +360,16 @@ fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
 /// Loss curves from the metrics log and, for a DenseFormer, the DWA weight heatmap.
 fn write_plots(run: &Run, out: &Path) -> Result<()> {
     let records = crate::metrics::read_records(&out.join("metrics.jsonl"))?;
-    let train: Vec<(u64, f64)> = records.iter().filter(|r| r.kind == "train").filter_map(|r| r.loss.map(|l| (r.step, l))).collect();
-    let val: Vec<(u64, f64)> = records.iter().filter(|r| r.kind == "eval").filter_map(|r| r.val_loss.map(|l| (r.step, l))).collect();
+    let train: Vec<(u64, f64)> = records
+        .iter()
+        .filter(|r| r.kind == "train")
+        .filter_map(|r| r.loss.map(|l| (r.step, l)))
+        .collect();
+    let val: Vec<(u64, f64)> = records
+        .iter()
+        .filter(|r| r.kind == "eval")
+        .filter_map(|r| r.val_loss.map(|l| (r.step, l)))
+        .collect();
     let title = format!("{} ({})", run.config.name, run.config.model.variant_name());
     plots::plot_loss_curves(out, &title, &train, &val)?;
     if run.config.model.dwa.is_some() {

@@ -19,7 +19,11 @@ fn to_vec(t: &Tensor) -> Vec<i64> {
 /// `n` distinct token ids in scrambled order, so each window's position is unique.
 fn distinct_tokens(n: usize) -> Tensor {
     let ids: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % n as i64).collect();
-    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), n, "not a permutation");
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        n,
+        "not a permutation"
+    );
     Tensor::from_slice(&ids)
 }
 
@@ -82,7 +86,10 @@ fn empty_corpus_is_an_error() {
     let empty_file = dir.path().join("empty.txt");
     write(&empty_file, b"");
     let err = Corpus::load(&empty_file).unwrap_err().to_string();
-    assert!(err.contains("empty.txt") && err.contains("is empty"), "{err}");
+    assert!(
+        err.contains("empty.txt") && err.contains("is empty"),
+        "{err}"
+    );
 
     let folder = dir.path().join("folder");
     write(&folder.join("a.txt"), b"");
@@ -93,7 +100,10 @@ fn empty_corpus_is_an_error() {
     let hidden_only = dir.path().join("hidden_only");
     write(&hidden_only.join(".secret.txt"), b"text");
     let err = Corpus::load(&hidden_only).unwrap_err().to_string();
-    assert!(err.contains("hidden_only") && err.contains("no corpus files"), "{err}");
+    assert!(
+        err.contains("hidden_only") && err.contains("no corpus files"),
+        "{err}"
+    );
 }
 
 #[test]

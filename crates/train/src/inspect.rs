@@ -1,0 +1,128 @@
+//! Using a finished checkpoint: evaluate it, sample from it, describe it.
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::prepare::prepare_data;
+use crate::trainer::{eval_batches, evaluate};
+use serde::Serialize;
+use std::path::Path;
+use strata_core::{Gpt, ParamCount, SampleOptions};
+use strata_tensor::{DeviceChoice, Result};
+use tch::nn;
+
+/// A checkpoint loaded onto a device, ready to use.
+pub struct LoadedModel {
+    /// The checkpoint (config, tokenizer, metadata).
+    pub checkpoint: Checkpoint,
+    /// Holds the weights.
+    pub vs: nn::VarStore,
+    /// The model.
+    pub model: Gpt,
+}
+
+/// Loads the checkpoint at `path` (a checkpoint folder or a run folder) onto `device`.
+pub fn load(path: &Path, device: DeviceChoice) -> Result<LoadedModel> {
+    let checkpoint = checkpoint::load(path)?;
+    let (vs, model) = checkpoint::load_model(&checkpoint, device.resolve()?)?;
+    Ok(LoadedModel {
+        checkpoint,
+        vs,
+        model,
+    })
+}
+
+/// Losses of a checkpoint on its run's fixed evaluation batches.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// Steps the checkpoint was trained for.
+    pub step: u64,
+    /// Mean loss on the train split's evaluation batches.
+    pub train_loss: f64,
+    /// Mean loss on the validation split's evaluation batches.
+    pub val_loss: f64,
+    /// Batches per split.
+    pub batches: usize,
+}
+
+/// Evaluates a loaded checkpoint on its own corpus, optionally with `batches` batches.
+pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Result<EvalReport> {
+    let mut config = loaded.checkpoint.meta.config.clone();
+    if let Some(n) = batches {
+        config.train.eval_iters = n.max(1);
+    }
+    let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
+    let (train, val) = eval_batches(
+        &config.train,
+        &data.splits,
+        config.model.block_size,
+        loaded.model.device(),
+    );
+    Ok(EvalReport {
+        step: loaded.checkpoint.meta.step,
+        train_loss: evaluate(&loaded.model, &train)?,
+        val_loss: evaluate(&loaded.model, &val)?,
+        batches: config.train.eval_iters,
+    })
+}
+
+/// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included).
+pub fn sample(
+    loaded: &LoadedModel,
+    prompt: &str,
+    tokens: usize,
+    options: &SampleOptions,
+) -> Result<String> {
+    let tokenizer = &loaded.checkpoint.tokenizer;
+    let ids: Vec<i64> = tokenizer
+        .encode(prompt)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let out = loaded.model.generate(&ids, tokens, options)?;
+    let out: Vec<u32> = out.into_iter().map(|i| i as u32).collect();
+    Ok(tokenizer.decode(&out))
+}
+
+/// A description of a checkpoint for `strata info`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Info {
+    /// Checkpoint folder.
+    pub path: String,
+    /// Run name.
+    pub name: String,
+    /// Architecture label.
+    pub variant: String,
+    /// Steps trained.
+    pub step: u64,
+    /// Training tokens seen.
+    pub tokens_seen: u64,
+    /// Parameter counts.
+    pub params: ParamCount,
+    /// Best validation loss recorded.
+    pub best_val_loss: Option<f64>,
+    /// Tokenizer kind and vocabulary.
+    pub tokenizer: String,
+    /// The run config as TOML.
+    pub config: String,
+}
+
+/// Describes a loaded checkpoint.
+pub fn info(loaded: &LoadedModel) -> Info {
+    let meta = &loaded.checkpoint.meta;
+    let tok = &loaded.checkpoint.tokenizer;
+    Info {
+        path: loaded.checkpoint.loaded.path.display().to_string(),
+        name: meta.config.name.clone(),
+        variant: meta.config.model.variant_name(),
+        step: meta.step,
+        tokens_seen: meta.tokens_seen,
+        params: loaded.model.param_count(),
+        best_val_loss: meta.best_val_loss,
+        tokenizer: format!(
+            "{:?}, {} tokens, fingerprint {}",
+            tok.kind(),
+            tok.vocab_size(),
+            tok.fingerprint()
+        ),
+        config: meta.config.to_toml(),
+    }
+}

@@ -1,0 +1,47 @@
+//! Shared helpers for the trainer tests: a tiny config and a small corpus.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use strata_train::RunConfig;
+
+/// A small text corpus written to `dir/corpus.txt`.
+pub fn corpus(dir: &Path) -> PathBuf {
+    let text = strata_train::prepare::TINY_SHAKESPEARE[..20_000].to_owned();
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A tiny run config over `corpus`: 2 blocks of width 32, block 16, `iters` steps.
+pub fn tiny_config(corpus: &Path, iters: u64, dwa: bool, dropout: f64) -> RunConfig {
+    let dwa = if dwa { "\n[model.dwa]\ndilation = 1\nperiod = 1\n" } else { "" };
+    let text = format!(
+        r#"
+name = "tiny"
+[model]
+n_layer = 2
+n_head = 2
+d_model = 32
+block_size = 16
+dropout = {dropout}
+{dwa}
+[data]
+path = "{}"
+tokenizer = "char"
+[train]
+batch_size = 8
+max_iters = {iters}
+learning_rate = 3e-3
+min_lr = 3e-4
+warmup_iters = 5
+weight_decay = 0.1
+eval_interval = 10
+eval_iters = 2
+log_interval = 1
+device = "cpu"
+"#,
+        corpus.display()
+    );
+    RunConfig::parse(&text, "tiny.toml", "tiny", &[]).unwrap()
+}
