@@ -7,9 +7,15 @@ use strata_tensor::{DeviceChoice, Error, Result};
 use strata_train::{RunSummary, inspect};
 
 /// The baseline config, as shipped in configs/.
-const BASELINE: (&str, &str) = ("nanogpt-cpu", include_str!("../../../configs/nanogpt-cpu.toml"));
+const BASELINE: (&str, &str) = (
+    "nanogpt-cpu",
+    include_str!("../../../configs/nanogpt-cpu.toml"),
+);
 /// Its DenseFormer twin.
-const DENSEFORMER: (&str, &str) = ("denseformer-cpu", include_str!("../../../configs/denseformer-cpu.toml"));
+const DENSEFORMER: (&str, &str) = (
+    "denseformer-cpu",
+    include_str!("../../../configs/denseformer-cpu.toml"),
+);
 
 /// Options of `strata demo`.
 #[derive(clap::Args)]
@@ -46,10 +52,14 @@ fn train_child(args: &DemoArgs, name: &str, text: &str) -> Result<RunSummary> {
         .arg(format!("train.device=\"{}\"", args.device));
     if let Some(iters) = args.iters {
         cmd.arg("--set").arg(format!("train.max_iters={iters}"));
-        cmd.arg("--set").arg(format!("train.lr_decay_iters={iters}"));
+        cmd.arg("--set")
+            .arg(format!("train.lr_decay_iters={iters}"));
     }
     tracing::info!(run = name, "training");
-    let status = cmd.stdout(Stdio::null()).status().map_err(Error::io("strata train"))?;
+    let status = cmd
+        .stdout(Stdio::null())
+        .status()
+        .map_err(Error::io("strata train"))?;
     if !status.success() {
         return Err(Error::Invalid(format!("training {name} failed ({status})")));
     }
@@ -72,7 +82,15 @@ fn loss(v: Option<f64>) -> String {
 fn print_table(rows: &[RunSummary]) {
     println!(
         "\n{:<16} {:<16} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
-        "run", "variant", "params", "val loss", "best val", "wall s", "tokens/s", "ms/iter", "peak MiB"
+        "run",
+        "variant",
+        "params",
+        "val loss",
+        "best val",
+        "wall s",
+        "tokens/s",
+        "ms/iter",
+        "peak MiB"
     );
     for r in rows {
         println!(
@@ -85,7 +103,8 @@ fn print_table(rows: &[RunSummary]) {
             r.wall_s,
             r.tokens_per_sec,
             r.ms_per_iter,
-            r.peak_rss_mib.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}")),
+            r.peak_rss_mib
+                .map_or_else(|| "-".to_owned(), |m| format!("{m:.0}")),
         );
     }
 }
@@ -97,11 +116,18 @@ pub fn run(args: DemoArgs) -> Result<()> {
         rows.push(train_child(&args, name, text)?);
     }
     print_table(&rows);
-    let options = SampleOptions { temperature: 0.8, top_k: Some(40), seed: 1337 };
+    let options = SampleOptions {
+        temperature: 0.8,
+        top_k: Some(40),
+        seed: 1337,
+    };
     for row in &rows {
         let loaded = inspect::load(&row.out_dir, DeviceChoice::Cpu)?;
         let text = inspect::sample(&loaded, "\n", args.sample_tokens, &options)?;
-        println!("\n--- sample from {} ({}) ---{}", row.name, row.variant, text);
+        println!(
+            "\n--- sample from {} ({}) ---{}",
+            row.name, row.variant, text
+        );
     }
     println!(
         "\nrun folders: {} (loss.png, dwa_weights.png, metrics.jsonl, checkpoints/)",

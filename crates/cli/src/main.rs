@@ -34,8 +34,8 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Continue from a checkpoint; without a value, the run folder's latest one.
-        #[arg(long, num_args = 0..=1, default_missing_value = "")]
-        resume: Option<PathBuf>,
+        #[arg(long, num_args = 0..=1)]
+        resume: Option<Option<PathBuf>>,
         /// Replace an existing run in the run folder.
         #[arg(long)]
         overwrite: bool,
@@ -126,19 +126,33 @@ fn stop_flag() -> Arc<AtomicBool> {
 /// Dispatches a subcommand.
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, overrides, out, resume, overwrite, quiet } => {
+        Command::Train {
+            config,
+            overrides,
+            out,
+            resume,
+            overwrite,
+            quiet,
+        } => {
             let run_config = RunConfig::load(&config, &overrides)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&run_config.name));
             let mut options = RunOptions::new(&config, &out);
-            options.resume = resume.map(|p| if p.as_os_str().is_empty() { out.clone() } else { p });
+            options.resume = resume.map(|p| p.unwrap_or_else(|| out.clone()));
             options.overwrite = overwrite;
             options.progress = !quiet;
             options.stop = stop_flag();
             let summary = strata_train::train(run_config, &options)?;
-            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
             Ok(())
         }
-        Command::Eval { checkpoint, batches, device } => {
+        Command::Eval {
+            checkpoint,
+            batches,
+            device,
+        } => {
             let loaded = inspect::load(&checkpoint, device)?;
             let report = inspect::evaluate_checkpoint(&loaded, batches)?;
             println!(
@@ -147,9 +161,21 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Sample { checkpoint, prompt, tokens, temperature, top_k, seed, device } => {
+        Command::Sample {
+            checkpoint,
+            prompt,
+            tokens,
+            temperature,
+            top_k,
+            seed,
+            device,
+        } => {
             let loaded = inspect::load(&checkpoint, device)?;
-            let options = SampleOptions { temperature, top_k, seed };
+            let options = SampleOptions {
+                temperature,
+                top_k,
+                seed,
+            };
             println!("{}", inspect::sample(&loaded, &prompt, tokens, &options)?);
             Ok(())
         }
@@ -157,12 +183,18 @@ fn run(cli: Cli) -> Result<()> {
             let loaded = inspect::load(&checkpoint, DeviceChoice::Cpu)?;
             let info = inspect::info(&loaded);
             if json {
-                println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).unwrap_or_default()
+                );
             } else {
                 println!("checkpoint   {}", info.path);
                 println!("run          {} ({})", info.name, info.variant);
                 println!("step         {} ({} tokens)", info.step, info.tokens_seen);
-                println!("parameters   {} total, {} non-embedding", info.params.total, info.params.non_embedding);
+                println!(
+                    "parameters   {} total, {} non-embedding",
+                    info.params.total, info.params.non_embedding
+                );
                 if let Some(v) = info.best_val_loss {
                     println!("best val     {v:.4}");
                 }

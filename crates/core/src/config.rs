@@ -125,16 +125,25 @@ impl ModelConfig {
 
     /// True when a DWA follows block `i` (0-based).
     pub fn dwa_after(&self, i: usize) -> bool {
-        self.dwa.is_some_and(|d| (i + 1) % d.period == 0)
+        self.dwa.is_some_and(|d| (i + 1).is_multiple_of(d.period))
     }
 
     /// Checks every field; `file` names the source in error messages.
     pub fn validate(&self, file: &str) -> Result<()> {
         let err = |field: &str, expected: &str, found: &dyn ToString| {
-            Err(Error::config(file, format!("model.{field}"), expected, found.to_string()))
+            Err(Error::config(
+                file,
+                format!("model.{field}"),
+                expected,
+                found.to_string(),
+            ))
         };
         if self.vocab_size == 0 {
-            return err("vocab_size", "a vocabulary size >= 1 (or set by the tokenizer)", &0);
+            return err(
+                "vocab_size",
+                "a vocabulary size >= 1 (or set by the tokenizer)",
+                &0,
+            );
         }
         if self.n_layer == 0 {
             return err("n_layer", "at least 1 block", &self.n_layer);
@@ -142,14 +151,14 @@ impl ModelConfig {
         if self.n_head == 0 {
             return err("n_head", "at least 1 head", &self.n_head);
         }
-        if self.d_model == 0 || self.d_model % self.n_head != 0 {
+        if self.d_model == 0 || !self.d_model.is_multiple_of(self.n_head) {
             return err(
                 "d_model",
                 &format!("a positive multiple of n_head = {}", self.n_head),
                 &self.d_model,
             );
         }
-        if self.positions == PositionKind::Rotary && self.head_dim() % 2 != 0 {
+        if self.positions == PositionKind::Rotary && !self.head_dim().is_multiple_of(2) {
             return err(
                 "d_model",
                 "an even head width (d_model / n_head) for rotary positions",
@@ -160,7 +169,11 @@ impl ModelConfig {
             return err("block_size", "at least 1 token", &self.block_size);
         }
         if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) || self.mlp_hidden() == 0 {
-            return err("mlp_ratio", "a positive ratio giving at least 1 hidden unit", &self.mlp_ratio);
+            return err(
+                "mlp_ratio",
+                "a positive ratio giving at least 1 hidden unit",
+                &self.mlp_ratio,
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout", "a probability in [0, 1)", &self.dropout);

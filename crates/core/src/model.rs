@@ -54,7 +54,13 @@ impl Gpt {
         let dwa = dwa::build(path / "dwa", config)?;
         let ln_f = Norm::new(path / "ln_f", config.norm, config.d_model, config.bias);
         let lm_head = (!config.tied_embeddings).then(|| {
-            Linear::new(path / "lm_head", config.d_model, config.vocab_size, false, 0.02)
+            Linear::new(
+                path / "lm_head",
+                config.d_model,
+                config.vocab_size,
+                false,
+                0.02,
+            )
         });
         let rotary = (config.positions == PositionKind::Rotary)
             .then(|| Rotary::new(config.block_size, config.head_dim(), path.device()));
@@ -101,7 +107,11 @@ impl Gpt {
         let mut stack = if self.dwa.is_empty() {
             None
         } else {
-            Some(LayerStack::new(&x, self.blocks.len() + 1, x.requires_grad())?)
+            Some(LayerStack::new(
+                &x,
+                self.blocks.len() + 1,
+                x.requires_grad(),
+            )?)
         };
         for (i, block) in self.blocks.iter().enumerate() {
             let out = block.forward(&x, &self.config, self.rotary.as_ref(), train)?;

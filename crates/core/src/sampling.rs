@@ -1,9 +1,9 @@
 //! Autoregressive sampling from a [`Gpt`].
 
 use crate::model::Gpt;
-use strata_tensor::{Error, Result};
 use rand::{Rng, SeedableRng};
 use strata_tensor::TensorExt;
+use strata_tensor::{Error, Result};
 use tch::{Kind, Tensor};
 
 /// How to draw each next token.
@@ -54,7 +54,8 @@ impl Gpt {
                     let k = k.min(scaled.size()[0] as usize) as i64;
                     let (top, _) = scaled.f_topk(k, -1, true, true)?;
                     let cutoff = top.get(k - 1);
-                    scaled = scaled.f_masked_fill(&scaled.f_lt_tensor(&cutoff)?, f64::NEG_INFINITY)?;
+                    scaled =
+                        scaled.f_masked_fill(&scaled.f_lt_tensor(&cutoff)?, f64::NEG_INFINITY)?;
                 }
                 let probs = scaled.f_softmax(-1, Kind::Double)?.to_f64_vec()?;
                 draw(&probs, rng.random::<f64>())

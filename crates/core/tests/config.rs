@@ -18,7 +18,10 @@ fn unknown_and_mistyped_keys_are_refused_by_name() {
     let err = parse(&base.replace("n_head = 2", "n_head = \"two\"")).unwrap_err();
     assert!(err.contains("n_head") || err.contains("integer"), "{err}");
     let err = parse(&format!("{base}norm = \"batchnorm\"\n")).unwrap_err();
-    assert!(err.contains("batchnorm") && err.contains("layernorm"), "{err}");
+    assert!(
+        err.contains("batchnorm") && err.contains("layernorm"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -31,12 +34,20 @@ fn impossible_shapes_are_refused_with_field_and_expectation() {
         "configs/x.toml: field `model.d_model`: expected a positive multiple of n_head = 3, found 16"
     );
     for (k, p, field) in [(0, 1, "model.dwa.dilation"), (1, 0, "model.dwa.period")] {
-        let err = tiny(Some((k, p))).validate("f.toml").unwrap_err().to_string();
+        let err = tiny(Some((k, p)))
+            .validate("f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(field), "{err}");
     }
     let mut c = tiny(None);
     c.dropout = 1.0;
-    assert!(c.validate("f").unwrap_err().to_string().contains("model.dropout"));
+    assert!(
+        c.validate("f")
+            .unwrap_err()
+            .to_string()
+            .contains("model.dropout")
+    );
     let mut c = tiny(None);
     c.vocab_size = 0;
     assert!(c.validate("f").is_err());

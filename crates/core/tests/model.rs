@@ -37,11 +37,19 @@ fn a_fresh_denseformer_computes_exactly_what_the_baseline_computes() {
     }
 }
 
+/// A change applied to a model config.
+type ConfigEdit = Box<dyn Fn(&mut strata_core::ModelConfig)>;
+
 #[test]
 fn changing_a_later_token_never_changes_earlier_logits() {
-    let variants: Vec<Box<dyn Fn(&mut strata_core::ModelConfig)>> = vec![
+    let variants: Vec<ConfigEdit> = vec![
         Box::new(|_| {}),
-        Box::new(|c| c.dwa = Some(strata_core::DwaConfig { dilation: 1, period: 1 })),
+        Box::new(|c| {
+            c.dwa = Some(strata_core::DwaConfig {
+                dilation: 1,
+                period: 1,
+            })
+        }),
         Box::new(|c| {
             c.positions = PositionKind::Rotary;
             c.norm = NormKind::Rmsnorm;
@@ -67,11 +75,17 @@ fn changing_a_later_token_never_changes_earlier_logits() {
         let base = tch::no_grad(|| model.forward(&idx, false).unwrap());
         for t in 0..7 {
             let changed = idx.copy();
-            let _ = changed.get(0).get(t + 1).fill_((idx.int64_value(&[0, t + 1]) + 1) % 11);
+            let _ = changed
+                .get(0)
+                .get(t + 1)
+                .fill_((idx.int64_value(&[0, t + 1]) + 1) % 11);
             let out = tch::no_grad(|| model.forward(&changed, false).unwrap());
             let earlier = out.narrow(1, 0, t + 1);
             let want = base.narrow(1, 0, t + 1);
-            assert!(earlier.max_abs_diff(&want).unwrap() < 1e-6, "variant {v} t={t}");
+            assert!(
+                earlier.max_abs_diff(&want).unwrap() < 1e-6,
+                "variant {v} t={t}"
+            );
             let later = out.narrow(1, t + 1, 1);
             assert!(later.max_abs_diff(&base.narrow(1, t + 1, 1)).unwrap() > 1e-6);
         }
@@ -111,7 +125,9 @@ fn oracle_logits(vs: &nn::VarStore, cfg: &strata_core::ModelConfig, idx: &Tensor
         (x - mu) / (var + 1e-5).sqrt() * g
     };
     let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu));
-    let mut x = w("wte.weight").index_select(0, &idx.reshape([-1])).reshape([idx.size()[0], t, d])
+    let mut x = w("wte.weight")
+        .index_select(0, &idx.reshape([-1]))
+        .reshape([idx.size()[0], t, d])
         + w("wpe.weight").index_select(0, &pos);
     let mask = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).triu(1);
     for l in 0..cfg.n_layer {
@@ -152,7 +168,13 @@ fn the_baseline_matches_a_float64_oracle() {
 fn parameter_counts_match_a_hand_count() {
     // nanoGPT's CPU recipe: 4 layers, width 128, vocab 65, block 64, tied, no biases.
     let mut cfg = tiny(None);
-    (cfg.vocab_size, cfg.n_layer, cfg.n_head, cfg.d_model, cfg.block_size) = (65, 4, 4, 128, 64);
+    (
+        cfg.vocab_size,
+        cfg.n_layer,
+        cfg.n_head,
+        cfg.d_model,
+        cfg.block_size,
+    ) = (65, 4, 4, 128, 64);
     let (_vs, model) = build(&cfg, 1);
     let d = 128;
     let per_block = 2 * d + 3 * d * d + d * d + 2 * 4 * d * d;
@@ -161,7 +183,10 @@ fn parameter_counts_match_a_hand_count() {
     assert_eq!(counts.total, embedding + 4 * per_block + d);
     assert_eq!(counts.non_embedding, 4 * per_block + d);
     // DenseFormer 1x1 adds 2 + 3 + 4 + 5 weights.
-    cfg.dwa = Some(strata_core::DwaConfig { dilation: 1, period: 1 });
+    cfg.dwa = Some(strata_core::DwaConfig {
+        dilation: 1,
+        period: 1,
+    });
     let (_vs, dense) = build(&cfg, 1);
     assert_eq!(dense.param_count().total, counts.total + 14);
 }
@@ -180,17 +205,36 @@ fn the_dwa_weight_matrix_starts_as_the_identity_pattern() {
 #[test]
 fn sampling_is_seeded_and_greedy_at_zero_temperature() {
     let (_vs, model) = build(&tiny(None), 2);
-    let opts = SampleOptions { temperature: 1.0, top_k: Some(3), seed: 9 };
+    let opts = SampleOptions {
+        temperature: 1.0,
+        top_k: Some(3),
+        seed: 9,
+    };
     let a = model.generate(&[1, 2], 12, &opts).unwrap();
     let b = model.generate(&[1, 2], 12, &opts).unwrap();
     assert_eq!(a, b);
     assert_eq!(a.len(), 14);
     assert!(a.iter().all(|&t| (0..11).contains(&t)));
     let greedy = model
-        .generate(&[1, 2], 1, &SampleOptions { temperature: 0.0, top_k: None, seed: 0 })
+        .generate(
+            &[1, 2],
+            1,
+            &SampleOptions {
+                temperature: 0.0,
+                top_k: None,
+                seed: 0,
+            },
+        )
         .unwrap();
-    let logits = tch::no_grad(|| model.forward(&Tensor::from_slice(&[1i64, 2]).unsqueeze(0), false).unwrap());
-    assert_eq!(greedy[2], logits.get(0).get(1).argmax(-1, false).int64_value(&[]));
+    let logits = tch::no_grad(|| {
+        model
+            .forward(&Tensor::from_slice(&[1i64, 2]).unsqueeze(0), false)
+            .unwrap()
+    });
+    assert_eq!(
+        greedy[2],
+        logits.get(0).get(1).argmax(-1, false).int64_value(&[])
+    );
     assert!(model.generate(&[], 1, &opts).is_err());
 }
 

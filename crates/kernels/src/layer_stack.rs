@@ -92,8 +92,10 @@ impl LayerStack {
                 weighted_sum(&filled, weights, selection, Implementation::Auto)
             }
             Storage::Live(list) => {
-                let chosen: Vec<Tensor> =
-                    selection.indices().map(|j| list[j].shallow_clone()).collect();
+                let chosen: Vec<Tensor> = selection
+                    .indices()
+                    .map(|j| list[j].shallow_clone())
+                    .collect();
                 weighted_sum_list(&chosen, weights)
             }
         }

@@ -44,7 +44,9 @@ impl Selection {
 
     /// Index of the last selected layer.
     pub fn last(&self) -> Option<usize> {
-        self.count.checked_sub(1).map(|i| self.start + i * self.step)
+        self.count
+            .checked_sub(1)
+            .map(|i| self.start + i * self.step)
     }
 }
 

@@ -20,13 +20,20 @@ fn oracle(stack: &Tensor, weights: &[f64], selection: &Selection) -> Vec<f64> {
 }
 
 fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
 fn matches_the_float64_oracle_for_shapes_selections_and_dtypes() {
     // (kind, tolerance relative to the output's largest magnitude)
-    for (kind, tol) in [(Kind::Float, 1e-6), (Kind::BFloat16, 1e-2), (Kind::Double, 1e-12)] {
+    for (kind, tol) in [
+        (Kind::Float, 1e-6),
+        (Kind::BFloat16, 1e-2),
+        (Kind::Double, 1e-12),
+    ] {
         for &(layers, b, t, d) in &[(1, 1, 1, 1), (3, 2, 5, 7), (7, 3, 11, 33), (13, 1, 64, 130)] {
             let stack = Tensor::randn([layers, b, t, d], (Kind::Float, Device::Cpu)).to_kind(kind);
             for dilation in 1..4 {
@@ -39,7 +46,10 @@ fn matches_the_float64_oracle_for_shapes_selections_and_dtypes() {
                 let want = oracle(&stack, &w.to_f64_vec().unwrap(), &sel);
                 let scale = want.iter().fold(1.0f64, |m, x| m.max(x.abs()));
                 let err = max_abs(&got.to_f64_vec().unwrap(), &want) / scale;
-                assert!(err <= tol, "{kind:?} {layers}x{b}x{t}x{d} k={dilation}: {err}");
+                assert!(
+                    err <= tol,
+                    "{kind:?} {layers}x{b}x{t}x{d} k={dilation}: {err}"
+                );
             }
         }
     }
@@ -69,7 +79,9 @@ fn gradients_match_the_closed_form() {
     // d/dw_j = <x_j, g>; d/dx_j = w_j g for selected j, 0 otherwise.
     let gw = w.grad().to_f64_vec().unwrap();
     for (slot, j) in sel.indices().enumerate() {
-        let want = (stack.get(j as i64) * &g).sum(Kind::Double).double_value(&[]);
+        let want = (stack.get(j as i64) * &g)
+            .sum(Kind::Double)
+            .double_value(&[]);
         assert!((gw[slot] - want).abs() < 1e-12);
     }
     let gx = stack.grad();
@@ -104,7 +116,10 @@ fn buffer_and_live_stacks_compute_the_same_sums() {
     let c = weighted_sum_list(&chosen, &w).unwrap();
     assert!(a.max_abs_diff(&b).unwrap() < 1e-6);
     assert!(b.max_abs_diff(&c).unwrap() == 0.0);
-    assert!(buffer.push(&outputs[0]).is_err(), "a full stack refuses more outputs");
+    assert!(
+        buffer.push(&outputs[0]).is_err(),
+        "a full stack refuses more outputs"
+    );
 }
 
 #[test]
@@ -113,8 +128,15 @@ fn bad_requests_are_refused_with_errors() {
     let w2 = Tensor::ones([2], (Kind::Float, Device::Cpu));
     let err = weighted_sum(&stack, &w2, &Selection::all(3), Implementation::Auto).unwrap_err();
     assert!(err.to_string().contains("weights"), "{err}");
-    let far = Selection { start: 2, step: 2, count: 2 };
+    let far = Selection {
+        start: 2,
+        step: 2,
+        count: 2,
+    };
     assert!(weighted_sum(&stack, &w2, &far, Implementation::Auto).is_err());
-    let mixed = [Tensor::ones([2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
+    let mixed = [
+        Tensor::ones([2], (Kind::Float, Device::Cpu)),
+        Tensor::ones([3], (Kind::Float, Device::Cpu)),
+    ];
     assert!(weighted_sum_list(&mixed, &w2).is_err());
 }

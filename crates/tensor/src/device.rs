@@ -84,9 +84,13 @@ pub fn cuda_status() -> String {
 
 /// Reports whether the machine shows an NVIDIA driver at all.
 fn nvidia_driver_present() -> bool {
-    ["/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists())
+    [
+        "/proc/driver/nvidia/version",
+        "/dev/nvidiactl",
+        "/dev/nvidia0",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
 }
 
 /// Loads `libtorch_cuda.so` with global symbols so that libtorch's CUDA hooks register.

@@ -96,10 +96,11 @@ pub fn write_checkpoint(
     let result = write_contents(dir, &tmp, model, optimizer, meta)
         .and_then(|()| sync_dir(&tmp))
         .and_then(|()| install(dir, &tmp, &parent, &name, pid));
-    if result.is_err() && tmp.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&tmp) {
-            tracing::warn!(folder = %tmp.display(), error = %e, "cannot remove temporary checkpoint folder");
-        }
+    if result.is_err()
+        && tmp.exists()
+        && let Err(e) = std::fs::remove_dir_all(&tmp)
+    {
+        tracing::warn!(folder = %tmp.display(), error = %e, "cannot remove temporary checkpoint folder");
     }
     result
 }

@@ -4,6 +4,7 @@
 //! periodic evaluation on fixed batches, atomic checkpoints, exact resume and Ctrl-C
 //! handling, writing metrics (JSON lines), loss plots and a DWA heatmap into the run folder.
 
+mod adamw_cpu;
 pub mod checkpoint;
 pub mod checkpoint_io;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod inspect;
 pub mod memory;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod plots;
 pub mod prepare;
 pub mod schedule;

@@ -143,7 +143,11 @@ impl Chart for LossChart {
         let decimals = label_decimals(y1 - y0);
         let x_format = |x: &f64| {
             // Steps are integers: leave fractional ticks unlabelled.
-            if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() }
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
         };
         let y_format = move |y: &f64| format!("{y:.decimals$}");
         let mut chart = ChartBuilder::on(root)
@@ -165,7 +169,11 @@ impl Chart for LossChart {
         if !self.train.is_empty() {
             let style = TRAIN_COLOR.stroke_width(2);
             chart
-                .draw_series(LineSeries::new(self.train.iter().copied(), style))?
+                // A single point draws no line segment: mark it instead.
+                .draw_series(
+                    LineSeries::new(self.train.iter().copied(), style)
+                        .point_size(if self.train.len() == 1 { 3 } else { 0 }),
+                )?
                 .label("train")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         }
@@ -359,6 +367,7 @@ impl Chart for HeatmapChart {
             let (pw, ph) = chart.plotting_area().dim_in_pixel();
             let cell = (pw as f64 / self.cols as f64).min(ph as f64 / rows as f64);
             let size = (cell * 0.28).clamp(8.0, 16.0);
+            let decimals = label_decimals(self.scale).saturating_sub(1).max(2);
             for (i, row) in self.cells.iter().enumerate() {
                 for (j, w) in row.iter().enumerate() {
                     let Some(w) = w else { continue };
@@ -372,7 +381,7 @@ impl Chart for HeatmapChart {
                         .pos(Pos::new(HPos::Center, VPos::Center));
                     let centre = (j as f64 + 0.5, top(i) + 0.5);
                     chart.draw_series(std::iter::once(Text::new(
-                        format!("{w:.2}"),
+                        format!("{w:.decimals$}"),
                         centre,
                         style,
                     )))?;

@@ -7,6 +7,7 @@ use crate::data::{fixed_batches, random_batch};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
 use crate::optim::AdamW;
+use crate::parallel::{DataParallel, worker_count};
 use crate::plots;
 use crate::prepare::{prepare_data, resolve_model};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -82,8 +83,11 @@ pub struct RunSummary {
     pub peak_rss_mib: Option<f64>,
     /// Device used.
     pub device: String,
-    /// libtorch CPU threads.
+    /// libtorch intra-op threads per worker.
     pub threads: i32,
+    /// Data-parallel worker threads (1 on CUDA or when `train.data_parallel` is off).
+    #[serde(default = "one")]
+    pub workers: usize,
     /// True when the run stopped early (Ctrl-C or `stop_after`).
     pub interrupted: bool,
     /// The run folder.
@@ -98,6 +102,24 @@ fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Restores libtorch's intra-op thread count when a run ends, however it ends, so that a
+/// second run in the same process (and the embedding program) sees the original setting.
+struct ThreadCountGuard(i32);
+
+impl Drop for ThreadCountGuard {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0.max(1));
+    }
+}
+
+/// Serde default of [`RunSummary::workers`] for summaries written before it existed.
+fn one() -> usize {
+    1
+}
+
+/// One batch: token ids and next-token targets, both `[batch, time]`.
+pub type Batch = (Tensor, Tensor);
+
 /// The fixed evaluation batches of a run (train split, val split): the same for every
 /// evaluation, every resume and `strata eval`.
 pub fn eval_batches(
@@ -105,7 +127,7 @@ pub fn eval_batches(
     splits: &crate::data::TokenSplits,
     block_size: usize,
     device: Device,
-) -> (Vec<(Tensor, Tensor)>, Vec<(Tensor, Tensor)>) {
+) -> (Vec<Batch>, Vec<Batch>) {
     let seed = t.seed ^ 0xE7A1;
     let batches = |tokens: &Tensor| {
         fixed_batches(tokens, t.eval_iters, t.batch_size, block_size, seed, device)
@@ -151,6 +173,7 @@ struct Run {
     train_tokens: Tensor,
     eval_train: Vec<(Tensor, Tensor)>,
     eval_val: Vec<(Tensor, Tensor)>,
+    parallel: DataParallel,
     start: u64,
     best_val: Option<f64>,
     elapsed_before: f64,
@@ -172,6 +195,13 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let t = &config.train;
     set_cpu_threads(t.threads);
     let device = t.device.resolve()?;
+    let threads = tch::get_num_threads().max(1) as usize;
+    let workers = if t.data_parallel {
+        worker_count(device, threads, t.batch_size)
+    } else {
+        1
+    };
+    let threads_per_worker = (threads / workers).max(1);
     let vs = nn::VarStore::new(device);
     let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
     let mut optimizer = AdamW::new(vs.variables().into_iter().collect(), t.adamw());
@@ -183,6 +213,8 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
             (ckpt.meta.step, ckpt.meta.best_val_loss, ckpt.meta.elapsed_s);
         tracing::info!(step = start, checkpoint = %ckpt.loaded.path.display(), "resuming");
     }
+    let parallel = DataParallel::new(&vs, &model, workers, threads_per_worker)?;
+    tch::set_num_threads(threads_per_worker as i32);
     let (eval_train, eval_val) = eval_batches(t, &data.splits, model_config.block_size, device);
     let mut config = config;
     config.model = model_config;
@@ -197,6 +229,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         device,
         eval_train,
         eval_val,
+        parallel,
         start,
         best_val,
         elapsed_before,
@@ -221,6 +254,7 @@ fn progress_bar(options: &RunOptions, start: u64, total: u64, name: &str) -> Pro
 /// Trains `config` as described by `options`; returns the summary also written to
 /// `summary.json` in the run folder.
 pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
+    let _threads = ThreadCountGuard(tch::get_num_threads());
     let mut run = build_run(config, options)?;
     let out = options.out_dir.clone();
     std::fs::write(out.join("config.toml"), run.config.to_toml())
@@ -241,8 +275,8 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     loop {
         let due_eval = step % t.eval_interval == 0 || step == t.max_iters;
         if due_eval && resumed_at != Some(step) {
-            let train_loss = evaluate(&run.model, &run.eval_train)?;
-            let val_loss = evaluate(&run.model, &run.eval_val)?;
+            let train_loss = run.parallel.evaluate(&run.model, &run.eval_train)?;
+            let val_loss = run.parallel.evaluate(&run.model, &run.eval_val)?;
             run.best_val = Some(run.best_val.map_or(val_loss, |b: f64| b.min(val_loss)));
             (last_train_loss, last_val) = (Some(train_loss), Some(val_loss));
             metrics.record(&MetricRecord {
@@ -281,9 +315,11 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             step,
             run.device,
         );
-        let loss = seeded(step_seed(t.seed, step), || run.model.loss(&x, &y, true))?;
         run.optimizer.zero_grad();
-        loss.f_backward()?;
+        let dropout_seed = (run.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));
+        let loss = run
+            .parallel
+            .forward_backward(&run.model, &x, &y, dropout_seed)?;
         let _grad_norm = run.optimizer.clip_grad_norm(t.grad_clip)?;
         run.optimizer.step(lr);
         step += 1;
@@ -334,6 +370,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         peak_rss_mib: memory::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
         device: format!("{:?}", run.device),
         threads: tch::get_num_threads(),
+        workers: run.parallel.workers(),
         interrupted,
         out_dir: out.clone(),
     };

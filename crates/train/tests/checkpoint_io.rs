@@ -15,12 +15,14 @@ fn model_tensors() -> Vec<(String, Tensor)> {
     let transposed = Tensor::randn([3, 6], (Kind::Float, Device::Cpu)).tr();
     assert!(!transposed.is_contiguous());
     let scalar = Tensor::from(2.5f64);
+    let trainable = Tensor::randn([2, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     vec![
         ("wte.weight".to_owned(), f32s),
         ("positions".to_owned(), i64s),
         ("blocks.0.bf16".to_owned(), bf16),
         ("lm_head.weight".to_owned(), transposed),
         ("scale".to_owned(), scalar),
+        ("trainable".to_owned(), trainable),
     ]
 }
 
@@ -51,7 +53,7 @@ fn assert_bitwise_equal(got: &[(String, Tensor)], want: &[(String, Tensor)]) {
 
 /// The raw bytes of a tensor's elements (row-major).
 fn bytes_of(t: &Tensor) -> Vec<u8> {
-    let t = t.contiguous();
+    let t = t.detach().to_device(Device::Cpu).contiguous();
     let mut out = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
     t.copy_data_u8(&mut out, t.numel());
     out
@@ -362,4 +364,22 @@ fn latest_round_trip() {
         err.contains("step-999999") && err.contains("does not exist"),
         "{err}"
     );
+}
+
+#[test]
+fn cuda_tensors_are_saved_from_the_gpu() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipping: no CUDA device");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("gpu");
+    let gpu: Vec<(String, Tensor)> = model_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cuda(0))))
+        .collect();
+    write_checkpoint(&dir, &gpu, &[], &serde_json::json!({})).unwrap();
+    let loaded = read_checkpoint(&dir).unwrap();
+    assert!(loaded.model.iter().all(|(_, t)| t.device() == Device::Cpu));
+    assert_bitwise_equal(&loaded.model, &gpu);
 }

@@ -158,11 +158,3 @@ fn heatmap_edge_cases() {
     plot_dwa_heatmap(dir.path(), &[vec![Some(0.0)], vec![Some(0.0), Some(0.0)]]).unwrap();
     assert_eq!(png_size(&dir.path().join("dwa_weights.png")), HEATMAP_SIZE);
 }
-
-#[test]
-fn zz_preview() {
-    let out = Path::new("/tmp/plot-preview");
-    plot_loss_curves(&out.join("one"), "one", &[(7, 3.0)], &[(7, 3.1)]).unwrap();
-    plot_loss_curves(&out.join("empty"), "empty", &[], &[]).unwrap();
-    plot_dwa_heatmap(&out.join("small"), &[vec![Some(0.001), Some(-0.003)]]).unwrap();
-}

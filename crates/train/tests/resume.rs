@@ -13,7 +13,14 @@ use strata_train::{RunOptions, train};
 fn losses(records: &[MetricRecord]) -> Vec<(u64, String, Option<u64>, Option<u64>)> {
     records
         .iter()
-        .map(|r| (r.step, r.kind.clone(), r.loss.map(f64::to_bits), r.val_loss.map(f64::to_bits)))
+        .map(|r| {
+            (
+                r.step,
+                r.kind.clone(),
+                r.loss.map(f64::to_bits),
+                r.val_loss.map(f64::to_bits),
+            )
+        })
         .collect()
 }
 
@@ -47,4 +54,3 @@ fn kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit() {
         assert!(ta.equal(tb), "{na} differs after resume");
     }
 }
-

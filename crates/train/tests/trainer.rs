@@ -3,27 +3,52 @@
 mod common;
 
 use common::{corpus, tiny_config};
+use strata_tensor::DeviceChoice;
 use strata_tensor::TensorExt;
 use strata_train::metrics::read_records;
 use strata_train::{RunOptions, inspect, train};
-use strata_tensor::DeviceChoice;
 
 #[test]
 fn loss_falls_when_overfitting_a_tiny_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("repetitive.txt");
-    std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(100)).unwrap();
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(100),
+    )
+    .unwrap();
     let mut config = tiny_config(&text, 60, false, 0.0);
     config.train.learning_rate = 1e-2;
     config.train.min_lr = 1e-3;
-    let summary = train(config, &RunOptions::new("tiny.toml", dir.path().join("run"))).unwrap();
+    let summary = train(
+        config,
+        &RunOptions::new("tiny.toml", dir.path().join("run")),
+    )
+    .unwrap();
     let records = read_records(&dir.path().join("run/metrics.jsonl")).unwrap();
-    let evals: Vec<f64> = records.iter().filter(|r| r.kind == "eval").map(|r| r.loss.unwrap()).collect();
+    let evals: Vec<f64> = records
+        .iter()
+        .filter(|r| r.kind == "eval")
+        .map(|r| r.loss.unwrap())
+        .collect();
     assert_eq!(evals.len(), 7, "evals at 0, 10, ..., 60");
-    assert!(evals[0] > 3.0, "a fresh model is near ln(29 chars) = 3.37: {}", evals[0]);
-    assert!(*evals.last().unwrap() < 0.5, "the model memorised the text: {evals:?}");
+    assert!(
+        evals[0] > 3.0,
+        "a fresh model is near ln(29 chars) = 3.37: {}",
+        evals[0]
+    );
+    assert!(
+        *evals.last().unwrap() < 0.5,
+        "the model memorised the text: {evals:?}"
+    );
     assert_eq!(summary.steps, 60);
-    for name in ["loss.png", "loss.svg", "summary.json", "config.toml", "checkpoints/LATEST"] {
+    for name in [
+        "loss.png",
+        "loss.svg",
+        "summary.json",
+        "config.toml",
+        "checkpoints/LATEST",
+    ] {
         assert!(dir.path().join("run").join(name).exists(), "{name} written");
     }
 }
@@ -44,7 +69,10 @@ fn a_checkpoint_round_trip_gives_identical_logits() {
     let report = inspect::evaluate_checkpoint(&a, None).unwrap();
     let records = read_records(&run.join("metrics.jsonl")).unwrap();
     let last_eval = records.iter().rev().find(|r| r.kind == "eval").unwrap();
-    assert_eq!(report.val_loss.to_bits(), last_eval.val_loss.unwrap().to_bits());
+    assert_eq!(
+        report.val_loss.to_bits(),
+        last_eval.val_loss.unwrap().to_bits()
+    );
     assert_eq!(report.step, 12);
     // DWA weights moved away from the identity and were saved.
     let dwa = a.model.dwa_weight_matrix().unwrap();
@@ -56,39 +84,62 @@ fn resuming_with_another_config_or_tokenizer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let text = corpus(dir.path());
     let run = dir.path().join("run");
-    train(tiny_config(&text, 3, false, 0.0), &RunOptions::new("tiny.toml", &run)).unwrap();
+    train(
+        tiny_config(&text, 3, false, 0.0),
+        &RunOptions::new("tiny.toml", &run),
+    )
+    .unwrap();
 
     let mut wider = tiny_config(&text, 6, false, 0.0);
     wider.model.d_model = 64;
     let mut options = RunOptions::new("wide.toml", &run);
     options.resume = Some(run.clone());
     let err = train(wider, &options).unwrap_err().to_string();
-    assert!(err.contains("model.d_model: 32 vs 64") && err.contains("wide.toml"), "{err}");
+    assert!(
+        err.contains("model.d_model: 32 vs 64") && err.contains("wide.toml"),
+        "{err}"
+    );
 
     let mut bytes = tiny_config(&text, 6, false, 0.0);
     bytes.data.tokenizer = strata_train::tokenizer::TokenizerKind::Byte;
     let err = train(bytes, &options).unwrap_err().to_string();
-    assert!(err.contains("data.tokenizer") && err.contains("Byte"), "{err}");
+    assert!(
+        err.contains("data.tokenizer") && err.contains("Byte"),
+        "{err}"
+    );
 }
 
 #[test]
 fn truncated_or_corrupt_checkpoints_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    train(tiny_config(&corpus(dir.path()), 2, false, 0.0), &RunOptions::new("tiny.toml", &run)).unwrap();
+    train(
+        tiny_config(&corpus(dir.path()), 2, false, 0.0),
+        &RunOptions::new("tiny.toml", &run),
+    )
+    .unwrap();
     let model = run.join("checkpoints/step-000002/model.safetensors");
     let bytes = std::fs::read(&model).unwrap();
 
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    let err = inspect::load(&run, DeviceChoice::Cpu).err().unwrap().to_string();
+    let err = inspect::load(&run, DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     let mut flipped = bytes.clone();
     let mid = flipped.len() - 40;
     flipped[mid] ^= 0xFF;
     std::fs::write(&model, &flipped).unwrap();
-    let err = inspect::load(&run, DeviceChoice::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("corrupt"), "{err}");
+    let err = inspect::load(&run, DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,33 +149,63 @@ fn bad_data_and_folders_are_refused_before_any_file_is_written() {
     let out = dir.path().join("never");
 
     let missing = tiny_config(&dir.path().join("nope.txt"), 2, false, 0.0);
-    let err = train(missing, &RunOptions::new("tiny.toml", &out)).unwrap_err().to_string();
+    let err = train(missing, &RunOptions::new("tiny.toml", &out))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope.txt"), "{err}");
 
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    let err = train(tiny_config(&empty, 2, false, 0.0), &RunOptions::new("t", &out)).unwrap_err().to_string();
+    let err = train(
+        tiny_config(&empty, 2, false, 0.0),
+        &RunOptions::new("t", &out),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("empty.txt") && err.contains("empty"), "{err}");
 
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "to be or not to be, that is the question").unwrap();
-    let err = train(tiny_config(&short, 2, false, 0.0), &RunOptions::new("t", &out)).unwrap_err().to_string();
-    assert!(err.contains("short.txt") && err.contains("17"), "names the file and block_size + 1: {err}");
+    let err = train(
+        tiny_config(&short, 2, false, 0.0),
+        &RunOptions::new("t", &out),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("short.txt") && err.contains("17"),
+        "names the file and block_size + 1: {err}"
+    );
     assert!(!out.exists(), "nothing was written for refused runs");
 
     // An output folder that cannot be created (its parent is a file).
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
-    let err = train(tiny_config(&text, 2, false, 0.0), &RunOptions::new("t", blocker.join("run")))
-        .unwrap_err()
-        .to_string();
+    let err = train(
+        tiny_config(&text, 2, false, 0.0),
+        &RunOptions::new("t", blocker.join("run")),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("file/run") || err.contains("file"), "{err}");
 
     // An existing run is not clobbered without --overwrite.
     let run = dir.path().join("run");
-    train(tiny_config(&text, 1, false, 0.0), &RunOptions::new("t", &run)).unwrap();
-    let err = train(tiny_config(&text, 1, false, 0.0), &RunOptions::new("t", &run)).unwrap_err().to_string();
-    assert!(err.contains("--resume") && err.contains("--overwrite"), "{err}");
+    train(
+        tiny_config(&text, 1, false, 0.0),
+        &RunOptions::new("t", &run),
+    )
+    .unwrap();
+    let err = train(
+        tiny_config(&text, 1, false, 0.0),
+        &RunOptions::new("t", &run),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--resume") && err.contains("--overwrite"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -134,11 +215,21 @@ fn impossible_model_shapes_are_refused_with_the_config_file_named() {
     let out = dir.path().join("never");
     let mut heads = tiny_config(&text, 2, false, 0.0);
     heads.model.n_head = 3;
-    let err = train(heads, &RunOptions::new("configs/mine.toml", &out)).unwrap_err().to_string();
-    assert_eq!(err, "configs/mine.toml: field `model.d_model`: expected a positive multiple of n_head = 3, found 32");
+    let err = train(heads, &RunOptions::new("configs/mine.toml", &out))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "configs/mine.toml: field `model.d_model`: expected a positive multiple of n_head = 3, found 32"
+    );
     let mut period = tiny_config(&text, 2, true, 0.0);
     period.model.dwa.as_mut().unwrap().period = 0;
-    let err = train(period, &RunOptions::new("configs/mine.toml", &out)).unwrap_err().to_string();
-    assert!(err.contains("model.dwa.period") && err.contains("p >= 1"), "{err}");
+    let err = train(period, &RunOptions::new("configs/mine.toml", &out))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.dwa.period") && err.contains("p >= 1"),
+        "{err}"
+    );
     assert!(!out.exists());
 }

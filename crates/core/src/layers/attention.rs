@@ -55,6 +55,9 @@ impl CausalSelfAttention {
             &q, &k, &v, None, dropout, true, None, false,
         )?;
         let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, d])?;
-        Ok(self.c_proj.forward(&y, config.precision)?.f_dropout(self.dropout, train)?)
+        Ok(self
+            .c_proj
+            .forward(&y, config.precision)?
+            .f_dropout(self.dropout, train)?)
     }
 }

@@ -15,7 +15,11 @@ pub struct Linear {
 impl Linear {
     /// Creates `path.weight` (normal with `std`) and, if `bias`, `path.bias` (zeros).
     pub fn new(path: nn::Path, inputs: usize, outputs: usize, bias: bool, std: f64) -> Self {
-        let weight = path.var("weight", &[outputs as i64, inputs as i64], super::normal(std));
+        let weight = path.var(
+            "weight",
+            &[outputs as i64, inputs as i64],
+            super::normal(std),
+        );
         let bias = bias.then(|| path.zeros("bias", &[outputs as i64]));
         Self { weight, bias }
     }

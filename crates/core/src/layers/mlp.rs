@@ -39,11 +39,16 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor, config: &ModelConfig, train: bool) -> Result<Tensor> {
         let p = config.precision;
         let hidden = match (self.kind, &self.w_up) {
-            (MlpKind::Swiglu, Some(up)) => {
-                self.c_fc.forward(x, p)?.f_silu()?.f_mul(&up.forward(x, p)?)?
-            }
+            (MlpKind::Swiglu, Some(up)) => self
+                .c_fc
+                .forward(x, p)?
+                .f_silu()?
+                .f_mul(&up.forward(x, p)?)?,
             _ => self.c_fc.forward(x, p)?.f_gelu("none")?,
         };
-        Ok(self.c_proj.forward(&hidden, p)?.f_dropout(self.dropout, train)?)
+        Ok(self
+            .c_proj
+            .forward(&hidden, p)?
+            .f_dropout(self.dropout, train)?)
     }
 }

@@ -16,5 +16,8 @@ use tch::nn::Init;
 
 /// Normal initialisation with standard deviation `std` (GPT-2's scheme).
 pub(crate) fn normal(std: f64) -> Init {
-    Init::Randn { mean: 0.0, stdev: std }
+    Init::Randn {
+        mean: 0.0,
+        stdev: std,
+    }
 }

@@ -22,7 +22,8 @@ impl Norm {
     /// Creates `path.weight` and, for a biased LayerNorm, `path.bias`.
     pub fn new(path: nn::Path, kind: NormKind, width: usize, bias: bool) -> Self {
         let weight = path.ones("weight", &[width as i64]);
-        let bias = (bias && kind == NormKind::Layernorm).then(|| path.zeros("bias", &[width as i64]));
+        let bias =
+            (bias && kind == NormKind::Layernorm).then(|| path.zeros("bias", &[width as i64]));
         Self {
             kind,
             width: width as i64,
@@ -34,9 +35,13 @@ impl Norm {
     /// Normalises the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self.kind {
-            NormKind::Layernorm => {
-                x.f_layer_norm([self.width], Some(&self.weight), self.bias.as_ref(), EPS, true)?
-            }
+            NormKind::Layernorm => x.f_layer_norm(
+                [self.width],
+                Some(&self.weight),
+                self.bias.as_ref(),
+                EPS,
+                true,
+            )?,
             NormKind::Rmsnorm => x.f_rms_norm([self.width], Some(&self.weight), EPS)?,
         })
     }

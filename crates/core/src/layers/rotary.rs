@@ -14,7 +14,8 @@ impl Rotary {
     /// Tables for `positions` positions and heads of width `head_dim` (even), base 10000.
     pub fn new(positions: usize, head_dim: usize, device: Device) -> Self {
         let half = (head_dim / 2) as i64;
-        let inv_freq = (Tensor::arange(half, (Kind::Double, Device::Cpu)) * (-2.0 / head_dim as f64)
+        let inv_freq = (Tensor::arange(half, (Kind::Double, Device::Cpu))
+            * (-2.0 / head_dim as f64)
             * 10000f64.ln())
         .exp();
         let t = Tensor::arange(positions as i64, (Kind::Double, Device::Cpu));

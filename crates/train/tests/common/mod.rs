@@ -15,7 +15,11 @@ pub fn corpus(dir: &Path) -> PathBuf {
 
 /// A tiny run config over `corpus`: 2 blocks of width 32, block 16, `iters` steps.
 pub fn tiny_config(corpus: &Path, iters: u64, dwa: bool, dropout: f64) -> RunConfig {
-    let dwa = if dwa { "\n[model.dwa]\ndilation = 1\nperiod = 1\n" } else { "" };
+    let dwa = if dwa {
+        "\n[model.dwa]\ndilation = 1\nperiod = 1\n"
+    } else {
+        ""
+    };
     let text = format!(
         r#"
 name = "tiny"
