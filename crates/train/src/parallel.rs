@@ -8,22 +8,54 @@
 //! instead. The result equals one full-batch step up to float summation order, and is
 //! bitwise reproducible for a fixed worker count.
 
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
 use strata_core::Gpt;
 use strata_tensor::{Error, Result, seeded};
 use tch::{Device, Tensor, nn};
 
-/// One extra worker: its own variable store whose tensors alias the master's storage.
+/// A replica: its own variable store whose tensors alias the master's storage.
 struct Replica {
     /// Keeps the replica's variables alive.
     _store: nn::VarStore,
     model: Gpt,
-    /// (master parameter, replica parameter) pairs, in the master store's name order.
-    pairs: Vec<(Tensor, Tensor)>,
+    /// The replica's parameters, in the order of [`Worker::masters`].
+    params: Vec<Tensor>,
 }
 
-/// The master model's helpers: zero or more replicas that train alongside it.
+/// Work sent to a worker thread.
+enum Job {
+    /// Forward and backward of `weight · loss(x, y)`, dropout seeded by `seed` if given.
+    Step {
+        x: Tensor,
+        y: Tensor,
+        weight: f64,
+        seed: Option<u64>,
+    },
+    /// Losses of numbered batches, without gradients.
+    Eval(Vec<(usize, Tensor, Tensor)>),
+}
+
+/// A worker's answer.
+enum Reply {
+    /// The weighted loss and the replica's gradients (undefined where a parameter got none).
+    Step(Result<(Tensor, Vec<Tensor>)>),
+    /// Numbered batch losses.
+    Eval(Result<Vec<(usize, f64)>>),
+}
+
+/// A long-lived worker thread that owns one replica.
+struct Worker {
+    jobs: Option<Sender<Job>>,
+    replies: Receiver<Reply>,
+    handle: Option<JoinHandle<()>>,
+    /// The master's parameters, matching the replica's `params`.
+    masters: Vec<Tensor>,
+}
+
+/// The master model's helpers: zero or more worker threads that train alongside it.
 pub struct DataParallel {
-    replicas: Vec<Replica>,
+    workers: Vec<Worker>,
     threads_per_worker: i32,
 }
 
@@ -35,48 +67,126 @@ pub fn worker_count(device: Device, threads: usize, batch_size: usize) -> usize 
     threads.max(1).min(batch_size.max(1))
 }
 
+/// `weight · loss(x, y)` of `model`, backpropagated; returns the detached weighted loss.
+fn weighted_step(
+    model: &Gpt,
+    x: &Tensor,
+    y: &Tensor,
+    weight: f64,
+    seed: Option<u64>,
+) -> Result<Tensor> {
+    let loss = match seed {
+        Some(seed) => seeded(seed, || model.loss(x, y, true))?,
+        None => model.loss(x, y, true)?,
+    };
+    let scaled = loss.f_mul_scalar(weight)?;
+    scaled.f_backward()?;
+    Ok(scaled.detach())
+}
+
+/// Losses of numbered batches without gradients.
+fn batch_losses(model: &Gpt, batches: Vec<(usize, Tensor, Tensor)>) -> Result<Vec<(usize, f64)>> {
+    let _guard = tch::no_grad_guard();
+    batches
+        .into_iter()
+        .map(|(i, x, y)| Ok((i, model.loss(&x, &y, false)?.double_value(&[]))))
+        .collect()
+}
+
+/// The body of a worker thread: serve jobs until the sender is dropped.
+fn serve(replica: Replica, threads: i32, jobs: Receiver<Job>, replies: Sender<Reply>) {
+    tch::set_num_threads(threads);
+    let mut params = replica.params;
+    for job in jobs {
+        let reply = match job {
+            Job::Step { x, y, weight, seed } => {
+                for param in &mut params {
+                    param.zero_grad();
+                }
+                Reply::Step(
+                    weighted_step(&replica.model, &x, &y, weight, seed)
+                        .map(|loss| (loss, params.iter().map(Tensor::grad).collect())),
+                )
+            }
+            Job::Eval(batches) => Reply::Eval(batch_losses(&replica.model, batches)),
+        };
+        if replies.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// The error for a worker that stopped answering.
+fn worker_gone() -> Error {
+    Error::Invalid("a data-parallel worker thread stopped (it panicked)".to_owned())
+}
+
 impl DataParallel {
-    /// Builds `workers - 1` replicas of `master` (whose parameters live in `store`), each
-    /// worker running libtorch with `threads_per_worker` intra-op threads.
+    /// Starts `workers - 1` worker threads, each with a replica of `master` (whose parameters
+    /// live in `store`); every worker runs libtorch with `threads_per_worker` threads.
     pub fn new(
         store: &nn::VarStore,
         master: &Gpt,
         workers: usize,
         threads_per_worker: usize,
     ) -> Result<Self> {
+        let threads = threads_per_worker.max(1) as i32;
         let master_vars = store.variables();
-        let replicas = (1..workers.max(1))
+        let workers = (1..workers.max(1))
             .map(|_| {
                 let replica_store = nn::VarStore::new(store.device());
-                // The throwaway initial values are drawn inside a seeded section so that building
-                // replicas never disturbs another thread's seeded random numbers.
+                // The throwaway initial values are drawn inside a seeded section so that
+                // building replicas never disturbs another thread's seeded random numbers.
                 let model = seeded(0, || Gpt::new(&replica_store.root(), master.config()))?;
-                let mut pairs = Vec::with_capacity(master_vars.len());
-                let mut names: Vec<_> = replica_store.variables().into_iter().collect();
-                names.sort_by(|a, b| a.0.cmp(&b.0));
-                for (name, mut var) in names {
+                let mut named: Vec<_> = replica_store.variables().into_iter().collect();
+                named.sort_by(|a, b| a.0.cmp(&b.0));
+                let (mut masters, mut params) = (Vec::new(), Vec::new());
+                for (name, mut var) in named {
                     let source = master_vars.get(&name).ok_or_else(|| {
                         Error::Invalid(format!("replica parameter `{name}` has no master"))
                     })?;
                     tch::no_grad(|| var.set_data(&source.detach()));
-                    pairs.push((source.shallow_clone(), var));
+                    masters.push(source.shallow_clone());
+                    params.push(var);
                 }
-                Ok(Replica {
+                let replica = Replica {
                     _store: replica_store,
                     model,
-                    pairs,
+                    params,
+                };
+                let (job_tx, job_rx) = channel();
+                let (reply_tx, reply_rx) = channel();
+                let handle = std::thread::Builder::new()
+                    .name("strata-dp-worker".to_owned())
+                    .spawn(move || serve(replica, threads, job_rx, reply_tx))
+                    .map_err(Error::io("data-parallel worker thread"))?;
+                Ok(Worker {
+                    jobs: Some(job_tx),
+                    replies: reply_rx,
+                    handle: Some(handle),
+                    masters,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            replicas,
-            threads_per_worker: threads_per_worker.max(1) as i32,
+            workers,
+            threads_per_worker: threads,
         })
     }
 
     /// Number of workers, the master included.
     pub fn workers(&self) -> usize {
-        self.replicas.len() + 1
+        self.workers.len() + 1
+    }
+
+    /// Sends `job` to worker `i`.
+    fn send(&self, i: usize, job: Job) -> Result<()> {
+        self.workers[i]
+            .jobs
+            .as_ref()
+            .ok_or_else(worker_gone)?
+            .send(job)
+            .map_err(|_| worker_gone())
     }
 
     /// Forward and backward of the mean next-token loss of `(x, y)` across the workers,
@@ -91,53 +201,43 @@ impl DataParallel {
         dropout_seed: Option<u64>,
     ) -> Result<Tensor> {
         let chunks = split_rows(x, y, self.workers())?;
-        let used_replicas = chunks.len() - 1;
         let rows = x.size()[0] as f64;
-        let threads = self.threads_per_worker;
-        let run = |model: &Gpt, (x, y): (Tensor, Tensor), index: usize| -> Result<Tensor> {
-            tch::set_num_threads(threads);
-            let weight = x.size()[0] as f64 / rows;
-            let loss = match dropout_seed {
-                Some(seed) => seeded(seed.wrapping_add(index as u64), || model.loss(&x, &y, true))?,
-                None => model.loss(&x, &y, true)?,
-            };
-            let scaled = loss.f_mul_scalar(weight)?;
-            scaled.f_backward()?;
-            Ok(scaled.detach())
-        };
+        let weight = |x: &Tensor| x.size()[0] as f64 / rows;
+        let seed = |i: usize| dropout_seed.map(|s| s.wrapping_add(i as u64));
         let mut chunks = chunks.into_iter();
-        let first = chunks
+        let (x0, y0) = chunks
             .next()
             .ok_or_else(|| Error::Invalid("empty batch".to_owned()))?;
-        let losses = std::thread::scope(|scope| -> Result<Vec<Tensor>> {
-            let handles: Vec<_> = self
-                .replicas
-                .iter_mut()
-                .zip(chunks)
-                .enumerate()
-                .map(|(i, (replica, chunk))| {
-                    let run = &run;
-                    scope.spawn(move || {
-                        for (_, param) in &mut replica.pairs {
-                            param.zero_grad();
-                        }
-                        run(&replica.model, chunk, i + 1)
-                    })
-                })
-                .collect();
-            let mut losses = vec![run(master, first, 0)?];
-            for handle in handles {
-                losses.push(handle.join().map_err(|_| {
-                    Error::Invalid("a data-parallel worker thread panicked".to_owned())
-                })??);
-            }
-            Ok(losses)
-        })?;
+        let mut used = 0;
+        for (i, (x, y)) in chunks.enumerate() {
+            let w = weight(&x);
+            self.send(
+                i,
+                Job::Step {
+                    x,
+                    y,
+                    weight: w,
+                    seed: seed(i + 1),
+                },
+            )?;
+            used += 1;
+        }
+        tch::set_num_threads(self.threads_per_worker);
+        let own = weighted_step(master, &x0, &y0, weight(&x0), seed(0));
+        // Collect every reply before returning, so no worker is left mid-step.
+        let mut replies = Vec::with_capacity(used);
+        for worker in &self.workers[..used] {
+            replies.push(match worker.replies.recv() {
+                Ok(Reply::Step(result)) => result,
+                _ => Err(worker_gone()),
+            });
+        }
+        let mut total = own?;
         tch::no_grad(|| -> Result<()> {
-            // Only the replicas that received a chunk hold fresh gradients.
-            for replica in self.replicas.iter().take(used_replicas) {
-                for (master_param, replica_param) in &replica.pairs {
-                    let extra = replica_param.grad();
+            for (worker, reply) in self.workers.iter().zip(replies) {
+                let (loss, grads) = reply?;
+                total = total.f_add(&loss)?;
+                for (master_param, extra) in worker.masters.iter().zip(grads) {
                     if !extra.defined() {
                         continue;
                     }
@@ -152,10 +252,6 @@ impl DataParallel {
             }
             Ok(())
         })?;
-        let mut total = losses[0].shallow_clone();
-        for loss in &losses[1..] {
-            total = total.f_add(loss)?;
-        }
         Ok(total)
     }
 
@@ -166,14 +262,6 @@ impl DataParallel {
             return Ok(0.0);
         }
         let n = self.workers();
-        let threads = self.threads_per_worker;
-        let eval = |model: &Gpt, mine: Vec<(usize, Tensor, Tensor)>| -> Result<Vec<(usize, f64)>> {
-            tch::set_num_threads(threads);
-            let _guard = tch::no_grad_guard();
-            mine.into_iter()
-                .map(|(i, x, y)| Ok((i, model.loss(&x, &y, false)?.double_value(&[]))))
-                .collect()
-        };
         let share = |worker: usize| -> Vec<(usize, Tensor, Tensor)> {
             batches
                 .iter()
@@ -183,26 +271,34 @@ impl DataParallel {
                 .map(|(i, (x, y))| (i, x.shallow_clone(), y.shallow_clone()))
                 .collect()
         };
-        let mut losses = std::thread::scope(|scope| -> Result<Vec<(usize, f64)>> {
-            let handles: Vec<_> = self
-                .replicas
-                .iter_mut()
-                .enumerate()
-                .map(|(i, replica)| {
-                    let (eval, mine) = (&eval, share(i + 1));
-                    scope.spawn(move || eval(&replica.model, mine))
-                })
-                .collect();
-            let mut all = eval(master, share(0))?;
-            for handle in handles {
-                all.extend(handle.join().map_err(|_| {
-                    Error::Invalid("a data-parallel worker thread panicked".to_owned())
-                })??);
+        for i in 0..self.workers.len() {
+            self.send(i, Job::Eval(share(i + 1)))?;
+        }
+        tch::set_num_threads(self.threads_per_worker);
+        let own = batch_losses(master, share(0));
+        let mut losses = Vec::with_capacity(batches.len());
+        for worker in &self.workers {
+            match worker.replies.recv() {
+                Ok(Reply::Eval(result)) => losses.extend(result?),
+                _ => return Err(worker_gone()),
             }
-            Ok(all)
-        })?;
+        }
+        losses.extend(own?);
         losses.sort_by_key(|(i, _)| *i);
         Ok(losses.iter().map(|(_, l)| l).sum::<f64>() / batches.len() as f64)
+    }
+}
+
+impl Drop for DataParallel {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            worker.jobs = None;
+        }
+        for worker in &mut self.workers {
+            if let Some(handle) = worker.handle.take() {
+                let _ = handle.join();
+            }
+        }
     }
 }
 

@@ -1,0 +1,428 @@
+//! `cargo xtask bench`: the criterion benches, and the `nanogpt-cpu.toml` training run timed
+//! against a same-machine PyTorch baseline, with every figure written to docs/benchmarks.md.
+
+use crate::run::{self, command, workspace_root};
+use crate::torch_env::{self, TorchEnv};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// One timed training process.
+#[derive(Clone, Debug)]
+struct Measured {
+    /// `strata` or `pytorch`.
+    who: &'static str,
+    /// Process wall time, start to exit, in seconds.
+    wall_s: f64,
+    /// Peak resident memory of the process in MiB.
+    peak_mib: f64,
+    /// Final validation loss.
+    val_loss: f64,
+    /// Milliseconds per optimizer step.
+    ms_per_iter: f64,
+    /// Training tokens per second.
+    tokens_per_sec: f64,
+}
+
+/// Options of `cargo xtask bench`.
+struct Options {
+    rounds: usize,
+    criterion: bool,
+    training: bool,
+    quick: bool,
+}
+
+/// Parses the bench options.
+fn options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        rounds: 2,
+        criterion: true,
+        training: true,
+        quick: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => {
+                o.quick = true;
+                o.rounds = 1;
+            }
+            "--skip-criterion" => o.criterion = false,
+            "--skip-training" => o.training = false,
+            "--rounds" => {
+                o.rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or("--rounds needs a number >= 1")?;
+            }
+            other => return Err(format!("unknown bench option `{other}`")),
+        }
+    }
+    Ok(o)
+}
+
+/// Peak resident memory (VmHWM) of a running process in MiB, if readable.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs `cmd` to completion, timing it and sampling its peak memory; returns its stdout.
+fn timed(mut cmd: std::process::Command, what: &str) -> Result<(f64, f64, String), String> {
+    eprintln!("xtask: {what}");
+    let out_path = std::env::temp_dir().join(format!("xtask-bench-{}.out", std::process::id()));
+    let out_file = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(out_file)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let mut peak = 0.0f64;
+    let status = loop {
+        if let Some(mib) = peak_rss_mib(child.id()) {
+            peak = peak.max(mib);
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall = start.elapsed().as_secs_f64();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    if !status.success() {
+        return Err(format!("{what}: failed ({status})"));
+    }
+    Ok((wall, peak, stdout))
+}
+
+/// The last JSON object printed by a process.
+fn last_json(stdout: &str) -> Result<Value, String> {
+    let start = stdout
+        .find('{')
+        .ok_or("the process printed no JSON summary")?;
+    serde_json::from_str(stdout[start..].trim()).map_err(|e| format!("bad JSON summary: {e}"))
+}
+
+/// A number field of a summary.
+fn number(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// One strata training run of `nanogpt-cpu.toml`.
+fn strata_run(env: &TorchEnv, exe: &Path, round: usize) -> Result<Measured, String> {
+    let out = workspace_root()
+        .join("target")
+        .join("bench")
+        .join(format!("strata-{round}"));
+    let mut cmd = command(env, exe);
+    cmd.args([
+        "train",
+        "--config",
+        "configs/nanogpt-cpu.toml",
+        "--quiet",
+        "--overwrite",
+    ])
+    .arg("--out")
+    .arg(&out);
+    let (wall_s, peak_mib, stdout) = timed(cmd, &format!("strata nanogpt-cpu, round {round}"))?;
+    let v = last_json(&stdout)?;
+    Ok(Measured {
+        who: "strata",
+        wall_s,
+        peak_mib,
+        val_loss: number(&v, "final_val_loss"),
+        ms_per_iter: number(&v, "ms_per_iter"),
+        tokens_per_sec: number(&v, "tokens_per_sec"),
+    })
+}
+
+/// One run of the PyTorch reference implementation of the same recipe.
+fn pytorch_run(env: &TorchEnv, python: &Path, round: usize) -> Result<Measured, String> {
+    let mut cmd = command(env, python);
+    cmd.args([
+        "benches/reference/nanogpt_recipe.py",
+        "data/tinyshakespeare.txt",
+    ]);
+    let (wall_s, peak_mib, stdout) = timed(cmd, &format!("PyTorch reference, round {round}"))?;
+    let v = last_json(&stdout)?;
+    Ok(Measured {
+        who: "pytorch",
+        wall_s,
+        peak_mib,
+        val_loss: number(&v, "final_val_loss"),
+        ms_per_iter: number(&v, "ms_per_iter"),
+        tokens_per_sec: number(&v, "tokens_per_sec"),
+    })
+}
+
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+/// The markdown section for the training comparison.
+fn training_section(runs: &[Measured]) -> String {
+    let mut s = String::from(
+        "## nanoGPT's CPU recipe: strata vs PyTorch on the same machine\n\n\
+         Command: `cargo xtask bench` (runs alternate, strata first). strata: `strata train \
+         --config configs/nanogpt-cpu.toml`. PyTorch: `benches/reference/nanogpt_recipe.py`, an \
+         eager PyTorch implementation of the same recipe with nanoGPT's model, init, optimizer, \
+         schedule and evaluation protocol (20 random batches per split), using the same torch \
+         2.11.0 that strata links. Wall time is the whole process, start to exit, as seen from \
+         outside; peak memory is the process's VmHWM.\n\n\
+         | run | wall s | final val loss | ms/iter | tokens/s | peak MiB |\n|---|---|---|---|---|---|\n",
+    );
+    for (i, r) in runs.iter().enumerate() {
+        s += &format!(
+            "| {} #{} | {:.1} | {:.4} | {:.1} | {:.0} | {:.0} |\n",
+            r.who,
+            i / 2 + 1,
+            r.wall_s,
+            r.val_loss,
+            r.ms_per_iter,
+            r.tokens_per_sec,
+            r.peak_mib
+        );
+    }
+    let pick = |who: &str, f: fn(&Measured) -> f64| {
+        median(runs.iter().filter(|r| r.who == who).map(f).collect())
+    };
+    let (sw, pw) = (pick("strata", |r| r.wall_s), pick("pytorch", |r| r.wall_s));
+    let (sm, pm) = (
+        pick("strata", |r| r.peak_mib),
+        pick("pytorch", |r| r.peak_mib),
+    );
+    let (sl, pl) = (
+        pick("strata", |r| r.val_loss),
+        pick("pytorch", |r| r.val_loss),
+    );
+    let (si, pi) = (
+        pick("strata", |r| r.ms_per_iter),
+        pick("pytorch", |r| r.ms_per_iter),
+    );
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    s += &format!(
+        "\nMedians: strata {sw:.1} s, val {sl:.4}, {si:.1} ms/iter, {sm:.0} MiB; PyTorch {pw:.1} s, \
+         val {pl:.4}, {pi:.1} ms/iter, {pm:.0} MiB.\n\n\
+         | target | measured | |\n|---|---|---|\n\
+         | val loss <= 1.89 | {sl:.4} | {} |\n\
+         | wall <= 0.75x PyTorch | {:.2}x | {} |\n\
+         | peak memory <= 0.5x PyTorch | {:.2}x | {} |\n",
+        verdict(sl <= 1.89),
+        sw / pw,
+        verdict(sw <= 0.75 * pw),
+        sm / pm,
+        verdict(sm <= 0.5 * pm),
+    );
+    s
+}
+
+/// Criterion's mean estimate (ns) for every benchmark under target/criterion.
+fn criterion_results() -> Vec<(String, f64)> {
+    let root = workspace_root().join("target").join("criterion");
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == "new") {
+                    let estimates = path.join("estimates.json");
+                    let mean = std::fs::read_to_string(&estimates)
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                        .and_then(|v| v.pointer("/mean/point_estimate").and_then(Value::as_f64));
+                    let name = dir
+                        .strip_prefix(&root)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    if let Some(mean) = mean {
+                        out.push((name, mean));
+                    }
+                } else if path.file_name().is_none_or(|n| n != "report") {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The markdown section for the criterion benches.
+fn criterion_section(results: &[(String, f64)]) -> String {
+    let mut s = String::from(
+        "## Criterion benches\n\nCommand: `cargo xtask bench` (`cargo bench -p strata-benches`). \
+         `train_step_nanogpt_cpu`: one optimizer step (forward, backward, clip, AdamW) of the \
+         nanogpt-cpu model on a 12 x 64 batch, with one data-parallel worker per core or with \
+         libtorch's own threading. `weighted_sum`: the reference weighted sum over 13 stacked \
+         outputs of 12 x 64 x 768 f32 against a copy of the same number of bytes.\n\n\
+         | benchmark | mean |\n|---|---|\n",
+    );
+    for (name, ns) in results {
+        s += &format!("| {name} | {:.3} ms |\n", ns / 1e6);
+    }
+    s
+}
+
+/// A description of this machine.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<f64>().ok())
+                })
+        })
+        .map_or_else(String::new, |kib| {
+            format!(", {:.0} GiB RAM", kib / 1024.0 / 1024.0)
+        });
+    format!("{model}, {cores} cores{mem}")
+}
+
+/// Replaces (or appends) the section of `doc` that starts with `heading`.
+fn replace_section(doc: &str, heading: &str, section: &str) -> String {
+    match doc.find(heading) {
+        Some(start) => {
+            let after = &doc[start + heading.len()..];
+            let end = after
+                .find("\n## ")
+                .map_or(doc.len(), |i| start + heading.len() + i + 1);
+            format!("{}{}{}", &doc[..start], section, &doc[end..])
+        }
+        None => format!("{}\n{}", doc.trim_end(), section),
+    }
+}
+
+/// `cargo xtask bench`.
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let o = options(args)?;
+    let env = torch_env::ensure()?;
+    let doc_path = workspace_root().join("docs").join("benchmarks.md");
+    let mut doc =
+        std::fs::read_to_string(&doc_path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let stamp = format!("\nMachine: {}.\n", machine());
+    if o.criterion {
+        let mut cargo_args = vec!["bench", "-p", "strata-benches"];
+        if o.quick {
+            cargo_args.extend(["--", "--quick"]);
+        }
+        run::cargo(&env, &cargo_args)?;
+        let section = criterion_section(&criterion_results()) + &stamp;
+        doc = replace_section(&doc, "## Criterion benches", &section);
+    }
+    if o.training {
+        let exe = run::build_cli(&env)?;
+        let python: Option<PathBuf> = env.venv.as_ref().map(|v| v.join("bin").join("python3"));
+        let mut runs = Vec::new();
+        for round in 1..=o.rounds {
+            runs.push(strata_run(&env, &exe, round)?);
+            match &python {
+                Some(python) => runs.push(pytorch_run(&env, python, round)?),
+                None => eprintln!("xtask: LIBTORCH is set, so there is no PyTorch to compare with"),
+            }
+        }
+        let section = training_section(&runs) + &stamp;
+        doc = replace_section(&doc, "## nanoGPT's CPU recipe", &section);
+    }
+    std::fs::create_dir_all(doc_path.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(&doc_path, doc).map_err(|e| format!("{}: {e}", doc_path.display()))?;
+    eprintln!("xtask: wrote {}", doc_path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_replaced_in_place_or_appended() {
+        let doc = "# B\n\nintro\n## A\nold a\n## C\nkeep c\n";
+        let new = replace_section(doc, "## A", "## A\nnew a\n");
+        assert_eq!(new, "# B\n\nintro\n## A\nnew a\n## C\nkeep c\n");
+        let last = replace_section(&new, "## C", "## C\nnew c\n");
+        assert_eq!(last, "# B\n\nintro\n## A\nnew a\n## C\nnew c\n");
+        let added = replace_section("# B\n", "## D", "## D\nd\n");
+        assert_eq!(added, "# B\n## D\nd\n");
+    }
+
+    #[test]
+    fn medians_and_options() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        let o = options(&["--rounds".into(), "3".into(), "--skip-criterion".into()]).unwrap();
+        assert_eq!((o.rounds, o.criterion, o.training), (3, false, true));
+        assert!(options(&["--rounds".into(), "0".into()]).is_err());
+        assert!(options(&["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn the_training_table_states_each_target() {
+        let run = |who, wall_s, peak_mib, val_loss| Measured {
+            who,
+            wall_s,
+            peak_mib,
+            val_loss,
+            ms_per_iter: 1.0,
+            tokens_per_sec: 1.0,
+        };
+        let text = training_section(&[
+            run("strata", 60.0, 200.0, 1.88),
+            run("pytorch", 100.0, 700.0, 1.89),
+        ]);
+        assert!(
+            text.contains("| val loss <= 1.89 | 1.8800 | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| wall <= 0.75x PyTorch | 0.60x | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| peak memory <= 0.5x PyTorch | 0.29x | met |"),
+            "{text}"
+        );
+        let slow = training_section(&[
+            run("strata", 90.0, 400.0, 1.95),
+            run("pytorch", 100.0, 700.0, 1.89),
+        ]);
+        assert!(
+            slow.contains("| wall <= 0.75x PyTorch | 0.90x | **not met** |"),
+            "{slow}"
+        );
+        assert!(slow.contains("1.9500 | **not met**"), "{slow}");
+    }
+}
