@@ -20,6 +20,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("corpus")
 ap.add_argument("--iters", type=int, default=2000)
 ap.add_argument("--seed", type=int, default=1337)
+ap.add_argument("--final-eval-batches", type=int, default=0,
+                help="also report the final losses over this many random batches per split")
 args = ap.parse_args()
 torch.manual_seed(args.seed)
 
@@ -105,9 +107,9 @@ def lr_at(it):
 
 
 @torch.no_grad()
-def estimate():
+def estimate(batches=20):
     model.eval()
-    out = {s: torch.stack([model(*batch(s)) for _ in range(20)]).mean().item() for s in splits}
+    out = {s: torch.stack([model(*batch(s)) for _ in range(batches)]).mean().item() for s in splits}
     model.train()
     return out
 
@@ -129,6 +131,7 @@ for it in range(args.iters + 1):
     opt.zero_grad(set_to_none=True)
     step_time += time.time() - t0
 
+large = estimate(args.final_eval_batches) if args.final_eval_batches > 0 else None
 print(json.dumps({
     "implementation": "pytorch-eager reference",
     "torch": torch.__version__,
@@ -141,4 +144,5 @@ print(json.dumps({
     "tokens_per_sec": args.iters * B * T / step_time,
     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     "evals": evals,
+    "final_large_eval": large,
 }))

@@ -31,6 +31,8 @@ struct Options {
     criterion: bool,
     training: bool,
     quick: bool,
+    /// Everything after `--`, passed to `cargo bench -p strata-benches`.
+    cargo_bench: Vec<String>,
 }
 
 /// Parses the bench options.
@@ -40,6 +42,7 @@ fn options(args: &[String]) -> Result<Options, String> {
         criterion: true,
         training: true,
         quick: false,
+        cargo_bench: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -57,10 +60,27 @@ fn options(args: &[String]) -> Result<Options, String> {
                     .filter(|&n: &usize| n >= 1)
                     .ok_or("--rounds needs a number >= 1")?;
             }
+            "--" => {
+                o.cargo_bench = it.by_ref().cloned().collect();
+            }
             other => return Err(format!("unknown bench option `{other}`")),
         }
     }
     Ok(o)
+}
+
+/// The `cargo bench` arguments: the benches package, the passed-through arguments, and with
+/// `quick` criterion's own `--quick` (after a `--` of their own, added when they have none).
+fn cargo_bench_args(quick: bool, passed: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = ["bench", "-p", "strata-benches"].map(String::from).into();
+    args.extend(passed.iter().cloned());
+    if quick {
+        if !passed.iter().any(|a| a == "--") {
+            args.push("--".to_owned());
+        }
+        args.push("--quick".to_owned());
+    }
+    args
 }
 
 /// Peak resident memory (VmHWM) of a running process in MiB, if readable.
@@ -114,6 +134,24 @@ fn number(v: &Value, key: &str) -> f64 {
     v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
+/// Runs a training process that prints a JSON summary, and measures it.
+fn measure(
+    who: &'static str,
+    cmd: std::process::Command,
+    round: usize,
+) -> Result<Measured, String> {
+    let (wall_s, peak_mib, stdout) = timed(cmd, &format!("{who} nanogpt-cpu, round {round}"))?;
+    let v = last_json(&stdout)?;
+    Ok(Measured {
+        who,
+        wall_s,
+        peak_mib,
+        val_loss: number(&v, "final_val_loss"),
+        ms_per_iter: number(&v, "ms_per_iter"),
+        tokens_per_sec: number(&v, "tokens_per_sec"),
+    })
+}
+
 /// One strata training run of `nanogpt-cpu.toml`.
 fn strata_run(env: &TorchEnv, exe: &Path, round: usize) -> Result<Measured, String> {
     let out = workspace_root()
@@ -130,16 +168,7 @@ fn strata_run(env: &TorchEnv, exe: &Path, round: usize) -> Result<Measured, Stri
     ])
     .arg("--out")
     .arg(&out);
-    let (wall_s, peak_mib, stdout) = timed(cmd, &format!("strata nanogpt-cpu, round {round}"))?;
-    let v = last_json(&stdout)?;
-    Ok(Measured {
-        who: "strata",
-        wall_s,
-        peak_mib,
-        val_loss: number(&v, "final_val_loss"),
-        ms_per_iter: number(&v, "ms_per_iter"),
-        tokens_per_sec: number(&v, "tokens_per_sec"),
-    })
+    measure("strata", cmd, round)
 }
 
 /// One run of the PyTorch reference implementation of the same recipe.
@@ -149,16 +178,7 @@ fn pytorch_run(env: &TorchEnv, python: &Path, round: usize) -> Result<Measured, 
         "benches/reference/nanogpt_recipe.py",
         "data/tinyshakespeare.txt",
     ]);
-    let (wall_s, peak_mib, stdout) = timed(cmd, &format!("PyTorch reference, round {round}"))?;
-    let v = last_json(&stdout)?;
-    Ok(Measured {
-        who: "pytorch",
-        wall_s,
-        peak_mib,
-        val_loss: number(&v, "final_val_loss"),
-        ms_per_iter: number(&v, "ms_per_iter"),
-        tokens_per_sec: number(&v, "tokens_per_sec"),
-    })
+    measure("pytorch", cmd, round)
 }
 
 /// The median of `values`.
@@ -332,13 +352,13 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     let doc_path = workspace_root().join("docs").join("benchmarks.md");
     let mut doc =
         std::fs::read_to_string(&doc_path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let stamp = format!("\nMachine: {}.\n", machine());
+    let stamp = format!("\nMachine: {}.\n\n", machine());
     if o.criterion {
-        let mut cargo_args = vec!["bench", "-p", "strata-benches"];
-        if o.quick {
-            cargo_args.extend(["--", "--quick"]);
-        }
-        run::cargo(&env, &cargo_args)?;
+        let cargo_args = cargo_bench_args(o.quick, &o.cargo_bench);
+        run::cargo(
+            &env,
+            &cargo_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
         let section = criterion_section(&criterion_results()) + &stamp;
         doc = replace_section(&doc, "## Criterion benches", &section);
     }
@@ -387,6 +407,35 @@ mod tests {
         assert_eq!((o.rounds, o.criterion, o.training), (3, false, true));
         assert!(options(&["--rounds".into(), "0".into()]).is_err());
         assert!(options(&["--bogus".into()]).is_err());
+        let o = options(&["--quick".into(), "--".into(), "weighted".into()]).unwrap();
+        assert_eq!(o.cargo_bench, ["weighted"]);
+        assert_eq!(
+            cargo_bench_args(o.quick, &o.cargo_bench),
+            ["bench", "-p", "strata-benches", "weighted", "--", "--quick"]
+        );
+        let passed = [
+            "--bench".into(),
+            "weighted_sum".into(),
+            "--".into(),
+            "sum".into(),
+        ];
+        assert_eq!(
+            cargo_bench_args(true, &passed),
+            [
+                "bench",
+                "-p",
+                "strata-benches",
+                "--bench",
+                "weighted_sum",
+                "--",
+                "sum",
+                "--quick"
+            ]
+        );
+        assert_eq!(
+            cargo_bench_args(false, &[]),
+            ["bench", "-p", "strata-benches"]
+        );
     }
 
     #[test]

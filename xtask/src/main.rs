@@ -1,54 +1,74 @@
 //! `cargo xtask`: strata's driver. It finds or installs libtorch, then builds, tests, runs the
 //! demo and the benchmarks with the environment they need, so nobody exports anything by hand.
+//!
+//! Modules: `torch_env` decides where libtorch comes from and which variables children get,
+//! `venv` verifies and creates the cached Python environment, `run` starts children,
+//! `commands` and `bench` are the subcommands.
 
 mod bench;
+mod commands;
 mod run;
 mod torch_env;
+mod venv;
 
+use run::Failure;
 use std::process::ExitCode;
 
 /// The usage text.
 const USAGE: &str = "\
-cargo xtask <command> [args]
+usage: cargo xtask <command> [args]
 
 commands:
-  demo [args]     build the release CLI and run `strata demo` (nanoGPT's CPU recipe and its
-                  DenseFormer twin on Tiny Shakespeare, compared side by side)
-  test [--quick] [-- cargo test args]
-                  cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
-                  (--quick: tests only)
-  bench [--quick] [--skip-criterion] [--skip-training]
-                  criterion benches and the nanogpt-cpu training run against a same-machine
-                  PyTorch baseline; figures go to docs/benchmarks.md
-  strata <args>   build the release CLI and run it, e.g. `cargo xtask strata train --config configs/nanogpt-cpu.toml`
-  env             print the shell exports that the commands above use (`eval \"$(cargo xtask env)\"`)
+  test [--quick] [-- <cargo test args>]
+                  cargo fmt --check, cargo clippy -D warnings, then cargo test --workspace
+                  (--quick: tests only; e.g. `cargo xtask test --quick -- -p strata-core`)
+  demo [args]     build the release CLI and run `strata demo [args]`: nanoGPT's CPU recipe and
+                  its DenseFormer twin on Tiny Shakespeare, compared side by side
+  strata <args>   build the release CLI and run it, e.g.
+                  `cargo xtask strata train --config configs/nanogpt-cpu.toml`
+  bench [--quick] [--rounds N] [--skip-criterion] [--skip-training] [-- <cargo bench args>]
+                  criterion benches (cargo bench -p strata-benches) and the nanogpt-cpu
+                  training run against a same-machine PyTorch baseline; figures go to
+                  docs/benchmarks.md
+  env             print the shell exports the commands above use:
+                  eval \"$(cargo xtask env)\"
+  help            this text
 
-libtorch: $LIBTORCH if set, else torch 2.11.0 from PyPI in a cached virtual environment
-($STRATA_CACHE_DIR, else ~/.cache/strata), installed on first use.";
+libtorch: $LIBTORCH if set, else torch 2.11.0 from PyPI in a virtual environment cached in
+$STRATA_CACHE_DIR, else $XDG_CACHE_HOME/strata, else ~/.cache/strata (installed on first use:
+about 3.5 GB and a few minutes; needs python3 3.10+ with the venv module).";
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.split_first() {
-        Some((c, rest)) => (c.as_str(), rest.to_vec()),
-        None => ("help", Vec::new()),
-    };
-    let result = match command {
-        "demo" => run::demo(&rest),
-        "test" => run::test(&rest),
-        "bench" => bench::bench(&rest),
-        "strata" => run::strata(&rest),
-        "env" => run::print_env(),
+/// A test-only lock held by tests that write scripts or start processes: a script being
+/// written while another thread forks can fail to execute (ETXTBSY).
+#[cfg(test)]
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs one subcommand.
+fn dispatch(command: &str, args: &[String]) -> Result<(), Failure> {
+    match command {
+        "test" => commands::test(args),
+        "demo" => commands::demo(args),
+        "strata" => commands::strata(args),
+        "bench" => bench::bench(args).map_err(Failure::from),
+        "env" => commands::env(args),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
         }
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
-    };
-    match result {
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}").into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(c, rest)| (c.as_str(), rest));
+    match dispatch(command, rest) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xtask: error: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("xtask: error: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }

@@ -1,13 +1,14 @@
-//! Finding or creating the libtorch that strata builds against: `LIBTORCH` when the user set
-//! it, else a cached Python virtual environment with torch 2.11.0 (created on first use).
+//! Where libtorch comes from, and the variables that child cargo and strata processes need to
+//! build against it and load it: `LIBTORCH` when the user set it, else torch 2.11.0 from PyPI
+//! in a cached virtual environment (found or created by [`crate::venv`]).
 
+use crate::venv;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The torch release that tch 0.24 binds.
 pub const TORCH_VERSION: &str = "2.11.0";
 
-/// Where libtorch comes from and how child processes must be set up to use it.
+/// A libtorch to build against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TorchEnv {
     /// The folder holding `libtorch*.so`.
@@ -16,316 +17,429 @@ pub struct TorchEnv {
     pub venv: Option<PathBuf>,
 }
 
+/// Where libtorch is to come from, decided from environment variables alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An unpacked libtorch that the user named with `LIBTORCH`.
+    Libtorch {
+        /// `$LIBTORCH`.
+        root: PathBuf,
+        /// `$LIBTORCH_LIB/lib`, else `$LIBTORCH/lib` (torch-sys's own rule).
+        lib_dir: PathBuf,
+    },
+    /// The cached virtual environment, existing or still to be created.
+    Venv(PathBuf),
+}
+
+/// Reads an environment variable: the process's own in [`ensure`], a map in the tests.
+pub type Getter<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// `value` unless it is unset or empty.
+fn nonempty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
 /// The cache folder: `$STRATA_CACHE_DIR`, else `$XDG_CACHE_HOME/strata`, else
-/// `~/.cache/strata`.
-pub fn cache_dir(strata: Option<&str>, xdg: Option<&str>, home: Option<&str>) -> PathBuf {
-    let nonempty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(PathBuf::from);
-    nonempty(strata)
-        .or_else(|| nonempty(xdg).map(|x| x.join("strata")))
-        .or_else(|| nonempty(home).map(|h| h.join(".cache").join("strata")))
-        .unwrap_or_else(|| std::env::temp_dir().join("strata-cache"))
+/// `$HOME/.cache/strata` (empty values count as unset).
+pub fn cache_dir(get: Getter) -> PathBuf {
+    if let Some(dir) = nonempty(get("STRATA_CACHE_DIR")) {
+        return PathBuf::from(dir);
+    }
+    if let Some(xdg) = nonempty(get("XDG_CACHE_HOME")) {
+        return Path::new(&xdg).join("strata");
+    }
+    match nonempty(get("HOME")) {
+        Some(home) => Path::new(&home).join(".cache").join("strata"),
+        None => std::env::temp_dir().join("strata-cache"),
+    }
 }
 
-/// The RUSTFLAGS that bake the torch library folder into every binary and test as an rpath,
-/// appended to the user's own flags (once: flags that already hold it are kept as they are,
-/// so that the build is not invalidated by a changed flag string).
+/// Where libtorch comes from: a non-empty `LIBTORCH` wins over the cached virtual environment
+/// `<cache>/torch-2.11.0`.
+pub fn source(get: Getter) -> Source {
+    match nonempty(get("LIBTORCH")) {
+        Some(root) => {
+            let lib_root = nonempty(get("LIBTORCH_LIB")).unwrap_or_else(|| root.clone());
+            Source::Libtorch {
+                root: PathBuf::from(root),
+                lib_dir: Path::new(&lib_root).join("lib"),
+            }
+        }
+        None => Source::Venv(cache_dir(get).join(format!("torch-{TORCH_VERSION}"))),
+    }
+}
+
+/// Checks a user's `LIBTORCH`: its lib folder must hold libtorch, and its `build-version`, when
+/// present, must name torch 2.11.0 (unless `bypass`, torch-sys's
+/// `LIBTORCH_BYPASS_VERSION_CHECK`).
+pub fn check_libtorch(root: &Path, lib_dir: &Path, bypass: bool) -> Result<(), String> {
+    let alternative = "or unset LIBTORCH to let xtask install torch from PyPI into its cache";
+    if !lib_dir.join("libtorch_cpu.so").exists() && !lib_dir.join("libtorch.so").exists() {
+        return Err(format!(
+            "LIBTORCH is set to {}, but {} holds no libtorch_cpu.so: point LIBTORCH at an \
+             unpacked libtorch {TORCH_VERSION} (the folder with lib/ and include/), {alternative}.",
+            root.display(),
+            lib_dir.display()
+        ));
+    }
+    if bypass {
+        return Ok(());
+    }
+    if let Ok(text) = std::fs::read_to_string(root.join("build-version")) {
+        let version = text.trim();
+        if !version.starts_with(TORCH_VERSION) {
+            return Err(format!(
+                "LIBTORCH ({}) is libtorch {version}, but strata (tch 0.24) needs \
+                 {TORCH_VERSION}: point LIBTORCH at libtorch {TORCH_VERSION}, {alternative}.",
+                root.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The linker argument that bakes `lib_dir` into every binary and test as an rpath.
+fn rpath_arg(lib_dir: &Path) -> String {
+    format!("link-arg=-Wl,-rpath,{}", lib_dir.display())
+}
+
+/// Whether a list of rustc flags already holds the rpath argument for `lib_dir`.
+fn holds_rpath<'a>(flags: impl Iterator<Item = &'a str>, lib_dir: &Path) -> bool {
+    let arg = rpath_arg(lib_dir);
+    let joined = format!("-C{arg}");
+    let flags: Vec<&str> = flags.collect();
+    flags.windows(2).any(|w| w[0] == "-C" && w[1] == arg) || flags.iter().any(|f| *f == joined)
+}
+
+/// RUSTFLAGS for the children: `-C link-arg=-Wl,-rpath,<lib>`, appended after a space to the
+/// user's own flags. Flags that already hold it are kept byte for byte, so that running xtask
+/// after `eval "$(cargo xtask env)"` does not change the string and invalidate the build.
 pub fn rustflags(user: Option<&str>, lib_dir: &Path) -> String {
-    let ours = format!("-C link-arg=-Wl,-rpath,{}", lib_dir.display());
-    match user.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(user) if user.contains(&ours) => user.to_owned(),
-        Some(user) => format!("{user} {ours}"),
-        None => ours,
+    let ours = format!("-C {}", rpath_arg(lib_dir));
+    match user {
+        Some(user) if !user.trim().is_empty() => {
+            if holds_rpath(user.split_whitespace(), lib_dir) {
+                user.to_owned()
+            } else {
+                format!("{user} {ours}")
+            }
+        }
+        _ => ours,
     }
 }
 
-/// `new` prepended to a `:`-separated path list.
+/// The same for `CARGO_ENCODED_RUSTFLAGS` (flags separated by 0x1f), which cargo uses instead of
+/// RUSTFLAGS whenever it is set.
+pub fn encoded_rustflags(user: &str, lib_dir: &Path) -> String {
+    if !user.is_empty() && holds_rpath(user.split('\x1f'), lib_dir) {
+        return user.to_owned();
+    }
+    let ours = format!("-C\x1f{}", rpath_arg(lib_dir));
+    if user.is_empty() {
+        ours
+    } else {
+        format!("{user}\x1f{ours}")
+    }
+}
+
+/// `new` prepended to the `:`-separated list `existing`, from which earlier copies of `new` are
+/// dropped (so that applying it twice changes nothing).
 pub fn prepend_path(new: &Path, existing: Option<&str>) -> String {
-    match existing.filter(|s| !s.is_empty()) {
-        Some(rest) => format!("{}:{rest}", new.display()),
-        None => new.display().to_string(),
+    let new = new.display().to_string();
+    let mut out = new.clone();
+    for entry in existing.unwrap_or("").split(':') {
+        if !entry.is_empty() && entry != new {
+            out.push(':');
+            out.push_str(entry);
+        }
     }
+    out
 }
 
-/// The environment variables a child cargo or binary needs.
-pub fn child_vars(env: &TorchEnv) -> Vec<(String, String)> {
-    let var = |k: &str| std::env::var(k).ok();
-    let mut vars = vec![
-        (
-            "LD_LIBRARY_PATH".to_owned(),
-            prepend_path(&env.lib_dir, var("LD_LIBRARY_PATH").as_deref()),
-        ),
-        (
-            "RUSTFLAGS".to_owned(),
-            rustflags(var("RUSTFLAGS").as_deref(), &env.lib_dir),
-        ),
-    ];
+/// Drops from a `:`-separated library path the folders that `cargo run` put in front of the
+/// caller's own value: those under the running executable's folder (`exe_dir`), and the
+/// toolchain's `lib` and `lib/rustlib/...` folders (`toolchain`: the folder above cargo's
+/// `bin`).
+pub fn strip_cargo_run_dirs(
+    list: &str,
+    exe_dir: Option<&Path>,
+    toolchain: Option<&Path>,
+) -> String {
+    let added_by_cargo = |entry: &str| {
+        let entry = Path::new(entry);
+        exe_dir.is_some_and(|d| entry.starts_with(d))
+            || toolchain.is_some_and(|t| {
+                let lib = t.join("lib");
+                entry == lib || entry.starts_with(lib.join("rustlib"))
+            })
+    };
+    list.split(':')
+        .filter(|e| !e.is_empty() && !added_by_cargo(e))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The process's environment variable `key`, as the user set it: `LD_LIBRARY_PATH` without the
+/// folders that `cargo run` added when it started xtask.
+pub fn inherited(key: &str) -> Option<String> {
+    let value = std::env::var(key).ok()?;
+    if key != "LD_LIBRARY_PATH" {
+        return Some(value);
+    }
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Some(value);
+    };
+    let exe = std::env::current_exe().ok();
+    let exe_dir = exe.as_deref().and_then(Path::parent);
+    let toolchain = Path::new(&cargo).parent().and_then(Path::parent);
+    Some(strip_cargo_run_dirs(&value, exe_dir, toolchain))
+}
+
+/// The variables a child cargo or strata process needs: `(name, Some(value))` to set,
+/// `(name, None)` to remove. `get` reads the caller's environment.
+pub fn child_vars(env: &TorchEnv, get: Getter) -> Vec<(String, Option<String>)> {
+    let mut vars = Vec::new();
     if let Some(venv) = &env.venv {
-        vars.push(("LIBTORCH_USE_PYTORCH".to_owned(), "1".to_owned()));
+        vars.push(("LIBTORCH_USE_PYTORCH".to_owned(), Some("1".to_owned())));
         vars.push((
             "PATH".to_owned(),
-            prepend_path(&venv.join("bin"), var("PATH").as_deref()),
+            Some(prepend_path(&venv.join("bin"), get("PATH").as_deref())),
         ));
+    } else if get("LIBTORCH_USE_PYTORCH").is_some() {
+        // torch-sys prefers Python's torch over LIBTORCH whenever this is set.
+        vars.push(("LIBTORCH_USE_PYTORCH".to_owned(), None));
+    }
+    vars.push((
+        "LD_LIBRARY_PATH".to_owned(),
+        Some(prepend_path(
+            &env.lib_dir,
+            get("LD_LIBRARY_PATH").as_deref(),
+        )),
+    ));
+    match get("CARGO_ENCODED_RUSTFLAGS") {
+        Some(encoded) => vars.push((
+            "CARGO_ENCODED_RUSTFLAGS".to_owned(),
+            Some(encoded_rustflags(&encoded, &env.lib_dir)),
+        )),
+        None => vars.push((
+            "RUSTFLAGS".to_owned(),
+            Some(rustflags(get("RUSTFLAGS").as_deref(), &env.lib_dir)),
+        )),
     }
     vars
 }
 
-/// Checks `python -c` output `"<version> <torch dir>"` and returns the torch lib folder.
-pub fn parse_probe(output: &str) -> Result<PathBuf, String> {
-    let line = output.lines().last().unwrap_or("").trim();
-    let (version, dir) = line
-        .split_once(' ')
-        .ok_or_else(|| format!("unexpected answer from python: `{line}`"))?;
-    if !version.starts_with(TORCH_VERSION) {
-        return Err(format!(
-            "found torch {version}, but strata (tch 0.24) needs torch {TORCH_VERSION}"
-        ));
-    }
-    Ok(Path::new(dir.trim()).join("lib"))
-}
-
-/// The marker written once a virtual environment has been verified; it holds the lib folder.
-fn marker(venv: &Path) -> PathBuf {
-    venv.join("strata-verified")
-}
-
-/// Asks the venv's python which torch it has; returns the lib folder.
-fn probe(venv: &Path) -> Result<PathBuf, String> {
-    let python = venv.join("bin").join("python3");
-    let out = Command::new(&python)
-        .args([
-            "-c",
-            "import os, torch; print(torch.__version__, os.path.dirname(torch.__file__))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} cannot import torch", python.display()));
-    }
-    parse_probe(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// A verified virtual environment at `venv`, if there is one.
-pub fn existing_venv(venv: &Path) -> Option<TorchEnv> {
-    let lib_dir = match std::fs::read_to_string(marker(venv)) {
-        Ok(text) => PathBuf::from(text.trim()),
-        Err(_) => {
-            let lib_dir = probe(venv).ok()?;
-            std::fs::write(marker(venv), lib_dir.display().to_string()).ok()?;
-            lib_dir
-        }
-    };
-    lib_dir.join("libtorch_cpu.so").exists().then(|| TorchEnv {
-        lib_dir,
-        venv: Some(venv.to_path_buf()),
-    })
-}
-
-/// The first `python3` (or `python`) on PATH that runs.
-fn find_python() -> Result<String, String> {
-    for candidate in ["python3", "python"] {
-        let ok = Command::new(candidate)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(candidate.to_owned());
-        }
-    }
-    Err(
-        "python3 was not found on PATH. strata installs torch from PyPI into a cached \
-         virtual environment and needs Python 3.9 or newer for that: install it (Debian/Ubuntu: \
-         `sudo apt install python3 python3-venv`), or point LIBTORCH at an unpacked libtorch \
-         2.11.0."
-            .to_owned(),
-    )
-}
-
-/// Runs `cmd`, streaming its output; `what` names the step in errors.
-fn run_step(cmd: &mut Command, what: &str, hint: &str) -> Result<(), String> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{what}: cannot start: {e}\n{hint}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status}).\n{hint}"))
-    }
-}
-
-/// Creates the virtual environment at `venv` atomically: built in a sibling folder, verified,
-/// then renamed into place; the partial folder is removed on failure.
-fn create_venv(venv: &Path) -> Result<TorchEnv, String> {
-    let python = find_python()?;
-    let parent = venv.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create the cache folder {}: {e}", parent.display()))?;
-    let partial = parent.join(format!(
-        "{}.partial-{}",
-        venv.file_name().and_then(|n| n.to_str()).unwrap_or("torch"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&partial);
-    eprintln!(
-        "xtask: installing torch {TORCH_VERSION} from PyPI into {} (about 3.5 GB, a few minutes, once)",
-        venv.display()
-    );
-    let result = (|| {
-        run_step(
-            Command::new(&python).arg("-m").arg("venv").arg(&partial),
-            "creating a Python virtual environment",
-            "The venv module is missing: install it (Debian/Ubuntu: `sudo apt install python3-venv`) \
-             and run the command again.",
-        )?;
-        let pip_hint = format!(
-            "To do it by hand: `{python} -m venv {v} && {v}/bin/pip install torch=={TORCH_VERSION}`. \
-             It needs network access to PyPI and about 3.5 GB of free disk. Or set LIBTORCH to an \
-             unpacked libtorch {TORCH_VERSION}.",
-            v = venv.display()
-        );
-        run_step(
-            Command::new(partial.join("bin").join("python3")).args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--progress-bar",
-                "off",
-                &format!("torch=={TORCH_VERSION}"),
-            ]),
-            "pip install torch",
-            &pip_hint,
-        )?;
-        probe(&partial)?;
-        std::fs::rename(&partial, venv)
-            .map_err(|e| format!("cannot move {} into place: {e}", partial.display()))
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    // The venv's scripts name the partial folder; the interpreter and torch do not care, and
-    // the verification below runs through the final path.
-    existing_venv(venv)
-        .ok_or_else(|| format!("{} was created but torch does not import", venv.display()))
-}
-
-/// Finds libtorch: `LIBTORCH` if set, else the cached venv, created when missing.
+/// Finds libtorch: `LIBTORCH` if set, else the cached virtual environment, created (torch
+/// 2.11.0 from PyPI, a few minutes) when it does not exist yet.
 pub fn ensure() -> Result<TorchEnv, String> {
-    if let Some(dir) = std::env::var_os("LIBTORCH").filter(|v| !v.is_empty()) {
-        let lib_dir = PathBuf::from(dir).join("lib");
-        if !lib_dir.join("libtorch_cpu.so").exists() && !lib_dir.join("libtorch.so").exists() {
-            return Err(format!(
-                "LIBTORCH is set, but {} holds no libtorch: point LIBTORCH at an unpacked \
-                 libtorch {TORCH_VERSION} (the folder with lib/ and include/), or unset it to let \
-                 strata install torch from PyPI.",
-                lib_dir.display()
-            ));
+    let get = |k: &str| std::env::var(k).ok();
+    match source(&get) {
+        Source::Libtorch { root, lib_dir } => {
+            let bypass = get("LIBTORCH_BYPASS_VERSION_CHECK").is_some();
+            check_libtorch(&root, &lib_dir, bypass)?;
+            Ok(TorchEnv {
+                lib_dir,
+                venv: None,
+            })
         }
-        return Ok(TorchEnv {
-            lib_dir,
-            venv: None,
-        });
+        Source::Venv(dir) if dir.exists() => venv::verify(&dir),
+        Source::Venv(dir) => venv::create(&venv::find_python()?, &dir),
     }
-    let var = |k: &str| std::env::var(k).ok();
-    let venv = cache_dir(
-        var("STRATA_CACHE_DIR").as_deref(),
-        var("XDG_CACHE_HOME").as_deref(),
-        var("HOME").as_deref(),
-    )
-    .join(format!("torch-{TORCH_VERSION}"));
-    if let Some(env) = existing_venv(&venv) {
-        return Ok(env);
-    }
-    if venv.exists() {
-        return Err(format!(
-            "{} exists but holds no working torch {TORCH_VERSION}: remove it and run again.",
-            venv.display()
-        ));
-    }
-    create_venv(&venv)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    /// A getter over fixed values.
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
 
     #[test]
     fn cache_dir_prefers_strata_then_xdg_then_home() {
+        let all = vars(&[
+            ("STRATA_CACHE_DIR", "/s"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(cache_dir(&all), PathBuf::from("/s"));
+        let xdg = vars(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir(&xdg), PathBuf::from("/x/strata"));
+        let empty = vars(&[
+            ("STRATA_CACHE_DIR", ""),
+            ("XDG_CACHE_HOME", ""),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(cache_dir(&empty), PathBuf::from("/h/.cache/strata"));
         assert_eq!(
-            cache_dir(Some("/s"), Some("/x"), Some("/h")),
-            PathBuf::from("/s")
-        );
-        assert_eq!(
-            cache_dir(None, Some("/x"), Some("/h")),
-            PathBuf::from("/x/strata")
-        );
-        assert_eq!(
-            cache_dir(Some(""), None, Some("/h")),
-            PathBuf::from("/h/.cache/strata")
+            cache_dir(&vars(&[])),
+            std::env::temp_dir().join("strata-cache")
         );
     }
 
     #[test]
-    fn rustflags_append_the_rpath_to_user_flags() {
+    fn libtorch_takes_precedence_over_the_cache() {
+        let both = vars(&[("LIBTORCH", "/opt/libtorch"), ("STRATA_CACHE_DIR", "/s")]);
+        assert_eq!(
+            source(&both),
+            Source::Libtorch {
+                root: PathBuf::from("/opt/libtorch"),
+                lib_dir: PathBuf::from("/opt/libtorch/lib"),
+            }
+        );
+        let split = vars(&[("LIBTORCH", "/opt/lt"), ("LIBTORCH_LIB", "/usr/local")]);
+        assert_eq!(
+            source(&split),
+            Source::Libtorch {
+                root: PathBuf::from("/opt/lt"),
+                lib_dir: PathBuf::from("/usr/local/lib"),
+            }
+        );
+        let unset = vars(&[("LIBTORCH", ""), ("STRATA_CACHE_DIR", "/s")]);
+        assert_eq!(
+            source(&unset),
+            Source::Venv(PathBuf::from("/s/torch-2.11.0"))
+        );
+    }
+
+    #[test]
+    fn a_user_libtorch_is_checked_for_its_library_and_version() {
+        let root = std::env::temp_dir().join(format!("xtask-libtorch-{}", std::process::id()));
+        let lib = root.join("lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        let err = check_libtorch(&root, &lib, false).unwrap_err();
+        assert!(err.contains("holds no libtorch_cpu.so"), "{err}");
+        std::fs::write(lib.join("libtorch_cpu.so"), b"").unwrap();
+        check_libtorch(&root, &lib, false).unwrap();
+        std::fs::write(root.join("build-version"), "2.10.0+cpu\n").unwrap();
+        let err = check_libtorch(&root, &lib, false).unwrap_err();
+        assert!(
+            err.contains("2.10.0+cpu") && err.contains("needs 2.11.0"),
+            "{err}"
+        );
+        check_libtorch(&root, &lib, true).unwrap();
+        std::fs::write(root.join("build-version"), "2.11.0+cpu\n").unwrap();
+        check_libtorch(&root, &lib, false).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn rustflags_are_exactly_the_rpath_or_appended_to_user_flags() {
+        let lib = Path::new("/c/torch-2.11.0/lib/python3.11/site-packages/torch/lib");
+        let ours = "-C link-arg=-Wl,-rpath,/c/torch-2.11.0/lib/python3.11/site-packages/torch/lib";
+        assert_eq!(rustflags(None, lib), ours);
+        assert_eq!(rustflags(Some(""), lib), ours);
+        assert_eq!(rustflags(Some("  "), lib), ours);
+        assert_eq!(
+            rustflags(Some("-C target-cpu=native"), lib),
+            format!("-C target-cpu=native {ours}")
+        );
+        // Already there (e.g. after `eval "$(cargo xtask env)"`): unchanged, byte for byte.
+        let user = format!("-C target-cpu=native  {ours}");
+        assert_eq!(rustflags(Some(&user), lib), user);
+        assert_eq!(rustflags(Some(ours), lib), ours);
+        // A different folder that merely starts with ours does not count.
+        let longer =
+            "-C link-arg=-Wl,-rpath,/c/torch-2.11.0/lib/python3.11/site-packages/torch/lib64";
+        assert_eq!(rustflags(Some(longer), lib), format!("{longer} {ours}"));
+    }
+
+    #[test]
+    fn encoded_rustflags_use_the_unit_separator() {
         let lib = Path::new("/t/lib");
-        assert_eq!(rustflags(None, lib), "-C link-arg=-Wl,-rpath,/t/lib");
         assert_eq!(
-            rustflags(Some(" -C target-cpu=native "), lib),
-            "-C target-cpu=native -C link-arg=-Wl,-rpath,/t/lib"
+            encoded_rustflags("", lib),
+            "-C\x1flink-arg=-Wl,-rpath,/t/lib"
         );
-        let already = "-C link-arg=-Wl,-rpath,/t/lib";
-        assert_eq!(rustflags(Some(already), lib), already);
+        assert_eq!(
+            encoded_rustflags("-Dwarnings", lib),
+            "-Dwarnings\x1f-C\x1flink-arg=-Wl,-rpath,/t/lib"
+        );
+        let already = "-Dwarnings\x1f-C\x1flink-arg=-Wl,-rpath,/t/lib";
+        assert_eq!(encoded_rustflags(already, lib), already);
     }
 
     #[test]
-    fn paths_are_prepended() {
+    fn paths_are_prepended_once() {
         let lib = Path::new("/t/lib");
         assert_eq!(prepend_path(lib, Some("/a:/b")), "/t/lib:/a:/b");
         assert_eq!(prepend_path(lib, Some("")), "/t/lib");
         assert_eq!(prepend_path(lib, None), "/t/lib");
+        assert_eq!(prepend_path(lib, Some("/t/lib:/a")), "/t/lib:/a");
+        assert_eq!(prepend_path(lib, Some("/a:/t/lib")), "/t/lib:/a");
     }
 
     #[test]
-    fn probe_output_is_checked_for_the_version() {
-        let ok = parse_probe("2.11.0+cu130 /v/site-packages/torch\n").unwrap();
-        assert_eq!(ok, PathBuf::from("/v/site-packages/torch/lib"));
-        let err = parse_probe("2.5.1 /v/torch").unwrap_err();
-        assert!(
-            err.contains("2.5.1") && err.contains(TORCH_VERSION),
-            "{err}"
+    fn the_folders_cargo_run_added_are_stripped() {
+        let list = "/w/target/xtask/debug:/w/target/xtask/debug/deps:\
+                    /r/toolchains/stable/lib/rustlib/x86_64-unknown-linux-gnu/lib:\
+                    /r/toolchains/stable/lib:/opt/cuda/lib64:/usr/lib";
+        let stripped = strip_cargo_run_dirs(
+            list,
+            Some(Path::new("/w/target/xtask/debug")),
+            Some(Path::new("/r/toolchains/stable")),
         );
-        assert!(parse_probe("garbage").is_err());
+        assert_eq!(stripped, "/opt/cuda/lib64:/usr/lib");
+        assert_eq!(strip_cargo_run_dirs("/a:/b", None, None), "/a:/b");
     }
 
     #[test]
-    fn a_marked_venv_is_accepted_only_when_its_library_exists() {
-        let root = std::env::temp_dir().join(format!("xtask-venv-test-{}", std::process::id()));
-        let venv = root.join("torch");
-        let lib = root.join("site").join("torch").join("lib");
-        std::fs::create_dir_all(&venv).unwrap();
-        std::fs::create_dir_all(&lib).unwrap();
-        std::fs::write(venv.join("strata-verified"), lib.display().to_string()).unwrap();
-        assert_eq!(existing_venv(&venv), None, "no libtorch_cpu.so yet");
-        std::fs::write(lib.join("libtorch_cpu.so"), b"").unwrap();
-        let env = existing_venv(&venv).unwrap();
-        assert_eq!(env.lib_dir, lib);
-        assert_eq!(env.venv.as_deref(), Some(venv.as_path()));
-        let vars = child_vars(&env);
-        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(get("LIBTORCH_USE_PYTORCH").as_deref(), Some("1"));
-        assert!(
-            get("PATH")
-                .unwrap()
-                .starts_with(&format!("{}/bin", venv.display()))
+    fn child_vars_for_a_venv_and_for_libtorch() {
+        let venv = TorchEnv {
+            lib_dir: PathBuf::from("/v/lib/python3.11/site-packages/torch/lib"),
+            venv: Some(PathBuf::from("/v")),
+        };
+        let user = vars(&[
+            ("PATH", "/usr/bin"),
+            ("LD_LIBRARY_PATH", "/opt/x"),
+            ("RUSTFLAGS", "-C opt-level=1"),
+        ]);
+        let got = child_vars(&venv, &user);
+        let want = |k: &str, v: &str| (k.to_owned(), Some(v.to_owned()));
+        assert_eq!(
+            got,
+            vec![
+                want("LIBTORCH_USE_PYTORCH", "1"),
+                want("PATH", "/v/bin:/usr/bin"),
+                want(
+                    "LD_LIBRARY_PATH",
+                    "/v/lib/python3.11/site-packages/torch/lib:/opt/x"
+                ),
+                want(
+                    "RUSTFLAGS",
+                    "-C opt-level=1 -C link-arg=-Wl,-rpath,/v/lib/python3.11/site-packages/torch/lib"
+                ),
+            ]
         );
-        assert!(
-            get("RUSTFLAGS")
-                .unwrap()
-                .ends_with(&format!("-rpath,{}", lib.display()))
+
+        let libtorch = TorchEnv {
+            lib_dir: PathBuf::from("/opt/libtorch/lib"),
+            venv: None,
+        };
+        let user = vars(&[("LIBTORCH_USE_PYTORCH", "1"), ("PATH", "/usr/bin")]);
+        let got = child_vars(&libtorch, &user);
+        assert_eq!(
+            got,
+            vec![
+                ("LIBTORCH_USE_PYTORCH".to_owned(), None),
+                want("LD_LIBRARY_PATH", "/opt/libtorch/lib"),
+                want("RUSTFLAGS", "-C link-arg=-Wl,-rpath,/opt/libtorch/lib"),
+            ]
         );
-        std::fs::remove_dir_all(&root).unwrap();
+        let encoded = vars(&[("CARGO_ENCODED_RUSTFLAGS", "")]);
+        let got = child_vars(&libtorch, &encoded);
+        assert_eq!(
+            got.last().unwrap(),
+            &want(
+                "CARGO_ENCODED_RUSTFLAGS",
+                "-C\x1flink-arg=-Wl,-rpath,/opt/libtorch/lib"
+            )
+        );
     }
 }

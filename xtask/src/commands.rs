@@ -1,0 +1,196 @@
+//! The subcommands `env`, `test`, `demo` and `strata` (`bench` lives in its own module).
+
+use crate::run::{self, Failure};
+use crate::torch_env::{self, TorchEnv};
+
+/// Finds (or installs) libtorch and says which one is used.
+fn torch() -> Result<TorchEnv, Failure> {
+    let env = torch_env::ensure()?;
+    match &env.venv {
+        Some(venv) => eprintln!("xtask: libtorch: torch from {}", venv.display()),
+        None => eprintln!("xtask: libtorch: LIBTORCH ({})", env.lib_dir.display()),
+    }
+    Ok(env)
+}
+
+/// A shell line that sets (`export K='v'`) or removes (`unset K`) a variable.
+pub fn shell_line(key: &str, value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!("export {key}='{}'", value.replace('\'', r"'\''")),
+        None => format!("unset {key}"),
+    }
+}
+
+/// `cargo xtask env`: the shell lines that give a shell the environment the other commands use,
+/// for `eval "$(cargo xtask env)"`.
+pub fn env(args: &[String]) -> Result<(), Failure> {
+    if let Some(arg) = args.first() {
+        return Err(format!("`env` takes no arguments (got `{arg}`)").into());
+    }
+    let env = torch()?;
+    for (key, value) in torch_env::child_vars(&env, &torch_env::inherited) {
+        println!("{}", shell_line(&key, value.as_deref()));
+    }
+    Ok(())
+}
+
+/// The arguments of `cargo xtask test`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TestArgs {
+    /// `--quick`: skip cargo fmt and cargo clippy.
+    pub quick: bool,
+    /// Everything after `--`, for `cargo test`.
+    pub cargo_test: Vec<String>,
+}
+
+/// Parses `[--quick] [-- <cargo test args>]`.
+pub fn parse_test_args(args: &[String]) -> Result<TestArgs, String> {
+    let (ours, rest) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let mut quick = false;
+    for arg in ours {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            other => {
+                return Err(format!(
+                    "unknown test option `{other}`: use `cargo xtask test [--quick] [-- <cargo \
+                     test args>]`, e.g. `cargo xtask test --quick -- -p strata-core`"
+                ));
+            }
+        }
+    }
+    Ok(TestArgs {
+        quick,
+        cargo_test: rest.to_vec(),
+    })
+}
+
+/// The `cargo test` arguments: `--workspace` unless the passed-through arguments (before their
+/// own `--`) already choose packages, then those arguments.
+pub fn cargo_test_args(passed: &[String]) -> Vec<String> {
+    let chooses_packages = passed.iter().take_while(|a| *a != "--").any(|a| {
+        a.starts_with("-p")
+            || a.starts_with("--package")
+            || a.starts_with("--manifest-path")
+            || a == "--workspace"
+            || a == "--all"
+    });
+    let mut args = vec!["test".to_owned()];
+    if !chooses_packages {
+        args.push("--workspace".to_owned());
+    }
+    args.extend(passed.iter().cloned());
+    args
+}
+
+/// `cargo xtask test [--quick] [-- <cargo test args>]`: cargo fmt --check, cargo clippy with
+/// warnings denied, then cargo test, all with the libtorch environment.
+pub fn test(args: &[String]) -> Result<(), Failure> {
+    let parsed = parse_test_args(args)?;
+    let env = torch()?;
+    if !parsed.quick {
+        run::cargo_step(&env, &["fmt", "--all", "--", "--check"])?;
+        run::cargo_step(
+            &env,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
+    run::cargo_step(&env, &cargo_test_args(&parsed.cargo_test))?;
+    eprintln!("xtask: test passed");
+    Ok(())
+}
+
+/// `cargo xtask strata <args>`: builds the release CLI and runs it in the workspace root; its
+/// exit code becomes xtask's.
+pub fn strata(args: &[String]) -> Result<(), Failure> {
+    let env = torch()?;
+    let exe = run::build_cli(&env)?;
+    let mut cmd = run::command(&env, &exe);
+    cmd.args(args);
+    let what = format!("strata {}", args.join(" "));
+    run::step(cmd, what.trim_end())
+}
+
+/// `cargo xtask demo [args]`: `strata demo [args]`.
+pub fn demo(args: &[String]) -> Result<(), Failure> {
+    let mut all = vec!["demo".to_owned()];
+    all.extend_from_slice(args);
+    strata(&all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Owned strings.
+    fn s(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn test_arguments() {
+        assert_eq!(
+            parse_test_args(&s(&[])).unwrap(),
+            TestArgs {
+                quick: false,
+                cargo_test: vec![]
+            }
+        );
+        assert_eq!(
+            parse_test_args(&s(&["--quick", "--", "-p", "strata-tensor", "--quick"])).unwrap(),
+            TestArgs {
+                quick: true,
+                cargo_test: s(&["-p", "strata-tensor", "--quick"])
+            }
+        );
+        let err = parse_test_args(&s(&["-p", "strata-core"])).unwrap_err();
+        assert!(
+            err.contains("`-p`") && err.contains("-- -p strata-core"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cargo_test_covers_the_workspace_unless_told_otherwise() {
+        assert_eq!(cargo_test_args(&[]), s(&["test", "--workspace"]));
+        assert_eq!(
+            cargo_test_args(&s(&["-p", "strata-tensor"])),
+            s(&["test", "-p", "strata-tensor"])
+        );
+        assert_eq!(
+            cargo_test_args(&s(&["--package=strata-core", "--release"])),
+            s(&["test", "--package=strata-core", "--release"])
+        );
+        assert_eq!(
+            cargo_test_args(&s(&["--exclude", "strata-benches"])),
+            s(&["test", "--workspace", "--exclude", "strata-benches"])
+        );
+        // A `-p` meant for the test binaries does not count.
+        assert_eq!(
+            cargo_test_args(&s(&["--", "-p", "--nocapture"])),
+            s(&["test", "--workspace", "--", "-p", "--nocapture"])
+        );
+    }
+
+    #[test]
+    fn shell_lines_quote_their_values() {
+        assert_eq!(
+            shell_line("RUSTFLAGS", Some("-C link-arg=-Wl,-rpath,/a b")),
+            "export RUSTFLAGS='-C link-arg=-Wl,-rpath,/a b'"
+        );
+        assert_eq!(shell_line("P", Some("it's")), r"export P='it'\''s'");
+        assert_eq!(
+            shell_line("LIBTORCH_USE_PYTORCH", None),
+            "unset LIBTORCH_USE_PYTORCH"
+        );
+    }
+}
