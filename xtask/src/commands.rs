@@ -2,6 +2,7 @@
 
 use crate::run::{self, Failure};
 use crate::torch_env::{self, TorchEnv};
+use std::io::Write;
 
 /// Finds (or installs) libtorch and says which one is used.
 fn torch() -> Result<TorchEnv, Failure> {
@@ -28,10 +29,15 @@ pub fn env(args: &[String]) -> Result<(), Failure> {
         return Err(format!("`env` takes no arguments (got `{arg}`)").into());
     }
     let env = torch()?;
+    let mut text = String::new();
     for (key, value) in torch_env::child_vars(&env, &torch_env::inherited) {
-        println!("{}", shell_line(&key, value.as_deref()));
+        text += &shell_line(&key, value.as_deref());
+        text.push('\n');
     }
-    Ok(())
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write to stdout: {e}").into())
 }
 
 /// The arguments of `cargo xtask test`.
@@ -192,5 +198,14 @@ mod tests {
             shell_line("LIBTORCH_USE_PYTORCH", None),
             "unset LIBTORCH_USE_PYTORCH"
         );
+        // What a shell makes of it.
+        let _spawning = crate::SPAWNING.lock();
+        let value = "a b 'c' $HOME \\ \"d\"";
+        let script = format!("{}\nprintf %s \"$X\"", shell_line("X", Some(value)));
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), value);
     }
 }

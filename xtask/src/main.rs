@@ -12,6 +12,7 @@ mod torch_env;
 mod venv;
 
 use run::Failure;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// The usage text.
@@ -52,7 +53,8 @@ fn dispatch(command: &str, args: &[String]) -> Result<(), Failure> {
         "bench" => bench::bench(args).map_err(Failure::from),
         "env" => commands::env(args),
         "help" | "-h" | "--help" => {
-            println!("{USAGE}");
+            // A closed pipe (`cargo xtask help | head`) is not an error.
+            let _ = writeln!(std::io::stdout().lock(), "{USAGE}");
             Ok(())
         }
         other => Err(format!("unknown command `{other}`\n\n{USAGE}").into()),

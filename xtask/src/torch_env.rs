@@ -233,8 +233,11 @@ pub fn child_vars(env: &TorchEnv, get: Getter) -> Vec<(String, Option<String>)> 
 /// 2.11.0 from PyPI, a few minutes) when it does not exist yet.
 pub fn ensure() -> Result<TorchEnv, String> {
     let get = |k: &str| std::env::var(k).ok();
+    // Children run in the workspace root and binaries anywhere: relative paths would break.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     match source(&get) {
         Source::Libtorch { root, lib_dir } => {
+            let (root, lib_dir) = (absolute(root), absolute(lib_dir));
             let bypass = get("LIBTORCH_BYPASS_VERSION_CHECK").is_some();
             check_libtorch(&root, &lib_dir, bypass)?;
             Ok(TorchEnv {
@@ -242,8 +245,14 @@ pub fn ensure() -> Result<TorchEnv, String> {
                 venv: None,
             })
         }
-        Source::Venv(dir) if dir.exists() => venv::verify(&dir),
-        Source::Venv(dir) => venv::create(&venv::find_python()?, &dir),
+        Source::Venv(dir) => {
+            let dir = absolute(dir);
+            if dir.exists() {
+                venv::verify(&dir)
+            } else {
+                venv::create(&venv::find_python()?, &dir)
+            }
+        }
     }
 }
 

@@ -33,6 +33,14 @@ pub struct Verified {
     pub lib_dir: PathBuf,
 }
 
+/// Whether `torch.__version__` is 2.11.0 (`2.11.0`, or `2.11.0+<build>` such as `+cu130`).
+pub fn is_wanted_version(version: &str) -> bool {
+    version == TORCH_VERSION
+        || version
+            .strip_prefix(TORCH_VERSION)
+            .is_some_and(|rest| rest.starts_with('+'))
+}
+
 /// Reads the probe's answer, the line `STRATA_TORCH <version> <torch package folder>`, and
 /// checks the version.
 pub fn parse_probe(output: &str) -> Result<Verified, String> {
@@ -43,7 +51,7 @@ pub fn parse_probe(output: &str) -> Result<Verified, String> {
     let (version, dir) = line
         .split_once(' ')
         .ok_or_else(|| format!("unexpected answer from python: `{line}`"))?;
-    if version != TORCH_VERSION && !version.starts_with(&format!("{TORCH_VERSION}+")) {
+    if !is_wanted_version(version) {
         return Err(format!(
             "it has torch {version}, but strata (tch 0.24) needs torch {TORCH_VERSION}"
         ));
@@ -79,15 +87,9 @@ pub fn parse_marker(text: &str) -> Option<Verified> {
 /// Whether what a marker recorded still holds: the venv's python3 is there, the library is
 /// there, and torch's `version.py` still names the recorded version, which must be 2.11.0.
 pub fn marker_holds(venv: &Path, v: &Verified) -> bool {
-    let version_ok = parse_probe(&format!(
-        "STRATA_TORCH {} {}",
-        v.version,
-        v.lib_dir.display()
-    ))
-    .is_ok();
     let version_py = v.lib_dir.parent().map(|torch| torch.join("version.py"));
     let recorded = format!("__version__ = '{}'", v.version);
-    version_ok
+    is_wanted_version(&v.version)
         && venv.join("bin").join("python3").exists()
         && v.lib_dir.join("libtorch_cpu.so").exists()
         && version_py
@@ -272,14 +274,9 @@ fn retarget_scripts(partial: &Path, venv: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether process `pid` is alive (on Linux; elsewhere every process counts as alive).
-fn alive(pid: u32) -> bool {
-    !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Removes `<name>.partial-<pid>` folders beside `venv` whose process is gone (left by an
-/// install that was killed).
-fn remove_stale_partials(venv: &Path) {
+/// Removes the `<name>.partial-<pid>` folders beside `venv`: left by installs that were killed,
+/// since a running install holds the lock that the caller holds now.
+fn remove_partials(venv: &Path) {
     let (Some(parent), Some(name)) = (venv.parent(), venv.file_name()) else {
         return;
     };
@@ -288,14 +285,7 @@ fn remove_stale_partials(venv: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        if pid
-            .parse()
-            .is_ok_and(|pid| pid != std::process::id() && !alive(pid))
-        {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
             eprintln!(
                 "xtask: removing {} (left by an interrupted install)",
                 entry.path().display()
@@ -393,9 +383,8 @@ pub fn create(python: &Path, venv: &Path) -> Result<TorchEnv, String> {
     if venv.exists() {
         return verify(venv);
     }
-    remove_stale_partials(venv);
+    remove_partials(venv);
     let partial = parent.join(format!("{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
     eprintln!(
         "xtask: installing torch {TORCH_VERSION} from PyPI into {} with {} (about 3.5 GB; a few \
          minutes, once)",
@@ -462,6 +451,8 @@ mod tests {
             "{err}"
         );
         assert!(parse_probe("STRATA_TORCH 2.11.01 /v/torch").is_err());
+        assert!(is_wanted_version("2.11.0") && is_wanted_version("2.11.0+cpu"));
+        assert!(!is_wanted_version("2.11.0a0") && !is_wanted_version("2.1.0"));
         assert!(parse_probe("garbage").is_err());
     }
 
@@ -588,7 +579,7 @@ mod tests {
         assert!(!venv.exists());
         assert_eq!(leftovers(&cache), Vec::<String>::new());
 
-        // A partial folder of a dead process is cleaned up; then the install goes through.
+        // A partial folder left by a killed install is cleaned up; then the install goes through.
         std::fs::remove_file(cache.join("fail-pip")).unwrap();
         let stale = cache.join("torch-2.11.0.partial-4000000000");
         std::fs::create_dir_all(&stale).unwrap();
