@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::SampleOptions;
 use strata_tensor::{DeviceChoice, Error, Result};
 use strata_train::{RunSummary, inspect};
@@ -110,10 +111,20 @@ fn print_table(rows: &[RunSummary]) {
 }
 
 /// Runs the demo.
-pub fn run(args: DemoArgs) -> Result<()> {
+pub fn run(args: DemoArgs, stop: &AtomicBool) -> Result<()> {
     let mut rows = Vec::new();
     for (name, text) in [BASELINE, DENSEFORMER] {
-        rows.push(train_child(&args, name, text)?);
+        let summary = train_child(&args, name, text)?;
+        if summary.interrupted || stop.load(Ordering::SeqCst) {
+            return Err(Error::Invalid(format!(
+                "interrupted: {name} saved a checkpoint in {}; resume it with \
+                 `strata train --config {} --out {} --resume`",
+                summary.out_dir.display(),
+                summary.out_dir.join("config.toml").display(),
+                summary.out_dir.display()
+            )));
+        }
+        rows.push(summary);
     }
     print_table(&rows);
     let options = SampleOptions {

@@ -203,6 +203,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => {
+            // The children get Ctrl-C too and save; the demo waits for them, then stops.
+            let stop = stop_flag();
+            demo::run(args, &stop)
+        }
     }
 }
