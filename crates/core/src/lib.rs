@@ -4,6 +4,23 @@
 //! `VarStore` path and implements `nn::ModuleT`. With `dwa` set, a DWA layer after block
 //! `i` replaces the block output by a learned weighted average of the embedding output and
 //! every block output so far (DenseFormer k×p), computed by `strata-kernels`.
+//!
+//! ```
+//! use strata_core::{Gpt, ModelConfig};
+//! use tch::{Device, Kind, Tensor, nn};
+//!
+//! let config: ModelConfig = toml::from_str(
+//!     "vocab_size = 65\nn_layer = 2\nn_head = 4\nd_model = 32\nblock_size = 16\n\
+//!      [dwa]\ndilation = 1\nperiod = 1",
+//! )?;
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let model = Gpt::new(&vs.root(), &config)?;
+//! let idx = Tensor::randint(65, [2, 16], (Kind::Int64, Device::Cpu));
+//! let logits = model.forward(&idx, false)?;
+//! assert_eq!(logits.size(), [2, 16, 65]);
+//! assert!(model.param_count().total > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod block;
 pub mod config;
