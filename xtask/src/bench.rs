@@ -30,6 +30,7 @@ struct Options {
     rounds: usize,
     criterion: bool,
     training: bool,
+    dwa: bool,
     quick: bool,
     /// Everything after `--`, passed to `cargo bench -p strata-benches`.
     cargo_bench: Vec<String>,
@@ -41,6 +42,7 @@ fn options(args: &[String]) -> Result<Options, String> {
         rounds: 2,
         criterion: true,
         training: true,
+        dwa: true,
         quick: false,
         cargo_bench: Vec::new(),
     };
@@ -53,6 +55,7 @@ fn options(args: &[String]) -> Result<Options, String> {
             }
             "--skip-criterion" => o.criterion = false,
             "--skip-training" => o.training = false,
+            "--skip-dwa" => o.dwa = false,
             "--rounds" => {
                 o.rounds = it
                     .next()
@@ -122,7 +125,7 @@ fn timed(mut cmd: std::process::Command, what: &str) -> Result<(f64, f64, String
 }
 
 /// The last JSON object printed by a process.
-fn last_json(stdout: &str) -> Result<Value, String> {
+pub(crate) fn last_json(stdout: &str) -> Result<Value, String> {
     let start = stdout
         .find('{')
         .ok_or("the process printed no JSON summary")?;
@@ -293,15 +296,34 @@ fn criterion_section(results: &[(String, f64)]) -> String {
         "## Criterion benches\n\nCommand: `cargo xtask bench` (`cargo bench -p strata-benches`). \
          `train_step_nanogpt_cpu`: one optimizer step (forward, backward, clip, AdamW) of the \
          nanogpt-cpu model on a 12 x 64 batch, with one data-parallel worker per core or with \
-         libtorch's own threading. `weighted_sum`: the reference weighted sum over 13 stacked \
-         outputs of 12 x 64 x 768 f32 against a copy of the same number of bytes.\n\n\
-         | benchmark | mean |\n|---|---|\n",
+         libtorch's own threading. `weighted_sum`: each path of the weighted sum over 13 stacked \
+         outputs of 12 x 64 x 768 f32 (reference loop; fused matrix product and rayon CPU \
+         kernel, both writing into a preallocated output) against a copy of the same number of \
+         bytes; bandwidth is bytes read plus bytes written per second.\n\n\
+         | benchmark | mean | bandwidth | vs copy |\n|---|---|---|---|\n",
     );
+    let copy = results
+        .iter()
+        .find(|(name, _)| name.starts_with("weighted_sum/copy"))
+        .map(|(_, ns)| *ns);
     for (name, ns) in results {
-        s += &format!("| {name} | {:.3} ms |\n", ns / 1e6);
+        if name.starts_with("weighted_sum/") {
+            let gbps = WEIGHTED_SUM_BYTES / ns;
+            let ratio = copy.map_or(String::new(), |c| format!("{:.2}x", c / ns));
+            s += &format!(
+                "| {name} | {:.3} ms | {gbps:.1} GB/s | {ratio} |\n",
+                ns / 1e6
+            );
+        } else {
+            s += &format!("| {name} | {:.3} ms | | |\n", ns / 1e6);
+        }
     }
     s
 }
+
+/// Bytes one weighted-sum benchmark moves: 13 inputs read and one output written, each
+/// 12 x 64 x 768 f32 (as in `benches/benches/weighted_sum.rs`).
+const WEIGHTED_SUM_BYTES: f64 = 14.0 * 12.0 * 64.0 * 768.0 * 4.0;
 
 /// A description of this machine.
 fn machine() -> String {
@@ -375,6 +397,11 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         }
         let section = training_section(&runs) + &stamp;
         doc = replace_section(&doc, "## nanoGPT's CPU recipe", &section);
+    }
+    if o.dwa {
+        let section =
+            crate::dwa_bench::section(&crate::dwa_bench::measure(&env, o.quick)?) + &stamp;
+        doc = replace_section(&doc, "## DenseFormer overhead", &section);
     }
     std::fs::create_dir_all(doc_path.parent().unwrap_or(Path::new(".")))
         .map_err(|e| e.to_string())?;

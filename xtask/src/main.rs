@@ -7,6 +7,7 @@
 
 mod bench;
 mod commands;
+mod dwa_bench;
 mod run;
 mod torch_env;
 mod venv;
@@ -27,9 +28,11 @@ commands:
                   its DenseFormer twin on Tiny Shakespeare, compared side by side
   strata <args>   build the release CLI and run it, e.g.
                   `cargo xtask strata train --config configs/nanogpt-cpu.toml`
-  bench [--quick] [--rounds N] [--skip-criterion] [--skip-training] [-- <cargo bench args>]
-                  criterion benches (cargo bench -p strata-benches) and the nanogpt-cpu
-                  training run against a same-machine PyTorch baseline; figures go to
+  bench [--quick] [--rounds N] [--skip-criterion] [--skip-training] [--skip-dwa]
+        [-- <cargo bench args>]
+                  criterion benches (cargo bench -p strata-benches), the nanogpt-cpu
+                  training run against a same-machine PyTorch baseline, and DenseFormer's
+                  step-time and memory overhead at 12/24/48 layers; figures go to
                   docs/benchmarks.md
   env             print the shell exports the commands above use:
                   eval \"$(cargo xtask env)\"

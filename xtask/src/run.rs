@@ -176,27 +176,34 @@ pub fn cargo(env: &TorchEnv, args: &[&str]) -> Result<(), String> {
     cargo_step(env, args).map_err(|f| f.message)
 }
 
-/// The executable of the `strata` binary among cargo's JSON messages.
-pub fn strata_executable(messages: &str) -> Option<PathBuf> {
+/// The executable of the binary `name` among cargo's JSON messages.
+pub fn executable(messages: &str, name: &str) -> Option<PathBuf> {
     messages
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "strata")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
         .next_back()
 }
 
-/// Builds the release CLI and returns the path of the `strata` binary (wherever the target
-/// folder is: `CARGO_TARGET_DIR` and cargo config are respected).
+/// Builds the release CLI and returns the path of the `strata` binary.
 pub fn build_cli(env: &TorchEnv) -> Result<PathBuf, String> {
+    build_release_bin(env, "strata-cli", "strata")
+}
+
+/// Builds binary `bin` of `package` in release mode and returns its path (wherever the
+/// target folder is: `CARGO_TARGET_DIR` and cargo config are respected).
+pub fn build_release_bin(env: &TorchEnv, package: &str, bin: &str) -> Result<PathBuf, String> {
     let args = [
         "build",
         "--release",
         "-p",
-        "strata-cli",
+        package,
+        "--bin",
+        bin,
         "--message-format=json-render-diagnostics",
     ];
-    eprintln!("xtask: cargo build --release -p strata-cli");
+    eprintln!("xtask: cargo build --release -p {package} --bin {bin}");
     let mut cmd = command(env, cargo_program());
     cmd.args(args).stdout(Stdio::piped());
     let child = cmd
@@ -211,12 +218,12 @@ pub fn build_cli(env: &TorchEnv) -> Result<PathBuf, String> {
     };
     if !out.status.success() {
         return Err(format!(
-            "`cargo build --release -p strata-cli` failed ({})",
+            "`cargo build --release -p {package} --bin {bin}` failed ({})",
             describe(&out.status)
         ));
     }
-    strata_executable(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| "cargo built strata-cli but named no `strata` executable".to_owned())
+    executable(&String::from_utf8_lossy(&out.stdout), bin)
+        .ok_or_else(|| format!("cargo built {package} but named no `{bin}` executable"))
 }
 
 #[cfg(test)]
@@ -230,10 +237,14 @@ mod tests {
 {"reason":"compiler-artifact","target":{"name":"strata","kind":["bin"]},"executable":"/t/release/strata"}
 {"reason":"build-finished","success":true}"#;
         assert_eq!(
-            strata_executable(messages),
+            executable(messages, "strata"),
             Some(PathBuf::from("/t/release/strata"))
         );
-        assert_eq!(strata_executable("{\"reason\":\"build-finished\"}"), None);
+        assert_eq!(executable(messages, "dwa_overhead"), None);
+        assert_eq!(
+            executable("{\"reason\":\"build-finished\"}", "strata"),
+            None
+        );
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! [`LayerStack`]: the embedding output and every block output of one forward pass.
 
-use crate::{Implementation, Selection, weighted_sum, weighted_sum_list};
+use crate::{
+    Implementation, Selection, ffi, pinned_implementation, weighted_sum, weighted_sum_list,
+};
 use strata_tensor::{Error, Result};
 use tch::Tensor;
 
 /// Storage for the layer outputs a DenseFormer averages over.
 ///
-/// Without autograd (evaluation, generation) the outputs are copied into one preallocated
-/// buffer `[capacity, ...]` and read back as strided views. While autograd records, writing
-/// into a shared buffer would invalidate the views saved for the backward pass, so the
-/// outputs are kept as the live tensors of the graph instead.
+/// The outputs are copied into one preallocated buffer `[capacity, ...]` and every weighted
+/// sum reads a strided view of it. Without autograd (evaluation, generation) the sum is the
+/// no-grad kernel for the device. While autograd records, plain libtorch ops cannot
+/// differentiate through a buffer written after it was read, so pushes and sums go through
+/// the C++ autograd functions in `csrc/stack_autograd.cpp`: one matrix product forward, one
+/// rank-1 update into a shared gradient buffer backward. With [`Implementation::Reference`]
+/// pinned ([`crate::with_implementation`]) a recording stack keeps the live tensors instead
+/// and sums them with the reference loop.
 pub struct LayerStack {
     storage: Storage,
     len: usize,
@@ -18,9 +24,20 @@ pub struct LayerStack {
 
 /// Where the layer outputs live.
 enum Storage {
-    /// One preallocated buffer, written in place.
+    /// One preallocated buffer, written in place, no autograd.
     Buffer(Tensor),
-    /// The autograd graph's own tensors.
+    /// One preallocated buffer under the C++ autograd functions.
+    Chain {
+        /// The outputs `[capacity, ...]`.
+        values: Tensor,
+        /// Their gradients, allocated by the first backward step that needs them.
+        grads: Tensor,
+        /// The token of the last push; every sum depends on it.
+        token: Option<Tensor>,
+        /// True once a pushed output required gradients (the chain is in the graph).
+        recording: bool,
+    },
+    /// The autograd graph's own tensors (the reference path).
     Live(Vec<Tensor>),
 }
 
@@ -33,12 +50,18 @@ impl LayerStack {
                 "layer stack capacity must be at least 1".to_owned(),
             ));
         }
-        let storage = if track_grad {
-            Storage::Live(Vec::with_capacity(capacity))
-        } else {
-            let mut shape = vec![capacity as i64];
-            shape.extend(first.size());
-            Storage::Buffer(Tensor::empty(shape, (first.kind(), first.device())))
+        let mut shape = vec![capacity as i64];
+        shape.extend(first.size());
+        let options = (first.kind(), first.device());
+        let storage = match (track_grad, pinned_implementation()) {
+            (true, Implementation::Reference) => Storage::Live(Vec::with_capacity(capacity)),
+            (true, _) => Storage::Chain {
+                values: Tensor::f_empty(shape, options)?,
+                grads: Tensor::f_empty([0], options)?,
+                token: None,
+                recording: false,
+            },
+            (false, _) => Storage::Buffer(Tensor::f_empty(shape, options)?),
         };
         let mut stack = Self {
             storage,
@@ -71,6 +94,17 @@ impl LayerStack {
             Storage::Buffer(buffer) => {
                 buffer.get(self.len as i64).f_copy_(x)?;
             }
+            Storage::Chain {
+                values,
+                grads,
+                token,
+                recording,
+            } => {
+                let first_recorded = !*recording && x.requires_grad();
+                *recording |= x.requires_grad();
+                let next = ffi::push(token.as_ref(), x, values, grads, self.len, first_recorded)?;
+                *token = Some(next);
+            }
             Storage::Live(list) => list.push(x.shallow_clone()),
         }
         self.len += 1;
@@ -90,6 +124,24 @@ impl LayerStack {
             Storage::Buffer(buffer) => {
                 let filled = buffer.narrow(0, 0, self.len as i64);
                 weighted_sum(&filled, weights, selection, Implementation::Auto)
+            }
+            Storage::Chain {
+                values,
+                grads,
+                token,
+                ..
+            } => {
+                crate::weighted_sum::check_weights(weights, selection)?;
+                let token = token.as_ref().expect("a stack holds at least one output");
+                ffi::stack_weighted_sum(
+                    weights,
+                    token,
+                    values,
+                    grads,
+                    selection.start,
+                    selection.step,
+                    selection.count,
+                )
             }
             Storage::Live(list) => {
                 let chosen: Vec<Tensor> = selection

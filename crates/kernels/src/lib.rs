@@ -2,12 +2,22 @@
 //!
 //! [`weighted_sum`] computes `Σ_j w_j · x_j` over a [`Selection`] of a stacked buffer
 //! `[L, ...]` without copying the selected layers; [`LayerStack`] holds the outputs of one
-//! forward pass. Only the reference implementation exists so far.
+//! forward pass, fused into one buffer with its own autograd while training.
+//!
+//! Implementations ([`Implementation`]): the reference loop (the oracle), a fused matrix
+//! product (differentiable, used in training), a rayon CPU kernel and a single-GEMV CUDA
+//! path for evaluation; `Auto` picks one per call.
 
+mod cpu;
+mod ffi;
 mod layer_stack;
 mod selection;
 mod weighted_sum;
 
+pub use ffi::grad_mode_enabled;
 pub use layer_stack::LayerStack;
 pub use selection::Selection;
-pub use weighted_sum::{Implementation, weighted_sum, weighted_sum_list};
+pub use weighted_sum::{
+    Implementation, pinned_implementation, weighted_sum, weighted_sum_into, weighted_sum_list,
+    with_implementation,
+};

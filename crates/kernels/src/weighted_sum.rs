@@ -1,26 +1,91 @@
-//! The weighted sum `Σ_j w_j · x_j` over selected layers of a stacked buffer.
+//! The weighted sum `Σ_j w_j · x_j` over selected layers of a stacked buffer, and the
+//! implementations behind it.
 
-use crate::Selection;
+use crate::{Selection, cpu, ffi};
+use std::cell::Cell;
 use strata_tensor::{Error, Result, TensorExt};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Which implementation computes the weighted sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Implementation {
-    /// Chosen automatically for the inputs.
+    /// Chosen for the inputs: `Fused` while autograd records through them, else `CpuNoGrad`
+    /// on the CPU and `CudaNoGrad` on a GPU (see [`with_implementation`] to pin one).
     #[default]
     Auto,
-    /// The plain loop `Σ w_j · x_j`, accumulated in f32; the oracle for every other path.
+    /// The plain loop `Σ w_j · x_j`, accumulated in f32 (f64 for f64 inputs); the oracle.
     Reference,
+    /// One matrix product `w · X` over the `[count, N]` view of the selected layers: one pass
+    /// over the inputs, differentiable w.r.t. the stack and the weights.
+    Fused,
+    /// rayon over chunks of the output, one read of each input and one write of the output;
+    /// f32, bf16 (accumulating in f32) and f64; no autograd.
+    CpuNoGrad,
+    /// One GEMV launch over the strided view on the GPU; no autograd.
+    CudaNoGrad,
 }
 
-/// Checks that `selection` fits a stack of `layers` layers and `weights` has one entry per layer.
-fn check(stack_layers: i64, weights: &Tensor, selection: &Selection) -> Result<()> {
-    weights.expect_shape("weighted_sum weights", &[Some(selection.count as i64)])?;
+thread_local! {
+    /// The implementation `Auto` stands for on this thread (`Auto`: decide per call).
+    static PINNED: Cell<Implementation> = const { Cell::new(Implementation::Auto) };
+}
+
+/// Runs `f` with `Auto` standing for `implementation` on this thread: for comparing paths
+/// through code that asks for `Auto` (the DWA layers of a model, benches). With
+/// `Reference`, a [`crate::LayerStack`] that records autograd keeps its outputs as separate
+/// tensors instead of the fused buffer.
+pub fn with_implementation<R>(implementation: Implementation, f: impl FnOnce() -> R) -> R {
+    let previous = PINNED.with(|p| p.replace(implementation));
+    let result = f();
+    PINNED.with(|p| p.set(previous));
+    result
+}
+
+/// The implementation `Auto` currently stands for on this thread (`Auto` when none is pinned).
+pub fn pinned_implementation() -> Implementation {
+    PINNED.with(Cell::get)
+}
+
+/// True when autograd would record an operation on these inputs.
+fn records_grad(stack: &Tensor, weights: &Tensor) -> bool {
+    (stack.requires_grad() || weights.requires_grad()) && ffi::grad_mode_enabled()
+}
+
+/// The concrete implementation for a request.
+fn resolve(requested: Implementation, stack: &Tensor, weights: &Tensor) -> Implementation {
+    let requested = match requested {
+        Implementation::Auto => pinned_implementation(),
+        other => other,
+    };
+    if requested != Implementation::Auto {
+        return requested;
+    }
+    if records_grad(stack, weights) {
+        return Implementation::Fused;
+    }
+    match (stack.device(), stack.kind()) {
+        (Device::Cpu, Kind::Float | Kind::BFloat16 | Kind::Double) => Implementation::CpuNoGrad,
+        (Device::Cuda(_), _) => Implementation::CudaNoGrad,
+        _ => Implementation::Fused,
+    }
+}
+
+/// Checks the stack's rank, that `selection` fits it, and that `weights` has one entry per
+/// selected layer.
+fn check(stack: &Tensor, weights: &Tensor, selection: &Selection) -> Result<()> {
+    if stack.dim() == 0 {
+        return Err(Error::Shape {
+            op: "weighted_sum stack".to_owned(),
+            expected: "[layers, ...]".to_owned(),
+            got: "a scalar".to_owned(),
+        });
+    }
+    check_weights(weights, selection)?;
+    let layers = stack.size()[0];
     match selection.last() {
-        Some(last) if (last as i64) < stack_layers => Ok(()),
+        Some(last) if (last as i64) < layers => Ok(()),
         Some(last) => Err(Error::Invalid(format!(
-            "weighted_sum: selection reaches layer {last} but the stack holds {stack_layers} layers"
+            "weighted_sum: selection reaches layer {last} but the stack holds {layers} layers"
         ))),
         None => Err(Error::Invalid(
             "weighted_sum: the selection is empty".to_owned(),
@@ -28,22 +93,134 @@ fn check(stack_layers: i64, weights: &Tensor, selection: &Selection) -> Result<(
     }
 }
 
-/// Weighted sum over the selected layers of `stack` ([L, ...]); the result has the shape of
-/// one layer and the dtype of `stack`. Differentiable w.r.t. `stack` and `weights`.
+/// Checks that `weights` is a floating-point vector with one entry per selected layer.
+pub(crate) fn check_weights(weights: &Tensor, selection: &Selection) -> Result<()> {
+    weights.expect_shape("weighted_sum weights", &[Some(selection.count as i64)])?;
+    if !weights.is_floating_point() {
+        return Err(Error::Invalid(format!(
+            "weighted_sum weights: expected a floating-point vector, got {:?}",
+            weights.kind()
+        )));
+    }
+    Ok(())
+}
+
+/// The selected layers as a strided view `[count, ...]` (no copy).
+fn selected_layers(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
+    let span = ((selection.count - 1) * selection.step + 1) as i64;
+    Ok(stack.f_narrow(0, selection.start as i64, span)?.f_slice(
+        0,
+        0,
+        span,
+        selection.step as i64,
+    )?)
+}
+
+/// The selected layers as `[count, N]` (a view when the layer's strides allow, else a copy
+/// made by libtorch) and the shape of one layer.
+fn selected_rows(stack: &Tensor, selection: &Selection) -> Result<(Tensor, Vec<i64>)> {
+    let layer_shape = stack.size()[1..].to_vec();
+    let n: i64 = layer_shape.iter().product();
+    let rows = selected_layers(stack, selection)?.f_reshape([selection.count as i64, n])?;
+    Ok((rows, layer_shape))
+}
+
+/// Weighted sum over the selected layers of `stack` (`[L, ...]`); the result has the shape of
+/// one layer and the dtype of `stack`. `Reference` and `Fused` are differentiable w.r.t.
+/// `stack` and `weights`; the no-grad paths refuse inputs that autograd is recording.
 pub fn weighted_sum(
     stack: &Tensor,
     weights: &Tensor,
     selection: &Selection,
     implementation: Implementation,
 ) -> Result<Tensor> {
-    let layers = stack.size().first().copied().unwrap_or(0);
-    check(layers, weights, selection)?;
-    match implementation {
-        Implementation::Auto | Implementation::Reference => {
-            let inputs: Vec<Tensor> = selection.indices().map(|j| stack.get(j as i64)).collect();
+    check(stack, weights, selection)?;
+    match resolve(implementation, stack, weights) {
+        Implementation::Reference => {
+            let layers = selected_layers(stack, selection)?;
+            let inputs: Vec<Tensor> = (0..selection.count as i64).map(|i| layers.get(i)).collect();
             reference(&inputs, weights)
         }
+        Implementation::Fused | Implementation::Auto => {
+            let (rows, layer_shape) = selected_rows(stack, selection)?;
+            let w = weights.f_to_kind(stack.kind())?.f_unsqueeze(0)?;
+            Ok(w.f_mm(&rows)?.f_view(layer_shape.as_slice())?)
+        }
+        no_grad @ (Implementation::CpuNoGrad | Implementation::CudaNoGrad) => {
+            let mut out = Tensor::f_empty(&stack.size()[1..], (stack.kind(), stack.device()))?;
+            no_grad_into(no_grad, &mut out, stack, weights, selection)?;
+            Ok(out)
+        }
     }
+}
+
+/// Writes the weighted sum into `out` (one layer's shape and dtype, contiguous, not
+/// overlapping `stack`), without autograd. Every element of `out` is written.
+pub fn weighted_sum_into(
+    out: &mut Tensor,
+    stack: &Tensor,
+    weights: &Tensor,
+    selection: &Selection,
+    implementation: Implementation,
+) -> Result<()> {
+    check(stack, weights, selection)?;
+    let path = resolve(implementation, stack, weights);
+    if path == Implementation::Reference {
+        let _guard = tch::no_grad_guard();
+        let sum = weighted_sum(stack, weights, selection, path)?;
+        check_output(out, stack)?;
+        out.f_copy_(&sum)?;
+        return Ok(());
+    }
+    no_grad_into(path, out, stack, weights, selection)
+}
+
+/// Refuses an output that is not contiguous, of one layer's shape and of the stack's dtype.
+fn check_output(out: &Tensor, stack: &Tensor) -> Result<()> {
+    let layer = &stack.size()[1..];
+    if out.size() != layer || out.kind() != stack.kind() || !out.is_contiguous() {
+        return Err(Error::Shape {
+            op: "weighted_sum output (contiguous)".to_owned(),
+            expected: format!("{layer:?} {:?}", stack.kind()),
+            got: format!("{:?} {:?}", out.size(), out.kind()),
+        });
+    }
+    Ok(())
+}
+
+/// The paths that write into `out` without autograd: the rayon kernel, or one matrix
+/// product written straight into `out` (`Fused`, and `CudaNoGrad` on a GPU).
+fn no_grad_into(
+    path: Implementation,
+    out: &mut Tensor,
+    stack: &Tensor,
+    weights: &Tensor,
+    selection: &Selection,
+) -> Result<()> {
+    if records_grad(stack, weights) {
+        return Err(Error::Invalid(format!(
+            "weighted_sum: {path:?} does not record gradients; use Fused (or Auto) while \
+             autograd records, or call it inside no_grad"
+        )));
+    }
+    check_output(out, stack)?;
+    if path == Implementation::CpuNoGrad {
+        return cpu::weighted_sum_into(out, stack, &weights.to_f64_vec()?, selection);
+    }
+    if path == Implementation::CudaNoGrad && !matches!(stack.device(), Device::Cuda(_)) {
+        return Err(Error::Device(format!(
+            "the CUDA weighted sum needs a CUDA stack, got {:?}",
+            stack.device()
+        )));
+    }
+    let (rows, _) = selected_rows(stack, selection)?;
+    let w = weights
+        .f_to_device(stack.device())?
+        .f_to_kind(stack.kind())?
+        .f_unsqueeze(0)?;
+    let out_row = out.f_view([1, rows.size()[1]])?;
+    let _ = w.f_mm_out(&out_row, &rows)?;
+    Ok(())
 }
 
 /// Weighted sum over a list of same-shaped tensors (the live layer outputs of a training
@@ -77,19 +254,19 @@ fn reference(inputs: &[Tensor], weights: &Tensor) -> Result<Tensor> {
     } else {
         Kind::Float
     };
-    let w = weights.to_kind(acc_kind);
+    let w = weights.f_to_kind(acc_kind)?;
     let mut acc: Option<Tensor> = None;
     for (j, x) in inputs.iter().enumerate() {
-        let term = x.to_kind(acc_kind) * w.get(j as i64);
+        let term = x.f_to_kind(acc_kind)?.f_mul(&w.get(j as i64))?;
         acc = Some(match acc {
             None => term,
-            Some(a) => a + term,
+            Some(a) => a.f_add(&term)?,
         });
     }
     let acc = acc.expect("at least one input");
     Ok(if out_kind == acc_kind {
         acc
     } else {
-        acc.to_kind(out_kind)
+        acc.f_to_kind(out_kind)?
     })
 }

@@ -1,0 +1,99 @@
+//! Safe wrappers over the C++ autograd functions in `csrc/stack_autograd.cpp`.
+
+use std::ffi::{CStr, c_char, c_int};
+use strata_tensor::{Error, Result};
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+unsafe extern "C" {
+    fn strata_kernels_last_error() -> *const c_char;
+    fn strata_grad_mode_enabled() -> c_int;
+    fn strata_stack_push(
+        previous: *const C_tensor,
+        x: *const C_tensor,
+        values: *const C_tensor,
+        grads: *const C_tensor,
+        slot: i64,
+        release_grads: c_int,
+    ) -> *mut C_tensor;
+    fn strata_stack_weighted_sum(
+        weights: *const C_tensor,
+        token: *const C_tensor,
+        values: *const C_tensor,
+        grads: *const C_tensor,
+        start: i64,
+        step: i64,
+        count: i64,
+    ) -> *mut C_tensor;
+}
+
+/// Wraps a tensor returned by the shim, or turns a null into the shim's error message.
+fn take(ptr: *mut C_tensor, op: &str) -> Result<Tensor> {
+    if ptr.is_null() {
+        // SAFETY: the shim returns a pointer to its thread-local, NUL-terminated message.
+        let message = unsafe { CStr::from_ptr(strata_kernels_last_error()) };
+        return Err(Error::Invalid(format!(
+            "{op}: {}",
+            message.to_string_lossy()
+        )));
+    }
+    // SAFETY: a non-null result is a freshly allocated `at::Tensor*` that we now own.
+    Ok(unsafe { Tensor::from_ptr(ptr) })
+}
+
+/// True when libtorch's autograd records operations on this thread (not inside `no_grad`).
+pub fn grad_mode_enabled() -> bool {
+    // SAFETY: reads a thread-local flag.
+    unsafe { strata_grad_mode_enabled() != 0 }
+}
+
+/// Copies `x` into slot `slot` of `values` and returns the next token of the stack's chain;
+/// `release_grads` marks the first output of the chain, whose backward frees `grads`.
+pub fn push(
+    previous: Option<&Tensor>,
+    x: &Tensor,
+    values: &Tensor,
+    grads: &Tensor,
+    slot: usize,
+    release_grads: bool,
+) -> Result<Tensor> {
+    let previous = previous.map_or(std::ptr::null(), Tensor::as_ptr);
+    // SAFETY: every pointer refers to a live tensor for the duration of the call.
+    let ptr = unsafe {
+        strata_stack_push(
+            previous,
+            x.as_ptr(),
+            values.as_ptr(),
+            grads.as_ptr(),
+            slot as i64,
+            c_int::from(release_grads),
+        )
+    };
+    take(ptr, "layer stack push")
+}
+
+/// `Σ_i weights[i] · values[start + i·step]` (`count` terms), differentiable w.r.t. the
+/// weights and, through `token`, the pushed outputs.
+pub fn stack_weighted_sum(
+    weights: &Tensor,
+    token: &Tensor,
+    values: &Tensor,
+    grads: &Tensor,
+    start: usize,
+    step: usize,
+    count: usize,
+) -> Result<Tensor> {
+    // SAFETY: every pointer refers to a live tensor for the duration of the call.
+    let ptr = unsafe {
+        strata_stack_weighted_sum(
+            weights.as_ptr(),
+            token.as_ptr(),
+            values.as_ptr(),
+            grads.as_ptr(),
+            start as i64,
+            step as i64,
+            count as i64,
+        )
+    };
+    take(ptr, "layer stack weighted sum")
+}

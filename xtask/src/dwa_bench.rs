@@ -1,0 +1,201 @@
+//! The DenseFormer overhead part of `cargo xtask bench`: median training-step time and peak
+//! memory of a baseline, DenseFormer 1x1 and DenseFormer 4x5 of the same width at 12, 24 and
+//! 48 layers, each configuration in a fresh process (`benches/src/bin/dwa_overhead.rs`).
+
+use crate::bench::last_json;
+use crate::run::{self, command};
+use crate::torch_env::TorchEnv;
+use serde_json::Value;
+
+/// Model width of every configuration.
+const WIDTH: usize = 256;
+/// The DWA variants, baseline first.
+const VARIANTS: [&str; 3] = ["none", "1x1", "4x5"];
+
+/// One configuration's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overhead {
+    /// Number of blocks.
+    pub layers: usize,
+    /// `none` or the DWA's `KxP`.
+    pub dwa: String,
+    /// Median milliseconds per optimizer step.
+    pub ms_per_step: f64,
+    /// Peak resident memory of the process (MiB).
+    pub peak_mib: f64,
+    /// Resident memory before the first step (MiB): libtorch, weights, data.
+    pub before_mib: f64,
+}
+
+impl Overhead {
+    /// Reads the JSON line printed by `dwa_overhead`.
+    fn parse(v: &Value) -> Result<Self, String> {
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_f64)
+                .ok_or(format!("dwa_overhead printed no `{k}`"))
+        };
+        Ok(Self {
+            layers: num("layers")? as usize,
+            dwa: v
+                .get("dwa")
+                .and_then(Value::as_str)
+                .ok_or("dwa_overhead printed no `dwa`")?
+                .to_owned(),
+            ms_per_step: num("ms_per_step")?,
+            peak_mib: num("peak_mib")?,
+            before_mib: num("before_mib")?,
+        })
+    }
+
+    /// Memory the training steps added on top of what was resident before them (MiB).
+    fn training_mib(&self) -> f64 {
+        self.peak_mib - self.before_mib
+    }
+}
+
+/// Runs every configuration (`quick`: 12 layers only) and returns the figures.
+pub fn measure(env: &TorchEnv, quick: bool) -> Result<Vec<Overhead>, String> {
+    let exe = run::build_release_bin(env, "strata-benches", "dwa_overhead")?;
+    let depths: &[usize] = if quick { &[12] } else { &[12, 24, 48] };
+    let mut out = Vec::new();
+    for &layers in depths {
+        for dwa in VARIANTS {
+            eprintln!("xtask: DenseFormer overhead: {layers} layers, dwa {dwa}");
+            let mut cmd = command(env, &exe);
+            cmd.args(["--layers", &layers.to_string(), "--dwa", dwa])
+                .args(["--width", &WIDTH.to_string()]);
+            let output = cmd
+                .output()
+                .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "dwa_overhead --layers {layers} --dwa {dwa} failed ({}): {}",
+                    run::describe(&output.status),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            out.push(Overhead::parse(&last_json(&stdout)?)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The markdown section: every figure, its ratio to the baseline of the same depth, and the
+/// issue's targets.
+pub fn section(results: &[Overhead]) -> String {
+    let mut s = format!(
+        "## DenseFormer overhead\n\n\
+         Command: `cargo xtask bench` (`dwa_overhead --layers L --dwa V --width {WIDTH}`, one \
+         process per row). One optimizer step (forward, backward, clip, AdamW) of a width-{WIDTH} \
+         model (4 heads, byte vocabulary) on 8 x 128 tokens with the CPU data-parallel workers; \
+         median of 5 steps after 2 warm-up steps. Peak is the process's VmHWM; training memory \
+         is the peak minus what was resident before the first step. Targets: 4x5 within 1.05x \
+         of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n\
+         | layers | variant | ms/step | x baseline | peak MiB | x baseline | training MiB | x baseline |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    let mut verdicts = Vec::new();
+    for r in results {
+        let Some(base) = results
+            .iter()
+            .find(|b| b.layers == r.layers && b.dwa == "none")
+        else {
+            continue;
+        };
+        let time = r.ms_per_step / base.ms_per_step;
+        let peak = r.peak_mib / base.peak_mib;
+        let training = r.training_mib() / base.training_mib();
+        s += &format!(
+            "| {} | {} | {:.1} | {time:.3} | {:.0} | {peak:.3} | {:.0} | {training:.3} |\n",
+            r.layers,
+            if r.dwa == "none" { "baseline" } else { &r.dwa },
+            r.ms_per_step,
+            r.peak_mib,
+            r.training_mib(),
+        );
+        let time_target = match r.dwa.as_str() {
+            "1x1" => Some(1.15),
+            "4x5" => Some(1.05),
+            _ => None,
+        };
+        if let Some(target) = time_target {
+            verdicts.push(format!(
+                "| {} layers, {}: step time <= {target}x | {time:.3}x | {} |\n",
+                r.layers,
+                r.dwa,
+                if time <= target { "met" } else { "**not met**" }
+            ));
+            verdicts.push(format!(
+                "| {} layers, {}: peak memory <= 1.10x | {peak:.3}x | {} |\n",
+                r.layers,
+                r.dwa,
+                if peak <= 1.10 { "met" } else { "**not met**" }
+            ));
+        }
+    }
+    s += "\n| target | measured | |\n|---|---|---|\n";
+    for v in verdicts {
+        s += &v;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(layers: usize, dwa: &str, ms: f64, peak: f64) -> Overhead {
+        Overhead {
+            layers,
+            dwa: dwa.to_owned(),
+            ms_per_step: ms,
+            peak_mib: peak,
+            before_mib: 100.0,
+        }
+    }
+
+    #[test]
+    fn the_section_states_ratios_and_verdicts_per_depth() {
+        let text = section(&[
+            row(12, "none", 100.0, 300.0),
+            row(12, "1x1", 110.0, 340.0),
+            row(12, "4x5", 106.0, 310.0),
+        ]);
+        assert!(
+            text.contains("| 12 | 1x1 | 110.0 | 1.100 | 340 | 1.133 | 240 | 1.200 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 12 layers, 1x1: step time <= 1.15x | 1.100x | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 12 layers, 1x1: peak memory <= 1.10x | 1.133x | **not met** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 12 layers, 4x5: step time <= 1.05x | 1.060x | **not met** |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_json_line_of_the_bench_binary_parses() {
+        let v: Value = serde_json::from_str(
+            r#"{"layers": 24, "width": 256, "dwa": "4x5", "params": 1, "ms_per_step": 12.5, "peak_mib": 400.0, "before_mib": 150.0}"#,
+        )
+        .unwrap();
+        let o = Overhead::parse(&v).unwrap();
+        assert_eq!(o, row(24, "4x5", 12.5, 400.0).with_before(150.0));
+        assert!(Overhead::parse(&serde_json::json!({"layers": 1})).is_err());
+    }
+
+    impl Overhead {
+        fn with_before(mut self, before: f64) -> Self {
+            self.before_mib = before;
+            self
+        }
+    }
+}
