@@ -4,6 +4,11 @@ use strata_core::{Gpt, ModelConfig};
 use strata_tensor::seeded;
 use tch::{Device, Kind, Tensor, nn};
 
+/// Stacked layers of the weighted-sum benchmark (12 blocks and the embeddings).
+pub const WEIGHTED_SUM_LAYERS: i64 = 13;
+/// Shape of one layer of the weighted-sum benchmark: batch 12 x 256 tokens x width 768.
+pub const WEIGHTED_SUM_LAYER_SHAPE: [i64; 3] = [12, 256, 768];
+
 /// The model of `configs/nanogpt-cpu.toml` (65-character vocabulary), optionally with a DWA
 /// after every block.
 pub fn nanogpt_cpu_model(denseformer: bool) -> ModelConfig {

@@ -185,7 +185,7 @@ fn pytorch_run(env: &TorchEnv, python: &Path, round: usize) -> Result<Measured, 
 }
 
 /// The median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
@@ -255,8 +255,26 @@ fn training_section(runs: &[Measured]) -> String {
     s
 }
 
-/// Criterion's mean estimate (ns) for every benchmark under target/criterion.
-fn criterion_results() -> Vec<(String, f64)> {
+/// One criterion benchmark's result.
+#[derive(Clone, Debug, PartialEq)]
+struct CriterionResult {
+    /// The benchmark's folder under target/criterion, e.g. `weighted_sum/copy_13-layers`.
+    name: String,
+    /// Mean time per iteration in nanoseconds.
+    mean_ns: f64,
+    /// Bytes per iteration the benchmark declared as its throughput, if any.
+    bytes: Option<f64>,
+}
+
+/// A JSON file under a criterion result folder.
+fn read_json(path: &Path) -> Option<Value> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+}
+
+/// Every benchmark's result under target/criterion.
+fn criterion_results() -> Vec<CriterionResult> {
     let root = workspace_root().join("target").join("criterion");
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
@@ -266,64 +284,68 @@ fn criterion_results() -> Vec<(String, f64)> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
-                if path.file_name().is_some_and(|n| n == "new") {
-                    let estimates = path.join("estimates.json");
-                    let mean = std::fs::read_to_string(&estimates)
-                        .ok()
-                        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                        .and_then(|v| v.pointer("/mean/point_estimate").and_then(Value::as_f64));
-                    let name = dir
-                        .strip_prefix(&root)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
-                    if let Some(mean) = mean {
-                        out.push((name, mean));
-                    }
-                } else if path.file_name().is_none_or(|n| n != "report") {
-                    stack.push(path);
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                let mean = read_json(&path.join("estimates.json"))
+                    .and_then(|v| v.pointer("/mean/point_estimate").and_then(Value::as_f64));
+                let bytes = read_json(&path.join("benchmark.json"))
+                    .and_then(|v| v.pointer("/throughput/Bytes").and_then(Value::as_f64));
+                let name = dir
+                    .strip_prefix(&root)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                if let Some(mean_ns) = mean {
+                    out.push(CriterionResult {
+                        name,
+                        mean_ns,
+                        bytes,
+                    });
                 }
+            } else if path.file_name().is_none_or(|n| n != "report") {
+                stack.push(path);
             }
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
-/// The markdown section for the criterion benches.
-fn criterion_section(results: &[(String, f64)]) -> String {
+/// The markdown section for the criterion benches: time, and for benchmarks that declare the
+/// bytes they move, bandwidth and its ratio to the copy of the same group.
+fn criterion_section(results: &[CriterionResult]) -> String {
     let mut s = String::from(
         "## Criterion benches\n\nCommand: `cargo xtask bench` (`cargo bench -p strata-benches`). \
          `train_step_nanogpt_cpu`: one optimizer step (forward, backward, clip, AdamW) of the \
          nanogpt-cpu model on a 12 x 64 batch, with one data-parallel worker per core or with \
          libtorch's own threading. `weighted_sum`: each path of the weighted sum over 13 stacked \
-         outputs of 12 x 64 x 768 f32 (reference loop; fused matrix product and rayon CPU \
-         kernel, both writing into a preallocated output) against a copy of the same number of \
-         bytes; bandwidth is bytes read plus bytes written per second.\n\n\
+         outputs of 12 x 256 x 768 f32 (123 MB, beyond the last-level cache; reference loop, \
+         fused matrix product and rayon CPU kernel, the last two writing into a preallocated \
+         output) against a copy of the whole stack into a second buffer. Bandwidth is bytes \
+         read plus bytes written per second.\n\n\
          | benchmark | mean | bandwidth | vs copy |\n|---|---|---|---|\n",
     );
-    let copy = results
-        .iter()
-        .find(|(name, _)| name.starts_with("weighted_sum/copy"))
-        .map(|(_, ns)| *ns);
-    for (name, ns) in results {
-        if name.starts_with("weighted_sum/") {
-            let gbps = WEIGHTED_SUM_BYTES / ns;
-            let ratio = copy.map_or(String::new(), |c| format!("{:.2}x", c / ns));
-            s += &format!(
-                "| {name} | {:.3} ms | {gbps:.1} GB/s | {ratio} |\n",
-                ns / 1e6
-            );
-        } else {
-            s += &format!("| {name} | {:.3} ms | | |\n", ns / 1e6);
-        }
+    let gbps = |r: &CriterionResult| r.bytes.map(|b| b / r.mean_ns);
+    for r in results {
+        let group = r.name.split('/').next().unwrap_or_default();
+        let copy = results
+            .iter()
+            .find(|c| c.name.starts_with(&format!("{group}/copy")))
+            .and_then(gbps);
+        let (bandwidth, ratio) = match (gbps(r), copy) {
+            (Some(bw), Some(copy)) => (format!("{bw:.1} GB/s"), format!("{:.2}x", bw / copy)),
+            (Some(bw), None) => (format!("{bw:.1} GB/s"), String::new()),
+            _ => (String::new(), String::new()),
+        };
+        s += &format!(
+            "| {} | {:.3} ms | {bandwidth} | {ratio} |\n",
+            r.name,
+            r.mean_ns / 1e6
+        );
     }
     s
 }
-
-/// Bytes one weighted-sum benchmark moves: 13 inputs read and one output written, each
-/// 12 x 64 x 768 f32 (as in `benches/benches/weighted_sum.rs`).
-const WEIGHTED_SUM_BYTES: f64 = 14.0 * 12.0 * 64.0 * 768.0 * 4.0;
 
 /// A description of this machine.
 fn machine() -> String {
@@ -400,7 +422,8 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     }
     if o.dwa {
         let section =
-            crate::dwa_bench::section(&crate::dwa_bench::measure(&env, o.quick)?) + &stamp;
+            crate::dwa_bench::section(&crate::dwa_bench::measure(&env, o.quick, o.rounds)?)
+                + &stamp;
         doc = replace_section(&doc, "## DenseFormer overhead", &section);
     }
     std::fs::create_dir_all(doc_path.parent().unwrap_or(Path::new(".")))
@@ -423,6 +446,29 @@ mod tests {
         assert_eq!(last, "# B\n\nintro\n## A\nnew a\n## C\nnew c\n");
         let added = replace_section("# B\n", "## D", "## D\nd\n");
         assert_eq!(added, "# B\n## D\nd\n");
+    }
+
+    #[test]
+    fn criterion_rows_show_bandwidth_against_their_groups_copy() {
+        let r = |name: &str, ms: f64, bytes: Option<f64>| CriterionResult {
+            name: name.to_owned(),
+            mean_ns: ms * 1e6,
+            bytes,
+        };
+        let text = criterion_section(&[
+            r("weighted_sum/copy_13-layers", 2.0, Some(20e6)),
+            r("weighted_sum/fused_13-layers", 1.0, Some(8e6)),
+            r("train_step/x", 3.0, None),
+        ]);
+        assert!(
+            text.contains("| weighted_sum/copy_13-layers | 2.000 ms | 10.0 GB/s | 1.00x |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| weighted_sum/fused_13-layers | 1.000 ms | 8.0 GB/s | 0.80x |"),
+            "{text}"
+        );
+        assert!(text.contains("| train_step/x | 3.000 ms |  |  |"), "{text}");
     }
 
     #[test]

@@ -7,10 +7,19 @@ use crate::run::{self, command};
 use crate::torch_env::TorchEnv;
 use serde_json::Value;
 
+/// strata-kernels' variable that pins the weighted-sum path for a whole process.
+const IMPLEMENTATION_ENV: &str = "STRATA_WEIGHTED_SUM";
+
 /// Model width of every configuration.
 const WIDTH: usize = 256;
-/// The DWA variants, baseline first.
-const VARIANTS: [&str; 3] = ["none", "1x1", "4x5"];
+/// The variants (DWA, weighted-sum path), baseline first; the reference path shows what the
+/// fused layer stack saves.
+const VARIANTS: [(&str, &str); 4] = [
+    ("none", "auto"),
+    ("1x1", "auto"),
+    ("1x1", "reference"),
+    ("4x5", "auto"),
+];
 
 /// One configuration's figures.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +28,8 @@ pub struct Overhead {
     pub layers: usize,
     /// `none` or the DWA's `KxP`.
     pub dwa: String,
+    /// The weighted-sum path (`auto`: the fused layer stack; `reference`).
+    pub path: String,
     /// Median milliseconds per optimizer step.
     pub ms_per_step: f64,
     /// Peak resident memory of the process (MiB).
@@ -28,8 +39,8 @@ pub struct Overhead {
 }
 
 impl Overhead {
-    /// Reads the JSON line printed by `dwa_overhead`.
-    fn parse(v: &Value) -> Result<Self, String> {
+    /// Reads the JSON line printed by `dwa_overhead` for a run of `path`.
+    fn parse(v: &Value, path: &str) -> Result<Self, String> {
         let num = |k: &str| {
             v.get(k)
                 .and_then(Value::as_f64)
@@ -42,6 +53,7 @@ impl Overhead {
                 .and_then(Value::as_str)
                 .ok_or("dwa_overhead printed no `dwa`")?
                 .to_owned(),
+            path: path.to_owned(),
             ms_per_step: num("ms_per_step")?,
             peak_mib: num("peak_mib")?,
             before_mib: num("before_mib")?,
@@ -54,32 +66,64 @@ impl Overhead {
     }
 }
 
-/// Runs every configuration (`quick`: 12 layers only) and returns the figures.
-pub fn measure(env: &TorchEnv, quick: bool) -> Result<Vec<Overhead>, String> {
+/// The median of each figure over rounds of the same configuration.
+fn medians(rounds: &[Overhead]) -> Vec<Overhead> {
+    let mut out: Vec<Overhead> = Vec::new();
+    for r in rounds {
+        if out
+            .iter()
+            .any(|o| (o.layers, &o.dwa, &o.path) == (r.layers, &r.dwa, &r.path))
+        {
+            continue;
+        }
+        let same: Vec<&Overhead> = rounds
+            .iter()
+            .filter(|o| (o.layers, &o.dwa, &o.path) == (r.layers, &r.dwa, &r.path))
+            .collect();
+        let median =
+            |f: fn(&Overhead) -> f64| crate::bench::median(same.iter().map(|o| f(o)).collect());
+        out.push(Overhead {
+            ms_per_step: median(|o| o.ms_per_step),
+            peak_mib: median(|o| o.peak_mib),
+            before_mib: median(|o| o.before_mib),
+            ..r.clone()
+        });
+    }
+    out
+}
+
+/// Runs every configuration `rounds` times, alternating configurations within a round, and
+/// returns the medians (`quick`: 12 layers only).
+pub fn measure(env: &TorchEnv, quick: bool, rounds: usize) -> Result<Vec<Overhead>, String> {
     let exe = run::build_release_bin(env, "strata-benches", "dwa_overhead")?;
     let depths: &[usize] = if quick { &[12] } else { &[12, 24, 48] };
-    let mut out = Vec::new();
-    for &layers in depths {
-        for dwa in VARIANTS {
-            eprintln!("xtask: DenseFormer overhead: {layers} layers, dwa {dwa}");
-            let mut cmd = command(env, &exe);
-            cmd.args(["--layers", &layers.to_string(), "--dwa", dwa])
-                .args(["--width", &WIDTH.to_string()]);
-            let output = cmd
-                .output()
-                .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "dwa_overhead --layers {layers} --dwa {dwa} failed ({}): {}",
-                    run::describe(&output.status),
-                    String::from_utf8_lossy(&output.stderr)
-                ));
+    let mut all = Vec::new();
+    for round in 1..=rounds {
+        for &layers in depths {
+            for (dwa, path) in VARIANTS {
+                eprintln!(
+                    "xtask: DenseFormer overhead, round {round}: {layers} layers, dwa {dwa} ({path})"
+                );
+                let mut cmd = command(env, &exe);
+                cmd.args(["--layers", &layers.to_string(), "--dwa", dwa])
+                    .args(["--width", &WIDTH.to_string()])
+                    .env(IMPLEMENTATION_ENV, path);
+                let output = cmd
+                    .output()
+                    .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+                if !output.status.success() {
+                    return Err(format!(
+                        "dwa_overhead --layers {layers} --dwa {dwa} failed ({}): {}",
+                        run::describe(&output.status),
+                        String::from_utf8_lossy(&output.stderr)
+                    ));
+                }
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                all.push(Overhead::parse(&last_json(&stdout)?, path)?);
             }
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            out.push(Overhead::parse(&last_json(&stdout)?)?);
         }
     }
-    Ok(out)
+    Ok(medians(&all))
 }
 
 /// The markdown section: every figure, its ratio to the baseline of the same depth, and the
@@ -90,11 +134,14 @@ pub fn section(results: &[Overhead]) -> String {
          Command: `cargo xtask bench` (`dwa_overhead --layers L --dwa V --width {WIDTH}`, one \
          process per row). One optimizer step (forward, backward, clip, AdamW) of a width-{WIDTH} \
          model (4 heads, byte vocabulary) on 8 x 128 tokens with the CPU data-parallel workers; \
-         median of 5 steps after 2 warm-up steps. Peak is the process's VmHWM; training memory \
+         median of 5 steps after 2 warm-up steps, then the median over rounds (configurations \
+         alternate within a round). `fused` is the layer stack of strata-kernels (what training \
+         uses); `reference` keeps live tensors and sums them op by op \
+         (`STRATA_WEIGHTED_SUM=reference`). Peak is the process's VmHWM; training memory \
          is the peak minus what was resident before the first step. Targets: 4x5 within 1.05x \
          of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n\
-         | layers | variant | ms/step | x baseline | peak MiB | x baseline | training MiB | x baseline |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         | layers | variant | path | ms/step | x baseline | peak MiB | x baseline | training MiB | x baseline |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
     let mut verdicts = Vec::new();
     for r in results {
@@ -107,17 +154,22 @@ pub fn section(results: &[Overhead]) -> String {
         let time = r.ms_per_step / base.ms_per_step;
         let peak = r.peak_mib / base.peak_mib;
         let training = r.training_mib() / base.training_mib();
+        let path = match (r.dwa.as_str(), r.path.as_str()) {
+            ("none", _) => "",
+            (_, "auto") => "fused",
+            (_, other) => other,
+        };
         s += &format!(
-            "| {} | {} | {:.1} | {time:.3} | {:.0} | {peak:.3} | {:.0} | {training:.3} |\n",
+            "| {} | {} | {path} | {:.1} | {time:.3} | {:.0} | {peak:.3} | {:.0} | {training:.3} |\n",
             r.layers,
             if r.dwa == "none" { "baseline" } else { &r.dwa },
             r.ms_per_step,
             r.peak_mib,
             r.training_mib(),
         );
-        let time_target = match r.dwa.as_str() {
-            "1x1" => Some(1.15),
-            "4x5" => Some(1.05),
+        let time_target = match (r.dwa.as_str(), r.path.as_str()) {
+            ("1x1", "auto") => Some(1.15),
+            ("4x5", "auto") => Some(1.05),
             _ => None,
         };
         if let Some(target) = time_target {
@@ -150,6 +202,7 @@ mod tests {
         Overhead {
             layers,
             dwa: dwa.to_owned(),
+            path: "auto".to_owned(),
             ms_per_step: ms,
             peak_mib: peak,
             before_mib: 100.0,
@@ -164,7 +217,7 @@ mod tests {
             row(12, "4x5", 106.0, 310.0),
         ]);
         assert!(
-            text.contains("| 12 | 1x1 | 110.0 | 1.100 | 340 | 1.133 | 240 | 1.200 |"),
+            text.contains("| 12 | 1x1 | fused | 110.0 | 1.100 | 340 | 1.133 | 240 | 1.200 |"),
             "{text}"
         );
         assert!(
@@ -187,9 +240,23 @@ mod tests {
             r#"{"layers": 24, "width": 256, "dwa": "4x5", "params": 1, "ms_per_step": 12.5, "peak_mib": 400.0, "before_mib": 150.0}"#,
         )
         .unwrap();
-        let o = Overhead::parse(&v).unwrap();
+        let o = Overhead::parse(&v, "auto").unwrap();
         assert_eq!(o, row(24, "4x5", 12.5, 400.0).with_before(150.0));
-        assert!(Overhead::parse(&serde_json::json!({"layers": 1})).is_err());
+        assert!(Overhead::parse(&serde_json::json!({"layers": 1}), "auto").is_err());
+    }
+
+    #[test]
+    fn medians_are_taken_per_configuration() {
+        let m = medians(&[
+            row(12, "none", 100.0, 300.0),
+            row(12, "1x1", 130.0, 340.0),
+            row(12, "none", 90.0, 310.0),
+            row(12, "1x1", 110.0, 330.0),
+            row(12, "none", 95.0, 320.0),
+        ]);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].ms_per_step, m[0].peak_mib), (95.0, 310.0));
+        assert_eq!((m[1].ms_per_step, m[1].peak_mib), (120.0, 335.0));
     }
 
     impl Overhead {

@@ -36,6 +36,10 @@ enum Command {
         /// Continue from a checkpoint; without a value, the run folder's latest one.
         #[arg(long, num_args = 0..=1)]
         resume: Option<Option<PathBuf>>,
+        /// Start from a checkpoint's weights, model and tokenizer (e.g. a merged or expanded
+        /// model) with a fresh optimizer at step 0.
+        #[arg(long, value_name = "CHECKPOINT")]
+        init_from: Option<PathBuf>,
         /// Replace an existing run in the run folder.
         #[arg(long)]
         overwrite: bool,
@@ -85,6 +89,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Merge fine-tunes of one base model and/or build a model by a layer plan.
+    Merge {
+        /// The merge config (see docs/merge.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run folder to write (default: the config's `out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace an existing run in the run folder.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Train nanoGPT's CPU recipe and its DenseFormer twin on Tiny Shakespeare and compare.
     Demo(demo::DemoArgs),
 }
@@ -131,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
             out,
             resume,
+            init_from,
             overwrite,
             quiet,
         } => {
@@ -138,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&run_config.name));
             let mut options = RunOptions::new(&config, &out);
             options.resume = resume.map(|p| p.unwrap_or_else(|| out.clone()));
+            options.init_from = init_from;
             options.overwrite = overwrite;
             options.progress = !quiet;
             options.stop = stop_flag();
@@ -201,6 +219,23 @@ fn run(cli: Cli) -> Result<()> {
                 println!("tokenizer    {}", info.tokenizer);
                 println!("\n{}", info.config);
             }
+            Ok(())
+        }
+        Command::Merge {
+            config,
+            out,
+            overwrite,
+        } => {
+            let merge_config = strata_merge::MergeConfig::load(&config)?;
+            let outcome =
+                strata_train::merge_run::merge(&merge_config, &config, out.as_deref(), overwrite)?;
+            println!(
+                "wrote {} ({}, {} layers, {} parameters)",
+                outcome.checkpoint.display(),
+                outcome.model.variant_name(),
+                outcome.model.n_layer,
+                outcome.params.total
+            );
             Ok(())
         }
         Command::Demo(args) => {

@@ -48,6 +48,34 @@ pub struct DwaConfig {
     pub period: usize,
 }
 
+/// How the layers of a weight-shared model walk through its blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharingPattern {
+    /// `0, 1, .., B-1, 0, 1, ..`: the group of blocks runs again and again (one block: the
+    /// Universal Transformer).
+    #[default]
+    Cycle,
+    /// `0, 0, 1, 1, ..`: each block runs `n_layer / B` times in a row (immediate block-wise
+    /// repetition).
+    Repeat,
+}
+
+/// Weight-shared depth: `n_layer` layers run fewer distinct blocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharingConfig {
+    /// Number of distinct blocks (weight sets); not needed with `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<usize>,
+    /// How layers walk through the blocks.
+    #[serde(default)]
+    pub pattern: SharingPattern,
+    /// The block (0-based) each layer runs, overriding `blocks` and `pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<usize>>,
+}
+
 /// Default of 1 for dilation and period.
 fn one() -> usize {
     1
@@ -103,6 +131,9 @@ pub struct ModelConfig {
     /// DenseFormer DWA; absent for the baseline transformer.
     #[serde(default)]
     pub dwa: Option<DwaConfig>,
+    /// Weight-shared depth; absent when every layer has its own block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<SharingConfig>,
     /// Dtype of matrix products.
     #[serde(default)]
     pub precision: Precision,
@@ -121,6 +152,28 @@ impl ModelConfig {
             MlpKind::Gelu => hidden,
             MlpKind::Swiglu => (2 * hidden / 3).div_ceil(8) * 8,
         }
+    }
+
+    /// The block each layer runs (0-based); `0, 1, .., n_layer - 1` without sharing. Call
+    /// [`ModelConfig::validate`] first: an invalid sharing config gives an unspecified plan.
+    pub fn block_plan(&self) -> Vec<usize> {
+        let n = self.n_layer;
+        let Some(sharing) = &self.sharing else {
+            return (0..n).collect();
+        };
+        if let Some(plan) = &sharing.plan {
+            return plan.clone();
+        }
+        let blocks = sharing.blocks.unwrap_or(n).clamp(1, n.max(1));
+        match sharing.pattern {
+            SharingPattern::Cycle => (0..n).map(|i| i % blocks).collect(),
+            SharingPattern::Repeat => (0..n).map(|i| i * blocks / n.max(1)).collect(),
+        }
+    }
+
+    /// Number of distinct blocks (weight sets).
+    pub fn n_blocks(&self) -> usize {
+        self.block_plan().iter().max().map_or(0, |m| m + 1)
     }
 
     /// True when a DWA follows block `i` (0-based).
@@ -178,6 +231,9 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout", "a probability in [0, 1)", &self.dropout);
         }
+        if let Some(sharing) = &self.sharing {
+            self.validate_sharing(sharing, file)?;
+        }
         if let Some(dwa) = self.dwa {
             if dwa.dilation == 0 {
                 return err("dwa.dilation", "k >= 1", &dwa.dilation);
@@ -185,6 +241,59 @@ impl ModelConfig {
             if dwa.period == 0 {
                 return err("dwa.period", "p >= 1", &dwa.period);
             }
+        }
+        Ok(())
+    }
+
+    /// Checks a sharing config against `n_layer`.
+    fn validate_sharing(&self, sharing: &SharingConfig, file: &str) -> Result<()> {
+        let n = self.n_layer;
+        let err = |field: &str, expected: String, found: String| {
+            Err(Error::config(
+                file,
+                format!("model.sharing.{field}"),
+                expected,
+                found,
+            ))
+        };
+        if let Some(plan) = &sharing.plan {
+            if plan.len() != n {
+                return err(
+                    "plan",
+                    format!("one block index per layer (n_layer = {n})"),
+                    format!("{} entries", plan.len()),
+                );
+            }
+            let blocks = plan.iter().max().map_or(0, |m| m + 1);
+            if let Some(unused) = (0..blocks).find(|b| !plan.contains(b)) {
+                return err(
+                    "plan",
+                    format!("every block from 0 to {} used at least once", blocks - 1),
+                    format!("{plan:?} (block {unused} unused)"),
+                );
+            }
+            return Ok(());
+        }
+        let Some(blocks) = sharing.blocks else {
+            return err(
+                "blocks",
+                "the number of distinct blocks (or a `plan`)".to_owned(),
+                "nothing".to_owned(),
+            );
+        };
+        if blocks == 0 || blocks > n {
+            return err(
+                "blocks",
+                format!("1 to n_layer = {n} blocks"),
+                blocks.to_string(),
+            );
+        }
+        if sharing.pattern == SharingPattern::Repeat && !n.is_multiple_of(blocks) {
+            return err(
+                "blocks",
+                format!("a divisor of n_layer = {n} for pattern = \"repeat\""),
+                blocks.to_string(),
+            );
         }
         Ok(())
     }
@@ -199,11 +308,15 @@ impl ModelConfig {
             .map(|((field, a), (_, b))| format!("model.{field}: {a} vs {b}"))
     }
 
-    /// A short label such as `baseline` or `denseformer-4x5`.
+    /// A short label such as `baseline`, `denseformer-4x5` or `baseline-shared-2`.
     pub fn variant_name(&self) -> String {
-        match self.dwa {
+        let base = match self.dwa {
             None => "baseline".to_owned(),
             Some(d) => format!("denseformer-{}x{}", d.dilation, d.period),
+        };
+        match &self.sharing {
+            Some(_) => format!("{base}-shared-{}", self.n_blocks()),
+            None => base,
         }
     }
 }
@@ -223,5 +336,6 @@ fn serde_json_like(c: &ModelConfig) -> Vec<(&'static str, String)> {
         ("bias", c.bias.to_string()),
         ("tied_embeddings", c.tied_embeddings.to_string()),
         ("dwa", format!("{:?}", c.dwa)),
+        ("sharing", format!("{:?}", c.block_plan())),
     ]
 }

@@ -30,6 +30,8 @@ mod model;
 mod sampling;
 
 pub use block::Block;
-pub use config::{DwaConfig, MlpKind, ModelConfig, NormKind, PositionKind};
+pub use config::{
+    DwaConfig, MlpKind, ModelConfig, NormKind, PositionKind, SharingConfig, SharingPattern,
+};
 pub use model::{Gpt, ParamCount};
 pub use sampling::SampleOptions;

@@ -28,8 +28,10 @@ pub struct Gpt {
     pub wte: Tensor,
     /// Learned position embedding `[block_size, D]`.
     pub wpe: Option<Tensor>,
-    /// The blocks.
+    /// The distinct blocks (weight sets), `h.0`, `h.1`, ...
     pub blocks: Vec<Block>,
+    /// The block each layer runs ([`ModelConfig::block_plan`]).
+    pub plan: Vec<usize>,
     /// The DWA after each block (empty for the baseline).
     pub dwa: Vec<Option<Dwa>>,
     /// Final norm.
@@ -48,7 +50,8 @@ impl Gpt {
         let wte = (path / "wte").var("weight", &[v, d], std);
         let wpe = (config.positions == PositionKind::Learned)
             .then(|| (path / "wpe").var("weight", &[config.block_size as i64, d], std));
-        let blocks = (0..config.n_layer)
+        let plan = config.block_plan();
+        let blocks = (0..config.n_blocks())
             .map(|i| Block::new(path / "h" / i, config))
             .collect();
         let dwa = dwa::build(path / "dwa", config)?;
@@ -70,6 +73,7 @@ impl Gpt {
             wte,
             wpe,
             blocks,
+            plan,
             dwa,
             ln_f,
             lm_head,
@@ -107,14 +111,10 @@ impl Gpt {
         let mut stack = if self.dwa.is_empty() {
             None
         } else {
-            Some(LayerStack::new(
-                &x,
-                self.blocks.len() + 1,
-                x.requires_grad(),
-            )?)
+            Some(LayerStack::new(&x, self.plan.len() + 1, x.requires_grad())?)
         };
-        for (i, block) in self.blocks.iter().enumerate() {
-            let out = block.forward(&x, &self.config, self.rotary.as_ref(), train)?;
+        for (i, &b) in self.plan.iter().enumerate() {
+            let out = self.blocks[b].forward(&x, &self.config, self.rotary.as_ref(), train)?;
             x = match stack.as_mut() {
                 Some(stack) => {
                     stack.push(&out)?;

@@ -22,6 +22,7 @@ pub fn tiny(dwa: Option<(usize, usize)>) -> ModelConfig {
         dropout: 0.0,
         dwa: dwa.map(|(dilation, period)| DwaConfig { dilation, period }),
         precision: Default::default(),
+        sharing: None,
     }
 }
 

@@ -8,7 +8,7 @@ use strata_tensor::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
 /// Output elements one task accumulates at a time (fits in L1 with its accumulator).
-const CHUNK: usize = 4096;
+const CHUNK: usize = 16384;
 
 /// An element type the kernel reads and writes, with the type it accumulates in.
 trait Element: Copy + Send + Sync + 'static {
@@ -195,48 +195,75 @@ fn run<T: Element>(
     Ok(())
 }
 
+/// Output elements accumulated in registers across all layers at a time.
+const LANES: usize = 32;
+
 /// Computes output elements `first .. first + dst.len()` into `dst`.
 fn accumulate_chunk<T: Element>(dst: &mut [T], first: usize, inputs: &Inputs<T>, layout: &Layout) {
-    let mut acc = [T::Acc::default(); CHUNK];
+    let weights: Vec<T::Acc> = inputs.weights.iter().map(|&w| T::weight(w)).collect();
     let mut done = 0;
     while done < dst.len() {
         let index = first + done;
         let (row, col) = (index / layout.inner_len, index % layout.inner_len);
         let len = (layout.inner_len - col).min(dst.len() - done);
         let offset = layout.row_offset(row) + col as isize * layout.inner_stride;
-        let acc = &mut acc[..len];
-        for (i, (&base, &w)) in inputs.bases.iter().zip(&inputs.weights).enumerate() {
-            let w = T::weight(w);
+        let out = &mut dst[done..done + len];
+        if layout.inner_stride == 1 {
             // SAFETY: row `row`, columns `col .. col + len` lie inside each selected layer.
-            let src = unsafe { base.offset(offset) };
-            if layout.inner_stride == 1 {
-                // SAFETY: a unit-stride run of `len` elements inside the layer.
-                let src = unsafe { std::slice::from_raw_parts(src, len) };
-                if i == 0 {
-                    acc.iter_mut()
-                        .zip(src)
-                        .for_each(|(a, x)| *a = w * x.widen());
-                } else {
-                    acc.iter_mut()
-                        .zip(src)
-                        .for_each(|(a, x)| *a += w * x.widen());
-                }
-            } else {
-                for (k, a) in acc.iter_mut().enumerate() {
+            unsafe { unit_stride_run(out, offset, inputs, &weights) };
+        } else {
+            for (k, d) in out.iter_mut().enumerate() {
+                let at = offset + k as isize * layout.inner_stride;
+                let mut acc = T::Acc::default();
+                for (&base, &w) in inputs.bases.iter().zip(&weights) {
                     // SAFETY: element `col + k` of the row, inside the layer.
-                    let x = unsafe { *src.offset(k as isize * layout.inner_stride) }.widen();
-                    if i == 0 {
-                        *a = w * x;
-                    } else {
-                        *a += w * x;
-                    }
+                    acc += w * unsafe { *base.offset(at) }.widen();
                 }
+                *d = T::narrow(acc);
             }
         }
-        for (d, a) in dst[done..done + len].iter_mut().zip(acc.iter()) {
-            *d = T::narrow(*a);
-        }
         done += len;
+    }
+}
+
+/// One contiguous run: every `LANES` outputs are summed over all layers in registers, so each
+/// input is streamed once and the output written once.
+///
+/// # Safety
+/// `offset .. offset + out.len()` must lie inside every selected layer.
+unsafe fn unit_stride_run<T: Element>(
+    out: &mut [T],
+    offset: isize,
+    inputs: &Inputs<T>,
+    weights: &[T::Acc],
+) {
+    let mut blocks = out.chunks_exact_mut(LANES);
+    let mut start = offset;
+    for block in &mut blocks {
+        let mut acc = [T::Acc::default(); LANES];
+        for (&base, &w) in inputs.bases.iter().zip(weights) {
+            // SAFETY: the caller guarantees the run lies inside the layer.
+            let src = unsafe { std::slice::from_raw_parts(base.offset(start), LANES) };
+            for (a, x) in acc.iter_mut().zip(src) {
+                *a += w * x.widen();
+            }
+        }
+        for (d, a) in block.iter_mut().zip(acc) {
+            *d = T::narrow(a);
+        }
+        start += LANES as isize;
+    }
+    let tail = blocks.into_remainder();
+    let mut acc = [T::Acc::default(); LANES];
+    for (&base, &w) in inputs.bases.iter().zip(weights) {
+        // SAFETY: as above, for the last `tail.len()` elements.
+        let src = unsafe { std::slice::from_raw_parts(base.offset(start), tail.len()) };
+        for (a, x) in acc.iter_mut().zip(src) {
+            *a += w * x.widen();
+        }
+    }
+    for (d, a) in tail.iter_mut().zip(acc) {
+        *d = T::narrow(a);
     }
 }
 

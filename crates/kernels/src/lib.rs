@@ -18,6 +18,6 @@ pub use ffi::grad_mode_enabled;
 pub use layer_stack::LayerStack;
 pub use selection::Selection;
 pub use weighted_sum::{
-    Implementation, pinned_implementation, weighted_sum, weighted_sum_into, weighted_sum_list,
-    with_implementation,
+    IMPLEMENTATION_ENV, Implementation, pinned_implementation, weighted_sum, weighted_sum_into,
+    weighted_sum_list, with_implementation,
 };

@@ -25,9 +25,43 @@ pub enum Implementation {
     CudaNoGrad,
 }
 
+impl std::str::FromStr for Implementation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "reference" => Ok(Self::Reference),
+            "fused" => Ok(Self::Fused),
+            "cpu" => Ok(Self::CpuNoGrad),
+            "cuda" => Ok(Self::CudaNoGrad),
+            other => Err(Error::Invalid(format!(
+                "unknown weighted-sum implementation `{other}`: expected auto, reference, fused, \
+                 cpu or cuda"
+            ))),
+        }
+    }
+}
+
+/// The environment variable that pins an implementation for the whole process (every thread,
+/// including data-parallel workers): `reference`, `fused`, `cpu`, `cuda` or `auto`.
+pub const IMPLEMENTATION_ENV: &str = "STRATA_WEIGHTED_SUM";
+
 thread_local! {
     /// The implementation `Auto` stands for on this thread (`Auto`: decide per call).
     static PINNED: Cell<Implementation> = const { Cell::new(Implementation::Auto) };
+}
+
+/// The process-wide pin from [`IMPLEMENTATION_ENV`], read once; an invalid value is logged
+/// and ignored.
+fn process_pin() -> Implementation {
+    static PIN: std::sync::OnceLock<Implementation> = std::sync::OnceLock::new();
+    *PIN.get_or_init(|| match std::env::var(IMPLEMENTATION_ENV) {
+        Ok(value) => value.parse().unwrap_or_else(|err| {
+            tracing::warn!("{IMPLEMENTATION_ENV}: {err}; using auto");
+            Implementation::Auto
+        }),
+        Err(_) => Implementation::Auto,
+    })
 }
 
 /// Runs `f` with `Auto` standing for `implementation` on this thread: for comparing paths
@@ -41,9 +75,13 @@ pub fn with_implementation<R>(implementation: Implementation, f: impl FnOnce() -
     result
 }
 
-/// The implementation `Auto` currently stands for on this thread (`Auto` when none is pinned).
+/// The implementation `Auto` currently stands for on this thread: the thread's pin
+/// ([`with_implementation`]), else the process's ([`IMPLEMENTATION_ENV`]), else `Auto`.
 pub fn pinned_implementation() -> Implementation {
-    PINNED.with(Cell::get)
+    match PINNED.with(Cell::get) {
+        Implementation::Auto => process_pin(),
+        pinned => pinned,
+    }
 }
 
 /// True when autograd would record an operation on these inputs.
@@ -269,4 +307,36 @@ fn reference(inputs: &[Tensor], weights: &Tensor) -> Result<Tensor> {
     } else {
         acc.f_to_kind(out_kind)?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implementations_parse_from_their_names_and_thread_pins_nest() {
+        for (name, want) in [
+            ("auto", Implementation::Auto),
+            ("reference", Implementation::Reference),
+            ("fused", Implementation::Fused),
+            ("cpu", Implementation::CpuNoGrad),
+            ("cuda", Implementation::CudaNoGrad),
+        ] {
+            assert_eq!(name.parse::<Implementation>().unwrap(), want);
+        }
+        let err = "fast".parse::<Implementation>().unwrap_err();
+        assert!(
+            err.to_string().contains("expected auto, reference"),
+            "{err}"
+        );
+        let outside = pinned_implementation();
+        with_implementation(Implementation::Reference, || {
+            assert_eq!(pinned_implementation(), Implementation::Reference);
+            with_implementation(Implementation::Fused, || {
+                assert_eq!(pinned_implementation(), Implementation::Fused);
+            });
+            assert_eq!(pinned_implementation(), Implementation::Reference);
+        });
+        assert_eq!(pinned_implementation(), outside);
+    }
 }

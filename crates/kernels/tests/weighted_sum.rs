@@ -68,7 +68,7 @@ const SHAPES: &[(i64, i64, i64, i64)] = &[
     (3, 2, 5, 7),
     (7, 3, 11, 33),
     (13, 1, 64, 130),
-    (4, 1, 3, 4099), // crosses the CPU kernel's chunk boundary, odd length
+    (4, 1, 5, 4099), // 20495 elements: crosses the CPU kernel's 16384-element chunks, odd length
 ];
 
 const PATHS: &[Implementation] = &[

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod inspect;
 pub mod memory;
+pub mod merge_run;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;

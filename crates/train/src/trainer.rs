@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Continue from this checkpoint (or the latest one of this run folder).
     pub resume: Option<PathBuf>,
+    /// Start a new run from this checkpoint's weights, model config and tokenizer (e.g. a
+    /// merged or expanded model) with a fresh optimizer at step 0.
+    pub init_from: Option<PathBuf>,
     /// Replace an existing run in `out_dir`.
     pub overwrite: bool,
     /// Show a progress bar.
@@ -46,6 +49,7 @@ impl RunOptions {
             config_file: config_file.into(),
             out_dir: out_dir.into(),
             resume: None,
+            init_from: None,
             overwrite: false,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
@@ -145,12 +149,12 @@ pub fn evaluate(model: &Gpt, batches: &[(Tensor, Tensor)]) -> Result<f64> {
     Ok(total / batches.len().max(1) as f64)
 }
 
-/// Prepares `out_dir`: refuses to clobber an existing run unless asked.
-fn prepare_out_dir(options: &RunOptions) -> Result<()> {
-    let dir = &options.out_dir;
+/// Prepares the run folder `dir`: an existing run there is kept when `continuing`, replaced
+/// when `overwrite`, and otherwise refused.
+pub(crate) fn prepare_out_dir(dir: &Path, continuing: bool, overwrite: bool) -> Result<()> {
     let has_run = dir.join("checkpoints").exists() || dir.join("metrics.jsonl").exists();
-    if options.resume.is_none() && has_run {
-        if !options.overwrite {
+    if !continuing && has_run {
+        if !overwrite {
             return Err(Error::Invalid(format!(
                 "{} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out for a new folder",
                 dir.display()
@@ -186,12 +190,40 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         .as_deref()
         .map(checkpoint::load)
         .transpose()?;
-    let data = prepare_data(&config, resumed.as_ref().map(|c| c.tokenizer.clone()))?;
-    let model_config = resolve_model(&config, &data.tokenizer, &options.config_file)?;
-    if let Some(ckpt) = &resumed {
+    let initial: Option<Checkpoint> = options
+        .init_from
+        .as_deref()
+        .map(checkpoint::load)
+        .transpose()?;
+    if resumed.is_some() && initial.is_some() {
+        return Err(Error::Invalid(
+            "--resume continues a run and --init-from starts a new one from a checkpoint's \
+             weights: pass one of them"
+                .to_owned(),
+        ));
+    }
+    let start_from = resumed.as_ref().or(initial.as_ref());
+    let data = prepare_data(&config, start_from.map(|c| c.tokenizer.clone()))?;
+    let model_config = match &initial {
+        Some(init) => {
+            let model = init.meta.config.model.clone();
+            tracing::info!(
+                checkpoint = %init.loaded.path.display(),
+                model = %model.variant_name(),
+                "starting from a checkpoint's weights and model config"
+            );
+            model
+        }
+        None => resolve_model(&config, &data.tokenizer, &options.config_file)?,
+    };
+    if let Some(ckpt) = start_from {
         checkpoint::ensure_compatible(ckpt, &model_config, &config, &options.config_file)?;
     }
-    prepare_out_dir(options)?;
+    prepare_out_dir(
+        &options.out_dir,
+        options.resume.is_some(),
+        options.overwrite,
+    )?;
     let t = &config.train;
     set_cpu_threads(t.threads);
     let device = t.device.resolve()?;
@@ -205,6 +237,9 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let vs = nn::VarStore::new(device);
     let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
     let mut optimizer = AdamW::new(vs.variables().into_iter().collect(), t.adamw());
+    if let Some(init) = &initial {
+        checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
+    }
     let (mut start, mut best_val, mut elapsed_before) = (0, None, 0.0);
     if let Some(ckpt) = &resumed {
         checkpoint::restore_weights(&vs, &ckpt.loaded.model, &ckpt.loaded.path)?;
