@@ -1,6 +1,7 @@
 //! `strata`: train, evaluate, sample and compare small transformers.
 
 mod demo;
+mod experiments;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -103,6 +104,12 @@ enum Command {
     },
     /// Train nanoGPT's CPU recipe and its DenseFormer twin on Tiny Shakespeare and compare.
     Demo(demo::DemoArgs),
+    /// Run a study over several seeds and write its table and plot (docs/experiments/).
+    Experiment {
+        /// The study.
+        #[command(subcommand)]
+        study: experiments::Study,
+    },
 }
 
 fn main() -> ExitCode {
@@ -238,6 +245,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Experiment { study } => experiments::run(study, &stop_flag()),
         Command::Demo(args) => {
             // The children get Ctrl-C too and save; the demo waits for them, then stops.
             let stop = stop_flag();

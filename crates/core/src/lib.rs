@@ -25,6 +25,7 @@
 mod block;
 pub mod config;
 pub mod dwa;
+pub mod flops;
 pub mod layers;
 mod model;
 mod sampling;

@@ -61,3 +61,33 @@ fn first_difference_names_the_field() {
     b.d_model = 32;
     assert_eq!(a.first_difference(&b).unwrap(), "model.d_model: 16 vs 32");
 }
+
+#[test]
+fn training_flops_match_a_hand_count() {
+    // nanoGPT's CPU model: vocab 65, 4 layers, width 128, GELU MLP 512, context 64.
+    let c: strata_core::ModelConfig =
+        toml::from_str("vocab_size = 65\nn_layer = 4\nn_head = 4\nd_model = 128\nblock_size = 64")
+            .unwrap();
+    // Per layer: q, k, v, out (4 · 128²) + fc and proj (2 · 128 · 512) = 196608 weights.
+    assert_eq!(strata_core::flops::matmul_weights_per_layer(&c), 196_608.0);
+    // Forward per token: 2 · (4 · 196608 + 65 · 128) + 2 · 4 · 64 · 128 = 1655040 FLOPs.
+    assert_eq!(
+        strata_core::flops::forward_flops_per_token(&c, 64),
+        1_655_040.0
+    );
+    // A training step of 12 x 64 tokens: three forward passes.
+    assert_eq!(
+        strata_core::flops::train_flops_per_step(&c, 12, 64),
+        3.0 * 1_655_040.0 * 768.0
+    );
+    // Shared blocks still compute once per layer.
+    let mut shared = c.clone();
+    shared.sharing = Some(strata_core::SharingConfig {
+        blocks: Some(1),
+        ..Default::default()
+    });
+    assert_eq!(
+        strata_core::flops::forward_flops_per_token(&shared, 64),
+        strata_core::flops::forward_flops_per_token(&c, 64)
+    );
+}

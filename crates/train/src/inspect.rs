@@ -64,6 +64,22 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
     })
 }
 
+/// Mean loss of a loaded checkpoint on `batches` fixed batches of the validation split (the
+/// last `data.val_fraction`) of another corpus, read with the checkpoint's tokenizer.
+pub fn evaluate_on_corpus(loaded: &LoadedModel, corpus: &Path, batches: usize) -> Result<f64> {
+    let mut config = loaded.checkpoint.meta.config.clone();
+    config.data.path = Some(corpus.to_path_buf());
+    config.train.eval_iters = batches.max(1);
+    let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
+    let (_, val) = eval_batches(
+        &config.train,
+        &data.splits,
+        config.model.block_size,
+        loaded.model.device(),
+    );
+    evaluate(&loaded.model, &val)
+}
+
 /// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included).
 pub fn sample(
     loaded: &LoadedModel,

@@ -7,6 +7,7 @@
 mod adamw_cpu;
 pub mod checkpoint;
 pub mod checkpoint_io;
+pub mod comparison_plots;
 pub mod config;
 pub mod data;
 pub mod inspect;

@@ -16,7 +16,7 @@ use strata_tensor::{Error, Result};
 /// DejaVu Sans, used for every label.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// Font family name the charts ask for.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 /// Size of the loss-curve images in pixels.
 pub const LOSS_SIZE: (u32, u32) = (900, 560);
 /// Size of the DWA heatmap images in pixels.
@@ -204,13 +204,13 @@ impl Chart for LossChart {
 }
 
 /// Decimals that tell apart the ~10 tick labels of an axis spanning `span`.
-fn label_decimals(span: f64) -> usize {
+pub(crate) fn label_decimals(span: f64) -> usize {
     (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
 }
 
 /// The (min, max) of `values` widened by `pad` of the span; a unit range around a single
 /// value or when there are none.
-fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+pub(crate) fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });

@@ -1,0 +1,187 @@
+//! `strata experiment`: the layer-repetition and fine-tune-merging studies, over several
+//! seeds, with tables and plots written into a docs folder. Every run lives in its own run
+//! folder; a run whose `summary.json` says it finished is reused, so an interrupted study
+//! picks up where it stopped.
+
+mod merging;
+mod repetition;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use strata_core::ModelConfig;
+use strata_tensor::{Error, Result};
+use strata_train::metrics::read_records;
+use strata_train::{RunConfig, RunOptions, RunSummary};
+
+/// Options shared by the studies.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StudyArgs {
+    /// The recipe every run starts from.
+    #[arg(long, default_value = "configs/nanogpt-cpu.toml")]
+    pub config: PathBuf,
+    /// Seeds per variant.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Training steps of a phase (see the study's description).
+    #[arg(long, default_value_t = 600)]
+    pub steps: u64,
+    /// Evaluate every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub eval_interval: u64,
+    /// Folder of the run folders.
+    #[arg(long, default_value = "runs/experiments")]
+    pub out: PathBuf,
+    /// Folder for the tables and plots.
+    #[arg(long, default_value = "docs/experiments")]
+    pub docs: PathBuf,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The studies.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Study {
+    /// A trained 2-layer model grown to 4 layers by `1-1-2-2`, `1-2-1-2` and identity
+    /// insertion, trained on for the same steps, against a 4-layer model trained from scratch
+    /// with the same total compute.
+    Repetition(StudyArgs),
+    /// One base fine-tuned on two halves of the corpus, merged by every method; validation
+    /// loss on each half.
+    Merging(StudyArgs),
+}
+
+/// Runs a study.
+pub fn run(study: Study, stop: &Arc<AtomicBool>) -> Result<()> {
+    match study {
+        Study::Repetition(args) => repetition::run(&args, stop),
+        Study::Merging(args) => merging::run(&args, stop),
+    }
+}
+
+/// One training run of a study.
+struct Run<'a> {
+    args: &'a StudyArgs,
+    overrides: Vec<String>,
+    out: PathBuf,
+    init_from: Option<PathBuf>,
+}
+
+impl<'a> Run<'a> {
+    /// A run of the study's recipe with `overrides`, writing into `out`.
+    fn new(args: &'a StudyArgs, out: PathBuf, overrides: &[String]) -> Self {
+        Self {
+            args,
+            overrides: overrides.to_vec(),
+            out,
+            init_from: None,
+        }
+    }
+
+    /// Starts from a checkpoint's weights and model.
+    fn init_from(mut self, checkpoint: &Path) -> Self {
+        self.init_from = Some(checkpoint.to_path_buf());
+        self
+    }
+
+    /// Trains, or reuses a finished run in the same folder.
+    fn train(self, stop: &Arc<AtomicBool>) -> Result<RunSummary> {
+        if let Some(done) = finished(&self.out) {
+            tracing::info!(run = %self.out.display(), "reusing a finished run");
+            return Ok(done);
+        }
+        let config = RunConfig::load(&self.args.config, &self.overrides)?;
+        let mut options = RunOptions::new(&self.args.config, &self.out);
+        options.overwrite = true;
+        options.progress = !self.args.quiet;
+        options.stop = stop.clone();
+        options.init_from = self.init_from;
+        let summary = strata_train::train(config, &options)?;
+        if summary.interrupted || stop.load(Ordering::SeqCst) {
+            return Err(Error::Invalid(format!(
+                "interrupted in {}; run the same command again to continue the study",
+                self.out.display()
+            )));
+        }
+        Ok(summary)
+    }
+}
+
+/// The summary of a finished run in `dir`, if there is one.
+fn finished(dir: &Path) -> Option<RunSummary> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+    let summary: RunSummary = serde_json::from_str(&text).ok()?;
+    (!summary.interrupted).then_some(summary)
+}
+
+/// Overrides that fix a run's length, seed and evaluation cadence.
+fn schedule(args: &StudyArgs, steps: u64, seed: u64) -> Vec<String> {
+    vec![
+        format!("train.max_iters={steps}"),
+        format!("train.lr_decay_iters={steps}"),
+        format!("train.seed={seed}"),
+        format!("train.eval_interval={}", args.eval_interval),
+    ]
+}
+
+/// `(step, val_loss)` of every evaluation of a run.
+fn val_curve(run: &Path) -> Result<Vec<(u64, f64)>> {
+    Ok(read_records(&run.join("metrics.jsonl"))?
+        .into_iter()
+        .filter(|r| r.kind == "eval")
+        .filter_map(|r| r.val_loss.map(|v| (r.step, v)))
+        .collect())
+}
+
+/// The model config a finished run trained.
+fn trained_model(run: &Path) -> Result<ModelConfig> {
+    Ok(strata_train::checkpoint::load(run)?.meta.config.model)
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// `mean ± std` with four decimals.
+fn pm(values: &[f64]) -> String {
+    let (m, s) = mean_std(values);
+    format!("{m:.4} ± {s:.4}")
+}
+
+/// Writes a markdown file into the docs folder.
+fn write_doc(args: &StudyArgs, name: &str, text: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(&args.docs).map_err(Error::io(&args.docs))?;
+    let path = args.docs.join(name);
+    std::fs::write(&path, text).map_err(Error::io(&path))?;
+    Ok(path)
+}
+
+/// The command line that reproduces a study.
+fn command_line(study: &str, args: &StudyArgs) -> String {
+    format!(
+        "strata experiment {study} --config {} --seeds {} --steps {} --eval-interval {}",
+        args.config.display(),
+        args.seeds,
+        args.steps,
+        args.eval_interval
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_deviation() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
+        assert_eq!(m, 2.0);
+        assert!((s - 1.0).abs() < 1e-12);
+        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
+        assert_eq!(pm(&[1.0, 3.0]), "2.0000 ± 1.4142");
+    }
+}
