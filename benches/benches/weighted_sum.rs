@@ -1,13 +1,14 @@
 //! Every weighted-sum path against a plain copy, as bytes moved per second (bytes read plus
 //! bytes written): 13 stacked outputs (12 blocks and the embeddings) of batch 12 x 256 tokens
 //! x width 768, f32, 123 MB, so that neither the sum nor the copy fits in the last-level
-//! cache. The copy moves the whole stack into a second buffer (STREAM's copy). The fused and
-//! CPU paths write into a preallocated output; the reference allocates its temporaries, as it
-//! does in use.
+//! cache. The copy moves the whole stack into a second buffer (STREAM's copy). The fused
+//! (matrix product) and CPU paths write into a preallocated output; the reference allocates
+//! its temporaries, as it does in use; `stack_forward` is the forward pass of the layer
+//! stack's autograd function, what training runs.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strata_benches::{WEIGHTED_SUM_LAYER_SHAPE, WEIGHTED_SUM_LAYERS};
-use strata_kernels::{Implementation, Selection, weighted_sum, weighted_sum_into};
+use strata_kernels::{Implementation, LayerStack, Selection, weighted_sum, weighted_sum_into};
 use tch::{Device, Kind, Tensor};
 
 fn weighted_sum_bandwidth(c: &mut Criterion) {
@@ -37,6 +38,22 @@ fn weighted_sum_bandwidth(c: &mut Criterion) {
             })
         });
     }
+    // The training path: the layer stack's own autograd function over a filled stack whose
+    // outputs require gradients (forward only; the graph is dropped each iteration).
+    drop(_guard);
+    let outputs: Vec<Tensor> = (0..layers)
+        .map(|j| stack.get(j).detach().set_requires_grad(true))
+        .collect();
+    let mut layer_stack =
+        LayerStack::new(&outputs[0], layers as usize, true).expect("a layer stack");
+    for x in &outputs[1..] {
+        layer_stack.push(x).expect("push");
+    }
+    let trained_weights = weights.set_requires_grad(true);
+    group.bench_function("stack_forward/13-layers", |bench| {
+        bench.iter(|| layer_stack.weighted_sum(&trained_weights, &selection))
+    });
+    let _guard = tch::no_grad_guard();
     group.throughput(Throughput::Bytes((2 * layers * layer * 4) as u64));
     let mut target = stack.zeros_like();
     group.bench_function("copy/13-layers", |bench| {

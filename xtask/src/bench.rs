@@ -320,10 +320,11 @@ fn criterion_section(results: &[CriterionResult]) -> String {
          `train_step_nanogpt_cpu`: one optimizer step (forward, backward, clip, AdamW) of the \
          nanogpt-cpu model on a 12 x 64 batch, with one data-parallel worker per core or with \
          libtorch's own threading. `weighted_sum`: each path of the weighted sum over 13 stacked \
-         outputs of 12 x 256 x 768 f32 (123 MB, beyond the last-level cache; reference loop, \
-         fused matrix product and rayon CPU kernel, the last two writing into a preallocated \
-         output) against a copy of the whole stack into a second buffer. Bandwidth is bytes \
-         read plus bytes written per second.\n\n\
+         outputs of 12 x 256 x 768 f32 (123 MB, beyond the last-level cache): the reference loop, \
+         the fused matrix product and the rayon CPU kernel (both writing into a preallocated \
+         output), and `stack_forward`, the forward pass of the layer stack's autograd function \
+         that training runs; against a copy of the whole stack into a second buffer. \
+         Bandwidth is bytes read plus bytes written per second.\n\n\
          | benchmark | mean | bandwidth | vs copy |\n|---|---|---|---|\n",
     );
     let gbps = |r: &CriterionResult| r.bytes.map(|b| b / r.mean_ns);

@@ -34,6 +34,8 @@ pub struct Gpt {
     pub plan: Vec<usize>,
     /// The DWA after each block (empty for the baseline).
     pub dwa: Vec<Option<Dwa>>,
+    /// Which layer-stack entries some DWA reads (the others are never stored).
+    stack_reads: Vec<bool>,
     /// Final norm.
     pub ln_f: Norm,
     /// Output head when embeddings are not tied.
@@ -55,6 +57,12 @@ impl Gpt {
             .map(|i| Block::new(path / "h" / i, config))
             .collect();
         let dwa = dwa::build(path / "dwa", config)?;
+        let mut stack_reads = vec![false; config.n_layer + 1];
+        for d in dwa.iter().flatten() {
+            for j in d.selection.indices() {
+                stack_reads[j] = true;
+            }
+        }
         let ln_f = Norm::new(path / "ln_f", config.norm, config.d_model, config.bias);
         let lm_head = (!config.tied_embeddings).then(|| {
             Linear::new(
@@ -75,6 +83,7 @@ impl Gpt {
             blocks,
             plan,
             dwa,
+            stack_reads,
             ln_f,
             lm_head,
             rotary,
@@ -111,7 +120,11 @@ impl Gpt {
         let mut stack = if self.dwa.is_empty() {
             None
         } else {
-            Some(LayerStack::new(&x, self.plan.len() + 1, x.requires_grad())?)
+            Some(LayerStack::reading(
+                &x,
+                &self.stack_reads,
+                x.requires_grad(),
+            )?)
         };
         for (i, &b) in self.plan.iter().enumerate() {
             let out = self.blocks[b].forward(&x, &self.config, self.rotary.as_ref(), train)?;

@@ -28,6 +28,11 @@ using torch::autograd::AutogradContext;
 using torch::autograd::Function;
 using torch::autograd::variable_list;
 
+// The rayon CPU kernel of strata-kernels (src/ffi.rs): 0 when it wrote `out`.
+extern "C" int strata_kernels_cpu_stack_sum(at::Tensor* values, at::Tensor* out,
+                                            const double* weights, int64_t start, int64_t step,
+                                            int64_t count);
+
 namespace {
 
 thread_local std::string last_error;
@@ -53,6 +58,20 @@ at::Tensor& gradient_buffer(at::Tensor& grads, const at::Tensor& values) {
     grads.zero_();
   }
   return grads;
+}
+
+// The weighted sum by the Rust CPU kernel (one streaming pass, rows summed in registers);
+// undefined when the values are not on the CPU or the kernel refuses them.
+at::Tensor cpu_sum(const at::Tensor& values, const at::Tensor& weights, int64_t start,
+                   int64_t step, int64_t count, const std::vector<int64_t>& layer_shape) {
+  if (!values.is_cpu()) {
+    return at::Tensor();
+  }
+  at::Tensor w = weights.detach().to(at::kDouble).contiguous();
+  at::Tensor out = at::empty(layer_shape, values.options());
+  at::Tensor v = values;
+  int status = strata_kernels_cpu_stack_sum(&v, &out, w.data_ptr<double>(), start, step, count);
+  return status == 0 ? out : at::Tensor();
 }
 
 struct PushLayer : public Function<PushLayer> {
@@ -83,11 +102,14 @@ struct PushLayer : public Function<PushLayer> {
 struct StackWeightedSum : public Function<StackWeightedSum> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor weights, at::Tensor token,
                             Buffers buffers, int64_t start, int64_t step, int64_t count) {
-    at::Tensor rows = selected_rows(buffers.values, start, step, count);
-    at::Tensor w = weights.to(rows.scalar_type()).unsqueeze(0);
     std::vector<int64_t> layer_shape(buffers.values.sizes().begin() + 1,
                                      buffers.values.sizes().end());
-    at::Tensor out = at::mm(w, rows).view(layer_shape);
+    at::Tensor out = cpu_sum(buffers.values, weights, start, step, count, layer_shape);
+    if (!out.defined()) {
+      at::Tensor rows = selected_rows(buffers.values, start, step, count);
+      at::Tensor w = weights.to(rows.scalar_type()).unsqueeze(0);
+      out = at::mm(w, rows).view(layer_shape);
+    }
     ctx->save_for_backward({weights});
     ctx->saved_data["values"] = buffers.values;
     ctx->saved_data["grads"] = buffers.grads;

@@ -97,3 +97,37 @@ pub fn stack_weighted_sum(
     };
     take(ptr, "layer stack weighted sum")
 }
+
+/// The CPU kernel for the C++ forward pass of the layer stack's weighted sum: writes
+/// `Σ_i weights[i] · values[start + i·step]` into `out`. Returns 0, or 1 after logging why the
+/// inputs were refused (the caller then falls back to a matrix product).
+///
+/// # Safety
+/// `values` and `out` point to live tensors and `weights` to `count` doubles, for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn strata_kernels_cpu_stack_sum(
+    values: *mut C_tensor,
+    out: *mut C_tensor,
+    weights: *const f64,
+    start: i64,
+    step: i64,
+    count: i64,
+) -> c_int {
+    // SAFETY: the caller passes live tensors; shallow clones share them without owning them.
+    let (values, mut out) =
+        unsafe { (Tensor::clone_from_ptr(values), Tensor::clone_from_ptr(out)) };
+    // SAFETY: the caller passes `count` weights.
+    let weights = unsafe { std::slice::from_raw_parts(weights, count.max(0) as usize) };
+    let selection = crate::Selection {
+        start: start as usize,
+        step: step as usize,
+        count: count as usize,
+    };
+    match crate::cpu::weighted_sum_into(&mut out, &values, weights, &selection) {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::debug!("cpu stack sum refused ({err}); using a matrix product");
+            1
+        }
+    }
+}

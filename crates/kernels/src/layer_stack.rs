@@ -20,6 +20,8 @@ pub struct LayerStack {
     storage: Storage,
     len: usize,
     capacity: usize,
+    /// Which slots some weighted sum will read (`None`: all); the others are not stored.
+    reads: Option<Vec<bool>>,
 }
 
 /// Where the layer outputs live.
@@ -43,8 +45,25 @@ enum Storage {
 
 impl LayerStack {
     /// A stack for `capacity` outputs shaped like `first`, holding `first` as layer 0.
-    /// `track_grad` selects live storage (true) or the preallocated buffer (false).
+    /// `track_grad`: autograd records through the stack (see [`LayerStack`]).
     pub fn new(first: &Tensor, capacity: usize, track_grad: bool) -> Result<Self> {
+        Self::build(first, capacity, track_grad, None)
+    }
+
+    /// Like [`LayerStack::new`] for `reads.len()` outputs, storing only the slots `j` with
+    /// `reads[j]`: the outputs no weighted sum reads (DenseFormer with dilation and period)
+    /// are neither copied nor given a gradient slot.
+    pub fn reading(first: &Tensor, reads: &[bool], track_grad: bool) -> Result<Self> {
+        Self::build(first, reads.len(), track_grad, Some(reads.to_vec()))
+    }
+
+    /// The constructors' common body.
+    fn build(
+        first: &Tensor,
+        capacity: usize,
+        track_grad: bool,
+        reads: Option<Vec<bool>>,
+    ) -> Result<Self> {
         if capacity == 0 {
             return Err(Error::Invalid(
                 "layer stack capacity must be at least 1".to_owned(),
@@ -67,6 +86,7 @@ impl LayerStack {
             storage,
             len: 0,
             capacity,
+            reads,
         };
         stack.push(first)?;
         Ok(stack)
@@ -82,6 +102,11 @@ impl LayerStack {
         self.len == 0
     }
 
+    /// True when slot `j` is stored.
+    fn stores(&self, j: usize) -> bool {
+        self.reads.as_ref().is_none_or(|r| r[j])
+    }
+
     /// Appends a layer output.
     pub fn push(&mut self, x: &Tensor) -> Result<()> {
         if self.len == self.capacity {
@@ -89,6 +114,10 @@ impl LayerStack {
                 "layer stack is full ({} outputs)",
                 self.capacity
             )));
+        }
+        if !self.stores(self.len) && !matches!(self.storage, Storage::Live(_)) {
+            self.len += 1;
+            return Ok(());
         }
         match &mut self.storage {
             Storage::Buffer(buffer) => {
@@ -120,6 +149,11 @@ impl LayerStack {
                 selection.last()
             )));
         }
+        if let Some(unread) = selection.indices().find(|&j| !self.stores(j)) {
+            return Err(Error::Invalid(format!(
+                "layer stack: slot {unread} was declared unread, but a weighted sum selects it"
+            )));
+        }
         match &self.storage {
             Storage::Buffer(buffer) => {
                 let filled = buffer.narrow(0, 0, self.len as i64);
@@ -132,7 +166,9 @@ impl LayerStack {
                 ..
             } => {
                 crate::weighted_sum::check_weights(weights, selection)?;
-                let token = token.as_ref().expect("a stack holds at least one output");
+                let token = token.as_ref().ok_or_else(|| {
+                    Error::Invalid("layer stack: no stored output to sum".to_owned())
+                })?;
                 ffi::stack_weighted_sum(
                     weights,
                     token,

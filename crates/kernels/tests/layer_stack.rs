@@ -12,6 +12,8 @@ struct Toy {
     readout: Tensor,
     dilation: usize,
     period: usize,
+    /// Store only the slots some DWA reads ([`LayerStack::reading`]).
+    skip_unread: bool,
 }
 
 impl Toy {
@@ -34,6 +36,7 @@ impl Toy {
             readout: leaf(&[2, 3, 5]),
             dilation,
             period,
+            skip_unread: false,
         }
     }
 
@@ -41,7 +44,11 @@ impl Toy {
     /// `period`-th layer; returns a scalar loss.
     fn loss(&self) -> Tensor {
         let mut x = &self.layers[0] * 1.5;
-        let mut stack = LayerStack::new(&x, self.layers.len(), true).unwrap();
+        let mut stack = if self.skip_unread {
+            LayerStack::reading(&x, &self.reads(), true).unwrap()
+        } else {
+            LayerStack::new(&x, self.layers.len(), true).unwrap()
+        };
         for i in 1..self.layers.len() {
             let out = x.tanh() * &self.layers[i] + &x;
             stack.push(&out).unwrap();
@@ -53,6 +60,17 @@ impl Toy {
             };
         }
         (x.sin() * &self.readout).sum(Kind::Double)
+    }
+
+    /// Which slots the DWAs read.
+    fn reads(&self) -> Vec<bool> {
+        let mut reads = vec![false; self.layers.len()];
+        for i in (1..self.layers.len()).filter(|i| i % self.period == 0) {
+            for j in Selection::dilated(i, self.dilation).unwrap().indices() {
+                reads[j] = true;
+            }
+        }
+        reads
     }
 
     fn params(&self) -> Vec<&Tensor> {
@@ -141,4 +159,43 @@ fn a_stack_outside_autograd_needs_no_gradient_buffer() {
     let recorded = toy.loss().double_value(&[]);
     let evaluated = tch::no_grad(|| toy.loss()).double_value(&[]);
     assert!((recorded - evaluated).abs() < 1e-5 * recorded.abs().max(1.0));
+}
+
+#[test]
+fn skipping_unread_slots_changes_neither_values_nor_gradients() {
+    for (dilation, period) in [(2, 3), (3, 2), (4, 5)] {
+        tch::manual_seed(9);
+        let mut toy = Toy::new(Kind::Double, 11, dilation, period);
+        assert!(
+            toy.reads().contains(&false),
+            "k={dilation} p={period} leaves slots unread"
+        );
+        let (loss_all, grads_all) = toy.loss_and_grads(Implementation::Auto);
+        toy.skip_unread = true;
+        for path in [Implementation::Auto, Implementation::Reference] {
+            let (loss, grads) = toy.loss_and_grads(path);
+            assert!(
+                (loss - loss_all).abs() < 1e-12,
+                "{path:?} k={dilation} p={period}"
+            );
+            for (a, b) in grads.iter().zip(&grads_all) {
+                assert!(
+                    a.max_rel_diff(b).unwrap() < 1e-12,
+                    "{path:?} k={dilation} p={period}"
+                );
+            }
+        }
+        let eval = tch::no_grad(|| toy.loss()).double_value(&[]);
+        assert!((eval - loss_all).abs() < 1e-12);
+    }
+    let x = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let mut stack = LayerStack::reading(&x, &[false, true, false], false).unwrap();
+    stack.push(&x).unwrap();
+    stack.push(&x).unwrap();
+    let w = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let err = stack.weighted_sum(&w, &Selection::all(3)).unwrap_err();
+    assert!(
+        err.to_string().contains("slot 0 was declared unread"),
+        "{err}"
+    );
 }
