@@ -2,8 +2,7 @@
 //! DenseFormer 1x1, with one data-parallel worker per core and with libtorch's own threading.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use strata_benches::{batch, build, nanogpt_cpu_model};
-use strata_train::optim::{AdamW, AdamWConfig};
+use strata_benches::{adamw, batch, build, nanogpt_cpu_model};
 use strata_train::parallel::{DataParallel, worker_count};
 use tch::Device;
 
@@ -22,15 +21,7 @@ fn train_step(c: &mut Criterion) {
             };
             let threads = (cores / workers).max(1);
             let mut dp = DataParallel::new(&vs, &model, workers, threads).expect("replicas");
-            let mut opt = AdamW::new(
-                vs.variables().into_iter().collect(),
-                AdamWConfig {
-                    beta1: 0.9,
-                    beta2: 0.99,
-                    eps: 1e-8,
-                    weight_decay: 0.1,
-                },
-            );
+            let mut opt = adamw(&vs, 0.99);
             let (x, y) = batch(&config, 12);
             let name = format!(
                 "{}/{}",

@@ -2,6 +2,7 @@
 
 use strata_core::{Gpt, ModelConfig};
 use strata_tensor::seeded;
+use strata_train::optim::{AdamW, AdamWConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 /// Stacked layers of the weighted-sum benchmark (12 blocks and the embeddings).
@@ -20,6 +21,19 @@ pub fn nanogpt_cpu_model(denseformer: bool) -> ModelConfig {
     let text =
         format!("vocab_size = 65\nn_layer = 4\nn_head = 4\nd_model = 128\nblock_size = 64\n{dwa}");
     toml::from_str(&text).expect("the benchmark model config parses")
+}
+
+/// AdamW over every variable of `vs` with the recipe's hyperparameters (β2 as given).
+pub fn adamw(vs: &nn::VarStore, beta2: f64) -> AdamW {
+    AdamW::new(
+        vs.variables().into_iter().collect(),
+        AdamWConfig {
+            beta1: 0.9,
+            beta2,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
+    )
 }
 
 /// A seeded model on the CPU and its variable store.

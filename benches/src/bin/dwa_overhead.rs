@@ -4,10 +4,9 @@
 //! peak memory belongs to one configuration only, and prints one JSON line.
 
 use std::time::Instant;
-use strata_benches::{batch, build};
+use strata_benches::{adamw, batch, build};
 use strata_core::ModelConfig;
 use strata_train::memory::{current_rss_bytes, peak_rss_bytes};
-use strata_train::optim::{AdamW, AdamWConfig};
 use strata_train::parallel::{DataParallel, worker_count};
 use tch::Device;
 
@@ -91,15 +90,7 @@ fn main() -> Result<(), String> {
     let workers = worker_count(Device::Cpu, cores, o.batch as usize);
     let mut dp = DataParallel::new(&vs, &model, workers, (cores / workers).max(1))
         .map_err(|e| e.to_string())?;
-    let mut opt = AdamW::new(
-        vs.variables().into_iter().collect(),
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        },
-    );
+    let mut opt = adamw(&vs, 0.95);
     let before = current_rss_bytes().unwrap_or(0);
     let mut times = Vec::new();
     for step in 0..o.steps + 2 {

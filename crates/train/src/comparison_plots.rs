@@ -1,7 +1,9 @@
 //! Charts that compare runs: several loss curves on one axis, and grouped bars. Each is
 //! written as PNG and SVG through [`crate::plots::render_both`].
 
-use crate::plots::{Chart, DrawResult, FAMILY, label_decimals, padded_range, render_both};
+use crate::plots::{
+    Chart, DrawResult, FAMILY, draw_legend, label_decimals, padded_range, render_both,
+};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -91,14 +93,7 @@ impl Chart for LinesChart {
                 .label(s.label.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
+        draw_legend(&mut chart)
     }
 }
 
@@ -187,14 +182,7 @@ impl Chart for BarsChart {
                     Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
+        draw_legend(&mut chart)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Using a finished checkpoint: evaluate it, sample from it, describe it.
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::config::RunConfig;
 use crate::prepare::prepare_data;
-use crate::trainer::{eval_batches, evaluate};
+use crate::trainer::{Batch, eval_batches, evaluate};
 use serde::Serialize;
 use std::path::Path;
 use strata_core::{Gpt, ParamCount, SampleOptions};
@@ -49,13 +50,7 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
     if let Some(n) = batches {
         config.train.eval_iters = n.max(1);
     }
-    let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
-    let (train, val) = eval_batches(
-        &config.train,
-        &data.splits,
-        config.model.block_size,
-        loaded.model.device(),
-    );
+    let (train, val) = fixed_eval_batches(loaded, &config)?;
     Ok(EvalReport {
         step: loaded.checkpoint.meta.step,
         train_loss: evaluate(&loaded.model, &train)?,
@@ -70,14 +65,23 @@ pub fn evaluate_on_corpus(loaded: &LoadedModel, corpus: &Path, batches: usize) -
     let mut config = loaded.checkpoint.meta.config.clone();
     config.data.path = Some(corpus.to_path_buf());
     config.train.eval_iters = batches.max(1);
-    let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
-    let (_, val) = eval_batches(
+    let (_, val) = fixed_eval_batches(loaded, &config)?;
+    evaluate(&loaded.model, &val)
+}
+
+/// The fixed train and validation batches of `config`'s corpus, read with the checkpoint's
+/// tokenizer, on the model's device.
+fn fixed_eval_batches(
+    loaded: &LoadedModel,
+    config: &RunConfig,
+) -> Result<(Vec<Batch>, Vec<Batch>)> {
+    let data = prepare_data(config, Some(loaded.checkpoint.tokenizer.clone()))?;
+    Ok(eval_batches(
         &config.train,
         &data.splits,
         config.model.block_size,
         loaded.model.device(),
-    );
-    evaluate(&loaded.model, &val)
+    ))
 }
 
 /// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included).

@@ -191,16 +191,25 @@ impl Chart for LossChart {
                 .pos(Pos::new(HPos::Center, VPos::Center));
             root.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), note))?;
         } else {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FAMILY, 15))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     }
+}
+
+/// Draws the series legend in the upper right corner of `chart`.
+pub(crate) fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
 }
 
 /// Decimals that tell apart the ~10 tick labels of an axis spanning `span`.

@@ -15,29 +15,50 @@ use strata_train::prepare::load_corpus;
 /// Validation batches per half for every evaluation.
 const EVAL_BATCHES: usize = 50;
 
-/// The merges compared: (label, method, weights, extra TOML).
-const MERGES: [(&str, MethodKind, [f64; 2], &str); 6] = [
-    ("soup (linear 0.5/0.5)", MethodKind::Linear, [0.5, 0.5], ""),
+/// The merges compared: (label, short label for the plot, method, weights, extra TOML).
+const MERGES: [(&str, &str, MethodKind, [f64; 2], &str); 6] = [
+    (
+        "soup (linear 0.5/0.5)",
+        "soup",
+        MethodKind::Linear,
+        [0.5, 0.5],
+        "",
+    ),
     (
         "task arithmetic λ=1",
+        "TA λ=1",
         MethodKind::TaskArithmetic,
         [1.0, 1.0],
         "",
     ),
     (
         "task arithmetic λ=0.5",
+        "TA λ=.5",
         MethodKind::TaskArithmetic,
         [0.5, 0.5],
         "",
     ),
     (
         "TIES density 0.5",
+        "TIES",
         MethodKind::Ties,
         [1.0, 1.0],
         "density = 0.5",
     ),
-    ("DARE drop 0.5", MethodKind::Dare, [0.5, 0.5], "drop = 0.5"),
-    ("SLERP t=0.5", MethodKind::Slerp, [0.5, 0.5], "t = 0.5"),
+    (
+        "DARE drop 0.5",
+        "DARE",
+        MethodKind::Dare,
+        [0.5, 0.5],
+        "drop = 0.5",
+    ),
+    (
+        "SLERP t=0.5",
+        "SLERP",
+        MethodKind::Slerp,
+        [0.5, 0.5],
+        "t = 0.5",
+    ),
 ];
 
 /// Runs the study and writes `merging.md` and `merging.png`/`.svg`.
@@ -60,7 +81,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
                 .train(stop)?;
             models.push((format!("fine-tune {name}"), out));
         }
-        for (label, method, weights, extra) in MERGES {
+        for (label, _, method, weights, extra) in MERGES {
             let out = dir.join(format!("merge-{}", slug(label)));
             let text = format!(
                 "base = '{}'\nmodels = ['{}', '{}']\nmethod = '{}'\nweights = [{}, {}]\nseed = {seed}\n{extra}\n",
@@ -87,7 +108,10 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let categories: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let short = ["base", "fine-tune A", "fine-tune B"]
+        .into_iter()
+        .chain(MERGES.iter().map(|m| m.1));
+    let categories: Vec<String> = short.map(str::to_owned).collect();
     let series = ["half A", "half B"]
         .iter()
         .enumerate()
@@ -170,7 +194,7 @@ fn slug(label: &str) -> String {
 fn report(args: &StudyArgs, rows: &[(String, Vec<f64>, Vec<f64>)]) -> String {
     let mut s = format!(
         "# Merging fine-tunes of one base model\n\n\
-         Command: `{}`.\n\n\
+         Command: `{}` (about a minute per seed on 2 CPU cores).\n\n\
          The corpus of `{config}` is cut in two at the line break nearest its middle (half A \
          and half B: different plays of Tiny Shakespeare). A base model is trained on the whole \
          corpus for {steps} steps; two fine-tunes start from it (`--init-from`: fresh AdamW, the \

@@ -50,26 +50,20 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         );
         let source_curve = val_curve(&source_dir)?;
         let source_flops = f_small * steps as f64;
-        for (i, (label, folder, plan)) in PLANS.iter().enumerate() {
+        for (label, folder, plan) in PLANS.iter() {
             let init = dir.join(format!("{folder}-init"));
             grow(&source_dir, &init, plan)?;
             let run_dir = dir.join(folder);
             let summary = Run::new(args, run_dir.clone(), &schedule(args, steps, seed))
                 .init_from(&init)
                 .train(stop)?;
-            let curve: Vec<(f64, f64)> = source_curve
-                .iter()
-                .map(|&(s, v)| (s as f64 * f_small, v))
-                .chain(
-                    // Step 0 of the grown run shows what growing did to the loss.
-                    val_curve(&run_dir)?
-                        .into_iter()
-                        .map(|(s, v)| (source_flops + s as f64 * f_large, v)),
-                )
+            // From the growth point on; step 0 shows what growing did to the loss.
+            let curve: Vec<(f64, f64)> = val_curve(&run_dir)?
+                .into_iter()
+                .map(|(s, v)| (source_flops + s as f64 * f_large, v))
                 .collect();
             record(
                 &mut outcomes,
-                i,
                 label,
                 summary.final_val_loss,
                 source_flops + f_large * steps as f64,
@@ -77,6 +71,18 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
                 curve,
             );
         }
+        let source_points = source_curve
+            .iter()
+            .map(|&(s, v)| (s as f64 * f_small, v))
+            .collect();
+        record(
+            &mut outcomes,
+            "2-layer source (before growing)",
+            source.final_val_loss,
+            source_flops,
+            source.wall_s,
+            source_points,
+        );
         // The same total compute spent on a 4-layer model from the start.
         scratch_steps = ((source_flops + f_large * steps as f64) / f_large).round() as u64;
         let mut scratch_overrides = schedule(args, scratch_steps, seed);
@@ -89,7 +95,6 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             .collect();
         record(
             &mut outcomes,
-            PLANS.len(),
             "from scratch, 4 layers",
             scratch.final_val_loss,
             f_large * scratch_steps as f64,
@@ -131,25 +136,28 @@ fn grow(source: &Path, out: &Path, plan: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds one seed's result to variant `index`, averaging curves point by point.
+/// Adds one seed's result to the variant called `label`, averaging curves point by point.
 fn record(
     outcomes: &mut Vec<Outcome>,
-    index: usize,
     label: &str,
     final_val: Option<f64>,
     flops: f64,
     wall_s: f64,
     curve: Vec<(f64, f64)>,
 ) {
-    if outcomes.len() <= index {
-        outcomes.push(Outcome {
-            label: label.to_owned(),
-            final_val: Vec::new(),
-            flops,
-            wall_s: Vec::new(),
-            curve: vec![(0.0, 0.0); curve.len()],
-        });
-    }
+    let index = match outcomes.iter().position(|o| o.label == label) {
+        Some(i) => i,
+        None => {
+            outcomes.push(Outcome {
+                label: label.to_owned(),
+                final_val: Vec::new(),
+                flops,
+                wall_s: Vec::new(),
+                curve: vec![(0.0, 0.0); curve.len()],
+            });
+            outcomes.len() - 1
+        }
+    };
     let o = &mut outcomes[index];
     let seeds = o.final_val.len() as f64;
     o.final_val.push(final_val.unwrap_or(f64::NAN));
@@ -178,14 +186,14 @@ fn report(args: &StudyArgs, outcomes: &[Outcome], scratch_steps: u64) -> String 
          | variant | final val loss (mean ± std) | training FLOPs | wall s (mean) |\n\
          |---|---|---|---|\n",
         command_line("repetition", args),
-        (args.seeds * args.steps * 5 / 600).max(1),
+        (args.seeds * args.steps * 5 / 1200).max(1),
         steps = args.steps,
         config = args.config.display(),
         eval = args.eval_interval,
         seeds = args.seeds,
         out = args.out.display(),
     );
-    for o in outcomes {
+    for o in outcomes.iter().filter(|o| !o.label.starts_with("2-layer")) {
         let wall = o.wall_s.iter().sum::<f64>() / o.wall_s.len().max(1) as f64;
         s += &format!(
             "| {} | {} | {:.3e} | {wall:.0} |\n",
@@ -194,6 +202,8 @@ fn report(args: &StudyArgs, outcomes: &[Outcome], scratch_steps: u64) -> String 
             o.flops
         );
     }
-    s += "\n![validation loss against training FLOPs](repetition.png)\n";
+    s += "\nThe plot shows the 2-layer source's curve, then each grown model's from the moment \
+          it was grown (its first point is the grown model before any further training).\n\n\
+          ![validation loss against training FLOPs](repetition.png)\n";
     s
 }
