@@ -14,7 +14,9 @@ use tch::{Device, Kind, Tensor};
 fn weighted_sum_bandwidth(c: &mut Criterion) {
     let _guard = tch::no_grad_guard();
     let mut group = c.benchmark_group("weighted_sum");
-    group.sample_size(20);
+    // Long, many-sample measurements: this VM's memory bandwidth wanders between seconds.
+    group.sample_size(40);
+    group.measurement_time(std::time::Duration::from_secs(10));
     let layers = WEIGHTED_SUM_LAYERS;
     let layer: i64 = WEIGHTED_SUM_LAYER_SHAPE.iter().product();
     let mut stack_shape = vec![layers];
