@@ -2,7 +2,7 @@
 //! written as PNG and SVG through [`crate::plots::render_both`].
 
 use crate::plots::{
-    Chart, DrawResult, FAMILY, draw_legend, label_decimals, padded_range, render_both,
+    Chart, DrawResult, FAMILY, draw_legend, label_decimals, line_frame, padded_range, render_both,
 };
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -70,22 +70,13 @@ impl Chart for LinesChart {
         let decimals = label_decimals(y1 - y0);
         let y_format = move |y: &f64| format!("{y:.decimals$}");
         let x_format = |x: &f64| format!("{x:.3e}");
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FAMILY, 22))
-            .margin(16)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(self.x_desc.as_str())
-            .y_desc(self.y_desc.as_str())
-            .label_style((FAMILY, 13))
-            .axis_desc_style((FAMILY, 15))
-            .x_label_formatter(&x_format)
-            .y_label_formatter(&y_format)
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        let mut chart = line_frame(
+            root,
+            &self.title,
+            (x0..x1, y0..y1),
+            (&self.x_desc, &self.y_desc),
+            (&x_format, &y_format),
+        )?;
         for (i, s) in self.series.iter().enumerate() {
             let style = PALETTE[i % PALETTE.len()].stroke_width(2);
             chart

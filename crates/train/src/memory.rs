@@ -58,8 +58,9 @@ mod tests {
             buffer[i] = 1;
         }
         let buffer = std::hint::black_box(buffer);
-        let peak = peak_rss_bytes().expect("VmHWM readable on Linux");
+        // Current first: the high-water mark read afterwards is at least every earlier RSS.
         let current = current_rss_bytes().expect("VmRSS readable on Linux");
+        let peak = peak_rss_bytes().expect("VmHWM readable on Linux");
         assert!(peak >= current, "peak {peak} below current {current}");
         // The touched buffer is resident, whatever other tests in this process allocate or
         // free meanwhile (a "before" reading would race with them).

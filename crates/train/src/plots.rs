@@ -150,22 +150,13 @@ impl Chart for LossChart {
             }
         };
         let y_format = move |y: &f64| format!("{y:.decimals$}");
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FAMILY, 24))
-            .margin(16)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .y_desc("loss")
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 16))
-            .x_label_formatter(&x_format)
-            .y_label_formatter(&y_format)
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        let mut chart = line_frame(
+            root,
+            &self.title,
+            (x0..x1, y0..y1),
+            ("step", "loss"),
+            (&x_format, &y_format),
+        )?;
         if !self.train.is_empty() {
             let style = TRAIN_COLOR.stroke_width(2);
             chart
@@ -195,6 +186,44 @@ impl Chart for LossChart {
         }
         Ok(())
     }
+}
+
+/// A tick-label formatter.
+pub(crate) type TickFormat<'f> = &'f dyn Fn(&f64) -> String;
+
+/// The plotting area of a line chart with f64 axes.
+pub(crate) type LineChart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The axes of a line chart over `ranges`: caption, axis descriptions, tick labels by
+/// `formats` and a light grid.
+pub(crate) fn line_frame<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    ranges: (std::ops::Range<f64>, std::ops::Range<f64>),
+    axes: (&str, &str),
+    formats: (TickFormat<'_>, TickFormat<'_>),
+) -> std::result::Result<LineChart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(ranges.0, ranges.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(axes.0)
+        .y_desc(axes.1)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .x_label_formatter(formats.0)
+        .y_label_formatter(formats.1)
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
 }
 
 /// Draws the series legend in the upper right corner of `chart`.
