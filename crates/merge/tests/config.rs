@@ -79,3 +79,17 @@ fn bad_configs_name_the_field_and_the_expectation() {
         assert!(err.contains(says), "{text}: {err}");
     }
 }
+
+#[test]
+fn the_shipped_examples_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            MergeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the examples are shipped");
+}
