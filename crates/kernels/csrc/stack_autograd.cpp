@@ -45,10 +45,14 @@ struct Buffers {
   at::Tensor grads;
 };
 
+// Layers start, start + step, ... (count of them) of a stacked [L, ...] tensor, as a view.
+at::Tensor selected_layers(const at::Tensor& stack, int64_t start, int64_t step, int64_t count) {
+  return stack.narrow(0, start, (count - 1) * step + 1).slice(0, 0, c10::nullopt, step);
+}
+
 // Slots start, start + step, ... (count of them) of a contiguous [L, ...] buffer as [count, N].
 at::Tensor selected_rows(const at::Tensor& buffer, int64_t start, int64_t step, int64_t count) {
-  at::Tensor flat = buffer.view({buffer.size(0), -1});
-  return flat.narrow(0, start, (count - 1) * step + 1).slice(0, 0, c10::nullopt, step);
+  return selected_layers(buffer.view({buffer.size(0), -1}), start, step, count);
 }
 
 // The gradient buffer, allocated and zeroed on first use.
@@ -137,6 +141,49 @@ struct StackWeightedSum : public Function<StackWeightedSum> {
   }
 };
 
+// Σ_j w_j · stack[start + j·step] for any stacked tensor [L, ...]: the Rust CPU kernel forward
+// (any strides; a GEMM elsewhere), and backward the weights' gradient (one GEMV) and w ⊗ g
+// placed at the selected layers of the stack's gradient.
+struct StridedWeightedSum : public Function<StridedWeightedSum> {
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor stack, at::Tensor weights,
+                            int64_t start, int64_t step, int64_t count) {
+    std::vector<int64_t> layer_shape(stack.sizes().begin() + 1, stack.sizes().end());
+    at::Tensor out = cpu_sum(stack, weights, start, step, count, layer_shape);
+    if (!out.defined()) {
+      at::Tensor rows = selected_layers(stack, start, step, count).reshape({count, -1});
+      out = at::mm(weights.to(stack.scalar_type()).unsqueeze(0), rows).view(layer_shape);
+    }
+    ctx->save_for_backward({stack, weights});
+    ctx->saved_data["start"] = start;
+    ctx->saved_data["step"] = step;
+    ctx->saved_data["count"] = count;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor stack = saved[0];
+    at::Tensor weights = saved[1];
+    int64_t start = ctx->saved_data["start"].toInt();
+    int64_t step = ctx->saved_data["step"].toInt();
+    int64_t count = ctx->saved_data["count"].toInt();
+    at::Tensor g = grad_outputs[0].to(stack.scalar_type()).reshape({1, -1});
+    at::Tensor grad_stack;
+    at::Tensor grad_w;
+    if (ctx->needs_input_grad(1)) {
+      at::Tensor rows = selected_layers(stack, start, step, count).reshape({count, -1});
+      grad_w = at::mm(g, rows.t()).view({count}).to(weights.scalar_type());
+    }
+    if (ctx->needs_input_grad(0)) {
+      grad_stack = at::zeros_like(stack);
+      at::Tensor w = weights.to(stack.scalar_type()).unsqueeze(1);
+      at::Tensor selected = selected_layers(grad_stack, start, step, count);
+      selected.copy_(at::mm(w, g).view(selected.sizes()));
+    }
+    return {grad_stack, grad_w, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 template <typename F>
 at::Tensor* guarded(F&& body) {
   try {
@@ -180,6 +227,14 @@ at::Tensor* strata_stack_weighted_sum(const at::Tensor* weights, const at::Tenso
     return StackWeightedSum::apply(*weights, *token, Buffers{*values, *grads}, start, step,
                                    count);
   });
+}
+
+// Σ_j weights[j] · stack[start + j·step] for a stacked tensor of any strides, differentiable
+// w.r.t. the stack and the weights (null on error).
+at::Tensor* strata_strided_weighted_sum(const at::Tensor* stack, const at::Tensor* weights,
+                                        int64_t start, int64_t step, int64_t count) {
+  return guarded(
+      [&] { return StridedWeightedSum::apply(*stack, *weights, start, step, count); });
 }
 
 }  // extern "C"

@@ -16,6 +16,13 @@ unsafe extern "C" {
         slot: i64,
         release_grads: c_int,
     ) -> *mut C_tensor;
+    fn strata_strided_weighted_sum(
+        stack: *const C_tensor,
+        weights: *const C_tensor,
+        start: i64,
+        step: i64,
+        count: i64,
+    ) -> *mut C_tensor;
     fn strata_stack_weighted_sum(
         weights: *const C_tensor,
         token: *const C_tensor,
@@ -96,6 +103,29 @@ pub fn stack_weighted_sum(
         )
     };
     take(ptr, "layer stack weighted sum")
+}
+
+/// `Σ_i weights[i] · stack[start + i·step]` over a stacked tensor of any strides, differentiable
+/// w.r.t. the stack and the weights: the CPU kernel forward (a GEMM off the CPU), a GEMV and an
+/// outer product backward.
+pub fn strided_weighted_sum(
+    stack: &Tensor,
+    weights: &Tensor,
+    start: usize,
+    step: usize,
+    count: usize,
+) -> Result<Tensor> {
+    // SAFETY: both pointers refer to live tensors for the duration of the call.
+    let ptr = unsafe {
+        strata_strided_weighted_sum(
+            stack.as_ptr(),
+            weights.as_ptr(),
+            start as i64,
+            step as i64,
+            count as i64,
+        )
+    };
+    take(ptr, "weighted sum")
 }
 
 /// The CPU kernel for the C++ forward pass of the layer stack's weighted sum: writes

@@ -15,8 +15,9 @@ pub enum Implementation {
     Auto,
     /// The plain loop `Σ w_j · x_j`, accumulated in f32 (f64 for f64 inputs); the oracle.
     Reference,
-    /// One matrix product `w · X` over the `[count, N]` view of the selected layers: one pass
-    /// over the inputs, differentiable w.r.t. the stack and the weights.
+    /// One pass over the selected layers, differentiable w.r.t. the stack and the weights (a
+    /// C++ autograd function): the CPU kernel forward on the CPU, one GEMM over the `[count,
+    /// N]` view elsewhere; a GEMV and an outer product backward.
     Fused,
     /// rayon over chunks of the output, one read of each input and one write of the output;
     /// f32, bf16 (accumulating in f32) and f64; no autograd.
@@ -179,11 +180,13 @@ pub fn weighted_sum(
             let inputs: Vec<Tensor> = (0..selection.count as i64).map(|i| layers.get(i)).collect();
             reference(&inputs, weights)
         }
-        Implementation::Fused | Implementation::Auto => {
-            let (rows, layer_shape) = selected_rows(stack, selection)?;
-            let w = weights.f_to_kind(stack.kind())?.f_unsqueeze(0)?;
-            Ok(w.f_mm(&rows)?.f_view(layer_shape.as_slice())?)
-        }
+        Implementation::Fused | Implementation::Auto => ffi::strided_weighted_sum(
+            stack,
+            weights,
+            selection.start,
+            selection.step,
+            selection.count,
+        ),
         no_grad @ (Implementation::CpuNoGrad | Implementation::CudaNoGrad) => {
             let mut out = Tensor::f_empty(&stack.size()[1..], (stack.kind(), stack.device()))?;
             no_grad_into(no_grad, &mut out, stack, weights, selection)?;
@@ -242,7 +245,11 @@ fn no_grad_into(
         )));
     }
     check_output(out, stack)?;
-    if path == Implementation::CpuNoGrad {
+    // The fused path's forward on the CPU is the same kernel (see `ffi::strided_weighted_sum`).
+    let cpu_kernel = matches!(stack.kind(), Kind::Float | Kind::BFloat16 | Kind::Double);
+    if path == Implementation::CpuNoGrad
+        || (path == Implementation::Fused && stack.device() == Device::Cpu && cpu_kernel)
+    {
         return cpu::weighted_sum_into(out, stack, &weights.to_f64_vec()?, selection);
     }
     if path == Implementation::CudaNoGrad && !matches!(stack.device(), Device::Cuda(_)) {
