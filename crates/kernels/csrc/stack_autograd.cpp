@@ -50,7 +50,8 @@ at::Tensor selected_layers(const at::Tensor& stack, int64_t start, int64_t step,
   return stack.narrow(0, start, (count - 1) * step + 1).slice(0, 0, c10::nullopt, step);
 }
 
-// Slots start, start + step, ... (count of them) of a contiguous [L, ...] buffer as [count, N].
+// Slots start, start + step, ... (count of them) of a contiguous [L, ...] buffer as a
+// [count, N] view (written in place by the backward pass).
 at::Tensor selected_rows(const at::Tensor& buffer, int64_t start, int64_t step, int64_t count) {
   return selected_layers(buffer.view({buffer.size(0), -1}), start, step, count);
 }
@@ -67,15 +68,34 @@ at::Tensor& gradient_buffer(at::Tensor& grads, const at::Tensor& values) {
 // The weighted sum by the Rust CPU kernel (one streaming pass, rows summed in registers);
 // undefined when the values are not on the CPU or the kernel refuses them.
 at::Tensor cpu_sum(const at::Tensor& values, const at::Tensor& weights, int64_t start,
-                   int64_t step, int64_t count, const std::vector<int64_t>& layer_shape) {
+                   int64_t step, int64_t count) {
   if (!values.is_cpu()) {
     return at::Tensor();
   }
   at::Tensor w = weights.detach().to(at::kDouble).contiguous();
-  at::Tensor out = at::empty(layer_shape, values.options());
+  at::Tensor out = at::empty(values.sizes().slice(1), values.options());
   at::Tensor v = values;
   int status = strata_kernels_cpu_stack_sum(&v, &out, w.data_ptr<double>(), start, step, count);
   return status == 0 ? out : at::Tensor();
+}
+
+// Σ_j w_j · stack[start + j·step] (forward of both autograd functions): the CPU kernel, or one
+// GEMM over the [count, N] rows where it does not apply.
+at::Tensor forward_sum(const at::Tensor& stack, const at::Tensor& weights, int64_t start,
+                       int64_t step, int64_t count) {
+  at::Tensor out = cpu_sum(stack, weights, start, step, count);
+  if (out.defined()) {
+    return out;
+  }
+  at::Tensor rows = selected_layers(stack, start, step, count).reshape({count, -1});
+  return at::mm(weights.to(stack.scalar_type()).unsqueeze(0), rows).view(stack.sizes().slice(1));
+}
+
+// d/dw_j = <stack[start + j·step], g> for g [1, N], in the weights' dtype.
+at::Tensor weights_grad(const at::Tensor& stack, const at::Tensor& weights, const at::Tensor& g,
+                        int64_t start, int64_t step, int64_t count) {
+  at::Tensor rows = selected_layers(stack, start, step, count).reshape({count, -1});
+  return at::mm(g, rows.t()).view({count}).to(weights.scalar_type());
 }
 
 struct PushLayer : public Function<PushLayer> {
@@ -106,14 +126,7 @@ struct PushLayer : public Function<PushLayer> {
 struct StackWeightedSum : public Function<StackWeightedSum> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor weights, at::Tensor token,
                             Buffers buffers, int64_t start, int64_t step, int64_t count) {
-    std::vector<int64_t> layer_shape(buffers.values.sizes().begin() + 1,
-                                     buffers.values.sizes().end());
-    at::Tensor out = cpu_sum(buffers.values, weights, start, step, count, layer_shape);
-    if (!out.defined()) {
-      at::Tensor rows = selected_rows(buffers.values, start, step, count);
-      at::Tensor w = weights.to(rows.scalar_type()).unsqueeze(0);
-      out = at::mm(w, rows).view(layer_shape);
-    }
+    at::Tensor out = forward_sum(buffers.values, weights, start, step, count);
     ctx->save_for_backward({weights});
     ctx->saved_data["values"] = buffers.values;
     ctx->saved_data["grads"] = buffers.grads;
@@ -130,13 +143,11 @@ struct StackWeightedSum : public Function<StackWeightedSum> {
     int64_t start = ctx->saved_data["start"].toInt();
     int64_t step = ctx->saved_data["step"].toInt();
     int64_t count = ctx->saved_data["count"].toInt();
-    at::Tensor rows = selected_rows(values, start, step, count);
-    at::Tensor g = grad_outputs[0].to(rows.scalar_type()).reshape({1, -1});
-    // d/dw_j = <x_j, g>
-    at::Tensor grad_w = at::mm(g, rows.t()).view({count}).to(weights.scalar_type());
+    at::Tensor g = grad_outputs[0].to(values.scalar_type()).reshape({1, -1});
+    at::Tensor grad_w = weights_grad(values, weights, g, start, step, count);
     // d/dx_j += w_j g, accumulated in place over the selected slots.
     at::Tensor grad_rows = selected_rows(gradient_buffer(grads, values), start, step, count);
-    grad_rows.addmm_(weights.to(rows.scalar_type()).unsqueeze(1), g);
+    grad_rows.addmm_(weights.to(values.scalar_type()).unsqueeze(1), g);
     return {grad_w, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -147,12 +158,7 @@ struct StackWeightedSum : public Function<StackWeightedSum> {
 struct StridedWeightedSum : public Function<StridedWeightedSum> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor stack, at::Tensor weights,
                             int64_t start, int64_t step, int64_t count) {
-    std::vector<int64_t> layer_shape(stack.sizes().begin() + 1, stack.sizes().end());
-    at::Tensor out = cpu_sum(stack, weights, start, step, count, layer_shape);
-    if (!out.defined()) {
-      at::Tensor rows = selected_layers(stack, start, step, count).reshape({count, -1});
-      out = at::mm(weights.to(stack.scalar_type()).unsqueeze(0), rows).view(layer_shape);
-    }
+    at::Tensor out = forward_sum(stack, weights, start, step, count);
     ctx->save_for_backward({stack, weights});
     ctx->saved_data["start"] = start;
     ctx->saved_data["step"] = step;
@@ -171,8 +177,7 @@ struct StridedWeightedSum : public Function<StridedWeightedSum> {
     at::Tensor grad_stack;
     at::Tensor grad_w;
     if (ctx->needs_input_grad(1)) {
-      at::Tensor rows = selected_layers(stack, start, step, count).reshape({count, -1});
-      grad_w = at::mm(g, rows.t()).view({count}).to(weights.scalar_type());
+      grad_w = weights_grad(stack, weights, g, start, step, count);
     }
     if (ctx->needs_input_grad(0)) {
       grad_stack = at::zeros_like(stack);

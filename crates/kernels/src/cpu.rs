@@ -106,15 +106,15 @@ impl Layout {
     }
 }
 
-/// Raw addresses of the selected layers, shareable across rayon's threads.
-struct Inputs<T> {
+/// Raw addresses of the selected layers and their weights, shareable across rayon's threads.
+struct Inputs<T: Element> {
     bases: Vec<*const T>,
-    weights: Vec<f64>,
+    weights: Vec<T::Acc>,
 }
 
 // SAFETY: the pointers are only read, and the caller keeps the stack alive and unmodified
 // for the duration of the call.
-unsafe impl<T: Sync> Sync for Inputs<T> {}
+unsafe impl<T: Element> Sync for Inputs<T> {}
 
 /// Writes `Σ_i w_i · stack[sel_i]` into `out` (contiguous, one layer's shape and dtype).
 pub(crate) fn weighted_sum_into(
@@ -183,7 +183,7 @@ fn run<T: Element>(
             .indices()
             .map(|j| unsafe { base.offset(j as isize * strides[0] as isize) })
             .collect(),
-        weights: weights.to_vec(),
+        weights: weights.iter().map(|&w| T::weight(w)).collect(),
     };
     // SAFETY: `out` is a contiguous CPU tensor of `numel` elements of type T that does not
     // overlap the inputs (checked), and nothing else touches it during the call.
@@ -200,7 +200,6 @@ const LANES: usize = 32;
 
 /// Computes output elements `first .. first + dst.len()` into `dst`.
 fn accumulate_chunk<T: Element>(dst: &mut [T], first: usize, inputs: &Inputs<T>, layout: &Layout) {
-    let weights: Vec<T::Acc> = inputs.weights.iter().map(|&w| T::weight(w)).collect();
     let mut done = 0;
     while done < dst.len() {
         let index = first + done;
@@ -210,12 +209,12 @@ fn accumulate_chunk<T: Element>(dst: &mut [T], first: usize, inputs: &Inputs<T>,
         let out = &mut dst[done..done + len];
         if layout.inner_stride == 1 {
             // SAFETY: row `row`, columns `col .. col + len` lie inside each selected layer.
-            unsafe { unit_stride_run(out, offset, inputs, &weights) };
+            unsafe { unit_stride_run(out, offset, inputs) };
         } else {
             for (k, d) in out.iter_mut().enumerate() {
                 let at = offset + k as isize * layout.inner_stride;
                 let mut acc = T::Acc::default();
-                for (&base, &w) in inputs.bases.iter().zip(&weights) {
+                for (&base, &w) in inputs.bases.iter().zip(&inputs.weights) {
                     // SAFETY: element `col + k` of the row, inside the layer.
                     acc += w * unsafe { *base.offset(at) }.widen();
                 }
@@ -231,17 +230,12 @@ fn accumulate_chunk<T: Element>(dst: &mut [T], first: usize, inputs: &Inputs<T>,
 ///
 /// # Safety
 /// `offset .. offset + out.len()` must lie inside every selected layer.
-unsafe fn unit_stride_run<T: Element>(
-    out: &mut [T],
-    offset: isize,
-    inputs: &Inputs<T>,
-    weights: &[T::Acc],
-) {
+unsafe fn unit_stride_run<T: Element>(out: &mut [T], offset: isize, inputs: &Inputs<T>) {
     let mut blocks = out.chunks_exact_mut(LANES);
     let mut start = offset;
     for block in &mut blocks {
         let mut acc = [T::Acc::default(); LANES];
-        for (&base, &w) in inputs.bases.iter().zip(weights) {
+        for (&base, &w) in inputs.bases.iter().zip(&inputs.weights) {
             // SAFETY: the caller guarantees the run lies inside the layer.
             let src = unsafe { std::slice::from_raw_parts(base.offset(start), LANES) };
             for (a, x) in acc.iter_mut().zip(src) {
@@ -255,7 +249,7 @@ unsafe fn unit_stride_run<T: Element>(
     }
     let tail = blocks.into_remainder();
     let mut acc = [T::Acc::default(); LANES];
-    for (&base, &w) in inputs.bases.iter().zip(weights) {
+    for (&base, &w) in inputs.bases.iter().zip(&inputs.weights) {
         // SAFETY: as above, for the last `tail.len()` elements.
         let src = unsafe { std::slice::from_raw_parts(base.offset(start), tail.len()) };
         for (a, x) in acc.iter_mut().zip(src) {

@@ -1,5 +1,6 @@
 //! Safe wrappers over the C++ autograd functions in `csrc/stack_autograd.cpp`.
 
+use crate::Selection;
 use std::ffi::{CStr, c_char, c_int};
 use strata_tensor::{Error, Result};
 use tch::Tensor;
@@ -79,16 +80,14 @@ pub fn push(
     take(ptr, "layer stack push")
 }
 
-/// `Σ_i weights[i] · values[start + i·step]` (`count` terms), differentiable w.r.t. the
-/// weights and, through `token`, the pushed outputs.
+/// `Σ_i weights[i] · values[selected_i]`, differentiable w.r.t. the weights and, through
+/// `token`, the pushed outputs.
 pub fn stack_weighted_sum(
     weights: &Tensor,
     token: &Tensor,
     values: &Tensor,
     grads: &Tensor,
-    start: usize,
-    step: usize,
-    count: usize,
+    selection: &Selection,
 ) -> Result<Tensor> {
     // SAFETY: every pointer refers to a live tensor for the duration of the call.
     let ptr = unsafe {
@@ -97,32 +96,30 @@ pub fn stack_weighted_sum(
             token.as_ptr(),
             values.as_ptr(),
             grads.as_ptr(),
-            start as i64,
-            step as i64,
-            count as i64,
+            selection.start as i64,
+            selection.step as i64,
+            selection.count as i64,
         )
     };
     take(ptr, "layer stack weighted sum")
 }
 
-/// `Σ_i weights[i] · stack[start + i·step]` over a stacked tensor of any strides, differentiable
+/// `Σ_i weights[i] · stack[selected_i]` over a stacked tensor of any strides, differentiable
 /// w.r.t. the stack and the weights: the CPU kernel forward (a GEMM off the CPU), a GEMV and an
 /// outer product backward.
 pub fn strided_weighted_sum(
     stack: &Tensor,
     weights: &Tensor,
-    start: usize,
-    step: usize,
-    count: usize,
+    selection: &Selection,
 ) -> Result<Tensor> {
     // SAFETY: both pointers refer to live tensors for the duration of the call.
     let ptr = unsafe {
         strata_strided_weighted_sum(
             stack.as_ptr(),
             weights.as_ptr(),
-            start as i64,
-            step as i64,
-            count as i64,
+            selection.start as i64,
+            selection.step as i64,
+            selection.count as i64,
         )
     };
     take(ptr, "weighted sum")
@@ -148,7 +145,7 @@ pub unsafe extern "C" fn strata_kernels_cpu_stack_sum(
         unsafe { (Tensor::clone_from_ptr(values), Tensor::clone_from_ptr(out)) };
     // SAFETY: the caller passes `count` weights.
     let weights = unsafe { std::slice::from_raw_parts(weights, count.max(0) as usize) };
-    let selection = crate::Selection {
+    let selection = Selection {
         start: start as usize,
         step: step as usize,
         count: count as usize,

@@ -12,8 +12,8 @@ use tch::Tensor;
 /// sum reads a strided view of it. Without autograd (evaluation, generation) the sum is the
 /// no-grad kernel for the device. While autograd records, plain libtorch ops cannot
 /// differentiate through a buffer written after it was read, so pushes and sums go through
-/// the C++ autograd functions in `csrc/stack_autograd.cpp`: one matrix product forward, one
-/// rank-1 update into a shared gradient buffer backward. With [`Implementation::Reference`]
+/// the C++ autograd functions in `csrc/stack_autograd.cpp`: the CPU kernel (a matrix product
+/// off the CPU) forward, one rank-1 update into a shared gradient buffer backward. With [`Implementation::Reference`]
 /// pinned ([`crate::with_implementation`]) a recording stack keeps the live tensors instead
 /// and sums them with the reference loop.
 pub struct LayerStack {
@@ -169,15 +169,7 @@ impl LayerStack {
                 let token = token.as_ref().ok_or_else(|| {
                     Error::Invalid("layer stack: no stored output to sum".to_owned())
                 })?;
-                ffi::stack_weighted_sum(
-                    weights,
-                    token,
-                    values,
-                    grads,
-                    selection.start,
-                    selection.step,
-                    selection.count,
-                )
+                ffi::stack_weighted_sum(weights, token, values, grads, selection)
             }
             Storage::Live(list) => {
                 let chosen: Vec<Tensor> = selection

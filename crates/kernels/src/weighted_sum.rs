@@ -102,11 +102,19 @@ fn resolve(requested: Implementation, stack: &Tensor, weights: &Tensor) -> Imple
     if records_grad(stack, weights) {
         return Implementation::Fused;
     }
-    match (stack.device(), stack.kind()) {
-        (Device::Cpu, Kind::Float | Kind::BFloat16 | Kind::Double) => Implementation::CpuNoGrad,
-        (Device::Cuda(_), _) => Implementation::CudaNoGrad,
-        _ => Implementation::Fused,
+    if cpu_kernel_applies(stack) {
+        Implementation::CpuNoGrad
+    } else if matches!(stack.device(), Device::Cuda(_)) {
+        Implementation::CudaNoGrad
+    } else {
+        Implementation::Fused
     }
+}
+
+/// True when the rayon CPU kernel handles `stack` (a CPU tensor of f32, bf16 or f64).
+fn cpu_kernel_applies(stack: &Tensor) -> bool {
+    stack.device() == Device::Cpu
+        && matches!(stack.kind(), Kind::Float | Kind::BFloat16 | Kind::Double)
 }
 
 /// Checks the stack's rank, that `selection` fits it, and that `weights` has one entry per
@@ -156,12 +164,9 @@ fn selected_layers(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
 }
 
 /// The selected layers as `[count, N]` (a view when the layer's strides allow, else a copy
-/// made by libtorch) and the shape of one layer.
-fn selected_rows(stack: &Tensor, selection: &Selection) -> Result<(Tensor, Vec<i64>)> {
-    let layer_shape = stack.size()[1..].to_vec();
-    let n: i64 = layer_shape.iter().product();
-    let rows = selected_layers(stack, selection)?.f_reshape([selection.count as i64, n])?;
-    Ok((rows, layer_shape))
+/// made by libtorch).
+fn selected_rows(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
+    Ok(selected_layers(stack, selection)?.f_reshape([selection.count as i64, -1])?)
 }
 
 /// Weighted sum over the selected layers of `stack` (`[L, ...]`); the result has the shape of
@@ -180,13 +185,9 @@ pub fn weighted_sum(
             let inputs: Vec<Tensor> = (0..selection.count as i64).map(|i| layers.get(i)).collect();
             reference(&inputs, weights)
         }
-        Implementation::Fused | Implementation::Auto => ffi::strided_weighted_sum(
-            stack,
-            weights,
-            selection.start,
-            selection.step,
-            selection.count,
-        ),
+        Implementation::Fused | Implementation::Auto => {
+            ffi::strided_weighted_sum(stack, weights, selection)
+        }
         no_grad @ (Implementation::CpuNoGrad | Implementation::CudaNoGrad) => {
             let mut out = Tensor::f_empty(&stack.size()[1..], (stack.kind(), stack.device()))?;
             no_grad_into(no_grad, &mut out, stack, weights, selection)?;
@@ -246,9 +247,8 @@ fn no_grad_into(
     }
     check_output(out, stack)?;
     // The fused path's forward on the CPU is the same kernel (see `ffi::strided_weighted_sum`).
-    let cpu_kernel = matches!(stack.kind(), Kind::Float | Kind::BFloat16 | Kind::Double);
     if path == Implementation::CpuNoGrad
-        || (path == Implementation::Fused && stack.device() == Device::Cpu && cpu_kernel)
+        || (path == Implementation::Fused && cpu_kernel_applies(stack))
     {
         return cpu::weighted_sum_into(out, stack, &weights.to_f64_vec()?, selection);
     }
@@ -258,7 +258,7 @@ fn no_grad_into(
             stack.device()
         )));
     }
-    let (rows, _) = selected_rows(stack, selection)?;
+    let rows = selected_rows(stack, selection)?;
     let w = weights
         .f_to_device(stack.device())?
         .f_to_kind(stack.kind())?

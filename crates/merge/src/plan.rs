@@ -17,6 +17,7 @@
 use crate::methods::State;
 use serde::{Deserialize, Serialize};
 use strata_core::{ModelConfig, SharingConfig};
+use strata_kernels::Selection;
 use strata_tensor::{Error, Result, TensorExt};
 use tch::{Kind, Tensor};
 
@@ -339,26 +340,27 @@ fn add_dwa_weights(
 ) -> Result<()> {
     let dilation = new_config.dwa.map_or(1, |d| d.dilation);
     let held = source_entries(plan);
+    let kind = source
+        .iter()
+        .find(|(name, _)| name.starts_with("dwa."))
+        .map_or(Kind::Float, |(_, t)| t.kind());
     for i in 0..new_config.n_layer {
         if !new_config.dwa_after(i) {
             continue;
         }
-        let current = i + 1;
-        let selected: Vec<usize> = (0..=current)
-            .filter(|j| (current - j) % dilation == 0)
-            .collect();
+        let selected: Vec<usize> = Selection::dilated(i + 1, dilation)?.indices().collect();
         let mut alpha = vec![0.0f64; selected.len()];
-        let source_layer = match plan.entries[i] {
-            PlanEntry::Source(s) => Some(s),
-            PlanEntry::Identity => None,
+        // The DWA of the source layer this layer copies, when it had one and is carried over.
+        let carried = match (init, plan.entries[i]) {
+            (DwaInit::Map, PlanEntry::Source(s)) if config.dwa_after(s) => source
+                .get(&format!("dwa.{s}.alpha"))
+                .map(|weights| (s, weights)),
+            _ => None,
         };
-        let s = source_layer.unwrap_or(usize::MAX);
-        let name = format!("dwa.{s}.alpha");
-        match (init, source.get(&name)) {
-            (DwaInit::Map, Some(weights)) if source_layer.is_some() && config.dwa_after(s) => {
+        match carried {
+            Some((s, weights)) => {
                 let values = weights.to_f64_vec()?;
-                let src_selected = (0..=s + 1).filter(|j| (s + 1 - j) % dilation == 0);
-                for (j, w) in src_selected.zip(values) {
+                for (j, w) in Selection::dilated(s + 1, dilation)?.indices().zip(values) {
                     let target = selected.iter().rposition(|&m| held[m] == Some(j));
                     match target {
                         Some(slot) => alpha[slot] += w,
@@ -370,9 +372,8 @@ fn add_dwa_weights(
                     }
                 }
             }
-            _ => *alpha.last_mut().expect("a DWA reads its current output") = 1.0,
+            None => *alpha.last_mut().expect("a DWA reads its current output") = 1.0,
         }
-        let kind = source.get("dwa.0.alpha").map_or(Kind::Float, |t| t.kind());
         state.insert(
             format!("dwa.{i}.alpha"),
             Tensor::from_slice(&alpha).f_to_kind(kind)?,

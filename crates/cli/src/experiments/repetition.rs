@@ -34,6 +34,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let steps = args.steps;
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut scratch_steps = 0;
+    let t = strata_train::RunConfig::load(&args.config, &[])?.train;
     for seed in 1..=args.seeds {
         let dir = root.join(format!("seed-{seed}"));
         let mut overrides = schedule(args, steps, seed);
@@ -41,7 +42,6 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         let source_dir = dir.join("source");
         let source = Run::new(args, source_dir.clone(), &overrides).train(stop)?;
         let small = trained_model(&source_dir)?;
-        let t = strata_train::RunConfig::load(&args.config, &[])?.train;
         let mut large = small.clone();
         large.n_layer = 4;
         let (f_small, f_large) = (
