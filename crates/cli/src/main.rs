@@ -2,6 +2,7 @@
 
 mod demo;
 mod experiments;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -104,6 +105,9 @@ enum Command {
     },
     /// Train nanoGPT's CPU recipe and its DenseFormer twin on Tiny Shakespeare and compare.
     Demo(demo::DemoArgs),
+    /// Train a grid of model sizes, token budgets and variants (resumable), fit scaling laws
+    /// and report every variant's compute multiplier over the baseline.
+    Sweep(sweep::SweepArgs),
     /// Run a study over several seeds and write its table and plot (docs/experiments/).
     Experiment {
         /// The study.
@@ -246,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Experiment { study } => experiments::run(study, &stop_flag()),
+        Command::Sweep(args) => sweep::run(&args, &stop_flag()),
         Command::Demo(args) => {
             // The children get Ctrl-C too and save; the demo waits for them, then stops.
             let stop = stop_flag();

@@ -24,9 +24,21 @@ impl Block {
     pub fn new(path: nn::Path, config: &ModelConfig) -> Self {
         let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
         Self {
-            ln_1: Norm::new(&path / "ln_1", config.norm, config.d_model, config.bias),
+            ln_1: Norm::new(
+                &path / "ln_1",
+                config.norm,
+                config.d_model,
+                config.bias,
+                config.norm_eps(),
+            ),
             attn: CausalSelfAttention::new(&path / "attn", config, proj_std),
-            ln_2: Norm::new(&path / "ln_2", config.norm, config.d_model, config.bias),
+            ln_2: Norm::new(
+                &path / "ln_2",
+                config.norm,
+                config.d_model,
+                config.bias,
+                config.norm_eps(),
+            ),
             mlp: Mlp::new(&path / "mlp", config, proj_std),
         }
     }

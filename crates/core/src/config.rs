@@ -12,6 +12,10 @@ pub enum MlpKind {
     Gelu,
     /// `W2 · (silu(Wg · x) ⊙ (Wu · x))`.
     Swiglu,
+    /// TokenFormer's Pattention: the input attends over learned key/value parameter tokens,
+    /// `Θ(x · Kᵀ) · V` with `Θ(a) = gelu(τ · a / ‖a‖₂)`; the keys are `c_fc`, the values
+    /// `c_proj`, and `mlp_hidden` is the number of parameter tokens.
+    Pattention,
 }
 
 /// Normalisation layer.
@@ -76,6 +80,61 @@ pub struct SharingConfig {
     pub plan: Option<Vec<usize>>,
 }
 
+/// A linear layer (of every block, or the output head) that a LoRA adapter can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraTarget {
+    /// The fused query/key/value projection `attn.c_attn`.
+    Attn,
+    /// The attention output projection `attn.c_proj`.
+    #[serde(alias = "attn_proj")]
+    AttnProj,
+    /// The MLP input projection `mlp.c_fc` (and SwiGLU's up projection `mlp.w_up`).
+    Mlp,
+    /// The MLP output projection `mlp.c_proj`.
+    #[serde(alias = "mlp_proj")]
+    MlpProj,
+    /// The untied output head `lm_head` (needs `tied_embeddings = false`).
+    Head,
+}
+
+impl LoraTarget {
+    /// The default targets: every linear layer of the blocks.
+    pub fn blocks() -> Vec<LoraTarget> {
+        vec![
+            LoraTarget::Attn,
+            LoraTarget::AttnProj,
+            LoraTarget::Mlp,
+            LoraTarget::MlpProj,
+        ]
+    }
+}
+
+/// Low-rank adapters: an adapted linear computes `x · (W0 + scale · B · A)ᵀ + b` with `A`
+/// (`<linear>.lora_a`, `[rank, in]`) and `B` (`<linear>.lora_b`, `[out, rank]`, zero at init).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank r of every adapter (at most `min(in, out)` of each adapted matrix).
+    pub rank: usize,
+    /// Fixed multiplier of `B · A` (not `alpha / rank`, so that growing the rank keeps the
+    /// function).
+    #[serde(default = "unit")]
+    pub scale: f64,
+    /// The adapted linear layers; by default every linear of the blocks.
+    #[serde(default = "LoraTarget::blocks")]
+    pub targets: Vec<LoraTarget>,
+    /// Freeze the base weights and biases of adapted linears (no gradients), as in LoRA
+    /// fine-tuning and ReLoRA.
+    #[serde(default)]
+    pub freeze_base: bool,
+}
+
+/// Default of 1.0 for the LoRA scale.
+fn unit() -> f64 {
+    1.0
+}
+
 /// Default of 1 for dilation and period.
 fn one() -> usize {
     1
@@ -104,6 +163,10 @@ pub struct ModelConfig {
     pub n_head: usize,
     /// Width of the residual stream.
     pub d_model: usize,
+    /// Width of one attention head; absent means `d_model / n_head` (set explicitly when
+    /// growth adds heads or widens the residual stream while keeping the heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
     /// Longest context in tokens.
     pub block_size: usize,
     /// Feed-forward variant.
@@ -113,9 +176,20 @@ pub struct ModelConfig {
     /// up to a multiple of 8, to keep the parameter count of a GELU MLP).
     #[serde(default = "four")]
     pub mlp_ratio: f64,
+    /// Hidden width of the MLP (parameter tokens for Pattention), overriding `mlp_ratio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_hidden: Option<usize>,
+    /// Pattention's score scale τ; absent means `sqrt(mlp_hidden)` (growth fixes it so that
+    /// appending parameter tokens keeps the function).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattention_tau: Option<f64>,
     /// Normalisation layer.
     #[serde(default)]
     pub norm: NormKind,
+    /// Epsilon of the norms; absent means 1e-5 (residual growth of an RMSNorm model scales
+    /// it with the mean square, which keeps the function exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_eps: Option<f64>,
     /// Position encoding.
     #[serde(default)]
     pub positions: PositionKind,
@@ -137,21 +211,43 @@ pub struct ModelConfig {
     /// Dtype of matrix products.
     #[serde(default)]
     pub precision: Precision,
+    /// Low-rank adapters on some linear layers; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl ModelConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_head.max(1)
+        self.head_dim.unwrap_or(self.d_model / self.n_head.max(1))
     }
 
-    /// Hidden width of the MLP.
+    /// Width of the attention's query/key/value space, `n_head · head_dim`.
+    pub fn attn_width(&self) -> usize {
+        self.n_head * self.head_dim()
+    }
+
+    /// Hidden width of the MLP (parameter tokens for Pattention).
     pub fn mlp_hidden(&self) -> usize {
+        if let Some(hidden) = self.mlp_hidden {
+            return hidden;
+        }
         let hidden = (self.mlp_ratio * self.d_model as f64).round() as usize;
         match self.mlp {
-            MlpKind::Gelu => hidden,
+            MlpKind::Gelu | MlpKind::Pattention => hidden,
             MlpKind::Swiglu => (2 * hidden / 3).div_ceil(8) * 8,
         }
+    }
+
+    /// Epsilon of the norms.
+    pub fn norm_eps(&self) -> f64 {
+        self.norm_eps.unwrap_or(crate::layers::DEFAULT_EPS)
+    }
+
+    /// Pattention's score scale τ.
+    pub fn pattention_tau(&self) -> f64 {
+        self.pattention_tau
+            .unwrap_or_else(|| (self.mlp_hidden() as f64).sqrt())
     }
 
     /// The block each layer runs (0-based); `0, 1, .., n_layer - 1` without sharing. Call
@@ -174,6 +270,46 @@ impl ModelConfig {
     /// Number of distinct blocks (weight sets).
     pub fn n_blocks(&self) -> usize {
         self.block_plan().iter().max().map_or(0, |m| m + 1)
+    }
+
+    /// The LoRA config when `target` is adapted, `None` otherwise (the head only when untied).
+    pub fn lora_for(&self, target: LoraTarget) -> Option<&LoraConfig> {
+        self.lora.as_ref().filter(|l| {
+            l.targets.contains(&target) && (target != LoraTarget::Head || !self.tied_embeddings)
+        })
+    }
+
+    /// Every adapted linear layer as `(path, in, out)`, e.g. `("h.0.attn.c_proj", A, D)`, for
+    /// each distinct block in order and then `lm_head`; empty without `lora`.
+    pub fn lora_linears(&self) -> Vec<(String, usize, usize)> {
+        let (d, a, h) = (self.d_model, self.attn_width(), self.mlp_hidden());
+        let mut per_block = Vec::new();
+        if self.lora_for(LoraTarget::Attn).is_some() {
+            per_block.push(("attn.c_attn", d, 3 * a));
+        }
+        if self.lora_for(LoraTarget::AttnProj).is_some() {
+            per_block.push(("attn.c_proj", a, d));
+        }
+        if self.lora_for(LoraTarget::Mlp).is_some() {
+            per_block.push(("mlp.c_fc", d, h));
+            if self.mlp == MlpKind::Swiglu {
+                per_block.push(("mlp.w_up", d, h));
+            }
+        }
+        if self.lora_for(LoraTarget::MlpProj).is_some() {
+            per_block.push(("mlp.c_proj", h, d));
+        }
+        let mut out: Vec<(String, usize, usize)> = (0..self.n_blocks())
+            .flat_map(|b| {
+                per_block
+                    .iter()
+                    .map(move |&(name, i, o)| (format!("h.{b}.{name}"), i, o))
+            })
+            .collect();
+        if self.lora_for(LoraTarget::Head).is_some() {
+            out.push(("lm_head".to_owned(), d, self.vocab_size));
+        }
+        out
     }
 
     /// True when a DWA follows block `i` (0-based).
@@ -204,17 +340,27 @@ impl ModelConfig {
         if self.n_head == 0 {
             return err("n_head", "at least 1 head", &self.n_head);
         }
-        if self.d_model == 0 || !self.d_model.is_multiple_of(self.n_head) {
-            return err(
-                "d_model",
-                &format!("a positive multiple of n_head = {}", self.n_head),
-                &self.d_model,
-            );
+        if self.d_model == 0 {
+            return err("d_model", "a positive width", &self.d_model);
+        }
+        match self.head_dim {
+            Some(0) => return err("head_dim", "a positive head width", &0),
+            None if !self.d_model.is_multiple_of(self.n_head) => {
+                return err(
+                    "d_model",
+                    &format!(
+                        "a positive multiple of n_head = {} (or an explicit head_dim)",
+                        self.n_head
+                    ),
+                    &self.d_model,
+                );
+            }
+            _ => {}
         }
         if self.positions == PositionKind::Rotary && !self.head_dim().is_multiple_of(2) {
             return err(
                 "d_model",
-                "an even head width (d_model / n_head) for rotary positions",
+                "an even head width (head_dim, or d_model / n_head) for rotary positions",
                 &self.d_model,
             );
         }
@@ -228,11 +374,57 @@ impl ModelConfig {
                 &self.mlp_ratio,
             );
         }
+        if self.mlp_hidden == Some(0) {
+            return err("mlp_hidden", "at least 1 hidden unit", &0);
+        }
+        if let Some(eps) = self.norm_eps
+            && !(eps > 0.0 && eps.is_finite())
+        {
+            return err("norm_eps", "a positive epsilon", &eps);
+        }
+        if let Some(tau) = self.pattention_tau
+            && !(tau > 0.0 && tau.is_finite())
+        {
+            return err("pattention_tau", "a positive scale", &tau);
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout", "a probability in [0, 1)", &self.dropout);
         }
         if let Some(sharing) = &self.sharing {
             self.validate_sharing(sharing, file)?;
+        }
+        if let Some(lora) = &self.lora {
+            if lora.rank == 0 {
+                return err("lora.rank", "a rank >= 1", &0);
+            }
+            if !lora.scale.is_finite() {
+                return err("lora.scale", "a finite scale", &lora.scale);
+            }
+            if lora.targets.is_empty() {
+                return err(
+                    "lora.targets",
+                    "at least one of \"attn\", \"attnproj\", \"mlp\", \"mlpproj\", \"head\"",
+                    &"[]",
+                );
+            }
+            if lora.targets.contains(&LoraTarget::Head) && self.tied_embeddings {
+                return err(
+                    "lora.targets",
+                    "\"head\" only with tied_embeddings = false (a tied head is the embedding)",
+                    &format!("{:?}", lora.targets),
+                );
+            }
+            if let Some((name, i, o)) = self
+                .lora_linears()
+                .into_iter()
+                .find(|(_, i, o)| lora.rank > *i.min(o))
+            {
+                return err(
+                    "lora.rank",
+                    &format!("at most min(in, out) = {} of {name} ({i} -> {o})", i.min(o)),
+                    &lora.rank,
+                );
+            }
         }
         if let Some(dwa) = self.dwa {
             if dwa.dilation == 0 {
@@ -328,14 +520,24 @@ fn serde_json_like(c: &ModelConfig) -> Vec<(&'static str, String)> {
         ("n_layer", c.n_layer.to_string()),
         ("n_head", c.n_head.to_string()),
         ("d_model", c.d_model.to_string()),
+        ("head_dim", c.head_dim().to_string()),
         ("block_size", c.block_size.to_string()),
         ("mlp", format!("{:?}", c.mlp)),
-        ("mlp_ratio", c.mlp_ratio.to_string()),
+        ("mlp_hidden", c.mlp_hidden().to_string()),
         ("norm", format!("{:?}", c.norm)),
+        ("norm_eps", c.norm_eps().to_string()),
         ("positions", format!("{:?}", c.positions)),
         ("bias", c.bias.to_string()),
         ("tied_embeddings", c.tied_embeddings.to_string()),
+        (
+            "pattention_tau",
+            format!(
+                "{:?}",
+                (c.mlp == MlpKind::Pattention).then(|| c.pattention_tau())
+            ),
+        ),
         ("dwa", format!("{:?}", c.dwa)),
         ("sharing", format!("{:?}", c.block_plan())),
+        ("lora", format!("{:?}", c.lora)),
     ]
 }

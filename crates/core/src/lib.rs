@@ -32,7 +32,8 @@ mod sampling;
 
 pub use block::Block;
 pub use config::{
-    DwaConfig, MlpKind, ModelConfig, NormKind, PositionKind, SharingConfig, SharingPattern,
+    DwaConfig, LoraConfig, LoraTarget, MlpKind, ModelConfig, NormKind, PositionKind, SharingConfig,
+    SharingPattern,
 };
 pub use model::{Gpt, ParamCount};
 pub use sampling::SampleOptions;

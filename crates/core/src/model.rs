@@ -63,7 +63,13 @@ impl Gpt {
                 stack_reads[j] = true;
             }
         }
-        let ln_f = Norm::new(path / "ln_f", config.norm, config.d_model, config.bias);
+        let ln_f = Norm::new(
+            path / "ln_f",
+            config.norm,
+            config.d_model,
+            config.bias,
+            config.norm_eps(),
+        );
         let lm_head = (!config.tied_embeddings).then(|| {
             Linear::new(
                 path / "lm_head",
@@ -71,6 +77,7 @@ impl Gpt {
                 config.vocab_size,
                 false,
                 0.02,
+                config.lora_for(crate::config::LoraTarget::Head),
             )
         });
         let rotary = (config.positions == PositionKind::Rotary)
@@ -173,8 +180,7 @@ impl Gpt {
                 .into_iter()
                 .chain(&b.mlp.w_up)
             {
-                out.push(&lin.weight);
-                out.extend(&lin.bias);
+                out.extend(lin.parameters());
             }
             for norm in [&b.ln_1, &b.ln_2] {
                 out.push(&norm.weight);
@@ -185,7 +191,7 @@ impl Gpt {
         out.push(&self.ln_f.weight);
         out.extend(&self.ln_f.bias);
         if let Some(head) = &self.lm_head {
-            out.push(&head.weight);
+            out.extend(head.parameters());
         }
         out
     }

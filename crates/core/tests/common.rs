@@ -12,10 +12,14 @@ pub fn tiny(dwa: Option<(usize, usize)>) -> ModelConfig {
         n_layer: 3,
         n_head: 4,
         d_model: 16,
+        head_dim: None,
         block_size: 8,
         mlp: Default::default(),
         mlp_ratio: 4.0,
+        mlp_hidden: None,
+        pattention_tau: None,
         norm: Default::default(),
+        norm_eps: None,
         positions: Default::default(),
         bias: false,
         tied_embeddings: true,
@@ -23,6 +27,7 @@ pub fn tiny(dwa: Option<(usize, usize)>) -> ModelConfig {
         dwa: dwa.map(|(dilation, period)| DwaConfig { dilation, period }),
         precision: Default::default(),
         sharing: None,
+        lora: None,
     }
 }
 

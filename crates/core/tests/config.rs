@@ -31,7 +31,7 @@ fn impossible_shapes_are_refused_with_field_and_expectation() {
     let err = c.validate("configs/x.toml").unwrap_err().to_string();
     assert_eq!(
         err,
-        "configs/x.toml: field `model.d_model`: expected a positive multiple of n_head = 3, found 16"
+        "configs/x.toml: field `model.d_model`: expected a positive multiple of n_head = 3 (or an explicit head_dim), found 16"
     );
     for (k, p, field) in [(0, 1, "model.dwa.dilation"), (1, 0, "model.dwa.period")] {
         let err = tiny(Some((k, p)))

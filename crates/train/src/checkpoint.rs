@@ -29,6 +29,12 @@ pub struct CheckpointMeta {
     pub best_val_loss: Option<f64>,
     /// Seconds of training before this checkpoint (summed across resumes).
     pub elapsed_s: f64,
+    /// Growth events of the schedule applied so far (the model in `config` has them).
+    #[serde(default)]
+    pub growth_applied: usize,
+    /// Training FLOPs spent so far.
+    #[serde(default)]
+    pub train_flops: f64,
 }
 
 /// Folder name of the checkpoint at `step`.

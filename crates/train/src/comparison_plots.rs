@@ -130,35 +130,7 @@ impl Chart for BarsChart {
                 .flat_map(|s| s.points.iter().map(|p| p.1))
         };
         let (lo, hi) = padded_range(values(), 0.1);
-        let decimals = label_decimals(hi - lo);
-        let y_format = move |y: &f64| format!("{y:.decimals$}");
-        let n = self.categories.len();
-        let names = self.categories.clone();
-        let x_format = move |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FAMILY, 22))
-            .margin(16)
-            .x_label_area_size(60)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.6..(n as f64 - 0.4), lo..hi)?;
-        chart
-            .configure_mesh()
-            .x_labels(n)
-            .y_desc(self.y_desc.as_str())
-            .label_style((FAMILY, 12))
-            .axis_desc_style((FAMILY, 15))
-            .x_label_formatter(&x_format)
-            .y_label_formatter(&y_format)
-            .disable_x_mesh()
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        let mut chart = category_frame(root, &self.title, &self.y_desc, &self.categories, lo..hi)?;
         let k = self.series.len().max(1) as f64;
         let width = 0.8 / k;
         for (j, s) in self.series.iter().enumerate() {
@@ -174,6 +146,132 @@ impl Chart for BarsChart {
                 });
         }
         draw_legend(&mut chart)
+    }
+}
+
+/// The axes of a chart with one slot per category on x: caption, category names under the
+/// slots, `y_desc` and a light horizontal grid over `y`.
+fn category_frame<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: &str,
+    categories: &[String],
+    y: std::ops::Range<f64>,
+) -> std::result::Result<crate::plots::LineChart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let decimals = label_decimals(y.end - y.start);
+    let y_format = move |y: &f64| format!("{y:.decimals$}");
+    let n = categories.len();
+    let names = categories.to_vec();
+    let x_format = move |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(60)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.6..(n as f64 - 0.4), y)?;
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .y_desc(y_desc)
+        .label_style((FAMILY, 12))
+        .axis_desc_style((FAMILY, 15))
+        .x_label_formatter(&x_format)
+        .y_label_formatter(&y_format)
+        .disable_x_mesh()
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
+}
+
+/// One estimate with its interval, for [`plot_intervals`].
+#[derive(Clone, Debug)]
+pub struct Interval {
+    /// Category name under the slot.
+    pub label: String,
+    /// Lower end.
+    pub low: f64,
+    /// Point estimate.
+    pub estimate: f64,
+    /// Upper end.
+    pub high: f64,
+}
+
+/// Writes `<stem>.png` and `<stem>.svg`: one point with an error bar per category, and a
+/// dashed reference line at `reference` (e.g. 1 for multipliers).
+pub fn plot_intervals(
+    out_dir: &Path,
+    stem: &str,
+    title: &str,
+    y_desc: &str,
+    intervals: &[Interval],
+    reference: f64,
+) -> Result<()> {
+    if intervals.is_empty() {
+        return Err(Error::Invalid(format!("{stem}: no intervals to plot")));
+    }
+    let chart = IntervalsChart {
+        title: title.to_owned(),
+        y_desc: y_desc.to_owned(),
+        intervals: intervals.to_vec(),
+        reference,
+    };
+    render_both(out_dir, stem, COMPARISON_SIZE, &chart)
+}
+
+/// Estimates with error bars.
+struct IntervalsChart {
+    title: String,
+    y_desc: String,
+    intervals: Vec<Interval>,
+    reference: f64,
+}
+
+impl Chart for IntervalsChart {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let values = self
+            .intervals
+            .iter()
+            .flat_map(|i| [i.low, i.estimate, i.high])
+            .chain([self.reference]);
+        let (lo, hi) = padded_range(values, 0.1);
+        let labels: Vec<String> = self.intervals.iter().map(|i| i.label.clone()).collect();
+        let mut chart = category_frame(root, &self.title, &self.y_desc, &labels, lo..hi)?;
+        let n = self.intervals.len() as f64;
+        let grey = RGBColor(120, 120, 120).stroke_width(1);
+        chart.draw_series(DashedLineSeries::new(
+            [(-0.6, self.reference), (n - 0.4, self.reference)],
+            6,
+            4,
+            grey,
+        ))?;
+        let color = PALETTE[0];
+        let style = color.stroke_width(2);
+        for (k, i) in self.intervals.iter().enumerate() {
+            let x = k as f64;
+            // The whisker and its two caps.
+            for path in [
+                vec![(x, i.low), (x, i.high)],
+                vec![(x - 0.08, i.low), (x + 0.08, i.low)],
+                vec![(x - 0.08, i.high), (x + 0.08, i.high)],
+            ] {
+                chart.draw_series(std::iter::once(PathElement::new(path, style)))?;
+            }
+        }
+        chart.draw_series(
+            self.intervals
+                .iter()
+                .enumerate()
+                .map(|(k, i)| Circle::new((k as f64, i.estimate), 5, color.filled())),
+        )?;
+        Ok(())
     }
 }
 
@@ -204,6 +302,20 @@ mod tests {
             );
         }
         assert!(plot_grouped_bars(dir.path(), "bad", "t", "loss", &cats[..1], &series).is_err());
+        let intervals = vec![Interval {
+            label: "v".to_owned(),
+            low: 0.9,
+            estimate: 1.2,
+            high: 1.5,
+        }];
+        plot_intervals(dir.path(), "intervals", "t", "multiplier", &intervals, 1.0).unwrap();
+        assert!(
+            std::fs::metadata(dir.path().join("intervals.png"))
+                .unwrap()
+                .len()
+                > 500
+        );
+        assert!(plot_intervals(dir.path(), "none", "t", "m", &[], 1.0).is_err());
         assert!(plot_lines(dir.path(), "empty", "t", ("x", "y"), &[]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! [`RunConfig`]: a whole training run (model, data, optimisation), read from TOML with
 //! `--set key=value` overrides.
 
+use crate::growth_schedule::GrowthEvent;
 use crate::optim::AdamWConfig;
 use crate::schedule::CosineSchedule;
 use crate::tokenizer::TokenizerKind;
@@ -175,6 +176,9 @@ pub struct RunConfig {
     pub data: DataConfig,
     /// Optimisation.
     pub train: TrainConfig,
+    /// Growth during training, in step order (`[[growth]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub growth: Vec<GrowthEvent>,
 }
 
 impl RunConfig {

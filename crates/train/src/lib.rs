@@ -10,6 +10,7 @@ pub mod checkpoint_io;
 pub mod comparison_plots;
 pub mod config;
 pub mod data;
+pub mod growth_schedule;
 pub mod inspect;
 pub mod memory;
 pub mod merge_run;

@@ -60,6 +60,8 @@ pub fn merge(
     let tensors: Vec<(String, tch::Tensor)> = state.into_iter().collect();
     checkpoint::restore_weights(&vs, &tensors, config_file)?;
     run.model = model.clone();
+    // The merged model is a new starting point: no growth of its sources is pending.
+    run.growth.clear();
     run.name = out_dir
         .file_name()
         .map_or_else(|| "merged".to_owned(), |n| n.to_string_lossy().into_owned());
@@ -72,6 +74,8 @@ pub fn merge(
         tokens_seen: 0,
         best_val_loss: None,
         elapsed_s: 0.0,
+        growth_applied: 0,
+        train_flops: 0.0,
     };
     let checkpoint = checkpoint::save(&out_dir, &vs, Vec::new(), &meta)?;
     write_text(&out_dir.join("config.toml"), &run.to_toml())?;

@@ -29,6 +29,9 @@ pub struct MetricRecord {
     /// Training throughput (`train` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_sec: Option<f64>,
+    /// Training FLOPs spent so far (summed across growth stages and resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flops: Option<f64>,
     /// Seconds since the start of the run (summed across resumes).
     pub elapsed_s: f64,
 }

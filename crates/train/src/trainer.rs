@@ -4,6 +4,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
 use crate::data::{fixed_batches, random_batch};
+use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
 use crate::optim::AdamW;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use strata_core::{Gpt, ParamCount};
+use strata_core::flops::train_flops_per_step;
+use strata_core::{Gpt, ModelConfig, ParamCount};
+use strata_growth::{Moments, Snapshot};
 use strata_tensor::{Error, Result, seeded, set_cpu_threads};
 use tch::{Device, Tensor, nn};
 
@@ -71,6 +74,10 @@ pub struct RunSummary {
     pub steps: u64,
     /// Training tokens consumed.
     pub tokens: u64,
+    /// Training FLOPs spent, counted step by step with the model of each step (so growth
+    /// stages are counted at their own size; see `strata_core::flops`).
+    #[serde(default)]
+    pub train_flops: f64,
     /// Last evaluated training loss.
     pub final_train_loss: Option<f64>,
     /// Last evaluated validation loss.
@@ -168,6 +175,14 @@ pub(crate) fn prepare_out_dir(dir: &Path, continuing: bool, overwrite: bool) -> 
 /// Everything the loop needs, built before the first step.
 struct Run {
     config: RunConfig,
+    /// The model the run config describes, before any growth.
+    base_model: ModelConfig,
+    /// Growth events already applied.
+    growth_applied: usize,
+    /// Training FLOPs spent so far.
+    train_flops: f64,
+    workers: usize,
+    threads_per_worker: usize,
     vs: nn::VarStore,
     model: Gpt,
     optimizer: AdamW,
@@ -204,7 +219,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     }
     let start_from = resumed.as_ref().or(initial.as_ref());
     let data = prepare_data(&config, start_from.map(|c| c.tokenizer.clone()))?;
-    let model_config = match &initial {
+    let base_model = match &initial {
         Some(init) => {
             let model = init.meta.config.model.clone();
             tracing::info!(
@@ -216,6 +231,10 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         }
         None => resolve_model(&config, &data.tokenizer, &options.config_file)?,
     };
+    let file = options.config_file.display().to_string();
+    growth_schedule::validate(&config.growth, &base_model, config.train.max_iters, &file)?;
+    let growth_applied = resumed.as_ref().map_or(0, |c| c.meta.growth_applied);
+    let model_config = growth_schedule::model_after(&config.growth, &base_model, growth_applied)?;
     if let Some(ckpt) = start_from {
         checkpoint::ensure_compatible(ckpt, &model_config, &config, &options.config_file)?;
     }
@@ -241,6 +260,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
     }
     let (mut start, mut best_val, mut elapsed_before) = (0, None, 0.0);
+    let train_flops = resumed.as_ref().map_or(0.0, |c| c.meta.train_flops);
     if let Some(ckpt) = &resumed {
         checkpoint::restore_weights(&vs, &ckpt.loaded.model, &ckpt.loaded.path)?;
         optimizer.load_state(&ckpt.loaded.optimizer, ckpt.meta.step, &ckpt.loaded.path)?;
@@ -254,6 +274,11 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let mut config = config;
     config.model = model_config;
     Ok(Run {
+        base_model,
+        growth_applied,
+        train_flops,
+        workers,
+        threads_per_worker,
         tokenizer_json: data.tokenizer.to_json(),
         tokenizer_fingerprint: data.tokenizer.fingerprint(),
         train_tokens: data.splits.train,
@@ -292,7 +317,9 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let _threads = ThreadCountGuard(tch::get_num_threads());
     let mut run = build_run(config, options)?;
     let out = options.out_dir.clone();
-    std::fs::write(out.join("config.toml"), run.config.to_toml())
+    let mut as_given = run.config.clone();
+    as_given.model = run.base_model.clone();
+    std::fs::write(out.join("config.toml"), as_given.to_toml())
         .map_err(Error::io(out.join("config.toml")))?;
     let resumed_at = (options.resume.is_some()).then_some(run.start);
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), resumed_at)?;
@@ -308,6 +335,14 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let elapsed = |run: &Run| run.elapsed_before + clock.elapsed().as_secs_f64();
     let mut step = run.start;
     loop {
+        while run
+            .config
+            .growth
+            .get(run.growth_applied)
+            .is_some_and(|event| event.step == step)
+        {
+            bar.suspend(|| grow(&mut run, step))?;
+        }
         let due_eval = step % t.eval_interval == 0 || step == t.max_iters;
         if due_eval && resumed_at != Some(step) {
             let train_loss = run.parallel.evaluate(&run.model, &run.eval_train)?;
@@ -321,6 +356,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
                 val_loss: Some(val_loss),
                 lr: None,
                 tokens_per_sec: None,
+                train_flops: Some(run.train_flops),
                 elapsed_s: elapsed(&run),
             })?;
             bar.suspend(|| {
@@ -340,7 +376,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             bar.suspend(|| tracing::warn!(step, "stopped early; resume with --resume"));
             break;
         }
-        let lr = schedule.at(step);
+        let lr = schedule.at(step) * rewarm_factor(&run.config.growth, run.growth_applied, step);
         let step_clock = Instant::now();
         let (x, y) = random_batch(
             &run.train_tokens,
@@ -357,6 +393,8 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             .forward_backward(&run.model, &x, &y, dropout_seed)?;
         let _grad_norm = run.optimizer.clip_grad_norm(t.grad_clip)?;
         run.optimizer.step(lr);
+        run.train_flops +=
+            train_flops_per_step(&run.config.model, t.batch_size, run.config.model.block_size);
         step += 1;
         if step % t.log_interval == 0 || step == t.max_iters {
             let loss = loss.double_value(&[]);
@@ -375,6 +413,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
                 val_loss: None,
                 lr: Some(lr),
                 tokens_per_sec: Some(tok_s),
+                train_flops: Some(run.train_flops),
                 elapsed_s: elapsed(&run),
             })?;
             bar.set_message(format!(
@@ -396,6 +435,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         params: run.model.param_count(),
         steps: step,
         tokens: step * tokens_per_step,
+        train_flops: run.train_flops,
         final_train_loss: last_train_loss,
         final_val_loss: last_val,
         best_val_loss: run.best_val,
@@ -425,6 +465,8 @@ fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
         tokens_seen: step * (run.config.train.batch_size * run.config.model.block_size) as u64,
         best_val_loss: run.best_val,
         elapsed_s,
+        growth_applied: run.growth_applied,
+        train_flops: run.train_flops,
     };
     checkpoint::save(out, &run.vs, run.optimizer.state_tensors(), &meta)
 }
@@ -447,5 +489,72 @@ fn write_plots(run: &Run, out: &Path) -> Result<()> {
     if run.config.model.dwa.is_some() {
         plots::plot_dwa_heatmap(out, &run.model.dwa_weight_matrix()?)?;
     }
+    Ok(())
+}
+
+/// Applies the next growth event of the schedule at `step`: the model, its optimizer (with
+/// the moments carried by the operator and the same step count) and the data-parallel
+/// workers are rebuilt at the new size.
+fn grow(run: &mut Run, step: u64) -> Result<()> {
+    let index = run.growth_applied;
+    let event = run.config.growth[index].clone();
+    let source = PathBuf::from(format!(
+        "growth[{index}] ({}) at step {step}",
+        event.op.label()
+    ));
+    let mut moments = Moments::default();
+    for (name, t) in run.optimizer.state_tensors() {
+        let t = t.f_detach_copy()?;
+        if let Some(param) = name.strip_prefix("exp_avg_sq.") {
+            moments.exp_avg_sq.insert(param.to_owned(), t);
+        } else if let Some(param) = name.strip_prefix("exp_avg.") {
+            moments.exp_avg.insert(param.to_owned(), t);
+        }
+    }
+    let snapshot = Snapshot {
+        config: run.config.model.clone(),
+        params: strata_merge::state_of(&run.vs)?,
+        moments: Some(moments),
+    };
+    let before = run.model.param_count().total;
+    let grown = event
+        .op
+        .apply(&snapshot, growth_seed(run.config.train.seed, index))?;
+    let vs = nn::VarStore::new(run.device);
+    let model = Gpt::new(&vs.root(), &grown.config)?;
+    let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
+    checkpoint::restore_weights(&vs, &params, &source)?;
+    let mut optimizer = AdamW::new(
+        vs.variables().into_iter().collect(),
+        run.config.train.adamw(),
+    );
+    let moments = grown.moments.unwrap_or_default();
+    let state: Vec<(String, Tensor)> = moments
+        .exp_avg
+        .into_iter()
+        .map(|(n, t)| (format!("exp_avg.{n}"), t))
+        .chain(
+            moments
+                .exp_avg_sq
+                .into_iter()
+                .map(|(n, t)| (format!("exp_avg_sq.{n}"), t)),
+        )
+        .collect();
+    optimizer.load_state(&state, run.optimizer.steps_taken(), &source)?;
+    let parallel = DataParallel::new(&vs, &model, run.workers, run.threads_per_worker)?;
+    tch::set_num_threads(run.threads_per_worker as i32);
+    tracing::info!(
+        step,
+        op = %event.op.label(),
+        params_before = before,
+        params_after = model.param_count().total,
+        "grew the model"
+    );
+    run.parallel = parallel;
+    run.optimizer = optimizer;
+    run.model = model;
+    run.vs = vs;
+    run.config.model = grown.config;
+    run.growth_applied += 1;
     Ok(())
 }

@@ -12,6 +12,7 @@ fn train_record(step: u64) -> MetricRecord {
         val_loss: None,
         lr: Some(1e-3),
         tokens_per_sec: Some(12345.5),
+        train_flops: None,
         elapsed_s: step as f64 * 0.5,
     }
 }
@@ -25,6 +26,7 @@ fn eval_record(step: u64) -> MetricRecord {
         val_loss: Some(4.25),
         lr: None,
         tokens_per_sec: None,
+        train_flops: None,
         elapsed_s: step as f64 * 0.5 + 0.1,
     }
 }

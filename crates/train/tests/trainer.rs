@@ -220,7 +220,7 @@ fn impossible_model_shapes_are_refused_with_the_config_file_named() {
         .to_string();
     assert_eq!(
         err,
-        "configs/mine.toml: field `model.d_model`: expected a positive multiple of n_head = 3, found 32"
+        "configs/mine.toml: field `model.d_model`: expected a positive multiple of n_head = 3 (or an explicit head_dim), found 32"
     );
     let mut period = tiny_config(&text, 2, true, 0.0);
     period.model.dwa.as_mut().unwrap().period = 0;

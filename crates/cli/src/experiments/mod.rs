@@ -3,6 +3,7 @@
 //! folder; a run whose `summary.json` says it finished is reused, so an interrupted study
 //! picks up where it stopped.
 
+mod growth;
 mod merging;
 mod repetition;
 
@@ -50,6 +51,10 @@ pub enum Study {
     /// One base fine-tuned on two halves of the corpus, merged by every method; validation
     /// loss on each half.
     Merging(StudyArgs),
+    /// Growth paths from smaller models (identity blocks, wider residual stream and heads,
+    /// wider MLP) against the final size trained from scratch with a tuned learning rate, all
+    /// at the same training FLOPs.
+    Growth(StudyArgs),
 }
 
 /// Runs a study.
@@ -57,6 +62,7 @@ pub fn run(study: Study, stop: &Arc<AtomicBool>) -> Result<()> {
     match study {
         Study::Repetition(args) => repetition::run(&args, stop),
         Study::Merging(args) => merging::run(&args, stop),
+        Study::Growth(args) => growth::run(&args, stop),
     }
 }
 
@@ -125,6 +131,15 @@ fn schedule(args: &StudyArgs, steps: u64, seed: u64) -> Vec<String> {
     ]
 }
 
+/// `(training FLOPs, val_loss)` of every evaluation of a run, as its metrics counted them.
+fn val_curve_by_flops(run: &Path) -> Result<Vec<(f64, f64)>> {
+    Ok(read_records(&run.join("metrics.jsonl"))?
+        .into_iter()
+        .filter(|r| r.kind == "eval")
+        .filter_map(|r| Some((r.train_flops?, r.val_loss?)))
+        .collect())
+}
+
 /// `(step, val_loss)` of every evaluation of a run.
 fn val_curve(run: &Path) -> Result<Vec<(u64, f64)>> {
     Ok(read_records(&run.join("metrics.jsonl"))?
@@ -137,6 +152,47 @@ fn val_curve(run: &Path) -> Result<Vec<(u64, f64)>> {
 /// The model config a finished run trained.
 fn trained_model(run: &Path) -> Result<ModelConfig> {
     Ok(strata_train::checkpoint::load(run)?.meta.config.model)
+}
+
+/// One variant's results over the seeds.
+struct Outcome {
+    label: String,
+    final_val: Vec<f64>,
+    flops: f64,
+    wall_s: Vec<f64>,
+    /// Mean validation loss against cumulative training FLOPs.
+    curve: Vec<(f64, f64)>,
+}
+
+/// Adds one seed's result to the variant called `label`, averaging curves point by point.
+fn record(
+    outcomes: &mut Vec<Outcome>,
+    label: &str,
+    final_val: Option<f64>,
+    flops: f64,
+    wall_s: f64,
+    curve: Vec<(f64, f64)>,
+) {
+    let index = match outcomes.iter().position(|o| o.label == label) {
+        Some(i) => i,
+        None => {
+            outcomes.push(Outcome {
+                label: label.to_owned(),
+                final_val: Vec::new(),
+                flops,
+                wall_s: Vec::new(),
+                curve: vec![(0.0, 0.0); curve.len()],
+            });
+            outcomes.len() - 1
+        }
+    };
+    let o = &mut outcomes[index];
+    let seeds = o.final_val.len() as f64;
+    o.final_val.push(final_val.unwrap_or(f64::NAN));
+    o.wall_s.push(wall_s);
+    for (mean, (x, y)) in o.curve.iter_mut().zip(curve) {
+        *mean = (x, (mean.1 * seeds + y) / (seeds + 1.0));
+    }
 }
 
 /// Mean and sample standard deviation.

@@ -2,7 +2,10 @@
 //! layer plan and trained for `steps` more, against a 4-layer model trained from scratch
 //! for the same total training FLOPs.
 
-use super::{Run, StudyArgs, command_line, pm, schedule, trained_model, val_curve, write_doc};
+use super::{
+    Outcome, Run, StudyArgs, command_line, pm, record, schedule, trained_model, val_curve,
+    write_doc,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -17,16 +20,6 @@ const PLANS: [(&str, &str, &str); 3] = [
     ("interleave 1-2-1-2", "interleave", "1-2-1-2"),
     ("identity 1-I-2-I", "identity", "1-I-2-I"),
 ];
-
-/// One variant's results over the seeds.
-struct Outcome {
-    label: String,
-    final_val: Vec<f64>,
-    flops: f64,
-    wall_s: Vec<f64>,
-    /// Mean validation loss against cumulative training FLOPs.
-    curve: Vec<(f64, f64)>,
-}
 
 /// Runs the study and writes `repetition.md` and `repetition.png`/`.svg`.
 pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
@@ -134,37 +127,6 @@ fn grow(source: &Path, out: &Path, plan: &str) -> Result<()> {
     let config = MergeConfig::parse(&text, "repetition study")?;
     strata_train::merge_run::merge(&config, Path::new("repetition study"), Some(out), true)?;
     Ok(())
-}
-
-/// Adds one seed's result to the variant called `label`, averaging curves point by point.
-fn record(
-    outcomes: &mut Vec<Outcome>,
-    label: &str,
-    final_val: Option<f64>,
-    flops: f64,
-    wall_s: f64,
-    curve: Vec<(f64, f64)>,
-) {
-    let index = match outcomes.iter().position(|o| o.label == label) {
-        Some(i) => i,
-        None => {
-            outcomes.push(Outcome {
-                label: label.to_owned(),
-                final_val: Vec::new(),
-                flops,
-                wall_s: Vec::new(),
-                curve: vec![(0.0, 0.0); curve.len()],
-            });
-            outcomes.len() - 1
-        }
-    };
-    let o = &mut outcomes[index];
-    let seeds = o.final_val.len() as f64;
-    o.final_val.push(final_val.unwrap_or(f64::NAN));
-    o.wall_s.push(wall_s);
-    for (mean, (x, y)) in o.curve.iter_mut().zip(curve) {
-        *mean = (x, (mean.1 * seeds + y) / (seeds + 1.0));
-    }
 }
 
 /// The markdown report.

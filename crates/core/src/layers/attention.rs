@@ -8,22 +8,38 @@ use tch::{Tensor, nn};
 /// Causal self-attention with a fused query/key/value projection.
 #[derive(Debug)]
 pub struct CausalSelfAttention {
-    /// Query, key and value projections stacked: `[3·D, D]`.
+    /// Query, key and value projections stacked: `[3·A, D]` with `A = n_head · head_dim`.
     pub c_attn: Linear,
-    /// Output projection `[D, D]`.
+    /// Output projection `[D, A]`.
     pub c_proj: Linear,
     n_head: i64,
+    head_dim: i64,
     dropout: f64,
 }
 
 impl CausalSelfAttention {
     /// Creates the layer under `path`; `proj_std` initialises the output projection.
     pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Self {
-        let d = config.d_model;
+        let (d, a) = (config.d_model, config.attn_width());
         Self {
-            c_attn: Linear::new(&path / "c_attn", d, 3 * d, config.bias, 0.02),
-            c_proj: Linear::new(&path / "c_proj", d, d, config.bias, proj_std),
+            c_attn: Linear::new(
+                &path / "c_attn",
+                d,
+                3 * a,
+                config.bias,
+                0.02,
+                config.lora_for(crate::config::LoraTarget::Attn),
+            ),
+            c_proj: Linear::new(
+                &path / "c_proj",
+                a,
+                d,
+                config.bias,
+                proj_std,
+                config.lora_for(crate::config::LoraTarget::AttnProj),
+            ),
             n_head: config.n_head as i64,
+            head_dim: config.head_dim() as i64,
             dropout: config.dropout,
         }
     }
@@ -37,12 +53,13 @@ impl CausalSelfAttention {
         train: bool,
     ) -> Result<Tensor> {
         let size = x.size();
-        let (b, t, d) = (size[0], size[1], size[2]);
+        let (b, t) = (size[0], size[1]);
+        let a = self.n_head * self.head_dim;
         let qkv = self.c_attn.forward(x, config.precision)?;
         let heads = |i: i64| -> Result<Tensor> {
             Ok(qkv
-                .f_narrow(2, i * d, d)?
-                .f_view([b, t, self.n_head, d / self.n_head])?
+                .f_narrow(2, i * a, a)?
+                .f_view([b, t, self.n_head, self.head_dim])?
                 .f_transpose(1, 2)?)
         };
         let (mut q, mut k, v) = (heads(0)?, heads(1)?, heads(2)?);
@@ -54,7 +71,7 @@ impl CausalSelfAttention {
         let y = Tensor::f_scaled_dot_product_attention::<Tensor>(
             &q, &k, &v, None, dropout, true, None, false,
         )?;
-        let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, d])?;
+        let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, a])?;
         Ok(self
             .c_proj
             .forward(&y, config.precision)?

@@ -1,34 +1,94 @@
-//! A linear layer whose product runs in the configured compute dtype.
+//! A linear layer whose product runs in the configured compute dtype, with an optional LoRA
+//! adapter.
 
+use crate::config::LoraConfig;
 use strata_tensor::{Precision, Result};
 use tch::{Kind, Tensor, nn};
 
-/// `y = x · Wᵀ + b` with `W` of shape `[out, in]`, stored in f32.
+/// A low-rank adapter `scale · B · A` added to a linear layer's weight.
+#[derive(Debug)]
+pub struct LoraAdapter {
+    /// Down projection `A` `[rank, in]` (`<linear>.lora_a`).
+    pub a: Tensor,
+    /// Up projection `B` `[out, rank]` (`<linear>.lora_b`), zero at initialisation.
+    pub b: Tensor,
+    /// Fixed multiplier of `B · A`.
+    pub scale: f64,
+}
+
+/// `y = x · Wᵀ + b (+ scale · (x · Aᵀ) · Bᵀ)` with `W` of shape `[out, in]`, stored in f32.
 #[derive(Debug)]
 pub struct Linear {
-    /// Weight `[out, in]`.
+    /// Weight `[out, in]` (the base weight `W0` of an adapted layer).
     pub weight: Tensor,
     /// Optional bias `[out]`.
     pub bias: Option<Tensor>,
+    /// Optional LoRA adapter.
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
-    /// Creates `path.weight` (normal with `std`) and, if `bias`, `path.bias` (zeros).
-    pub fn new(path: nn::Path, inputs: usize, outputs: usize, bias: bool, std: f64) -> Self {
-        let weight = path.var(
-            "weight",
-            &[outputs as i64, inputs as i64],
-            super::normal(std),
-        );
-        let bias = bias.then(|| path.zeros("bias", &[outputs as i64]));
-        Self { weight, bias }
+    /// Creates `path.weight` (normal with `std`) and, if `bias`, `path.bias` (zeros); with
+    /// `lora`, also `path.lora_a` (normal with std `1/sqrt(in)`) and `path.lora_b` (zeros),
+    /// the weight and bias frozen (no gradient) when `lora.freeze_base`.
+    pub fn new(
+        path: nn::Path,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+        std: f64,
+        lora: Option<&LoraConfig>,
+    ) -> Self {
+        let (i, o) = (inputs as i64, outputs as i64);
+        let freeze = lora.is_some_and(|l| l.freeze_base);
+        let (weight, bias) = if freeze {
+            // Registered as non-trainable variables: listed by `VarStore::variables` (so
+            // checkpoints keep them) but without gradient and outside `trainable_variables`.
+            let weight = nn::init(super::normal(std), &[o, i], path.device()).to_kind(path.kind());
+            let weight = path.add("weight", weight, false);
+            let bias = bias.then(|| path.zeros_no_train("bias", &[o]));
+            (weight, bias)
+        } else {
+            let weight = path.var("weight", &[o, i], super::normal(std));
+            (weight, bias.then(|| path.zeros("bias", &[o])))
+        };
+        let lora = lora.map(|l| {
+            let r = l.rank as i64;
+            LoraAdapter {
+                a: path.var(
+                    "lora_a",
+                    &[r, i],
+                    super::normal(1.0 / (inputs as f64).sqrt()),
+                ),
+                b: path.zeros("lora_b", &[o, r]),
+                scale: l.scale,
+            }
+        });
+        Self { weight, bias, lora }
+    }
+
+    /// Every parameter tensor of the layer: weight, bias, then `A` and `B` of the adapter.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.weight];
+        out.extend(&self.bias);
+        if let Some(lora) = &self.lora {
+            out.push(&lora.a);
+            out.push(&lora.b);
+        }
+        out
     }
 
     /// Applies the layer; the result is f32 whatever the compute dtype.
     pub fn forward(&self, x: &Tensor, precision: Precision) -> Result<Tensor> {
         let weight = precision.cast(&self.weight);
         let bias = self.bias.as_ref().map(|b| precision.cast(b));
-        let y = precision.cast(x).f_linear(&weight, bias.as_ref())?;
+        let x = precision.cast(x);
+        let mut y = x.f_linear(&weight, bias.as_ref())?;
+        if let Some(lora) = &self.lora {
+            let down = x.f_linear::<Tensor>(&precision.cast(&lora.a), None)?;
+            let up = down.f_linear::<Tensor>(&precision.cast(&lora.b), None)?;
+            y = y.f_add(&up.f_mul_scalar(lora.scale)?)?;
+        }
         Ok(if y.kind() == Kind::Float {
             y
         } else {

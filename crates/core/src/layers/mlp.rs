@@ -1,4 +1,4 @@
-//! The feed-forward sublayer: GELU or SwiGLU.
+//! The feed-forward sublayer: GELU, SwiGLU or Pattention.
 
 use super::Linear;
 use crate::config::{MlpKind, ModelConfig};
@@ -9,6 +9,8 @@ use tch::{Tensor, nn};
 #[derive(Debug)]
 pub struct Mlp {
     kind: MlpKind,
+    /// Pattention's score scale τ.
+    tau: f64,
     /// Input projection (`c_fc`) for GELU, the gate projection for SwiGLU.
     pub c_fc: Linear,
     /// The up projection of SwiGLU.
@@ -22,12 +24,37 @@ impl Mlp {
     /// Creates the MLP under `path`; `proj_std` initialises the output projection.
     pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Self {
         let (d, h) = (config.d_model, config.mlp_hidden());
-        let c_fc = Linear::new(&path / "c_fc", d, h, config.bias, 0.02);
-        let w_up = (config.mlp == MlpKind::Swiglu)
-            .then(|| Linear::new(&path / "w_up", d, h, config.bias, 0.02));
-        let c_proj = Linear::new(&path / "c_proj", h, d, config.bias, proj_std);
+        // Pattention's parameter tokens carry no bias (they are keys and values).
+        let bias = config.bias && config.mlp != MlpKind::Pattention;
+        let c_fc = Linear::new(
+            &path / "c_fc",
+            d,
+            h,
+            bias,
+            0.02,
+            config.lora_for(crate::config::LoraTarget::Mlp),
+        );
+        let w_up = (config.mlp == MlpKind::Swiglu).then(|| {
+            Linear::new(
+                &path / "w_up",
+                d,
+                h,
+                config.bias,
+                0.02,
+                config.lora_for(crate::config::LoraTarget::Mlp),
+            )
+        });
+        let c_proj = Linear::new(
+            &path / "c_proj",
+            h,
+            d,
+            bias,
+            proj_std,
+            config.lora_for(crate::config::LoraTarget::MlpProj),
+        );
         Self {
             kind: config.mlp,
+            tau: config.pattention_tau(),
             c_fc,
             w_up,
             c_proj,
@@ -44,6 +71,7 @@ impl Mlp {
                 .forward(x, p)?
                 .f_silu()?
                 .f_mul(&up.forward(x, p)?)?,
+            (MlpKind::Pattention, _) => pattention_scores(&self.c_fc.forward(x, p)?, self.tau)?,
             _ => self.c_fc.forward(x, p)?.f_gelu("none")?,
         };
         Ok(self
@@ -51,4 +79,16 @@ impl Mlp {
             .forward(&hidden, p)?
             .f_dropout(self.dropout, train)?)
     }
+}
+
+/// TokenFormer's normalised activation `gelu(τ · a / ‖a‖₂)` over the last dimension (the
+/// parameter tokens). A token whose key is zero scores 0 and contributes nothing, whatever its
+/// value, and leaves the norm unchanged: appending such tokens keeps the function.
+pub fn pattention_scores(scores: &Tensor, tau: f64) -> Result<Tensor> {
+    let norm = scores
+        .f_square()?
+        .f_sum_dim_intlist([-1i64].as_slice(), true, scores.kind())?
+        .f_sqrt()?
+        .f_clamp_min(1e-12)?;
+    Ok(scores.f_div(&norm)?.f_mul_scalar(tau)?.f_gelu("none")?)
 }

@@ -9,7 +9,7 @@ mod rotary;
 pub use attention::CausalSelfAttention;
 pub use linear::Linear;
 pub use mlp::Mlp;
-pub use norm::Norm;
+pub use norm::{DEFAULT_EPS, Norm};
 pub use rotary::Rotary;
 
 use tch::nn::Init;

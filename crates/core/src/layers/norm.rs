@@ -4,14 +4,15 @@ use crate::config::NormKind;
 use strata_tensor::Result;
 use tch::{Tensor, nn};
 
-/// Epsilon shared by both norms (PyTorch's LayerNorm default).
-const EPS: f64 = 1e-5;
+/// Default epsilon of both norms (PyTorch's LayerNorm default).
+pub const DEFAULT_EPS: f64 = 1e-5;
 
 /// A normalisation layer with a learned gain (and a bias for LayerNorm with `bias = true`).
 #[derive(Debug)]
 pub struct Norm {
     kind: NormKind,
     width: i64,
+    eps: f64,
     /// Gain `[width]`, initialised to ones.
     pub weight: Tensor,
     /// Bias `[width]`, initialised to zeros.
@@ -19,14 +20,16 @@ pub struct Norm {
 }
 
 impl Norm {
-    /// Creates `path.weight` and, for a biased LayerNorm, `path.bias`.
-    pub fn new(path: nn::Path, kind: NormKind, width: usize, bias: bool) -> Self {
+    /// Creates `path.weight` and, for a biased LayerNorm, `path.bias`; `eps` is added to the
+    /// variance (LayerNorm) or mean square (RMSNorm).
+    pub fn new(path: nn::Path, kind: NormKind, width: usize, bias: bool, eps: f64) -> Self {
         let weight = path.ones("weight", &[width as i64]);
         let bias =
             (bias && kind == NormKind::Layernorm).then(|| path.zeros("bias", &[width as i64]));
         Self {
             kind,
             width: width as i64,
+            eps,
             weight,
             bias,
         }
@@ -39,10 +42,10 @@ impl Norm {
                 [self.width],
                 Some(&self.weight),
                 self.bias.as_ref(),
-                EPS,
+                self.eps,
                 true,
             )?,
-            NormKind::Rmsnorm => x.f_rms_norm([self.width], Some(&self.weight), EPS)?,
+            NormKind::Rmsnorm => x.f_rms_norm([self.width], Some(&self.weight), self.eps)?,
         })
     }
 }

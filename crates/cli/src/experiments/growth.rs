@@ -1,0 +1,367 @@
+//! The growth study: does growing a small model to the final size beat training the final
+//! size from scratch, at the same training FLOPs?
+//!
+//! The final size is the recipe's model. The scratch baseline gets a small learning-rate
+//! sweep (seed 1), then its best rate for every seed. Each growth path starts from a smaller
+//! model, grows to the final size by the run's `[[growth]]` schedule after half the scratch
+//! run's steps, and trains on until it has spent the scratch run's FLOPs (counted by
+//! `strata_core::flops` for the model of every step). Growth paths use the baseline's tuned
+//! learning rate (not tuned for themselves), so the learning rate is not a confound and any
+//! tuning advantage stays with the baseline.
+
+use super::{
+    Outcome, Run, StudyArgs, command_line, pm, record, schedule, trained_model, val_curve_by_flops,
+    write_doc,
+};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use strata_core::ModelConfig;
+use strata_core::flops::train_flops_per_step;
+use strata_tensor::Result;
+use strata_train::RunConfig;
+use strata_train::comparison_plots::{Series, plot_lines};
+
+/// Learning rates of the scratch baseline's sweep, as multiples of the recipe's.
+const LR_MULTIPLES: [f64; 3] = [0.5, 1.0, 2.0];
+
+/// How often the sweep may widen when its best rate sits at an edge.
+const MAX_EXTENSIONS: usize = 2;
+
+/// The index of the lowest final loss.
+fn best_index(sweep: &[SweepPoint]) -> usize {
+    sweep
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.final_val.total_cmp(&b.1.final_val))
+        .map_or(0, |(i, _)| i)
+}
+
+/// A growth path: label, folder, overrides of the starting model, growth operations (TOML
+/// inline tables without the step).
+struct Path {
+    label: &'static str,
+    folder: &'static str,
+    start: fn(&ModelConfig) -> Vec<String>,
+    ops: fn(&ModelConfig) -> Vec<String>,
+}
+
+/// The growth paths compared, each ending at the recipe's size.
+fn paths() -> Vec<Path> {
+    vec![
+        Path {
+            label: "deeper: half the layers, identity blocks inserted",
+            folder: "deepen",
+            start: |m| vec![format!("model.n_layer={}", m.n_layer / 2)],
+            ops: |m| {
+                let after: Vec<String> = (1..=m.n_layer / 2).map(|i| i.to_string()).collect();
+                vec![format!(
+                    "op = \"insert_blocks\", after = [{}]",
+                    after.join(", ")
+                )]
+            },
+        },
+        Path {
+            label: "wider: half the residual width and heads, Net2WiderNet",
+            folder: "widen",
+            start: |m| {
+                vec![
+                    format!("model.d_model={}", m.d_model / 2),
+                    format!("model.head_dim={}", m.head_dim() / 2),
+                    format!("model.mlp_hidden={}", m.mlp_hidden() / 2),
+                ]
+            },
+            ops: |m| {
+                vec![
+                    format!(
+                        "op = \"widen_residual\", d_model = {}, noise = 0.01",
+                        m.d_model
+                    ),
+                    format!(
+                        "op = \"add_heads\", n_head = {}, noise = 0.01",
+                        2 * m.n_head
+                    ),
+                    format!(
+                        "op = \"widen_mlp\", hidden = {}, noise = 0.01",
+                        m.mlp_hidden()
+                    ),
+                ]
+            },
+        },
+        Path {
+            label: "wider MLP: a quarter of the MLP units, Net2WiderNet",
+            folder: "widen-mlp",
+            start: |m| vec![format!("model.mlp_hidden={}", m.mlp_hidden() / 4)],
+            ops: |m| {
+                vec![format!(
+                    "op = \"widen_mlp\", hidden = {}, noise = 0.01",
+                    m.mlp_hidden()
+                )]
+            },
+        },
+    ]
+}
+
+/// The model a run of the recipe with `overrides` starts from (vocabulary as resolved by the
+/// final-size run).
+fn model_with(
+    args: &StudyArgs,
+    final_model: &ModelConfig,
+    overrides: &[String],
+) -> Result<ModelConfig> {
+    let mut model = RunConfig::load(&args.config, overrides)?.model;
+    model.vocab_size = final_model.vocab_size;
+    model.validate(&args.config.display().to_string())?;
+    Ok(model)
+}
+
+/// One scratch run of the sweep.
+struct SweepPoint {
+    lr: f64,
+    final_val: f64,
+}
+
+/// Runs the study and writes `growth.md` and `growth.png`/`.svg`.
+pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
+    let root = args.out.join("growth");
+    let recipe = RunConfig::load(&args.config, &[])?;
+    let t = &recipe.train;
+    let steps = args.steps;
+    // Peak and final learning rate scaled together.
+    let lr_overrides = |lr: f64| {
+        vec![
+            format!("train.learning_rate={lr}"),
+            format!("train.min_lr={}", lr * t.min_lr / t.learning_rate),
+        ]
+    };
+    let scratch_run =
+        |seed: u64, lr: f64| -> Result<(std::path::PathBuf, strata_train::RunSummary)> {
+            let dir = root.join(format!("scratch-lr{lr:.0e}-seed-{seed}"));
+            let mut overrides = schedule(args, steps, seed);
+            overrides.extend(lr_overrides(lr));
+            let summary = Run::new(args, dir.clone(), &overrides).train(stop)?;
+            Ok((dir, summary))
+        };
+    // The sweep widens by factors of 2 while its best rate sits at an edge (twice at most),
+    // so that the baseline's rate is a real optimum of the grid.
+    let mut sweep: Vec<SweepPoint> = Vec::new();
+    let mut multiples = LR_MULTIPLES.to_vec();
+    for _ in 0..=MAX_EXTENSIONS {
+        for &multiple in &multiples {
+            let lr = t.learning_rate * multiple;
+            if sweep.iter().any(|p| p.lr == lr) {
+                continue;
+            }
+            let (_, summary) = scratch_run(1, lr)?;
+            sweep.push(SweepPoint {
+                lr,
+                final_val: summary.final_val_loss.unwrap_or(f64::INFINITY),
+            });
+        }
+        sweep.sort_by(|a, b| a.lr.total_cmp(&b.lr));
+        let best = best_index(&sweep);
+        let next = if best + 1 == sweep.len() {
+            sweep[best].lr * 2.0
+        } else if best == 0 {
+            sweep[best].lr / 2.0
+        } else {
+            break;
+        };
+        multiples.push(next / t.learning_rate);
+    }
+    let best_lr = sweep[best_index(&sweep)].lr;
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut runs: Vec<RunRow> = Vec::new();
+    let mut final_model = None;
+    for seed in 1..=args.seeds {
+        let (dir, summary) = scratch_run(seed, best_lr)?;
+        let model = trained_model(&dir)?;
+        let f_final = train_flops_per_step(&model, t.batch_size, model.block_size);
+        let label = format!("from scratch (lr {best_lr:.0e}, best of the sweep)");
+        record(
+            &mut outcomes,
+            &label,
+            summary.final_val_loss,
+            summary.train_flops,
+            summary.wall_s,
+            val_curve_by_flops(&dir)?,
+        );
+        runs.push(RunRow::new(&label, seed, steps, &[], &summary));
+        let budget = f_final * steps as f64;
+        for path in paths() {
+            let start = (path.start)(&model);
+            let small = model_with(args, &model, &start)?;
+            let f_small = train_flops_per_step(&small, t.batch_size, small.block_size);
+            let grow_at = steps / 2;
+            let rest = ((budget - grow_at as f64 * f_small) / f_final).round() as u64;
+            let total = grow_at + rest;
+            let events: Vec<String> = (path.ops)(&model)
+                .iter()
+                .map(|op| format!("{{ step = {grow_at}, {op} }}"))
+                .collect();
+            let mut overrides = schedule(args, total, seed);
+            overrides.extend(lr_overrides(best_lr));
+            overrides.extend(start.iter().cloned());
+            overrides.push(format!("growth=[{}]", events.join(", ")));
+            let dir = root.join(format!("{}-seed-{seed}", path.folder));
+            let summary = Run::new(args, dir.clone(), &overrides).train(stop)?;
+            record(
+                &mut outcomes,
+                path.label,
+                summary.final_val_loss,
+                summary.train_flops,
+                summary.wall_s,
+                val_curve_by_flops(&dir)?,
+            );
+            runs.push(RunRow::new(path.label, seed, total, &overrides, &summary));
+        }
+        final_model = Some(model);
+    }
+    let series: Vec<Series> = outcomes
+        .iter()
+        .map(|o| Series {
+            label: o.label.clone(),
+            points: o.curve.clone(),
+        })
+        .collect();
+    plot_lines(
+        &args.docs,
+        "growth",
+        "Growing to the recipe's size vs training it from scratch (mean over seeds)",
+        ("training FLOPs", "validation loss"),
+        &series,
+    )?;
+    let doc = report(
+        args,
+        &recipe,
+        final_model.as_ref(),
+        &sweep,
+        best_lr,
+        &outcomes,
+        &runs,
+    );
+    let path = write_doc(args, "growth.md", &doc)?;
+    tracing::info!(doc = %path.display(), "wrote the growth study");
+    Ok(())
+}
+
+/// One run, as listed in the report.
+struct RunRow {
+    label: String,
+    seed: u64,
+    steps: u64,
+    overrides: Vec<String>,
+    final_val: Option<f64>,
+    flops: f64,
+    params: usize,
+    wall_s: f64,
+}
+
+impl RunRow {
+    /// The row of a finished run.
+    fn new(
+        label: &str,
+        seed: u64,
+        steps: u64,
+        overrides: &[String],
+        summary: &strata_train::RunSummary,
+    ) -> Self {
+        Self {
+            label: label.to_owned(),
+            seed,
+            steps,
+            overrides: overrides
+                .iter()
+                .filter(|o| !o.starts_with("train.seed") && !o.starts_with("train.eval_interval"))
+                .cloned()
+                .collect(),
+            final_val: summary.final_val_loss,
+            flops: summary.train_flops,
+            params: summary.params.total,
+            wall_s: summary.wall_s,
+        }
+    }
+}
+
+/// The markdown report: results, sweep, every run's settings and the recipe.
+fn report(
+    args: &StudyArgs,
+    recipe: &RunConfig,
+    final_model: Option<&ModelConfig>,
+    sweep: &[SweepPoint],
+    best_lr: f64,
+    outcomes: &[Outcome],
+    runs: &[RunRow],
+) -> String {
+    let params = runs.first().map_or(0, |r| r.params);
+    let mut s = format!(
+        "# Growth at equal compute\n\n\
+         Command: `{}`.\n\n\
+         The final size is the recipe's model (`{config}`, {params} parameters). The baseline \
+         trains it from scratch for {steps} steps. Its learning rate is the best of a sweep over \
+         {lrs} (seed 1, peak and final rate scaled together; the sweep widens by factors of 2 \
+         while its best rate sits at an edge). Each growth path starts smaller, \
+         grows at step {half} by the run's `[[growth]]` schedule (`strata train` applies it \
+         mid-run and carries the AdamW moments; see `strata_growth`), and trains on until it \
+         has spent the baseline's training FLOPs. FLOPs are counted for the model of each step. \
+         Growth paths use the baseline's chosen learning rate, not tuned for themselves. Every run uses the recipe's \
+         batch, context and warmup, and a cosine over its own length. Evaluation runs every \
+         {eval} steps on the recipe's fixed validation batches. Seeds 1 to {seeds}. Run \
+         folders, each with its full `config.toml`: `{out}/growth/`.\n\n\
+         | variant | final val loss (mean ± std) | training FLOPs | wall s (mean) |\n\
+         |---|---|---|---|\n",
+        command_line("growth", args),
+        config = args.config.display(),
+        steps = args.steps,
+        lrs = sweep
+            .iter()
+            .map(|p| format!("{:.0e}", p.lr))
+            .collect::<Vec<_>>()
+            .join(", "),
+        half = args.steps / 2,
+        eval = args.eval_interval,
+        seeds = args.seeds,
+        out = args.out.display(),
+    );
+    for o in outcomes {
+        let wall = o.wall_s.iter().sum::<f64>() / o.wall_s.len().max(1) as f64;
+        s += &format!(
+            "| {} | {} | {:.3e} | {wall:.0} |\n",
+            o.label,
+            pm(&o.final_val),
+            o.flops
+        );
+    }
+    s += "\n![validation loss against training FLOPs](growth.png)\n\n\
+          ## Learning-rate sweep of the baseline (seed 1)\n\n\
+          | peak learning rate | final val loss |\n|---|---|\n";
+    for p in sweep {
+        let mark = if p.lr == best_lr { " (chosen)" } else { "" };
+        s += &format!("| {:.0e}{mark} | {:.4} |\n", p.lr, p.final_val);
+    }
+    s += "\n## Every run\n\nEach run is the recipe below with these `--set` overrides \
+          (plus `train.seed` and `train.eval_interval`).\n\n\
+          | variant | seed | steps | final params | final val loss | training FLOPs | wall s | overrides |\n\
+          |---|---|---|---|---|---|---|---|\n";
+    for r in runs {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {:.3e} | {:.0} | `{}` |\n",
+            r.label,
+            r.seed,
+            r.steps,
+            r.params,
+            r.final_val.map_or("-".to_owned(), |v| format!("{v:.4}")),
+            r.flops,
+            r.wall_s,
+            r.overrides.join(" ").replace('|', "\\|"),
+        );
+    }
+    let mut recipe = recipe.clone();
+    if let Some(model) = final_model {
+        recipe.model = model.clone();
+    }
+    s += &format!(
+        "\n## The recipe (final-size model, vocabulary resolved)\n\n```toml\n{}```\n",
+        recipe.to_toml()
+    );
+    s
+}

@@ -1,0 +1,255 @@
+//! LoRA rank growth and ReLoRA's merge-and-restart.
+//!
+//! An adapted linear computes `x · (W0 + s · B · A)ᵀ` with `A` (`X.lora_a`, `[r, in]`) and
+//! `B` (`X.lora_b`, `[out, r]`), and a fixed scale `s` (not `alpha / r`).
+//!
+//! - Rank growth appends rows to `A` (drawn like a fresh `A`, normal with std `1/sqrt(in)`)
+//!   and zero columns to `B`: `B · A` gains `0 · A_new`, so the function is kept, while the new
+//!   columns of `B` get gradients through the random new rows of `A` from the first step. The
+//!   old moments are kept, the new entries start at zero.
+//! - ReLoRA's restart folds `s · B · A` into `W0` (in f64, stored in the weight's dtype),
+//!   re-draws `A` and zeroes `B`: again the function is kept. The adapters' moments restart
+//!   from zero, every other moment is kept; the learning-rate re-warm is the trainer's.
+//!
+//! Random draws use libtorch's global generator, which [`crate::GrowthOp::apply`] seeds; the
+//! parameters are visited in name order, so a seed fixes the result.
+
+use crate::{Moments, Snapshot, not_larger};
+use std::collections::BTreeSet;
+use strata_core::{LoraConfig, ModelConfig};
+use strata_merge::State;
+use strata_tensor::{Error, Result};
+use tch::{Kind, Tensor};
+
+/// Suffix of an adapter's down projection `A` `[rank, in]`.
+const A: &str = ".lora_a";
+/// Suffix of an adapter's up projection `B` `[out, rank]`.
+const B: &str = ".lora_b";
+
+/// The config with every adapter of rank `rank`.
+pub fn rank_config(config: &ModelConfig, rank: usize) -> Result<ModelConfig> {
+    const OP: &str = "grow_lora_rank";
+    let current = lora_of(config, OP)?.rank;
+    if rank <= current {
+        return Err(not_larger(OP, "lora.rank", current, rank));
+    }
+    if let Some((name, i, o)) = config
+        .lora_linears()
+        .into_iter()
+        .find(|(_, i, o)| rank > *i.min(o))
+    {
+        return Err(Error::Invalid(format!(
+            "growth {OP}: lora.rank must be at most the rank of every adapted matrix, but \
+             {name}: min(in, out) = {} ({i} -> {o}), got {rank}",
+            i.min(o)
+        )));
+    }
+    let mut grown = config.clone();
+    if let Some(lora) = grown.lora.as_mut() {
+        lora.rank = rank;
+    }
+    Ok(grown)
+}
+
+/// Grows every adapter to the rank of `config` (the grown config): new rows of `A` drawn like
+/// a fresh `A`, new columns of `B` zero; new moment entries zero, old ones kept.
+pub fn grow_rank(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
+    const OP: &str = "grow_lora_rank";
+    let old = lora_of(&snapshot.config, OP)?.rank;
+    let new = lora_of(&config, OP)?.rank;
+    if new < old {
+        return Err(not_larger(OP, "lora.rank", old, new));
+    }
+    let extra = (new - old) as i64;
+    adapted(snapshot, OP)?;
+    let mut params = State::new();
+    for (name, t) in &snapshot.params {
+        let grown = if name.ends_with(A) {
+            let (_, inputs) = adapter_dims(name, t, 0, old)?;
+            let fresh = fresh_a(extra, inputs, t)?;
+            Tensor::f_cat(&[t.f_detach()?, fresh], 0)?
+        } else if name.ends_with(B) {
+            let (out, _) = adapter_dims(name, t, 1, old)?;
+            let zeros = Tensor::f_zeros([out, extra], (t.kind(), t.device()))?;
+            Tensor::f_cat(&[t.f_detach()?, zeros], 1)?
+        } else {
+            t.f_detach_copy()?
+        };
+        params.insert(name.clone(), grown);
+    }
+    let moments = map_moments(snapshot.moments.as_ref(), |name, m| {
+        let axis = if name.ends_with(A) {
+            0
+        } else if name.ends_with(B) {
+            1
+        } else {
+            return Ok(m.f_detach_copy()?);
+        };
+        adapter_dims(name, m, axis, old)?;
+        let mut shape = m.size();
+        shape[axis] = extra;
+        let zeros = Tensor::f_zeros(shape.as_slice(), (m.kind(), m.device()))?;
+        Ok(Tensor::f_cat(&[m.f_detach()?, zeros], axis as i64)?)
+    })?;
+    Ok(Snapshot {
+        config,
+        params,
+        moments,
+    })
+}
+
+/// The same config (a restart changes no shape); an error without `model.lora`.
+pub fn restart_config(config: &ModelConfig) -> Result<ModelConfig> {
+    lora_of(config, "relora_restart")?;
+    Ok(config.clone())
+}
+
+/// ReLoRA's merge-and-restart: every adapted `X.weight += scale · B · A` (computed in f64),
+/// `A` re-drawn, `B` zero; the adapters' moments zero, every other moment kept.
+pub fn restart(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
+    const OP: &str = "relora_restart";
+    let lora = lora_of(&config, OP)?;
+    let rank = lora.rank;
+    if lora_of(&snapshot.config, OP)?.rank != rank {
+        return Err(Error::Invalid(format!(
+            "growth {OP}: the restarted config must keep lora.rank = {}, got {rank}",
+            lora_of(&snapshot.config, OP)?.rank
+        )));
+    }
+    let scale = lora.scale;
+    let linears = adapted(snapshot, OP)?;
+    let mut params = State::new();
+    for (name, t) in &snapshot.params {
+        let value = if let Some(linear) = name.strip_suffix(".weight")
+            && linears.contains(linear)
+        {
+            let a = &snapshot.params[&format!("{linear}{A}")];
+            let b = &snapshot.params[&format!("{linear}{B}")];
+            adapter_dims(&format!("{linear}{A}"), a, 0, rank)?;
+            adapter_dims(&format!("{linear}{B}"), b, 1, rank)?;
+            let delta = b
+                .f_to_kind(Kind::Double)?
+                .f_matmul(&a.f_to_kind(Kind::Double)?)?;
+            if delta.size() != t.size() {
+                return Err(Error::Shape {
+                    op: format!("growth {OP}: folding {linear}.lora_b · lora_a into {name}"),
+                    expected: format!("{:?}", t.size()),
+                    got: format!("{:?}", delta.size()),
+                });
+            }
+            t.f_to_kind(Kind::Double)?
+                .f_add(&delta.f_mul_scalar(scale)?)?
+                .f_to_kind(t.kind())?
+                .f_detach()?
+        } else if name.ends_with(A) {
+            let (_, inputs) = adapter_dims(name, t, 0, rank)?;
+            fresh_a(rank as i64, inputs, t)?
+        } else if name.ends_with(B) {
+            adapter_dims(name, t, 1, rank)?;
+            Tensor::f_zeros_like(t)?
+        } else {
+            t.f_detach_copy()?
+        };
+        params.insert(name.clone(), value);
+    }
+    let moments = map_moments(snapshot.moments.as_ref(), |name, m| {
+        Ok(if name.ends_with(A) || name.ends_with(B) {
+            Tensor::f_zeros_like(m)?
+        } else {
+            m.f_detach_copy()?
+        })
+    })?;
+    Ok(Snapshot {
+        config,
+        params,
+        moments,
+    })
+}
+
+/// The LoRA section of `config`, or the error of `op` without one.
+fn lora_of<'a>(config: &'a ModelConfig, op: &str) -> Result<&'a LoraConfig> {
+    config.lora.as_ref().ok_or_else(|| {
+        Error::Invalid(format!(
+            "growth {op}: expected a model with LoRA adapters (a [model.lora] section), found \
+             none"
+        ))
+    })
+}
+
+/// The adapted linears of the snapshot (`h.0.attn.c_attn`, ...), checked: each named by the
+/// config has `weight`, `lora_a` and `lora_b`, and no other tensor is an adapter.
+fn adapted(snapshot: &Snapshot, op: &str) -> Result<BTreeSet<String>> {
+    let expected: BTreeSet<String> = snapshot
+        .config
+        .lora_linears()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    for linear in &expected {
+        for suffix in [".weight", A, B] {
+            let name = format!("{linear}{suffix}");
+            if !snapshot.params.contains_key(&name) {
+                return Err(Error::Invalid(format!(
+                    "growth {op}: expected parameter {name} (model.lora adapts {linear}), \
+                     found none"
+                )));
+            }
+        }
+    }
+    if let Some(stray) = snapshot.params.keys().find(|name| {
+        let linear = name.strip_suffix(A).or_else(|| name.strip_suffix(B));
+        linear.is_some_and(|l| !expected.contains(l))
+    }) {
+        return Err(Error::Invalid(format!(
+            "growth {op}: parameter {stray} is an adapter of a linear that model.lora.targets \
+             does not name"
+        )));
+    }
+    Ok(expected)
+}
+
+/// `[out, in]` of adapter tensor `name` after checking that it is 2-D with `rank` along
+/// `axis` (0 for `A`, 1 for `B`).
+fn adapter_dims(name: &str, t: &Tensor, axis: usize, rank: usize) -> Result<(i64, i64)> {
+    let size = t.size();
+    if size.len() != 2 || size[axis] != rank as i64 {
+        let expected = if axis == 0 {
+            format!("[{rank}, in]")
+        } else {
+            format!("[out, {rank}]")
+        };
+        return Err(Error::Shape {
+            op: format!("LoRA adapter {name}"),
+            expected,
+            got: format!("{size:?}"),
+        });
+    }
+    Ok((size[0], size[1]))
+}
+
+/// `rows` new rows of `A` for `inputs` inputs, drawn like a fresh `A` (normal, std
+/// `1/sqrt(in)`), in the dtype and on the device of `like`.
+fn fresh_a(rows: i64, inputs: i64, like: &Tensor) -> Result<Tensor> {
+    let std = 1.0 / (inputs as f64).sqrt();
+    Ok(Tensor::f_randn([rows, inputs], (like.kind(), like.device()))?.f_mul_scalar(std)?)
+}
+
+/// Both moments, each entry mapped by `f(name, moment)`.
+fn map_moments(
+    moments: Option<&Moments>,
+    f: impl Fn(&str, &Tensor) -> Result<Tensor>,
+) -> Result<Option<Moments>> {
+    let Some(moments) = moments else {
+        return Ok(None);
+    };
+    let map = |state: &State| -> Result<State> {
+        state
+            .iter()
+            .map(|(name, m)| Ok((name.clone(), f(name, m)?)))
+            .collect()
+    };
+    Ok(Some(Moments {
+        exp_avg: map(&moments.exp_avg)?,
+        exp_avg_sq: map(&moments.exp_avg_sq)?,
+    }))
+}

@@ -1,0 +1,20 @@
+//! strata-sweep: scaling curves and compute multipliers, "how clever to bother being".
+//!
+//! A [`SweepConfig`] names a base run config, a grid of model sizes and token budgets, and
+//! architecture variants (baseline, DenseFormer k×p, or any other set of config
+//! overrides). [`run_sweep`] trains every run that is not finished yet and writes one
+//! results file. It resumes an interrupted run from its checkpoint, and it can run several
+//! runs at once in child processes. [`report::analyse`] fits `L(N, D) = E + A/N^α + B/D^β`
+//! to each variant ([`law`]) and gives every variant's compute multiplier over the baseline
+//! with a bootstrap interval ([`multiplier`]). [`report::write_report`] writes the tables
+//! and plots.
+
+pub mod config;
+pub mod law;
+pub mod multiplier;
+pub mod plan;
+pub mod report;
+pub mod runner;
+
+pub use config::{Size, SweepConfig, Variant};
+pub use runner::{SweepOptions, SweepOutcome, SweepRecord, read_results, run_sweep};

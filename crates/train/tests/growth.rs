@@ -1,0 +1,217 @@
+//! Growth during training: a scheduled run grows at the right steps, counts its FLOPs stage
+//! by stage, re-warms the learning rate after a ReLoRA restart, and refuses bad schedules.
+
+mod common;
+
+use common::{corpus, tiny_config};
+use strata_core::flops::train_flops_per_step;
+use strata_growth::GrowthOp;
+use strata_train::growth_schedule::GrowthEvent;
+use strata_train::metrics::read_records;
+use strata_train::{RunConfig, RunOptions, checkpoint, train};
+
+/// Growth events from `(step, op)` pairs.
+fn events(list: Vec<(u64, GrowthOp)>) -> Vec<GrowthEvent> {
+    list.into_iter()
+        .map(|(step, op)| GrowthEvent { step, op })
+        .collect()
+}
+
+#[test]
+fn a_scheduled_run_grows_and_counts_flops_per_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(&corpus(dir.path()), 16, true, 0.0);
+    config.growth = events(vec![
+        (6, GrowthOp::InsertBlocks { after: vec![1] }),
+        (
+            10,
+            GrowthOp::WidenMlp {
+                hidden: 192,
+                noise: 0.01,
+            },
+        ),
+    ]);
+    let out = dir.path().join("run");
+    let summary = train(config.clone(), &RunOptions::new("tiny.toml", &out)).unwrap();
+    let saved = checkpoint::load(&out).unwrap();
+    let model = &saved.meta.config.model;
+    assert_eq!((model.n_layer, model.mlp_hidden()), (3, 192));
+    assert_eq!(saved.meta.growth_applied, 2);
+    // FLOPs: 6 steps of the 2-layer model, 4 of the 3-layer one, 6 of the wide one.
+    let mut stage = model.clone();
+    stage.mlp_hidden = None;
+    let f_deep = train_flops_per_step(&stage, 8, 16);
+    stage.n_layer = 2;
+    let f_small = train_flops_per_step(&stage, 8, 16);
+    let f_wide = train_flops_per_step(model, 8, 16);
+    let expected = 6.0 * f_small + 4.0 * f_deep + 6.0 * f_wide;
+    assert!((summary.train_flops - expected).abs() < 1e-6 * expected);
+    assert!(f_small < f_deep && f_deep < f_wide);
+    // The metrics carry the running count; the written config.toml is the schedule as given.
+    let records = read_records(&out.join("metrics.jsonl")).unwrap();
+    let at = |step: u64| {
+        records
+            .iter()
+            .find(|r| r.step == step && r.kind == "train")
+            .and_then(|r| r.train_flops)
+            .unwrap()
+    };
+    assert!((at(6) - 6.0 * f_small).abs() < 1e-6 * at(6));
+    assert!((at(7) - at(6) - f_deep).abs() < 1e-6 * f_deep);
+    let written = RunConfig::load(&out.join("config.toml"), &[]).unwrap();
+    assert_eq!(written.model.n_layer, 2);
+    assert_eq!(written.growth, config.growth);
+    // The grown checkpoint evaluates and samples like any other.
+    let (_, gpt) = checkpoint::load_model(&saved, tch::Device::Cpu).unwrap();
+    assert_eq!(gpt.config().n_layer, 3);
+}
+
+#[test]
+fn a_relora_restart_rewarms_the_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(&corpus(dir.path()), 14, false, 0.0);
+    config.model.lora = Some(toml::from_str("rank = 2\nscale = 1.0").expect("lora config"));
+    config.growth = events(vec![
+        (8, GrowthOp::ReloraRestart { rewarm_steps: 4 }),
+        (11, GrowthOp::GrowLoraRank { rank: 4 }),
+    ]);
+    let out = dir.path().join("run");
+    train(config.clone(), &RunOptions::new("tiny.toml", &out)).unwrap();
+    let schedule = config.train.schedule();
+    let records = read_records(&out.join("metrics.jsonl")).unwrap();
+    for r in records.iter().filter(|r| r.kind == "train") {
+        let step = r.step - 1; // the record follows the step
+        let factor = if (8..12).contains(&step) {
+            (step - 8 + 1) as f64 / 4.0
+        } else {
+            1.0
+        };
+        let lr = r.lr.unwrap();
+        assert!(
+            (lr - schedule.at(step) * factor).abs() < 1e-15,
+            "step {step}: lr {lr}"
+        );
+    }
+    let saved = checkpoint::load(&out).unwrap();
+    assert_eq!(saved.meta.config.model.lora.as_ref().unwrap().rank, 4);
+}
+
+#[test]
+fn bad_growth_schedules_are_refused_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_config(&corpus(dir.path()), 16, false, 0.0);
+    let cases = [
+        (
+            vec![(0, GrowthOp::InsertBlocks { after: vec![1] })],
+            "growth[0].step",
+        ),
+        (
+            vec![(16, GrowthOp::InsertBlocks { after: vec![1] })],
+            "max_iters - 1 = 15",
+        ),
+        (
+            vec![
+                (8, GrowthOp::InsertBlocks { after: vec![1] }),
+                (4, GrowthOp::InsertBlocks { after: vec![1] }),
+            ],
+            "previous growth is at step 8",
+        ),
+        (
+            vec![(
+                4,
+                GrowthOp::WidenMlp {
+                    hidden: 64,
+                    noise: 0.0,
+                },
+            )],
+            "hidden must grow beyond the current 128",
+        ),
+        (
+            vec![
+                (4, GrowthOp::InsertBlocks { after: vec![2] }),
+                (5, GrowthOp::InsertBlocks { after: vec![4] }),
+            ],
+            "growth[1] (insert_blocks(after=[4]))",
+        ),
+    ];
+    for (list, expected) in cases {
+        let mut config = base.clone();
+        config.growth = events(list);
+        let out = dir.path().join("bad");
+        let err = train(config, &RunOptions::new("tiny.toml", &out))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tiny.toml"), "{err}");
+        assert!(err.contains(expected), "`{err}` lacks `{expected}`");
+        assert!(
+            !out.join("checkpoints").exists(),
+            "nothing written for a refused run"
+        );
+    }
+}
+
+#[test]
+fn growth_tables_parse_and_unknown_keys_are_refused() {
+    let text = "[model]\nn_layer = 2\nn_head = 2\nd_model = 32\nblock_size = 16\n\
+        [train]\nbatch_size = 8\nmax_iters = 20\nlearning_rate = 1e-3\nmin_lr = 1e-4\n\
+        warmup_iters = 2\neval_interval = 10\neval_iters = 2\n";
+    let good = format!(
+        "{text}[[growth]]\nstep = 5\nop = \"widen_residual\"\nd_model = 64\n\
+         [[growth]]\nstep = 9\nop = \"insert_blocks\"\nafter = [0, 2]\n"
+    );
+    let config = RunConfig::parse(&good, "g.toml", "g", &[]).unwrap();
+    assert_eq!(
+        config.growth[0].op,
+        GrowthOp::WidenResidual {
+            d_model: 64,
+            noise: 0.0,
+            widen_heads: false
+        }
+    );
+    assert_eq!(config.growth[1].step, 9);
+    for (bad, expected) in [
+        (
+            "[[growth]]\nstep = 5\nop = \"widen_mlp\"\nhiden = 64\n",
+            "hiden",
+        ),
+        (
+            "[[growth]]\nstep = 5\nop = \"grow_everything\"\n",
+            "grow_everything",
+        ),
+        ("[[growth]]\nop = \"insert_blocks\"\nafter = [1]\n", "step"),
+    ] {
+        let err = RunConfig::parse(&format!("{text}{bad}"), "g.toml", "g", &[]).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("g.toml") && message.contains(expected),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_growth_config_grows_to_the_recipes_size() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let config = RunConfig::load(&root.join("growth-cpu.toml"), &[]).unwrap();
+    let recipe = RunConfig::load(&root.join("denseformer-cpu.toml"), &[]).unwrap();
+    let mut start = config.model.clone();
+    start.vocab_size = 65;
+    strata_train::growth_schedule::validate(
+        &config.growth,
+        &start,
+        config.train.max_iters,
+        "growth-cpu.toml",
+    )
+    .unwrap();
+    let end =
+        strata_train::growth_schedule::model_after(&config.growth, &start, config.growth.len())
+            .unwrap();
+    let mut target = recipe.model.clone();
+    target.vocab_size = 65;
+    let (a, b) = (
+        strata_core::flops::matmul_weights_per_layer(&end),
+        strata_core::flops::matmul_weights_per_layer(&target),
+    );
+    assert_eq!((end.n_layer, end.d_model, end.mlp_hidden()), (4, 128, 512));
+    assert_eq!((end.attn_width(), a), (128, b));
+}
