@@ -18,9 +18,24 @@ const SWEEP: &str = "name = \"cli-sweep\"\nbase = \"tiny.toml\"\ntokens = [320, 
 fn a_parallel_sweep_runs_once_and_reports() {
     let fx = Fixture::new(10);
     std::fs::write(fx.path().join("sweep.toml"), SWEEP).unwrap();
-    let args = ["sweep", "--config", "sweep.toml", "--out", "sw", "--docs", "report", "--jobs", "2", "--quiet"];
+    let args = [
+        "sweep",
+        "--config",
+        "sweep.toml",
+        "--out",
+        "sw",
+        "--docs",
+        "report",
+        "--jobs",
+        "2",
+        "--quiet",
+    ];
     let first = strata_run(fx.path(), &args).ok();
-    assert!(first.stdout.contains("report/cli-sweep.md"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("report/cli-sweep.md"),
+        "{}",
+        first.stdout
+    );
     let results = std::fs::read_to_string(fx.path().join("sw/results.jsonl")).unwrap();
     assert_eq!(results.lines().count(), 8);
     for line in results.lines() {
@@ -29,14 +44,40 @@ fn a_parallel_sweep_runs_once_and_reports() {
         assert!(record["train_flops"].as_f64().unwrap() > 0.0);
     }
     let report = std::fs::read_to_string(fx.path().join("report/cli-sweep.md")).unwrap();
-    assert!(report.contains("## Compute multipliers over `baseline`"), "{report}");
+    assert!(
+        report.contains("## Compute multipliers over `baseline`"),
+        "{report}"
+    );
 
     let again = strata_run(fx.path(), &args).ok();
     assert!(again.stderr.contains("finished=8"), "{}", again.stderr);
-    assert!(!again.stderr.contains("sweep run started"), "{}", again.stderr);
-    strata_run(fx.path(), &["sweep", "--config", "sweep.toml", "--out", "sw", "--report-only"]).ok();
-    assert!(fx.path().join("sw/cli-sweep-loss-vs-flops.png").exists());
+    assert!(
+        !again.stderr.contains("sweep run started"),
+        "{}",
+        again.stderr
+    );
+    strata_run(
+        fx.path(),
+        &[
+            "sweep",
+            "--config",
+            "sweep.toml",
+            "--out",
+            "sw",
+            "--report-only",
+        ],
+    )
+    .ok();
+    assert!(
+        fx.path()
+            .join("sw/cli-sweep-baseline-loss-vs-flops.png")
+            .exists()
+    );
 
-    std::fs::write(fx.path().join("bad.toml"), SWEEP.replace("tokens", "budgets")).unwrap();
+    std::fs::write(
+        fx.path().join("bad.toml"),
+        SWEEP.replace("tokens", "budgets"),
+    )
+    .unwrap();
     strata_run(fx.path(), &["sweep", "--config", "bad.toml"]).fails_with(&["bad.toml", "budgets"]);
 }

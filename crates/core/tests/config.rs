@@ -80,6 +80,20 @@ fn training_flops_match_a_hand_count() {
         strata_core::flops::train_flops_per_step(&c, 12, 64),
         3.0 * 1_655_040.0 * 768.0
     );
+    // Heads wider than the stream (growth keeps head_dim explicit): 8 heads of 32 over a
+    // width of 128 give an attention width of 256. Per layer 4 · 128 · 256 + 2 · 128 · 512,
+    // and the scores and weighted values cost 2 · 4 · 64 · 256 per token.
+    let mut wide_heads = c.clone();
+    wide_heads.n_head = 8;
+    wide_heads.head_dim = Some(32);
+    assert_eq!(
+        strata_core::flops::matmul_weights_per_layer(&wide_heads),
+        262_144.0
+    );
+    assert_eq!(
+        strata_core::flops::forward_flops_per_token(&wide_heads, 64),
+        2.0 * (4.0 * 262_144.0 + 65.0 * 128.0) + 2.0 * 4.0 * 64.0 * 256.0
+    );
     // Shared blocks still compute once per layer.
     let mut shared = c.clone();
     shared.sharing = Some(strata_core::SharingConfig {

@@ -60,32 +60,23 @@ impl AxisMap {
     /// consumer: the copies add up to the original).
     pub fn split(&self) -> Self {
         let counts = self.copy_counts();
-        let origins = self
-            .origins
-            .iter()
-            .map(|o| match *o {
-                Origin::Copy { from, scale } => Origin::Copy {
-                    from,
-                    scale: scale / counts[from] as f64,
-                },
-                Origin::Fresh => Origin::Fresh,
-            })
-            .collect();
-        Self {
-            origins,
-            old_len: self.old_len,
-        }
+        self.map_scales(|from, scale| scale / counts[from] as f64)
     }
 
     /// Every copy's scale multiplied by `factor`.
     pub fn scaled(&self, factor: f64) -> Self {
+        self.map_scales(|_, scale| scale * factor)
+    }
+
+    /// The same origins with each copy's scale replaced by `f(from, scale)`.
+    fn map_scales(&self, f: impl Fn(usize, f64) -> f64) -> Self {
         let origins = self
             .origins
             .iter()
             .map(|o| match *o {
                 Origin::Copy { from, scale } => Origin::Copy {
                     from,
-                    scale: scale * factor,
+                    scale: f(from, scale),
                 },
                 Origin::Fresh => Origin::Fresh,
             })

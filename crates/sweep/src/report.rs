@@ -7,7 +7,7 @@ use crate::multiplier::{Group, Outcome, multiplier, poor_fit};
 use crate::runner::SweepRecord;
 use std::path::{Path, PathBuf};
 use strata_tensor::{Error, Result};
-use strata_train::comparison_plots::{Interval, Series, plot_intervals, plot_lines};
+use strata_train::comparison_plots::{Interval, Series, plot_intervals, plot_lines_log_x};
 
 /// One variant's fit, or why it has none.
 pub struct VariantFit {
@@ -83,9 +83,9 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
     Analysis { fits, multipliers }
 }
 
-/// Writes `<stem>.md` with the fits and multipliers, and the plots
-/// `<stem>-loss-vs-flops`, `<stem>-loss-vs-params` and `<stem>-multipliers` (PNG and SVG),
-/// into `docs`.
+/// Writes `<stem>.md` with the fits and multipliers, and the plots (PNG and SVG) into
+/// `docs`: `<stem>-<variant>-loss-vs-flops`, `<stem>-frontiers`, `<stem>-loss-vs-params`
+/// and `<stem>-multipliers`.
 pub fn write_report(
     sweep: &SweepConfig,
     records: &[SweepRecord],
@@ -129,8 +129,9 @@ pub fn write_report(
     Ok(path)
 }
 
-/// Loss against log10 FLOPs: each size's runs joined across budgets, and each variant's
-/// fitted frontier over the sweep's compute range.
+/// Per variant, loss against FLOPs: each size's runs joined across budgets, with the
+/// variant's fitted frontier (`<stem>-<variant>-loss-vs-flops`); and every variant's
+/// frontier on one chart (`<stem>-frontiers`).
 fn plot_loss_vs_flops(
     sweep: &SweepConfig,
     records: &[SweepRecord],
@@ -138,45 +139,61 @@ fn plot_loss_vs_flops(
     docs: &Path,
     stem: &str,
 ) -> Result<()> {
-    let mut series = Vec::new();
-    for v in &sweep.variants {
-        for s in &sweep.sizes {
-            let points: Vec<(f64, f64)> = records
-                .iter()
-                .filter(|r| r.variant == v.name && r.n_layer == s.n_layer && r.d_model == s.d_model)
-                .map(|r| (r.train_flops.log10(), r.final_val_loss))
-                .collect();
-            if !points.is_empty() {
-                series.push(Series {
-                    label: format!("{} L{} d{}", v.name, s.n_layer, s.d_model),
-                    points,
-                });
-            }
-        }
-    }
     let (lo, hi) = records.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
         (lo.min(r.train_flops), hi.max(r.train_flops))
     });
-    for fit in &analysis.fits {
-        let Some(group) = &fit.group else { continue };
-        let kappa = group.kappa();
-        let points = (0..=40)
-            .map(|i| {
-                let c = lo * (hi / lo).powf(i as f64 / 40.0);
-                (c.log10(), group.fit.law.frontier(c, kappa))
+    let frontier = |fit: &VariantFit| {
+        fit.group.as_ref().map(|group| {
+            let kappa = group.kappa();
+            Series {
+                label: format!("{} fitted frontier", fit.name),
+                points: (0..=40)
+                    .map(|i| {
+                        let c = lo * (hi / lo).powf(i as f64 / 40.0);
+                        (c, group.fit.law.frontier(c, kappa))
+                    })
+                    .collect(),
+            }
+        })
+    };
+    for (v, fit) in sweep.variants.iter().zip(&analysis.fits) {
+        let mut series: Vec<Series> = sweep
+            .sizes
+            .iter()
+            .map(|s| Series {
+                label: format!("L{} d{}", s.n_layer, s.d_model),
+                points: records
+                    .iter()
+                    .filter(|r| {
+                        r.variant == v.name && r.n_layer == s.n_layer && r.d_model == s.d_model
+                    })
+                    .map(|r| (r.train_flops, r.final_val_loss))
+                    .collect(),
             })
+            .filter(|s| !s.points.is_empty())
             .collect();
-        series.push(Series {
-            label: format!("{} fitted frontier", fit.name),
-            points,
-        });
+        series.extend(frontier(fit));
+        if series.is_empty() {
+            continue;
+        }
+        plot_lines_log_x(
+            docs,
+            &format!("{stem}-{}-loss-vs-flops", v.name),
+            &format!("{}: validation loss against training compute", v.name),
+            ("training FLOPs (log scale)", "final validation loss"),
+            &series,
+        )?;
     }
-    plot_lines(
+    let frontiers: Vec<Series> = analysis.fits.iter().filter_map(frontier).collect();
+    if frontiers.is_empty() {
+        return Ok(());
+    }
+    plot_lines_log_x(
         docs,
-        &format!("{stem}-loss-vs-flops"),
-        "Validation loss against training compute",
-        ("log10 training FLOPs", "final validation loss"),
-        &series,
+        &format!("{stem}-frontiers"),
+        "Fitted compute-optimal frontiers",
+        ("training FLOPs (log scale)", "validation loss"),
+        &frontiers,
     )
 }
 
@@ -193,7 +210,7 @@ fn plot_loss_vs_params(
             let mut points: Vec<(f64, f64)> = records
                 .iter()
                 .filter(|r| r.variant == v.name && r.token_budget == d)
-                .map(|r| ((r.params_non_embedding as f64).log10(), r.final_val_loss))
+                .map(|r| (r.params_non_embedding as f64, r.final_val_loss))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             if !points.is_empty() {
@@ -204,11 +221,14 @@ fn plot_loss_vs_params(
             }
         }
     }
-    plot_lines(
+    plot_lines_log_x(
         docs,
         &format!("{stem}-loss-vs-params"),
         "Validation loss against model size, per token budget",
-        ("log10 non-embedding parameters", "final validation loss"),
+        (
+            "non-embedding parameters (log scale)",
+            "final validation loss",
+        ),
         &series,
     )
 }
@@ -265,6 +285,21 @@ fn markdown(
             }
         }
     }
+    for g in analysis.fits.iter().filter_map(|f| f.group.as_ref()) {
+        let lowest = g
+            .observations
+            .iter()
+            .map(|o| o.loss)
+            .fold(f64::INFINITY, f64::min);
+        if g.fit.law.e < 0.1 * lowest {
+            s += &format!(
+                "\n`{}`: E is not identified ({:.4}, against a lowest loss of {lowest:.4}). The \
+                 runs are far from the loss floor, so the data term absorbs it. Read the \
+                 frontier and the multiplier only inside the sweep's compute range.\n",
+                g.name, g.fit.law.e
+            );
+        }
+    }
     s += &format!(
         "\n## Compute multipliers over `{}`\n\n\
          | variant | multiplier | 95% interval | at FLOPs | frontier loss there |\n\
@@ -282,10 +317,14 @@ fn markdown(
             Outcome::Refused(why) => s += &format!("| {name} | not reported: {why} | | | |\n"),
         }
     }
-    s += &format!(
-        "\n![loss against compute]({stem}-loss-vs-flops.png)\n\n\
-         ![loss against size]({stem}-loss-vs-params.png)\n\n"
-    );
+    s += &format!("\n![fitted frontiers]({stem}-frontiers.png)\n\n");
+    for v in &sweep.variants {
+        s += &format!(
+            "![{0}: loss against compute]({stem}-{0}-loss-vs-flops.png)\n\n",
+            v.name
+        );
+    }
+    s += &format!("![loss against size]({stem}-loss-vs-params.png)\n\n");
     if analysis
         .multipliers
         .iter()

@@ -101,6 +101,18 @@ fn resumable(dir: &Path) -> bool {
     dir.join("checkpoints").join("LATEST").exists()
 }
 
+/// True when the run in `dir` was trained with `config` (its `run.toml`; the thread count
+/// of a child process aside).
+fn same_run(dir: &Path, config: &RunConfig) -> bool {
+    match RunConfig::load(&dir.join("run.toml"), &[]) {
+        Ok(mut saved) => {
+            saved.train.threads = config.train.threads;
+            saved == *config
+        }
+        Err(_) => false,
+    }
+}
+
 /// Runs every planned run of `sweep` that is not finished yet, then writes
 /// `results.jsonl` (one [`SweepRecord`] per finished run) in the sweep folder.
 pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOutcome> {
@@ -109,7 +121,15 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
     let pending: Vec<&PlannedRun> = runs
         .iter()
-        .filter(|r| finished(&root.join(&r.id)).is_none())
+        .filter(|r| {
+            let dir = root.join(&r.id);
+            let done = finished(&dir).is_some();
+            if done && !same_run(&dir, &r.config) {
+                tracing::warn!(run = %r.id, "finished with other settings; training it again");
+                return true;
+            }
+            !done
+        })
         .collect();
     let skipped = runs.len() - pending.len();
     tracing::info!(
@@ -150,7 +170,7 @@ fn run_in_process(run: &PlannedRun, dir: &Path, options: &SweepOptions) -> Resul
     let mut train = RunOptions::new(dir.join("run.toml"), dir);
     train.progress = options.progress;
     train.stop = options.stop.clone();
-    if resumable(dir) {
+    if resumable(dir) && same_run(dir, &run.config) {
         train.resume = Some(dir.to_path_buf());
     } else {
         train.overwrite = true;
@@ -180,6 +200,7 @@ fn run_children(
             std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
             let mut config = run.config.clone();
             config.train.threads = threads;
+            let continuing = resumable(&dir) && same_run(&dir, &run.config);
             let file = dir.join("run.toml");
             std::fs::write(&file, config.to_toml()).map_err(Error::io(&file))?;
             let mut command = Command::new(exe);
@@ -190,7 +211,7 @@ fn run_children(
                 .arg("--out")
                 .arg(&dir)
                 .arg("--quiet");
-            if resumable(&dir) {
+            if continuing {
                 command.arg("--resume");
             } else {
                 command.arg("--overwrite");

@@ -60,7 +60,10 @@ fn a_sweep_runs_once_skips_finished_runs_and_resumes_interrupted_ones() {
     let id = &first.records[3].run;
     let run_dir = out.join("runs").join(id);
     std::fs::remove_dir_all(&run_dir).unwrap();
-    let config: RunConfig = first.records[3].config.clone();
+    let plan = strata_sweep::plan::plan(&sweep).unwrap();
+    let config: RunConfig = plan[3].config.clone();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("run.toml"), config.to_toml()).unwrap();
     let mut partial = RunOptions::new(run_dir.join("run.toml"), &run_dir);
     partial.stop_after = Some(7);
     assert!(strata_train::train(config, &partial).unwrap().interrupted);
@@ -72,6 +75,20 @@ fn a_sweep_runs_once_skips_finished_runs_and_resumes_interrupted_ones() {
         after.final_val_loss.to_bits()
     );
     assert_eq!(before.steps, after.steps);
+    // Continued, not started again: the interrupted run's checkpoint is still there.
+    assert!(run_dir.join("checkpoints/step-000007").exists());
+
+    // Other settings for every run: nothing is reused.
+    let mut changed = sweep.clone();
+    changed.set.push("train.weight_decay=0.05".to_owned());
+    let retrained = run_sweep(&changed, &SweepOptions::new(&out)).unwrap();
+    assert_eq!((retrained.trained, retrained.skipped), (8, 0));
+    assert_eq!(retrained.records[0].config.train.weight_decay, 0.05);
+    let resumed = run_sweep(&sweep, &SweepOptions::new(&out)).unwrap();
+    assert_eq!(
+        resumed.trained, 8,
+        "back to the first settings: trained again"
+    );
 
     let analysis = analyse(&sweep, &resumed.records);
     assert_eq!(analysis.fits.len(), 2);
@@ -84,7 +101,7 @@ fn a_sweep_runs_once_skips_finished_runs_and_resumes_interrupted_ones() {
         "{text}"
     );
     for plot in [
-        "tiny-sweep-loss-vs-flops.png",
+        "tiny-sweep-baseline-loss-vs-flops.png",
         "tiny-sweep-loss-vs-params.svg",
     ] {
         assert!(docs.join(plot).exists(), "{plot}");

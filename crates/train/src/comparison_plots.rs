@@ -49,6 +49,45 @@ pub fn plot_lines(
         x_desc: axes.0.to_owned(),
         y_desc: axes.1.to_owned(),
         series: series.to_vec(),
+        log_x: false,
+    };
+    render_both(out_dir, stem, COMPARISON_SIZE, &chart)
+}
+
+/// [`plot_lines`] with a logarithmic x axis (every x must be positive), for quantities such
+/// as FLOPs or parameters that span decades.
+pub fn plot_lines_log_x(
+    out_dir: &Path,
+    stem: &str,
+    title: &str,
+    axes: (&str, &str),
+    series: &[Series],
+) -> Result<()> {
+    if series
+        .iter()
+        .flat_map(|s| &s.points)
+        .any(|p| p.0 <= 0.0 || p.0.is_nan())
+    {
+        return Err(Error::Invalid(format!(
+            "{stem}: a logarithmic axis needs positive x values"
+        )));
+    }
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Err(Error::Invalid(format!("{stem}: no points to plot")));
+    }
+    let logged: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: s.points.iter().map(|&(x, y)| (x.log10(), y)).collect(),
+        })
+        .collect();
+    let chart = LinesChart {
+        title: title.to_owned(),
+        x_desc: axes.0.to_owned(),
+        y_desc: axes.1.to_owned(),
+        series: logged,
+        log_x: true,
     };
     render_both(out_dir, stem, COMPARISON_SIZE, &chart)
 }
@@ -59,6 +98,8 @@ struct LinesChart {
     x_desc: String,
     y_desc: String,
     series: Vec<Series>,
+    /// The x values are log10 of the quantity; ticks show the quantity.
+    log_x: bool,
 }
 
 impl Chart for LinesChart {
@@ -69,7 +110,14 @@ impl Chart for LinesChart {
         let (y0, y1) = padded_range(points().map(|p| p.1), 0.05);
         let decimals = label_decimals(y1 - y0);
         let y_format = move |y: &f64| format!("{y:.decimals$}");
-        let x_format = |x: &f64| format!("{x:.3e}");
+        let log_x = self.log_x;
+        let x_format = move |x: &f64| {
+            if log_x {
+                format!("{:.2e}", 10f64.powf(*x))
+            } else {
+                format!("{x:.3e}")
+            }
+        };
         let mut chart = line_frame(
             root,
             &self.title,
@@ -293,6 +341,13 @@ mod tests {
             },
         ];
         plot_lines(dir.path(), "lines", "t", ("FLOPs", "loss"), &series).unwrap();
+        plot_lines_log_x(dir.path(), "log", "t", ("FLOPs", "loss"), &series).unwrap();
+        assert!(std::fs::metadata(dir.path().join("log.png")).unwrap().len() > 500);
+        let zero = vec![Series {
+            label: "z".to_owned(),
+            points: vec![(0.0, 1.0)],
+        }];
+        assert!(plot_lines_log_x(dir.path(), "bad-log", "t", ("x", "y"), &zero).is_err());
         let cats = vec!["x".to_owned(), "y".to_owned()];
         plot_grouped_bars(dir.path(), "bars", "t", "loss", &cats, &series).unwrap();
         for f in ["lines.png", "lines.svg", "bars.png", "bars.svg"] {

@@ -10,8 +10,8 @@
 //! tuning advantage stays with the baseline.
 
 use super::{
-    Outcome, Run, StudyArgs, command_line, pm, record, schedule, trained_model, val_curve_by_flops,
-    write_doc,
+    Outcome, Run, StudyArgs, command_line, outcome_row, plot_outcomes, record, schedule,
+    trained_model, val_curve_by_flops, write_doc,
 };
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -19,7 +19,6 @@ use strata_core::ModelConfig;
 use strata_core::flops::train_flops_per_step;
 use strata_tensor::Result;
 use strata_train::RunConfig;
-use strata_train::comparison_plots::{Series, plot_lines};
 
 /// Learning rates of the scratch baseline's sweep, as multiples of the recipe's.
 const LR_MULTIPLES: [f64; 3] = [0.5, 1.0, 2.0];
@@ -216,19 +215,11 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         }
         final_model = Some(model);
     }
-    let series: Vec<Series> = outcomes
-        .iter()
-        .map(|o| Series {
-            label: o.label.clone(),
-            points: o.curve.clone(),
-        })
-        .collect();
-    plot_lines(
-        &args.docs,
+    plot_outcomes(
+        args,
         "growth",
         "Growing to the recipe's size vs training it from scratch (mean over seeds)",
-        ("training FLOPs", "validation loss"),
-        &series,
+        &outcomes,
     )?;
     let doc = report(
         args,
@@ -323,13 +314,7 @@ fn report(
         out = args.out.display(),
     );
     for o in outcomes {
-        let wall = o.wall_s.iter().sum::<f64>() / o.wall_s.len().max(1) as f64;
-        s += &format!(
-            "| {} | {} | {:.3e} | {wall:.0} |\n",
-            o.label,
-            pm(&o.final_val),
-            o.flops
-        );
+        s += &outcome_row(o);
     }
     s += "\n![validation loss against training FLOPs](growth.png)\n\n\
           ## Learning-rate sweep of the baseline (seed 1)\n\n\

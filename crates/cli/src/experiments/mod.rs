@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::ModelConfig;
 use strata_tensor::{Error, Result};
+use strata_train::comparison_plots::{Series, plot_lines};
 use strata_train::metrics::read_records;
 use strata_train::{RunConfig, RunOptions, RunSummary};
 
@@ -91,13 +92,18 @@ impl<'a> Run<'a> {
         self
     }
 
-    /// Trains, or reuses a finished run in the same folder.
+    /// Trains, or reuses a finished run in the same folder that was trained with the same
+    /// config (a run folder left by other settings is trained again).
     fn train(self, stop: &Arc<AtomicBool>) -> Result<RunSummary> {
-        if let Some(done) = finished(&self.out) {
-            tracing::info!(run = %self.out.display(), "reusing a finished run");
-            return Ok(done);
-        }
         let config = RunConfig::load(&self.args.config, &self.overrides)?;
+        if let Some(done) = finished(&self.out) {
+            let saved = RunConfig::load(&self.out.join("config.toml"), &[]).ok();
+            if saved.is_some_and(|saved| same_settings(saved, &config, self.init_from.is_some())) {
+                tracing::info!(run = %self.out.display(), "reusing a finished run");
+                return Ok(done);
+            }
+            tracing::warn!(run = %self.out.display(), "a finished run with other settings; training again");
+        }
         let mut options = RunOptions::new(&self.args.config, &self.out);
         options.overwrite = true;
         options.progress = !self.args.quiet;
@@ -112,6 +118,18 @@ impl<'a> Run<'a> {
         }
         Ok(summary)
     }
+}
+
+/// True when a run folder's `config.toml` describes the run `requested` asks for: the
+/// vocabulary as the tokenizer resolved it, and the model of a checkpoint for `--init-from`
+/// runs, which the folder records in place of the recipe's.
+fn same_settings(mut saved: RunConfig, requested: &RunConfig, init_from: bool) -> bool {
+    if init_from {
+        saved.model = requested.model.clone();
+    } else if requested.model.vocab_size == 0 {
+        saved.model.vocab_size = 0;
+    }
+    saved == *requested
 }
 
 /// The summary of a finished run in `dir`, if there is one.
@@ -195,6 +213,36 @@ fn record(
     }
 }
 
+/// Plots every outcome's mean validation curve against training FLOPs into
+/// `<docs>/<stem>.png` and `.svg`.
+fn plot_outcomes(args: &StudyArgs, stem: &str, title: &str, outcomes: &[Outcome]) -> Result<()> {
+    let series: Vec<Series> = outcomes
+        .iter()
+        .map(|o| Series {
+            label: o.label.clone(),
+            points: o.curve.clone(),
+        })
+        .collect();
+    plot_lines(
+        &args.docs,
+        stem,
+        title,
+        ("training FLOPs", "validation loss"),
+        &series,
+    )
+}
+
+/// A markdown table row: label, final loss mean ± std, FLOPs, mean wall seconds.
+fn outcome_row(o: &Outcome) -> String {
+    let wall = o.wall_s.iter().sum::<f64>() / o.wall_s.len().max(1) as f64;
+    format!(
+        "| {} | {} | {:.3e} | {wall:.0} |\n",
+        o.label,
+        pm(&o.final_val),
+        o.flops
+    )
+}
+
 /// Mean and sample standard deviation.
 fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
@@ -231,6 +279,25 @@ fn command_line(study: &str, args: &StudyArgs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_run_is_reused_only_with_the_same_settings() {
+        let recipe =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/nanogpt-cpu.toml");
+        let requested =
+            RunConfig::load(&recipe, &["train.learning_rate=0.002".to_owned()]).unwrap();
+        let mut saved = requested.clone();
+        saved.model.vocab_size = 65; // as the trainer records it
+        assert!(same_settings(saved.clone(), &requested, false));
+        let mut other_lr = saved.clone();
+        other_lr.train.learning_rate = 0.008;
+        assert!(!same_settings(other_lr, &requested, false));
+        let mut other_model = saved.clone();
+        other_model.model.n_layer = 2;
+        assert!(!same_settings(other_model.clone(), &requested, false));
+        // An --init-from run records its checkpoint's model.
+        assert!(same_settings(other_model, &requested, true));
+    }
 
     #[test]
     fn mean_and_sample_deviation() {

@@ -3,8 +3,8 @@
 //! for the same total training FLOPs.
 
 use super::{
-    Outcome, Run, StudyArgs, command_line, pm, record, schedule, trained_model, val_curve,
-    write_doc,
+    Outcome, Run, StudyArgs, command_line, outcome_row, plot_outcomes, record, schedule,
+    trained_model, val_curve, write_doc,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use std::sync::atomic::AtomicBool;
 use strata_core::flops::train_flops_per_step;
 use strata_merge::MergeConfig;
 use strata_tensor::Result;
-use strata_train::comparison_plots::{Series, plot_lines};
 
 /// The growth plans compared: (label, folder, plan).
 const PLANS: [(&str, &str, &str); 3] = [
@@ -95,19 +94,11 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             curve,
         );
     }
-    let series: Vec<Series> = outcomes
-        .iter()
-        .map(|o| Series {
-            label: o.label.clone(),
-            points: o.curve.clone(),
-        })
-        .collect();
-    plot_lines(
-        &args.docs,
+    plot_outcomes(
+        args,
         "repetition",
         "Growing 2 layers to 4 vs training 4 from scratch (mean over seeds)",
-        ("training FLOPs", "validation loss"),
-        &series,
+        &outcomes,
     )?;
     let doc = report(args, &outcomes, scratch_steps);
     let path = write_doc(args, "repetition.md", &doc)?;
@@ -156,13 +147,7 @@ fn report(args: &StudyArgs, outcomes: &[Outcome], scratch_steps: u64) -> String 
         out = args.out.display(),
     );
     for o in outcomes.iter().filter(|o| !o.label.starts_with("2-layer")) {
-        let wall = o.wall_s.iter().sum::<f64>() / o.wall_s.len().max(1) as f64;
-        s += &format!(
-            "| {} | {} | {:.3e} | {wall:.0} |\n",
-            o.label,
-            pm(&o.final_val),
-            o.flops
-        );
+        s += &outcome_row(o);
     }
     s += "\nThe plot shows the 2-layer source's curve, then each grown model's from the moment \
           it was grown (its first point is the grown model before any further training).\n\n\
