@@ -111,3 +111,19 @@ fn bad_insertions_are_refused_with_the_reason() {
         assert!(err.contains(expected), "`{err}` lacks `{expected}`");
     }
 }
+
+#[test]
+fn an_identity_block_keeps_its_lora_a_so_the_adapter_learns() {
+    let config = model("[lora]\nrank = 2\n");
+    let (vs, _) = random_model(&config, 3);
+    let grown = GrowthOp::InsertBlocks { after: vec![1] }
+        .apply(&snapshot(&vs, &config), 1)
+        .unwrap();
+    let p = &grown.params;
+    let norm = |name: &str| p[name].abs().sum(tch::Kind::Double).double_value(&[]);
+    for linear in ["attn.c_proj", "mlp.c_proj"] {
+        assert_eq!(norm(&format!("h.1.{linear}.weight")), 0.0);
+        assert_eq!(norm(&format!("h.1.{linear}.lora_b")), 0.0);
+        assert!(norm(&format!("h.1.{linear}.lora_a")) > 0.0, "{linear}");
+    }
+}

@@ -260,7 +260,8 @@ pub fn expand(
                 let mut copy = tensor.f_detach_copy()?;
                 let output_projection =
                     tail.starts_with("attn.c_proj.") || tail.starts_with("mlp.c_proj.");
-                if origin.identity && output_projection {
+                // A LoRA adapter's A may stay: with B zero it adds nothing, and B still learns.
+                if origin.identity && output_projection && !tail.ends_with(".lora_a") {
                     let _ = copy.f_zero_()?;
                 }
                 state.insert(format!("h.{new}.{tail}"), copy);

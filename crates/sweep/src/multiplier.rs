@@ -1,16 +1,24 @@
 //! Compute multipliers: how much more compute the baseline needs to reach a variant's loss,
-//! with a bootstrap confidence interval over runs.
+//! with a bootstrap confidence interval over runs, in two readings.
 //!
-//! Each variant's runs get their own law. The reference compute `C` is the geometric middle
-//! of the variant's run FLOPs, so the estimate stays inside the sweep. The variant's
-//! frontier gives its loss at `C`. The baseline's frontier is inverted to find the compute
-//! `C_b` that reaches the same loss, and the multiplier is `C_b / C`. FLOPs are related to
-//! `N·D` by `κ`, the geometric mean over a variant's runs of `FLOPs / (N·D)` (about 6 plus
-//! attention). The bootstrap resamples the runs of both sides with replacement and refits.
-//! A multiplier is refused when either fit is poor, when the baseline's frontier does not
-//! reach the loss within 10⁴× of `C` either way, or when too few bootstrap refits succeed.
+//! **In the grid**: for the fitted loss of each of the variant's runs, the least compute with
+//! which the baseline's law reaches it using a model size within the grid's N range (2×
+//! slack either way) and any data, over the least compute with which the variant's law does
+//! the same; the multiplier is the geometric mean over the variant's runs.
+//!
+//! **On the frontier**: the reference compute `C` is the geometric middle of the variant's
+//! run FLOPs. The variant's frontier gives its loss at `C`, the baseline's frontier is
+//! inverted for the compute `C_b` that reaches it, and the multiplier is `C_b / C`.
+//!
+//! Each variant's runs get their own law. FLOPs relate to `N·D` by `κ`, the geometric mean
+//! over a variant's runs of `FLOPs / (N·D)` (about 6, plus attention). The bootstrap
+//! resamples the runs of both sides with replacement and refits. A reading is refused when
+//! either fit is poor, when the baseline cannot reach the loss (at that size, or within 10⁴×
+//! of `C`), or when too few bootstrap refits succeed. The frontier reading is also refused
+//! when a compute-optimal model lies more than 2× outside the grid's N or D: the frontier is
+//! then an extrapolation.
 
-use crate::law::{Fit, Observation, fit, starts_near};
+use crate::law::{Fit, Observation, ScalingLaw, fit, starts_near};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use strata_tensor::Result;
@@ -110,7 +118,9 @@ impl Default for MultiplierSettings {
     }
 }
 
-/// A reported multiplier with its 95% interval.
+/// A reported multiplier with its 95% interval (`compute` and `loss`: the reference compute
+/// and the variant's frontier loss there; for the in-grid reading, the geometric mean of the
+/// variant's run FLOPs and its mean fitted loss).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Multiplier {
     /// `C_b / C` from the fits to all runs.
@@ -147,8 +157,57 @@ pub fn poor_fit(group: &Group, settings: &MultiplierSettings) -> Option<String> 
     })
 }
 
-/// The multiplier of `variant` against `baseline` from the given fits.
-fn point(
+/// Both multipliers of a variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Multipliers {
+    /// In the grid: at the fitted loss of each of the variant's runs, the baseline's least
+    /// compute with a model size inside the grid (2× slack) over the variant's; geometric mean
+    /// over the runs.
+    pub in_grid: Outcome,
+    /// On the compute-optimal frontiers at the variant's middle compute (module docs); refused
+    /// when an optimal model lies outside the grid, where the frontier is an extrapolation.
+    pub frontier: Outcome,
+}
+
+/// The (N, D) ranges of the observations.
+#[derive(Clone, Copy, Debug)]
+struct Grid {
+    n: (f64, f64),
+    d: (f64, f64),
+}
+
+impl Grid {
+    /// The ranges spanned by both groups' runs.
+    fn of(groups: [&Group; 2]) -> Self {
+        let obs = || groups.iter().flat_map(|g| g.observations.iter());
+        let range = |f: &dyn Fn(&Observation) -> f64| {
+            obs().map(f).fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
+        };
+        Self {
+            n: range(&|o| o.n),
+            d: range(&|o| o.d),
+        }
+    }
+
+    /// Why `(n, d)` is not within a factor of 2 of the grid, if it is not.
+    fn outside(&self, n: f64, d: f64, what: &str) -> Option<String> {
+        let inside = |v: f64, (lo, hi): (f64, f64)| v >= lo / 2.0 && v <= hi * 2.0;
+        (!inside(n, self.n) || !inside(d, self.d)).then(|| {
+            format!(
+                "the {what} compute-optimal model (N = {n:.3e}, D = {d:.3e}) lies outside the \
+                 sweep's grid (N {:.3e} to {:.3e}, D {:.3e} to {:.3e}), so the frontier there is \
+                 an extrapolation; extend the grid",
+                self.n.0, self.n.1, self.d.0, self.d.1
+            )
+        })
+    }
+}
+
+/// The frontier multiplier of `variant` against `baseline` from the given fits, and the
+/// variant's frontier loss.
+fn frontier_point(
     baseline: &Fit,
     variant: &Fit,
     kappas: (f64, f64),
@@ -168,6 +227,67 @@ fn point(
     }
 }
 
+/// The least compute with which `law` reaches `loss` using a model size within `n_range`
+/// (any data), scanned on a log grid of sizes; `None` when no size there reaches it.
+pub fn in_grid_compute(
+    law: &ScalingLaw,
+    loss: f64,
+    kappa: f64,
+    n_range: (f64, f64),
+) -> Option<f64> {
+    const STEPS: usize = 400;
+    let (lo, hi) = (n_range.0.ln(), n_range.1.ln());
+    (0..=STEPS)
+        .filter_map(|i| {
+            let n = (lo + (hi - lo) * i as f64 / STEPS as f64).exp();
+            let rest = loss - law.e - law.a / n.powf(law.alpha);
+            (rest > 0.0).then(|| kappa * n * (law.b / rest).powf(1.0 / law.beta))
+        })
+        .min_by(f64::total_cmp)
+}
+
+/// The lowest loss `law` predicts for `compute` with a model size within `n_range` (the
+/// frontier restricted to the sizes a sweep measured), scanned on a log grid of sizes.
+pub fn in_grid_frontier(law: &ScalingLaw, compute: f64, kappa: f64, n_range: (f64, f64)) -> f64 {
+    const STEPS: usize = 400;
+    let (lo, hi) = (n_range.0.ln(), n_range.1.ln());
+    (0..=STEPS)
+        .map(|i| {
+            let n = (lo + (hi - lo) * i as f64 / STEPS as f64).exp();
+            law.loss(n, compute / (kappa * n))
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The in-grid multiplier over the variant's runs `at` (geometric mean, over the losses the
+/// runs reached, of the baseline's least in-grid compute over the variant's), and the mean
+/// loss.
+fn in_grid_point(
+    baseline: &Fit,
+    variant: &Fit,
+    kappas: (f64, f64),
+    at: &[Observation],
+    n_range: (f64, f64),
+) -> std::result::Result<(f64, f64), String> {
+    let (mut log_sum, mut loss_sum) = (0.0, 0.0);
+    for o in at {
+        let loss = variant.law.loss(o.n, o.d);
+        let own =
+            in_grid_compute(&variant.law, loss, kappas.1, n_range).unwrap_or(kappas.1 * o.n * o.d);
+        let Some(c) = in_grid_compute(&baseline.law, loss, kappas.0, n_range) else {
+            return Err(format!(
+                "no baseline model from N = {:.3e} to {:.3e} reaches the variant's loss {loss:.4} \
+                 (its run at N = {:.3e}, D = {:.3e}), whatever its data",
+                n_range.0, n_range.1, o.n, o.d
+            ));
+        };
+        log_sum += (c / own).ln();
+        loss_sum += loss;
+    }
+    let count = at.len().max(1) as f64;
+    Ok(((log_sum / count).exp(), loss_sum / count))
+}
+
 /// Resamples `group` with replacement and refits near its fit.
 fn resample(group: &Group, rng: &mut rand_pcg::Pcg64) -> Option<Fit> {
     let n = group.observations.len();
@@ -177,28 +297,18 @@ fn resample(group: &Group, rng: &mut rand_pcg::Pcg64) -> Option<Fit> {
     fit(&picks, &starts_near(&group.fit.law)).ok()
 }
 
-/// The compute multiplier of `variant` over `baseline` (module docs).
-pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettings) -> Outcome {
-    for group in [baseline, variant] {
-        if let Some(why) = poor_fit(group, settings) {
-            return Outcome::Refused(why);
-        }
-    }
-    let kappas = (baseline.kappa(), variant.kappa());
-    let compute = variant.reference_compute();
-    let (estimate, loss) = match point(&baseline.fit, &variant.fit, kappas, compute) {
+/// A multiplier from its full-data estimate and bootstrap samples.
+fn summarise(
+    estimate: std::result::Result<(f64, f64), String>,
+    mut samples: Vec<f64>,
+    settings: &MultiplierSettings,
+    compute: f64,
+) -> Outcome {
+    let (estimate, loss) = match estimate {
         Ok(p) => p,
         Err(why) => return Outcome::Refused(why),
     };
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(settings.seed);
-    let mut samples: Vec<f64> = (0..settings.bootstrap)
-        .filter_map(|_| {
-            let b = resample(baseline, &mut rng)?;
-            let v = resample(variant, &mut rng)?;
-            point(&b, &v, kappas, compute).ok().map(|p| p.0)
-        })
-        .filter(|m| m.is_finite())
-        .collect();
+    samples.retain(|m| m.is_finite());
     if settings.bootstrap > 0 && samples.len() * 5 < settings.bootstrap * 4 {
         return Outcome::Refused(format!(
             "only {} of {} bootstrap refits gave a multiplier: the fits are unstable",
@@ -222,4 +332,51 @@ pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettin
         loss,
         resamples: samples.len(),
     })
+}
+
+/// The compute multipliers of `variant` over `baseline` (module docs).
+pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettings) -> Multipliers {
+    for group in [baseline, variant] {
+        if let Some(why) = poor_fit(group, settings) {
+            return Multipliers {
+                in_grid: Outcome::Refused(why.clone()),
+                frontier: Outcome::Refused(why),
+            };
+        }
+    }
+    let kappas = (baseline.kappa(), variant.kappa());
+    let compute = variant.reference_compute();
+    let at = &variant.observations;
+    let grid = Grid::of([baseline, variant]);
+    let mut frontier = frontier_point(&baseline.fit, &variant.fit, kappas, compute);
+    if let Ok((m, _)) = frontier {
+        let (n_v, d_v) = variant.fit.law.optimal_split(compute, kappas.1);
+        let (n_b, d_b) = baseline.fit.law.optimal_split(compute * m, kappas.0);
+        let why = grid
+            .outside(n_v, d_v, "variant's")
+            .or_else(|| grid.outside(n_b, d_b, "baseline's"));
+        if let Some(why) = why {
+            frontier = Err(why);
+        }
+    }
+    let n_range = (grid.n.0 / 2.0, grid.n.1 * 2.0);
+    let in_grid = in_grid_point(&baseline.fit, &variant.fit, kappas, at, n_range);
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(settings.seed);
+    let (mut in_grid_samples, mut frontier_samples) = (Vec::new(), Vec::new());
+    for _ in 0..settings.bootstrap {
+        let (Some(b), Some(v)) = (resample(baseline, &mut rng), resample(variant, &mut rng)) else {
+            continue;
+        };
+        if let Ok((m, _)) = in_grid_point(&b, &v, kappas, at, n_range) {
+            in_grid_samples.push(m);
+        }
+        if let Ok((m, _)) = frontier_point(&b, &v, kappas, compute) {
+            frontier_samples.push(m);
+        }
+    }
+    let geometric_compute = geometric_mean(variant.flops.iter().copied());
+    Multipliers {
+        in_grid: summarise(in_grid, in_grid_samples, settings, geometric_compute),
+        frontier: summarise(frontier, frontier_samples, settings, compute),
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::SweepConfig;
 use crate::law::Observation;
-use crate::multiplier::{Group, Outcome, multiplier, poor_fit};
+use crate::multiplier::{Group, Multipliers, Outcome, in_grid_frontier, multiplier, poor_fit};
 use crate::runner::SweepRecord;
 use std::path::{Path, PathBuf};
 use strata_tensor::{Error, Result};
@@ -23,8 +23,8 @@ pub struct VariantFit {
 pub struct Analysis {
     /// One entry per variant, in config order.
     pub fits: Vec<VariantFit>,
-    /// Every variant but the baseline with its multiplier.
-    pub multipliers: Vec<(String, Outcome)>,
+    /// Every variant but the baseline with its multipliers.
+    pub multipliers: Vec<(String, Multipliers)>,
 }
 
 /// The observations (non-embedding N, tokens, final val loss) and FLOPs of one variant.
@@ -70,12 +70,14 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
     let multipliers = fits[1..]
         .iter()
         .map(|v| {
+            let refused = |why: String| Multipliers {
+                in_grid: Outcome::Refused(why.clone()),
+                frontier: Outcome::Refused(why),
+            };
             let outcome = match (&baseline.group, &v.group) {
                 (Some(b), Some(g)) => multiplier(b, g, &sweep.fit),
-                (None, _) => {
-                    Outcome::Refused(format!("no fit for the baseline `{}`", baseline.name))
-                }
-                (_, None) => Outcome::Refused(format!("no fit for `{}`", v.name)),
+                (None, _) => refused(format!("no fit for the baseline `{}`", baseline.name)),
+                (_, None) => refused(format!("no fit for `{}`", v.name)),
             };
             (v.name.clone(), outcome)
         })
@@ -100,9 +102,15 @@ pub fn write_report(
     let intervals: Vec<Interval> = analysis
         .multipliers
         .iter()
-        .filter_map(|(name, o)| match o {
+        .flat_map(|(name, m)| {
+            [
+                (name, "in grid", &m.in_grid),
+                (name, "frontier", &m.frontier),
+            ]
+        })
+        .filter_map(|(name, reading, o)| match o {
             Outcome::Reported(m) => Some(Interval {
-                label: name.clone(),
+                label: format!("{name} ({reading})"),
                 low: m.low,
                 estimate: m.estimate,
                 high: m.high,
@@ -130,8 +138,9 @@ pub fn write_report(
 }
 
 /// Per variant, loss against FLOPs: each size's runs joined across budgets, with the
-/// variant's fitted frontier (`<stem>-<variant>-loss-vs-flops`); and every variant's
-/// frontier on one chart (`<stem>-frontiers`).
+/// variant's fitted frontier over the sizes the sweep measured
+/// (`<stem>-<variant>-loss-vs-flops`); and every variant's frontier on one chart
+/// (`<stem>-frontiers`).
 fn plot_loss_vs_flops(
     sweep: &SweepConfig,
     records: &[SweepRecord],
@@ -142,6 +151,10 @@ fn plot_loss_vs_flops(
     let (lo, hi) = records.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
         (lo.min(r.train_flops), hi.max(r.train_flops))
     });
+    let (n_lo, n_hi) = records.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+        let n = r.params_non_embedding as f64;
+        (lo.min(n), hi.max(n))
+    });
     let frontier = |fit: &VariantFit| {
         fit.group.as_ref().map(|group| {
             let kappa = group.kappa();
@@ -150,7 +163,7 @@ fn plot_loss_vs_flops(
                 points: (0..=40)
                     .map(|i| {
                         let c = lo * (hi / lo).powf(i as f64 / 40.0);
-                        (c, group.fit.law.frontier(c, kappa))
+                        (c, in_grid_frontier(&group.fit.law, c, kappa, (n_lo, n_hi)))
                     })
                     .collect(),
             }
@@ -302,19 +315,29 @@ fn markdown(
     }
     s += &format!(
         "\n## Compute multipliers over `{}`\n\n\
-         | variant | multiplier | 95% interval | at FLOPs | frontier loss there |\n\
-         |---|---|---|---|---|\n",
+         How much more compute the baseline needs to reach each variant's loss. *In grid* takes \
+         the fitted loss of each of the variant's runs. It divides the least compute with which \
+         the baseline reaches that loss, using a model size inside the grid (2× slack), by the \
+         same for the variant, and takes the geometric mean over the runs. *Frontier* compares the compute-optimal frontiers at \
+         the variant's middle compute, and is refused when an optimal model lies outside the \
+         grid.\n\n\
+         | variant | reading | multiplier | 95% interval | at FLOPs | loss there |\n\
+         |---|---|---|---|---|---|\n",
         sweep.variants[0].name
     );
-    for (name, outcome) in &analysis.multipliers {
-        match outcome {
-            Outcome::Reported(m) => {
-                s += &format!(
-                    "| {name} | {:.3} | {:.3} to {:.3} ({} resamples) | {:.3e} | {:.4} |\n",
-                    m.estimate, m.low, m.high, m.resamples, m.compute, m.loss
-                )
+    for (name, m) in &analysis.multipliers {
+        for (reading, outcome) in [("in grid", &m.in_grid), ("frontier", &m.frontier)] {
+            match outcome {
+                Outcome::Reported(m) => {
+                    s += &format!(
+                        "| {name} | {reading} | {:.3} | {:.3} to {:.3} ({} resamples) | {:.3e} | {:.4} |\n",
+                        m.estimate, m.low, m.high, m.resamples, m.compute, m.loss
+                    )
+                }
+                Outcome::Refused(why) => {
+                    s += &format!("| {name} | {reading} | not reported: {why} | | | |\n")
+                }
             }
-            Outcome::Refused(why) => s += &format!("| {name} | not reported: {why} | | | |\n"),
         }
     }
     s += &format!("\n![fitted frontiers]({stem}-frontiers.png)\n\n");
@@ -325,11 +348,7 @@ fn markdown(
         );
     }
     s += &format!("![loss against size]({stem}-loss-vs-params.png)\n\n");
-    if analysis
-        .multipliers
-        .iter()
-        .any(|(_, o)| matches!(o, Outcome::Reported(_)))
-    {
+    if !intervals_empty(analysis) {
         s += &format!("![compute multipliers]({stem}-multipliers.png)\n\n");
     }
     s += "## Runs\n\n| run | N (non-emb.) | N (total) | tokens | FLOPs | final val | best val | wall s |\n\
@@ -348,4 +367,11 @@ fn markdown(
         );
     }
     s
+}
+
+/// True when no multiplier of any reading is reported.
+fn intervals_empty(analysis: &Analysis) -> bool {
+    !analysis.multipliers.iter().any(|(_, m)| {
+        matches!(m.in_grid, Outcome::Reported(_)) || matches!(m.frontier, Outcome::Reported(_))
+    })
 }

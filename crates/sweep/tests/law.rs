@@ -3,7 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 use strata_sweep::law::{Observation, ScalingLaw, default_starts, fit};
-use strata_sweep::multiplier::{Group, MultiplierSettings, Outcome, multiplier};
+use strata_sweep::multiplier::{Group, MultiplierSettings, Outcome, in_grid_compute, multiplier};
 
 /// Hoffmann et al.'s fitted law.
 const CHINCHILLA: ScalingLaw = ScalingLaw {
@@ -94,12 +94,15 @@ fn the_baseline_against_itself_has_multiplier_one() {
         bootstrap: 100,
         ..MultiplierSettings::default()
     };
-    let Outcome::Reported(m) = multiplier(&group, &group.clone(), &settings) else {
-        panic!("refused");
-    };
-    assert!((m.estimate - 1.0).abs() < 1e-9, "{m:?}");
-    assert!(m.low <= 1.0 && 1.0 <= m.high, "{m:?}");
-    assert!(m.low < m.high && m.resamples >= 80, "{m:?}");
+    let both = multiplier(&group, &group.clone(), &settings);
+    for outcome in [both.in_grid, both.frontier] {
+        let Outcome::Reported(m) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        assert!((m.estimate - 1.0).abs() < 1e-9, "{m:?}");
+        assert!(m.low <= 1.0 && 1.0 <= m.high, "{m:?}");
+        assert!(m.low < m.high && m.resamples >= 80, "{m:?}");
+    }
 }
 
 #[test]
@@ -117,24 +120,46 @@ fn a_variant_worth_twice_the_parameters_gets_its_true_multiplier() {
         bootstrap: 100,
         ..MultiplierSettings::default()
     };
-    let Outcome::Reported(m) = multiplier(&base, &better, &settings) else {
-        panic!("refused");
-    };
+    let both = multiplier(&base, &better, &settings);
+    // The frontier reading's truth, from the true laws.
     let c = better.reference_compute();
     let target = variant.frontier(c, KAPPA);
-    let truth = CHINCHILLA
+    let frontier_truth = CHINCHILLA
         .compute_for(target, KAPPA, c / 1e4, c * 1e4)
         .unwrap()
         / c;
-    assert!(truth > 1.2, "the variant is genuinely better ({truth})");
-    assert!(
-        m.low <= truth && truth <= m.high,
-        "truth {truth} outside {m:?}"
-    );
-    assert!(
-        (m.estimate - truth).abs() / truth < 0.1,
-        "estimate {m:?}, truth {truth}"
-    );
+    // The in-grid truth: at each run's loss, the baseline's least compute within the grid's
+    // sizes (2× slack) over the variant's (geometric mean).
+    let n_range = (1e7 / 2.0, 1e7 * 10f64.powf(2.0) * 2.0);
+    let log_mean = better
+        .observations
+        .iter()
+        .map(|o| {
+            let loss = variant.loss(o.n, o.d);
+            let base = in_grid_compute(&CHINCHILLA, loss, KAPPA, n_range).unwrap();
+            let own = in_grid_compute(&variant, loss, KAPPA, n_range).unwrap();
+            (base / own).ln()
+        })
+        .sum::<f64>()
+        / better.observations.len() as f64;
+    let in_grid_truth = log_mean.exp();
+    for (outcome, truth) in [
+        (both.in_grid, in_grid_truth),
+        (both.frontier, frontier_truth),
+    ] {
+        let Outcome::Reported(m) = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        assert!(truth > 1.2, "the variant is genuinely better ({truth})");
+        assert!(
+            m.low <= truth && truth <= m.high,
+            "truth {truth} outside {m:?}"
+        );
+        assert!(
+            (m.estimate - truth).abs() / truth < 0.1,
+            "estimate {m:?}, truth {truth}"
+        );
+    }
 }
 
 #[test]
@@ -147,9 +172,42 @@ fn poor_fits_get_no_multiplier() {
     let noise = Group::new("noise", obs, flops).unwrap();
     let (bobs, bflops) = synthetic(&CHINCHILLA, 0.002, 6);
     let base = Group::new("baseline", bobs, bflops).unwrap();
-    match multiplier(&base, &noise, &MultiplierSettings::default()) {
-        Outcome::Refused(why) => assert!(why.contains("the fit of `noise` is poor"), "{why}"),
-        Outcome::Reported(m) => panic!("reported {m:?} for structureless data"),
+    let both = multiplier(&base, &noise, &MultiplierSettings::default());
+    for outcome in [both.in_grid, both.frontier] {
+        match outcome {
+            Outcome::Refused(why) => assert!(why.contains("the fit of `noise` is poor"), "{why}"),
+            Outcome::Reported(m) => panic!("reported {m:?} for structureless data"),
+        }
     }
     assert!(fit(&synthetic(&CHINCHILLA, 0.0, 1).0[..4], &default_starts()).is_err());
+}
+
+#[test]
+fn a_frontier_outside_the_grid_is_refused_but_the_in_grid_reading_is_reported() {
+    // Runs at small N only, with far more data than compute-optimal: the frontier at their
+    // compute wants much larger models than the grid has.
+    let mut obs = Vec::new();
+    for i in 0..4 {
+        for j in 0..4 {
+            let n = 1e6 * 10f64.powf(i as f64 * 0.2);
+            let d = 1e11 * 10f64.powf(j as f64 * 0.3);
+            obs.push(Observation {
+                n,
+                d,
+                loss: CHINCHILLA.loss(n, d),
+            });
+        }
+    }
+    let flops: Vec<f64> = obs.iter().map(|o| KAPPA * o.n * o.d).collect();
+    let group = Group::new("small", obs, flops).unwrap();
+    let settings = MultiplierSettings {
+        bootstrap: 20,
+        ..MultiplierSettings::default()
+    };
+    let both = multiplier(&group, &group.clone(), &settings);
+    match both.frontier {
+        Outcome::Refused(why) => assert!(why.contains("outside the sweep's grid"), "{why}"),
+        Outcome::Reported(m) => panic!("frontier reported outside the grid: {m:?}"),
+    }
+    assert!(matches!(both.in_grid, Outcome::Reported(m) if (m.estimate - 1.0).abs() < 1e-9));
 }
