@@ -12,6 +12,8 @@ const IMPLEMENTATION_ENV: &str = "STRATA_WEIGHTED_SUM";
 
 /// Model width of every configuration.
 const WIDTH: usize = 256;
+/// Timed steps per process (after 2 warm-up steps).
+const STEPS: usize = 10;
 /// The variants (DWA, weighted-sum path), baseline first; the reference path shows what the
 /// fused layer stack saves.
 const VARIANTS: [(&str, &str); 4] = [
@@ -99,14 +101,21 @@ pub fn measure(env: &TorchEnv, quick: bool, rounds: usize) -> Result<Vec<Overhea
     let depths: &[usize] = if quick { &[12] } else { &[12, 24, 48] };
     let mut all = Vec::new();
     for round in 1..=rounds {
+        // Every other round runs the configurations in reverse, so that no configuration
+        // always follows the same one (the VM's speed drifts within a round).
+        let mut order = VARIANTS.to_vec();
+        if round % 2 == 0 {
+            order.reverse();
+        }
         for &layers in depths {
-            for (dwa, path) in VARIANTS {
+            for &(dwa, path) in &order {
                 eprintln!(
                     "xtask: DenseFormer overhead, round {round}: {layers} layers, dwa {dwa} ({path})"
                 );
                 let mut cmd = command(env, &exe);
                 cmd.args(["--layers", &layers.to_string(), "--dwa", dwa])
                     .args(["--width", &WIDTH.to_string()])
+                    .args(["--steps", &STEPS.to_string()])
                     .env(IMPLEMENTATION_ENV, path);
                 let output = cmd
                     .output()
@@ -134,8 +143,8 @@ pub fn section(results: &[Overhead]) -> String {
          Command: `cargo xtask bench` (`dwa_overhead --layers L --dwa V --width {WIDTH}`, one \
          process per row). One optimizer step (forward, backward, clip, AdamW) of a width-{WIDTH} \
          model (4 heads, byte vocabulary) on 8 x 128 tokens with the CPU data-parallel workers; \
-         median of 5 steps after 2 warm-up steps, then the median over rounds (configurations \
-         alternate within a round). `fused` is the layer stack of strata-kernels (what training \
+         median of 10 steps after 2 warm-up steps, then the median over rounds (configurations \
+         alternate within a round, in reverse order every other round). `fused` is the layer stack of strata-kernels (what training \
          uses); `reference` keeps live tensors and sums them op by op \
          (`STRATA_WEIGHTED_SUM=reference`). Peak is the process's VmHWM; training memory \
          is the peak minus what was resident before the first step. Targets: 4x5 within 1.05x \
