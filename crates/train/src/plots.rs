@@ -90,7 +90,8 @@ fn write_via_temp<E: std::fmt::Display>(
     result
 }
 
-/// Writes `loss.png` and `loss.svg`: training and validation loss against step.
+/// Writes `loss.png` and `loss.svg`: training and validation loss against step, with a
+/// dashed vertical line at each step in `growth` (where the model grew).
 ///
 /// Non-finite points are skipped. With no (finite) points at all the chart is still written,
 /// with empty axes and a "no data" note.
@@ -99,6 +100,7 @@ pub fn plot_loss_curves(
     title: &str,
     train: &[(u64, f64)],
     val: &[(u64, f64)],
+    growth: &[u64],
 ) -> Result<()> {
     let finite = |points: &[(u64, f64)]| -> Vec<(f64, f64)> {
         points
@@ -111,6 +113,7 @@ pub fn plot_loss_curves(
         title: title.to_owned(),
         train: finite(train),
         val: finite(val),
+        growth: growth.iter().map(|&s| s as f64).collect(),
     };
     let skipped = train.len() + val.len() - chart.train.len() - chart.val.len();
     if skipped > 0 {
@@ -124,6 +127,8 @@ struct LossChart {
     title: String,
     train: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
+    /// Steps at which the model grew.
+    growth: Vec<f64>,
 }
 
 /// Line colour of the training curve.
@@ -174,6 +179,15 @@ impl Chart for LossChart {
                 .draw_series(LineSeries::new(self.val.iter().copied(), style).point_size(3))?
                 .label("val")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        }
+        let grey = RGBColor(110, 110, 110).stroke_width(1);
+        for (i, &step) in self.growth.iter().enumerate() {
+            let line =
+                chart.draw_series(DashedLineSeries::new([(step, y0), (step, y1)], 6, 4, grey))?;
+            if i == 0 {
+                line.label("growth")
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], grey));
+            }
         }
         if self.train.is_empty() && self.val.is_empty() {
             let (w, h) = root.dim_in_pixel();

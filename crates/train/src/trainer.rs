@@ -335,6 +335,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let elapsed = |run: &Run| run.elapsed_before + clock.elapsed().as_secs_f64();
     let mut step = run.start;
     loop {
+        let mut grew = false;
         while run
             .config
             .growth
@@ -342,8 +343,10 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             .is_some_and(|event| event.step == step)
         {
             bar.suspend(|| grow(&mut run, step))?;
+            grew = true;
         }
-        let due_eval = step % t.eval_interval == 0 || step == t.max_iters;
+        // The grown model is evaluated at once: its loss shows that growing kept the function.
+        let due_eval = step % t.eval_interval == 0 || step == t.max_iters || grew;
         if due_eval && resumed_at != Some(step) {
             let train_loss = run.parallel.evaluate(&run.model, &run.eval_train)?;
             let val_loss = run.parallel.evaluate(&run.model, &run.eval_val)?;
@@ -485,7 +488,11 @@ fn write_plots(run: &Run, out: &Path) -> Result<()> {
         .filter_map(|r| r.val_loss.map(|l| (r.step, l)))
         .collect();
     let title = format!("{} ({})", run.config.name, run.config.model.variant_name());
-    plots::plot_loss_curves(out, &title, &train, &val)?;
+    let growth: Vec<u64> = run.config.growth[..run.growth_applied]
+        .iter()
+        .map(|e| e.step)
+        .collect();
+    plots::plot_loss_curves(out, &title, &train, &val, &growth)?;
     if run.config.model.dwa.is_some() {
         plots::plot_dwa_heatmap(out, &run.model.dwa_weight_matrix()?)?;
     }

@@ -215,3 +215,37 @@ fn the_shipped_growth_config_grows_to_the_recipes_size() {
     assert_eq!((end.n_layer, end.d_model, end.mlp_hidden()), (4, 128, 512));
     assert_eq!((end.attn_width(), a), (128, b));
 }
+
+#[test]
+fn the_grown_model_is_evaluated_at_the_growth_step_with_the_same_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(&corpus(dir.path()), 12, true, 0.0);
+    config.train.eval_interval = 100; // evaluations at 0, at the growth step and at the end
+    let plain = dir.path().join("plain");
+    let mut stopped = RunOptions::new("tiny.toml", &plain);
+    stopped.stop_after = Some(5);
+    train(config.clone(), &stopped).unwrap();
+    // The model before growing, evaluated on the run's fixed batches.
+    let before = strata_train::inspect::load(&plain, strata_tensor::DeviceChoice::Cpu).unwrap();
+    let before = strata_train::inspect::evaluate_checkpoint(&before, None).unwrap();
+    config.growth = events(vec![(5, GrowthOp::InsertBlocks { after: vec![2] })]);
+    let grown = dir.path().join("grown");
+    train(config, &RunOptions::new("tiny.toml", &grown)).unwrap();
+    let records = read_records(&grown.join("metrics.jsonl")).unwrap();
+    let evals: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == "eval")
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(evals, vec![0, 5, 12]);
+    let at_growth = records
+        .iter()
+        .find(|r| r.kind == "eval" && r.step == 5)
+        .unwrap();
+    let val = at_growth.val_loss.unwrap();
+    assert!(
+        (val - before.val_loss).abs() < 1e-5 * before.val_loss,
+        "{val} vs {}",
+        before.val_loss
+    );
+}

@@ -64,6 +64,7 @@ fn loss_curves_are_written_as_png_and_svg() {
         "tiny-shakespeare (denseformer-4x5)",
         &train,
         &val,
+        &[400, 700],
     )
     .unwrap();
     assert_eq!(png_size(&dir.path().join("loss.png")), LOSS_SIZE);
@@ -74,6 +75,7 @@ fn loss_curves_are_written_as_png_and_svg() {
         "val",
         "step",
         "loss",
+        "growth",
     ] {
         assert!(has_text(&svg, text), "loss.svg lacks text {text:?}");
     }
@@ -83,7 +85,7 @@ fn loss_curves_are_written_as_png_and_svg() {
 #[test]
 fn title_text_is_escaped_in_svg() {
     let dir = tempfile::tempdir().unwrap();
-    plot_loss_curves(dir.path(), "a<b & c", &[(0, 1.0), (1, 0.5)], &[]).unwrap();
+    plot_loss_curves(dir.path(), "a<b & c", &[(0, 1.0), (1, 0.5)], &[], &[1]).unwrap();
     let svg = svg_text(&dir.path().join("loss.svg"));
     assert!(has_text(&svg, "a&lt;b &amp; c"), "title not escaped");
 }
@@ -91,12 +93,12 @@ fn title_text_is_escaped_in_svg() {
 #[test]
 fn empty_and_degenerate_series_still_plot() {
     let dir = tempfile::tempdir().unwrap();
-    plot_loss_curves(dir.path(), "empty", &[], &[]).unwrap();
+    plot_loss_curves(dir.path(), "empty", &[], &[], &[]).unwrap();
     assert_eq!(png_size(&dir.path().join("loss.png")), LOSS_SIZE);
     assert!(has_text(&svg_text(&dir.path().join("loss.svg")), "no data"));
 
     let one = tempfile::tempdir().unwrap();
-    plot_loss_curves(one.path(), "one point", &[(7, 3.0)], &[(7, f64::NAN)]).unwrap();
+    plot_loss_curves(one.path(), "one point", &[(7, 3.0)], &[(7, f64::NAN)], &[]).unwrap();
     assert_eq!(png_size(&one.path().join("loss.png")), LOSS_SIZE);
     let svg = svg_text(&one.path().join("loss.svg"));
     assert!(has_text(&svg, "train") && !has_text(&svg, "val"));
