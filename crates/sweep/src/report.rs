@@ -263,9 +263,8 @@ fn markdown(
          Each variant gets its own fit of `L(N, D) = E + A/N^α + B/D^β`: N counts non-embedding \
          parameters, D the tokens trained on, and L is the final validation loss. The fit \
          minimises a Huber loss (δ = 1e-3) on log loss from 432 starting points with L-BFGS, as \
-         in Hoffmann et al. (2022), approach 3. The compute multiplier is the baseline's \
-         compute to reach a variant's frontier loss, divided by the variant's compute, at the \
-         geometric middle of the variant's FLOPs. The interval is a 95% bootstrap over runs \
+         in Hoffmann et al. (2022), approach 3. Compute multipliers come in two readings, \
+         explained with their table below. Their intervals are 95% bootstraps over runs \
          ({} resamples). No multiplier is reported when a fit has RMSE above {} or R² below {} \
          in log loss. Results per run: `results.jsonl` in the sweep folder.\n\n\
          ## Fits\n\n\
