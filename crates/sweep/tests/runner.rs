@@ -135,7 +135,7 @@ fn bad_sweep_files_are_refused_naming_the_field() {
 
 #[test]
 fn the_shipped_sweeps_parse_and_plan_every_run() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/sweeps");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     for (file, runs) in [("sweep-cpu.toml", 32), ("sweep-gpu.toml", 80)] {
         let sweep = SweepConfig::load(&root.join(file)).unwrap();
         let plan = strata_sweep::plan::plan(&sweep).unwrap();
