@@ -14,8 +14,10 @@
 //! Random draws use libtorch's global generator, which [`crate::GrowthOp::apply`] seeds; the
 //! parameters are visited in name order, so a seed fixes the result.
 
+use crate::axis::AxisMap;
+use crate::widen::{Fresh, Rule, transform};
 use crate::{Moments, Snapshot, not_larger};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use strata_core::{LoraConfig, ModelConfig};
 use strata_merge::State;
 use strata_tensor::{Error, Result};
@@ -60,41 +62,30 @@ pub fn grow_rank(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
     if new < old {
         return Err(not_larger(OP, "lora.rank", old, new));
     }
-    let extra = (new - old) as i64;
     adapted(snapshot, OP)?;
-    let mut params = State::new();
     for (name, t) in &snapshot.params {
-        let grown = if name.ends_with(A) {
-            let (_, inputs) = adapter_dims(name, t, 0, old)?;
-            let fresh = fresh_a(extra, inputs, t)?;
-            Tensor::f_cat(&[t.f_detach()?, fresh], 0)?
+        if name.ends_with(A) {
+            adapter_dims(name, t, 0, old)?;
         } else if name.ends_with(B) {
-            let (out, _) = adapter_dims(name, t, 1, old)?;
-            let zeros = Tensor::f_zeros([out, extra], (t.kind(), t.device()))?;
-            Tensor::f_cat(&[t.f_detach()?, zeros], 1)?
-        } else {
-            t.f_detach_copy()?
-        };
-        params.insert(name.clone(), grown);
+            adapter_dims(name, t, 1, old)?;
+        }
     }
-    let moments = map_moments(snapshot.moments.as_ref(), |name, m| {
-        let axis = if name.ends_with(A) {
-            0
+    // New rows of A are drawn like a fresh A (std 1/sqrt(in)); new columns of B are zero.
+    let inputs: BTreeMap<String, usize> = config
+        .lora_linears()
+        .into_iter()
+        .map(|(linear, inputs, _)| (linear, inputs))
+        .collect();
+    let extend = AxisMap::extend(old, new - old);
+    transform(snapshot, config, 0.0, |name| {
+        if let Some(linear) = name.strip_suffix(A) {
+            let std = 1.0 / (inputs.get(linear).copied().unwrap_or(1) as f64).sqrt();
+            vec![Rule::new(0, &extend, Fresh::Normal(std))]
         } else if name.ends_with(B) {
-            1
+            vec![Rule::new(1, &extend, Fresh::Zero)]
         } else {
-            return Ok(m.f_detach_copy()?);
-        };
-        adapter_dims(name, m, axis, old)?;
-        let mut shape = m.size();
-        shape[axis] = extra;
-        let zeros = Tensor::f_zeros(shape.as_slice(), (m.kind(), m.device()))?;
-        Ok(Tensor::f_cat(&[m.f_detach()?, zeros], axis as i64)?)
-    })?;
-    Ok(Snapshot {
-        config,
-        params,
-        moments,
+            Vec::new()
+        }
     })
 }
 
