@@ -8,7 +8,7 @@
 //! step. Had both keys and values started at zero, neither would ever get a gradient.
 
 use crate::axis::AxisMap;
-use crate::widen::{Fresh, Rule, block_tensor, linear_rules, transform};
+use crate::widen::{Fresh, Rule, block_tensor, linear_rules, split_linear, transform};
 use crate::{Snapshot, not_larger};
 use strata_core::{MlpKind, ModelConfig};
 use strata_tensor::{Error, Result};
@@ -40,7 +40,7 @@ pub fn apply(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
         let Some((_, tail)) = block_tensor(name) else {
             return Vec::new();
         };
-        let (linear, tensor) = tail.rsplit_once('.').unwrap_or((tail, ""));
+        let (linear, tensor) = split_linear(tail);
         match linear {
             "mlp.c_fc" => linear_rules(tensor, Some(Rule::new(0, &extend, Fresh::Zero)), None),
             "mlp.c_proj" => linear_rules(

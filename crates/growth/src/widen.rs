@@ -184,7 +184,7 @@ pub(crate) fn linear_rules(tail: &str, out: Option<Rule>, input: Option<Rule>) -
 }
 
 /// `(linear, tensor)` of a block tensor tail such as `mlp.c_fc.weight`.
-fn split_linear(tail: &str) -> (&str, &str) {
+pub(crate) fn split_linear(tail: &str) -> (&str, &str) {
     tail.rsplit_once('.').unwrap_or((tail, ""))
 }
 

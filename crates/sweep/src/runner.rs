@@ -89,13 +89,6 @@ pub struct SweepOutcome {
     pub records: Vec<SweepRecord>,
 }
 
-/// The summary of a finished run in `dir`, if there is one.
-fn finished(dir: &Path) -> Option<RunSummary> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    let summary: RunSummary = serde_json::from_str(&text).ok()?;
-    (!summary.interrupted).then_some(summary)
-}
-
 /// True when `dir` holds a checkpoint to continue.
 fn resumable(dir: &Path) -> bool {
     dir.join("checkpoints").join("LATEST").exists()
@@ -123,7 +116,7 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
         .iter()
         .filter(|r| {
             let dir = root.join(&r.id);
-            let done = finished(&dir).is_some();
+            let done = RunSummary::finished(&dir).is_some();
             if done && !same_run(&dir, &r.config) {
                 tracing::warn!(run = %r.id, "finished with other settings; training it again");
                 return true;
@@ -246,7 +239,7 @@ fn collect(runs: &[PlannedRun], root: &Path) -> Result<Vec<SweepRecord>> {
     let mut records = Vec::new();
     for run in runs {
         let dir = root.join(&run.id);
-        let Some(summary) = finished(&dir) else {
+        let Some(summary) = RunSummary::finished(&dir) else {
             continue;
         };
         let (Some(final_val), Some(best_val)) = (summary.final_val_loss, summary.best_val_loss)
@@ -284,9 +277,7 @@ fn write_results(path: &Path, records: &[SweepRecord]) -> Result<()> {
         text += &serde_json::to_string(r).map_err(|e| Error::Invalid(e.to_string()))?;
         text.push('\n');
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, text).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
+    strata_train::checkpoint_io::write_atomic(path, text.as_bytes())
 }
 
 /// Reads a results file written by [`run_sweep`].

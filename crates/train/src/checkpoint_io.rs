@@ -330,6 +330,25 @@ fn read_tensors(dir: &Path, file_name: &str, record: &FileRecord) -> Result<Vec<
     Ok(ordered)
 }
 
+/// Replaces `path` with `bytes` through a synced temporary file in the same folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        file.write_all(bytes).map_err(Error::io(&tmp))?;
+        file.sync_all().map_err(Error::io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(Error::io(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Points `<run_dir>/checkpoints/LATEST` at `checkpoint_name` (atomic replace).
 pub fn update_latest(run_dir: &Path, checkpoint_name: &str) -> Result<()> {
     if checkpoint_name.is_empty()
@@ -343,19 +362,10 @@ pub fn update_latest(run_dir: &Path, checkpoint_name: &str) -> Result<()> {
     }
     let folder = run_dir.join("checkpoints");
     std::fs::create_dir_all(&folder).map_err(Error::io(&folder))?;
-    let path = folder.join(LATEST_FILE);
-    let tmp = folder.join(format!(".{LATEST_FILE}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        file.write_all(format!("{checkpoint_name}\n").as_bytes())
-            .map_err(Error::io(&tmp))?;
-        file.sync_all().map_err(Error::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Error::io(&path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
+    write_atomic(
+        &folder.join(LATEST_FILE),
+        format!("{checkpoint_name}\n").as_bytes(),
+    )?;
     sync_dir(&folder)
 }
 

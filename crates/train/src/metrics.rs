@@ -197,28 +197,9 @@ fn truncate_after(path: &Path, step: u64) -> Result<()> {
     if dropped == 0 && !torn_tail {
         return Ok(());
     }
-    write_atomic(path, kept.as_bytes())?;
+    crate::checkpoint_io::write_atomic(path, kept.as_bytes())?;
     tracing::info!(path = %path.display(), dropped, after_step = step, "truncated metrics log for resume");
     Ok(())
-}
-
-/// Replaces `path` with `bytes` through a synced temporary file in the same folder.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        file.write_all(bytes).map_err(Error::io(&tmp))?;
-        file.sync_all().map_err(Error::io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(Error::io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -175,6 +175,39 @@ impl AdamW {
             .collect()
     }
 
+    /// The moments by parameter name, detached copies (what growth operators carry).
+    pub fn moments(&self) -> Result<strata_growth::Moments> {
+        let mut moments = strata_growth::Moments::default();
+        for s in &self.slots {
+            moments
+                .exp_avg
+                .insert(s.name.clone(), s.exp_avg.f_detach_copy()?);
+            moments
+                .exp_avg_sq
+                .insert(s.name.clone(), s.exp_avg_sq.f_detach_copy()?);
+        }
+        Ok(moments)
+    }
+
+    /// Restores moments given by parameter name (as [`AdamW::moments`] returns them) and the
+    /// step count; `source` names where they came from in errors.
+    pub fn load_moments(
+        &mut self,
+        moments: strata_growth::Moments,
+        steps: u64,
+        source: &std::path::Path,
+    ) -> Result<()> {
+        let prefixed = |prefix: &str, state: strata_merge::State| {
+            state
+                .into_iter()
+                .map(move |(name, t)| (format!("{prefix}.{name}"), t))
+                .collect::<Vec<_>>()
+        };
+        let mut tensors = prefixed("exp_avg", moments.exp_avg);
+        tensors.extend(prefixed("exp_avg_sq", moments.exp_avg_sq));
+        self.load_state(&tensors, steps, source)
+    }
+
     /// Restores the moments and the step count saved by [`AdamW::state_tensors`].
     pub fn load_state(
         &mut self,

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use strata_core::flops::train_flops_per_step;
 use strata_core::{Gpt, ModelConfig, ParamCount};
-use strata_growth::{Moments, Snapshot};
+use strata_growth::Snapshot;
 use strata_tensor::{Error, Result, seeded, set_cpu_threads};
 use tch::{Device, Tensor, nn};
 
@@ -103,6 +103,16 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// The run folder.
     pub out_dir: PathBuf,
+}
+
+impl RunSummary {
+    /// The summary of a finished (not interrupted) run in the run folder `dir`, if there is
+    /// one.
+    pub fn finished(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+        let summary: Self = serde_json::from_str(&text).ok()?;
+        (!summary.interrupted).then_some(summary)
+    }
 }
 
 /// Seed for the step's dropout masks, a mix of the run seed and the step.
@@ -509,19 +519,10 @@ fn grow(run: &mut Run, step: u64) -> Result<()> {
         "growth[{index}] ({}) at step {step}",
         event.op.label()
     ));
-    let mut moments = Moments::default();
-    for (name, t) in run.optimizer.state_tensors() {
-        let t = t.f_detach_copy()?;
-        if let Some(param) = name.strip_prefix("exp_avg_sq.") {
-            moments.exp_avg_sq.insert(param.to_owned(), t);
-        } else if let Some(param) = name.strip_prefix("exp_avg.") {
-            moments.exp_avg.insert(param.to_owned(), t);
-        }
-    }
     let snapshot = Snapshot {
         config: run.config.model.clone(),
         params: strata_merge::state_of(&run.vs)?,
-        moments: Some(moments),
+        moments: Some(run.optimizer.moments()?),
     };
     let before = run.model.param_count().total;
     let grown = event
@@ -535,19 +536,11 @@ fn grow(run: &mut Run, step: u64) -> Result<()> {
         vs.variables().into_iter().collect(),
         run.config.train.adamw(),
     );
-    let moments = grown.moments.unwrap_or_default();
-    let state: Vec<(String, Tensor)> = moments
-        .exp_avg
-        .into_iter()
-        .map(|(n, t)| (format!("exp_avg.{n}"), t))
-        .chain(
-            moments
-                .exp_avg_sq
-                .into_iter()
-                .map(|(n, t)| (format!("exp_avg_sq.{n}"), t)),
-        )
-        .collect();
-    optimizer.load_state(&state, run.optimizer.steps_taken(), &source)?;
+    optimizer.load_moments(
+        grown.moments.unwrap_or_default(),
+        run.optimizer.steps_taken(),
+        &source,
+    )?;
     let parallel = DataParallel::new(&vs, &model, run.workers, run.threads_per_worker)?;
     tch::set_num_threads(run.threads_per_worker as i32);
     tracing::info!(

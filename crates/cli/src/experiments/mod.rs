@@ -96,7 +96,7 @@ impl<'a> Run<'a> {
     /// config (a run folder left by other settings is trained again).
     fn train(self, stop: &Arc<AtomicBool>) -> Result<RunSummary> {
         let config = RunConfig::load(&self.args.config, &self.overrides)?;
-        if let Some(done) = finished(&self.out) {
+        if let Some(done) = RunSummary::finished(&self.out) {
             let saved = RunConfig::load(&self.out.join("config.toml"), &[]).ok();
             if saved.is_some_and(|saved| same_settings(saved, &config, self.init_from.is_some())) {
                 tracing::info!(run = %self.out.display(), "reusing a finished run");
@@ -130,13 +130,6 @@ fn same_settings(mut saved: RunConfig, requested: &RunConfig, init_from: bool) -
         saved.model.vocab_size = 0;
     }
     saved == *requested
-}
-
-/// The summary of a finished run in `dir`, if there is one.
-fn finished(dir: &Path) -> Option<RunSummary> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    let summary: RunSummary = serde_json::from_str(&text).ok()?;
-    (!summary.interrupted).then_some(summary)
 }
 
 /// Overrides that fix a run's length, seed and evaluation cadence.
