@@ -60,14 +60,16 @@ impl Group {
 
     /// The geometric middle of the runs' FLOPs.
     pub fn reference_compute(&self) -> f64 {
-        let (lo, hi) = self
-            .flops
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &f| {
-                (lo.min(f), hi.max(f))
-            });
+        let (lo, hi) = range(self.flops.iter().copied());
         (lo * hi).sqrt()
     }
+}
+
+/// The smallest and largest of positive `values`.
+pub(crate) fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
 }
 
 /// Geometric mean.
@@ -180,14 +182,9 @@ impl Grid {
     /// The ranges spanned by both groups' runs.
     fn of(groups: [&Group; 2]) -> Self {
         let obs = || groups.iter().flat_map(|g| g.observations.iter());
-        let range = |f: &dyn Fn(&Observation) -> f64| {
-            obs().map(f).fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            })
-        };
         Self {
-            n: range(&|o| o.n),
-            d: range(&|o| o.d),
+            n: range(obs().map(|o| o.n)),
+            d: range(obs().map(|o| o.d)),
         }
     }
 
@@ -235,11 +232,8 @@ pub fn in_grid_compute(
     kappa: f64,
     n_range: (f64, f64),
 ) -> Option<f64> {
-    const STEPS: usize = 400;
-    let (lo, hi) = (n_range.0.ln(), n_range.1.ln());
-    (0..=STEPS)
-        .filter_map(|i| {
-            let n = (lo + (hi - lo) * i as f64 / STEPS as f64).exp();
+    log_sizes(n_range)
+        .filter_map(|n| {
             let rest = loss - law.e - law.a / n.powf(law.alpha);
             (rest > 0.0).then(|| kappa * n * (law.b / rest).powf(1.0 / law.beta))
         })
@@ -249,14 +243,16 @@ pub fn in_grid_compute(
 /// The lowest loss `law` predicts for `compute` with a model size within `n_range` (the
 /// frontier restricted to the sizes a sweep measured), scanned on a log grid of sizes.
 pub fn in_grid_frontier(law: &ScalingLaw, compute: f64, kappa: f64, n_range: (f64, f64)) -> f64 {
+    log_sizes(n_range)
+        .map(|n| law.loss(n, compute / (kappa * n)))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// 401 model sizes spread evenly in log space over `n_range`, ends included.
+fn log_sizes(n_range: (f64, f64)) -> impl Iterator<Item = f64> {
     const STEPS: usize = 400;
     let (lo, hi) = (n_range.0.ln(), n_range.1.ln());
-    (0..=STEPS)
-        .map(|i| {
-            let n = (lo + (hi - lo) * i as f64 / STEPS as f64).exp();
-            law.loss(n, compute / (kappa * n))
-        })
-        .fold(f64::INFINITY, f64::min)
+    (0..=STEPS).map(move |i| (lo + (hi - lo) * i as f64 / STEPS as f64).exp())
 }
 
 /// The in-grid multiplier over the variant's runs `at` (geometric mean, over the losses the

@@ -3,7 +3,9 @@
 
 use crate::config::SweepConfig;
 use crate::law::Observation;
-use crate::multiplier::{Group, Multipliers, Outcome, in_grid_frontier, multiplier, poor_fit};
+use crate::multiplier::{
+    Group, Multipliers, Outcome, in_grid_frontier, multiplier, poor_fit, range,
+};
 use crate::runner::SweepRecord;
 use std::path::{Path, PathBuf};
 use strata_tensor::{Error, Result};
@@ -148,13 +150,8 @@ fn plot_loss_vs_flops(
     docs: &Path,
     stem: &str,
 ) -> Result<()> {
-    let (lo, hi) = records.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-        (lo.min(r.train_flops), hi.max(r.train_flops))
-    });
-    let (n_lo, n_hi) = records.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-        let n = r.params_non_embedding as f64;
-        (lo.min(n), hi.max(n))
-    });
+    let (lo, hi) = range(records.iter().map(|r| r.train_flops));
+    let (n_lo, n_hi) = range(records.iter().map(|r| r.params_non_embedding as f64));
     let frontier = |fit: &VariantFit| {
         fit.group.as_ref().map(|group| {
             let kappa = group.kappa();
