@@ -4,63 +4,49 @@
 //! cache. The copy moves the whole stack into a second buffer (STREAM's copy). The fused
 //! (matrix product) and CPU paths write into a preallocated output; the reference allocates
 //! its temporaries, as it does in use; `stack_forward` is the forward pass of the layer
-//! stack's autograd function, what training runs.
+//! stack's autograd function, what training runs. `device_bandwidth` measures the same cases
+//! on a GPU.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use strata_benches::{WEIGHTED_SUM_LAYER_SHAPE, WEIGHTED_SUM_LAYERS};
-use strata_kernels::{Implementation, LayerStack, Selection, weighted_sum, weighted_sum_into};
-use tch::{Device, Kind, Tensor};
+use strata_benches::{WEIGHTED_SUM_LAYER_SHAPE, WEIGHTED_SUM_LAYERS, WeightedSumCase};
+use strata_kernels::Implementation;
+use tch::{Device, Kind};
 
 fn weighted_sum_bandwidth(c: &mut Criterion) {
-    let _guard = tch::no_grad_guard();
     let mut group = c.benchmark_group("weighted_sum");
     // Long, many-sample measurements: this VM's memory bandwidth wanders between seconds.
     group.sample_size(40);
     group.measurement_time(std::time::Duration::from_secs(10));
-    let layers = WEIGHTED_SUM_LAYERS;
-    let layer: i64 = WEIGHTED_SUM_LAYER_SHAPE.iter().product();
-    let mut stack_shape = vec![layers];
-    stack_shape.extend(WEIGHTED_SUM_LAYER_SHAPE);
-    let stack = Tensor::randn(stack_shape.as_slice(), (Kind::Float, Device::Cpu));
-    let weights = Tensor::randn([layers], (Kind::Float, Device::Cpu));
-    let selection = Selection::all(layers as usize);
-    group.throughput(Throughput::Bytes(((layers + 1) * layer * 4) as u64));
-    let mut out = Tensor::empty(WEIGHTED_SUM_LAYER_SHAPE, (Kind::Float, Device::Cpu));
-    group.bench_function("reference/13-layers", |bench| {
-        bench.iter(|| weighted_sum(&stack, &weights, &selection, Implementation::Reference))
-    });
-    for (name, path) in [
-        ("fused", Implementation::Fused),
-        ("cpu_no_grad", Implementation::CpuNoGrad),
-    ] {
-        group.bench_function(format!("{name}/13-layers"), |bench| {
-            bench.iter(|| {
-                weighted_sum_into(&mut out, &stack, &weights, &selection, path)
-                    .expect("weighted sum")
-            })
+    let mut case = WeightedSumCase::new(
+        WEIGHTED_SUM_LAYERS,
+        &WEIGHTED_SUM_LAYER_SHAPE,
+        Kind::Float,
+        Device::Cpu,
+    );
+    group.throughput(Throughput::Bytes(case.sum_bytes()));
+    {
+        let _guard = tch::no_grad_guard();
+        group.bench_function("reference/13-layers", |bench| {
+            bench.iter(|| case.reference())
         });
+        for (name, path) in [
+            ("fused", Implementation::Fused),
+            ("cpu_no_grad", Implementation::CpuNoGrad),
+        ] {
+            group.bench_function(format!("{name}/13-layers"), |bench| {
+                bench.iter(|| case.sum_into(path))
+            });
+        }
     }
     // The training path: the layer stack's own autograd function over a filled stack whose
     // outputs require gradients (forward only; the graph is dropped each iteration).
-    drop(_guard);
-    let outputs: Vec<Tensor> = (0..layers)
-        .map(|j| stack.get(j).detach().set_requires_grad(true))
-        .collect();
-    let mut layer_stack =
-        LayerStack::new(&outputs[0], layers as usize, true).expect("a layer stack");
-    for x in &outputs[1..] {
-        layer_stack.push(x).expect("push");
-    }
-    let trained_weights = weights.set_requires_grad(true);
+    let (layer_stack, weights) = case.training_stack();
     group.bench_function("stack_forward/13-layers", |bench| {
-        bench.iter(|| layer_stack.weighted_sum(&trained_weights, &selection))
+        bench.iter(|| layer_stack.weighted_sum(&weights, &case.selection))
     });
     let _guard = tch::no_grad_guard();
-    group.throughput(Throughput::Bytes((2 * layers * layer * 4) as u64));
-    let mut target = stack.zeros_like();
-    group.bench_function("copy/13-layers", |bench| {
-        bench.iter(|| target.copy_(&stack))
-    });
+    group.throughput(Throughput::Bytes(case.copy_bytes()));
+    group.bench_function("copy/13-layers", |bench| bench.iter(|| case.copy()));
     group.finish();
 }
 

@@ -1,10 +1,12 @@
-//! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`) against
-//! the libtorch that torch-sys found.
+//! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`) and the
+//! accelerator memory statistics (`csrc/device_memory.cpp`) against the libtorch that torch-sys
+//! found.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/stack_autograd.cpp");
+    println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = PathBuf::from(
@@ -19,6 +21,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/stack_autograd.cpp")
+        .file("csrc/device_memory.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -42,7 +42,7 @@ pub struct Overhead {
 
 impl Overhead {
     /// Reads the JSON line printed by `dwa_overhead` for a run of `path`.
-    fn parse(v: &Value, path: &str) -> Result<Self, String> {
+    pub(crate) fn parse(v: &Value, path: &str) -> Result<Self, String> {
         let num = |k: &str| {
             v.get(k)
                 .and_then(Value::as_f64)
@@ -69,7 +69,7 @@ impl Overhead {
 }
 
 /// The median of each figure over rounds of the same configuration.
-fn medians(rounds: &[Overhead]) -> Vec<Overhead> {
+pub(crate) fn medians(rounds: &[Overhead]) -> Vec<Overhead> {
     let mut out: Vec<Overhead> = Vec::new();
     for r in rounds {
         if out
@@ -148,10 +148,18 @@ pub fn section(results: &[Overhead]) -> String {
          uses); `reference` keeps live tensors and sums them op by op \
          (`STRATA_WEIGHTED_SUM=reference`). Peak is the process's VmHWM; training memory \
          is the peak minus what was resident before the first step. Targets: 4x5 within 1.05x \
-         of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n\
-         | layers | variant | path | ms/step | x baseline | peak MiB | x baseline | training MiB | x baseline |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+         of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n"
     );
+    s += &table(results);
+    s
+}
+
+/// Every figure, its ratio to the baseline of the same depth, and the issue's targets (the
+/// time targets for the fused path only), as two markdown tables.
+pub fn table(results: &[Overhead]) -> String {
+    let mut s = "| layers | variant | path | ms/step | x baseline | peak MiB | x baseline | \
+                 training MiB | x baseline |\n|---|---|---|---|---|---|---|---|---|\n"
+        .to_owned();
     let mut verdicts = Vec::new();
     for r in results {
         let Some(base) = results

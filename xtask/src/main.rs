@@ -3,11 +3,12 @@
 //!
 //! Modules: `torch_env` decides where libtorch comes from and which variables children get,
 //! `venv` verifies and creates the cached Python environment, `run` starts children,
-//! `commands` and `bench` are the subcommands.
+//! `commands`, `bench` (with `dwa_bench`) and `gpu` are the subcommands.
 
 mod bench;
 mod commands;
 mod dwa_bench;
+mod gpu;
 mod run;
 mod torch_env;
 mod venv;
@@ -34,6 +35,10 @@ commands:
                   training run against a same-machine PyTorch baseline, and DenseFormer's
                   step-time and memory overhead at 12/24/48 layers; figures go to
                   docs/benchmarks.md
+  gpu-kit         build the release binaries and CUDA test executables for a GPU machine
+                  without cargo into .carry/gpu-kit, run there by benches/gpu/run.sh
+                  (see docs/gpu.md)
+  gpu-report DIR  write docs/benchmarks-gpu.md from that script's results.jsonl in DIR
   env             print the shell exports the commands above use:
                   eval \"$(cargo xtask env)\"
   help            this text
@@ -55,6 +60,8 @@ fn dispatch(command: &str, args: &[String]) -> Result<(), Failure> {
         "strata" => commands::strata(args),
         "bench" => bench::bench(args).map_err(Failure::from),
         "env" => commands::env(args),
+        "gpu-kit" => gpu::kit(args).map_err(Failure::from),
+        "gpu-report" => gpu::report(args).map_err(Failure::from),
         "help" | "-h" | "--help" => {
             // A closed pipe (`cargo xtask help | head`) is not an error.
             let _ = writeln!(std::io::stdout().lock(), "{USAGE}");

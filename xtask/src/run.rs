@@ -194,18 +194,20 @@ pub fn build_cli(env: &TorchEnv) -> Result<PathBuf, String> {
 /// Builds binary `bin` of `package` in release mode and returns its path (wherever the
 /// target folder is: `CARGO_TARGET_DIR` and cargo config are respected).
 pub fn build_release_bin(env: &TorchEnv, package: &str, bin: &str) -> Result<PathBuf, String> {
-    let args = [
-        "build",
-        "--release",
-        "-p",
-        package,
-        "--bin",
-        bin,
-        "--message-format=json-render-diagnostics",
-    ];
-    eprintln!("xtask: cargo build --release -p {package} --bin {bin}");
+    let messages = cargo_messages(env, &["build", "--release", "-p", package, "--bin", bin])?;
+    executable(&messages, bin)
+        .ok_or_else(|| format!("cargo built {package} but named no `{bin}` executable"))
+}
+
+/// Runs `cargo <args> --message-format=json-render-diagnostics` (diagnostics still reach the
+/// terminal) and returns cargo's JSON messages; Ctrl-C is left to cargo meanwhile.
+pub fn cargo_messages(env: &TorchEnv, args: &[&str]) -> Result<String, String> {
+    let shown = format!("cargo {}", args.join(" "));
+    eprintln!("xtask: {shown}");
     let mut cmd = command(env, cargo_program());
-    cmd.args(args).stdout(Stdio::piped());
+    cmd.args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start cargo: {e}"))?;
@@ -217,13 +219,29 @@ pub fn build_release_bin(env: &TorchEnv, package: &str, bin: &str) -> Result<Pat
             .map_err(|e| format!("waiting for cargo: {e}"))?
     };
     if !out.status.success() {
-        return Err(format!(
-            "`cargo build --release -p {package} --bin {bin}` failed ({})",
-            describe(&out.status)
-        ));
+        return Err(format!("`{shown}` failed ({})", describe(&out.status)));
     }
-    executable(&String::from_utf8_lossy(&out.stdout), bin)
-        .ok_or_else(|| format!("cargo built {package} but named no `{bin}` executable"))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The test executables among cargo's JSON messages, named `<package>-<target>`.
+pub fn test_executables(messages: &str) -> Vec<(String, PathBuf)> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .filter_map(|m| {
+            let exe = m["executable"].as_str()?;
+            let target = m["target"]["name"].as_str()?;
+            let id = m["package_id"].as_str()?;
+            // `path+file:///…/crates/kernels#strata-kernels@0.1.0`, or older `name 0.1.0 (…)`.
+            let package = match id.rsplit_once('#') {
+                Some((_, tail)) => tail.split('@').next()?,
+                None => id.split(' ').next()?,
+            };
+            Some((format!("{package}-{target}"), PathBuf::from(exe)))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -244,6 +262,26 @@ mod tests {
         assert_eq!(
             executable("{\"reason\":\"build-finished\"}", "strata"),
             None
+        );
+    }
+
+    #[test]
+    fn test_executables_are_named_by_package_and_target() {
+        let messages = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/kernels#strata-kernels@0.1.0","target":{"name":"cuda","kind":["test"]},"profile":{"test":true},"executable":"/t/release/deps/cuda-1a2b"}
+{"reason":"compiler-artifact","package_id":"strata-tensor 0.1.0 (path+file:///w/crates/tensor)","target":{"name":"strata_tensor","kind":["lib"]},"profile":{"test":true},"executable":"/t/release/deps/strata_tensor-3c4d"}
+{"reason":"compiler-artifact","package_id":"path+file:///w/crates/tensor#strata-tensor@0.1.0","target":{"name":"strata_tensor","kind":["lib"]},"profile":{"test":false},"executable":null}"#;
+        assert_eq!(
+            test_executables(messages),
+            vec![
+                (
+                    "strata-kernels-cuda".to_owned(),
+                    PathBuf::from("/t/release/deps/cuda-1a2b")
+                ),
+                (
+                    "strata-tensor-strata_tensor".to_owned(),
+                    PathBuf::from("/t/release/deps/strata_tensor-3c4d")
+                ),
+            ]
         );
     }
 

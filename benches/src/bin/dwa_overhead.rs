@@ -1,74 +1,74 @@
 //! One measurement of DenseFormer's training overhead: median step time and peak memory of a
 //! model with `--layers` blocks of width `--width`, as a baseline (`--dwa none`) or with DWA
-//! `KxP`. `cargo xtask bench` runs it once per configuration, each in a fresh process so that
-//! peak memory belongs to one configuration only, and prints one JSON line.
+//! `KxP`, on the CPU (data-parallel workers, peak = the process's VmHWM) or a GPU (peak = the
+//! caching allocator's peak bytes; steps timed between device synchronisations).
+//! `cargo xtask bench` runs it once per configuration, each in a fresh process so that peak
+//! memory belongs to one configuration only, and prints one JSON line.
 
+use clap::Parser;
 use std::time::Instant;
-use strata_benches::{adamw, batch, build};
+use strata_benches::{adamw, batch, build_on};
 use strata_core::ModelConfig;
-use strata_train::memory::{current_rss_bytes, peak_rss_bytes};
+use strata_kernels::device_memory;
+use strata_tensor::DeviceChoice;
+use strata_train::memory::{current_rss_bytes, mib, peak_rss_bytes};
 use strata_train::parallel::{DataParallel, worker_count};
 use tch::Device;
 
 /// Command-line options.
+#[derive(Parser)]
 struct Options {
-    layers: usize,
-    width: usize,
-    dwa: Option<(usize, usize)>,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    layers: u64,
+    /// Model width (64-wide heads).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    width: u64,
+    /// `none`, or DWA dilation x period such as `4x5`.
+    #[arg(long, default_value = "none", value_parser = parse_dwa)]
+    dwa: Dwa,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..))]
     batch: i64,
-    block: usize,
-    steps: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    block: u64,
+    /// Timed steps (after two warm-up steps); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
-/// Parses `--name value` pairs.
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        layers: 12,
-        width: 256,
-        dwa: None,
-        batch: 8,
-        block: 128,
-        steps: 5,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let [name, value] = pair else {
-            return Err(format!("`{}` needs a value", pair[0]));
-        };
-        let number = || {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or(format!(
-                    "{name}: expected a positive integer, got `{value}`"
-                ))
-        };
-        match name.as_str() {
-            "--layers" => o.layers = number()?,
-            "--width" => o.width = number()?,
-            "--batch" => o.batch = number()? as i64,
-            "--block" => o.block = number()?,
-            "--steps" => o.steps = number()?,
-            "--dwa" if value == "none" => o.dwa = None,
-            "--dwa" => {
-                let (k, p) = value
-                    .split_once('x')
-                    .and_then(|(k, p)| Some((k.parse().ok()?, p.parse().ok()?)))
-                    .ok_or(format!(
-                        "--dwa: expected none or KxP (e.g. 4x5), got `{value}`"
-                    ))?;
-                o.dwa = Some((k, p));
-            }
-            other => return Err(format!("unknown option `{other}`")),
+/// The DWA pattern, or none for the baseline.
+#[derive(Clone, Copy)]
+struct Dwa(Option<(usize, usize)>);
+
+impl std::fmt::Display for Dwa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((k, p)) => write!(f, "{k}x{p}"),
+            None => f.write_str("none"),
         }
     }
-    Ok(o)
+}
+
+/// Parses `none` or `KxP`.
+fn parse_dwa(value: &str) -> Result<Dwa, String> {
+    if value == "none" {
+        return Ok(Dwa(None));
+    }
+    value
+        .split_once('x')
+        .and_then(|(k, p)| Some((k.parse().ok()?, p.parse().ok()?)))
+        .map(|kp| Dwa(Some(kp)))
+        .ok_or(format!("expected none or KxP (e.g. 4x5), got `{value}`"))
 }
 
 /// The model config for the options: byte vocabulary, 64-wide heads.
 fn model_config(o: &Options) -> ModelConfig {
-    let dwa = o.dwa.map_or(String::new(), |(k, p)| {
+    let dwa = o.dwa.0.map_or(String::new(), |(k, p)| {
         format!("\n[dwa]\ndilation = {k}\nperiod = {p}\n")
     });
     let text = format!(
@@ -81,19 +81,41 @@ fn model_config(o: &Options) -> ModelConfig {
     toml::from_str(&text).expect("the benchmark model config parses")
 }
 
+/// Bytes in use now (CPU: resident set; GPU: the allocator's peak so far, which before the
+/// first step is the parameters and the batch).
+fn bytes_before(device: Device) -> u64 {
+    match device {
+        Device::Cpu => current_rss_bytes(),
+        _ => device_memory::peak_allocated_bytes(device),
+    }
+    .unwrap_or(0)
+}
+
+/// The run's peak bytes (CPU: VmHWM; GPU: the allocator's peak).
+fn bytes_peak(device: Device) -> u64 {
+    match device {
+        Device::Cpu => peak_rss_bytes(),
+        _ => device_memory::peak_allocated_bytes(device),
+    }
+    .unwrap_or(0)
+}
+
 fn main() -> Result<(), String> {
-    let o = options()?;
+    let o = Options::parse();
+    let device = o.device.resolve().map_err(|e| e.to_string())?;
     let config = model_config(&o);
-    let (vs, model) = build(&config);
+    let (vs, model) = build_on(&config, device);
     let (x, y) = batch(&config, o.batch);
+    let (x, y) = (x.to_device(device), y.to_device(device));
     let cores = tch::get_num_threads().max(1) as usize;
-    let workers = worker_count(Device::Cpu, cores, o.batch as usize);
+    let workers = worker_count(device, cores, o.batch as usize);
     let mut dp = DataParallel::new(&vs, &model, workers, (cores / workers).max(1))
         .map_err(|e| e.to_string())?;
     let mut opt = adamw(&vs, 0.95);
-    let before = current_rss_bytes().unwrap_or(0);
+    let before = bytes_before(device);
     let mut times = Vec::new();
     for step in 0..o.steps + 2 {
+        device_memory::synchronize(device);
         let start = Instant::now();
         opt.zero_grad();
         let _loss = dp
@@ -101,22 +123,22 @@ fn main() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let _norm = opt.clip_grad_norm(1.0).map_err(|e| e.to_string())?;
         opt.step(1e-4);
+        device_memory::synchronize(device);
         if step >= 2 {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
     times.sort_by(f64::total_cmp);
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let peak = peak_rss_bytes().unwrap_or(0);
     let json = format!(
-        "{{\"layers\": {}, \"width\": {}, \"dwa\": \"{}\", \"params\": {}, \"ms_per_step\": {:.3}, \
-         \"peak_mib\": {:.1}, \"before_mib\": {:.1}}}",
+        "{{\"layers\": {}, \"width\": {}, \"dwa\": \"{}\", \"device\": \"{}\", \"params\": {}, \
+         \"ms_per_step\": {:.3}, \"peak_mib\": {:.1}, \"before_mib\": {:.1}}}",
         o.layers,
         o.width,
-        o.dwa.map_or("none".to_owned(), |(k, p)| format!("{k}x{p}")),
+        o.dwa,
+        if device.is_cuda() { "cuda" } else { "cpu" },
         model.param_count().total,
         times[times.len() / 2],
-        mib(peak),
+        mib(bytes_peak(device)),
         mib(before),
     );
     use std::io::Write;

@@ -81,8 +81,10 @@ fn loss(v: Option<f64>) -> String {
 
 /// Prints the comparison table.
 fn print_table(rows: &[RunSummary]) {
+    let gpu = rows.iter().any(|r| r.peak_device_mib.is_some());
+    let mib = |m: Option<f64>| m.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
     println!(
-        "\n{:<16} {:<16} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
+        "\n{:<16} {:<16} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}{}",
         "run",
         "variant",
         "params",
@@ -91,11 +93,12 @@ fn print_table(rows: &[RunSummary]) {
         "wall s",
         "tokens/s",
         "ms/iter",
-        "peak MiB"
+        "peak MiB",
+        if gpu { "   GPU MiB" } else { "" }
     );
     for r in rows {
         println!(
-            "{:<16} {:<16} {:>9} {:>9} {:>9} {:>8.1} {:>9.0} {:>8.2} {:>9}",
+            "{:<16} {:<16} {:>9} {:>9} {:>9} {:>8.1} {:>9.0} {:>8.2} {:>9}{}",
             r.name,
             r.variant,
             r.params.total,
@@ -104,8 +107,12 @@ fn print_table(rows: &[RunSummary]) {
             r.wall_s,
             r.tokens_per_sec,
             r.ms_per_iter,
-            r.peak_rss_mib
-                .map_or_else(|| "-".to_owned(), |m| format!("{m:.0}")),
+            mib(r.peak_rss_mib),
+            if gpu {
+                format!(" {:>9}", mib(r.peak_device_mib))
+            } else {
+                String::new()
+            },
         );
     }
 }

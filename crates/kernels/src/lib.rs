@@ -6,9 +6,11 @@
 //!
 //! Implementations ([`Implementation`]): the reference loop (the oracle), a fused matrix
 //! product (differentiable, used in training), a rayon CPU kernel and a single-GEMV CUDA
-//! path for evaluation; `Auto` picks one per call.
+//! path for evaluation; `Auto` picks one per call. [`device_memory`] reads the GPU allocator's
+//! peak memory through the same C++ shim.
 
 mod cpu;
+pub mod device_memory;
 mod ffi;
 mod layer_stack;
 mod selection;

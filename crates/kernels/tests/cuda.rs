@@ -1,6 +1,8 @@
 //! The CUDA paths against the float64 oracle on the CPU; skipped without a usable GPU.
 
-use strata_kernels::{Implementation, LayerStack, Selection, weighted_sum, weighted_sum_into};
+use strata_kernels::{
+    Implementation, LayerStack, Selection, device_memory, weighted_sum, weighted_sum_into,
+};
 use strata_tensor::{TensorExt, cuda_available, cuda_status};
 use tch::{Device, Kind, Tensor};
 
@@ -76,4 +78,23 @@ fn the_recording_stack_on_cuda_matches_the_cpu_gradients() {
     for (a, b) in grads(gpu).iter().zip(grads(Device::Cpu)) {
         assert!(a.max_rel_diff(&b).unwrap() < 1e-10);
     }
+}
+
+#[test]
+fn the_allocator_peak_counts_a_known_allocation_and_resets() {
+    let Some(gpu) = gpu() else { return };
+    const BYTES: u64 = 64 << 20;
+    assert!(device_memory::reset_peak(gpu));
+    let before = device_memory::peak_allocated_bytes(gpu).expect("CUDA allocator statistics");
+    let block = Tensor::zeros([(BYTES / 4) as i64], (Kind::Float, gpu));
+    device_memory::synchronize(gpu);
+    let with_block = device_memory::peak_allocated_bytes(gpu).unwrap();
+    assert!(with_block >= before + BYTES, "{before} -> {with_block}");
+    drop(block);
+    assert!(device_memory::reset_peak(gpu));
+    let after = device_memory::peak_allocated_bytes(gpu).unwrap();
+    assert!(
+        after + BYTES <= with_block,
+        "{after} after freeing, {with_block} before"
+    );
 }

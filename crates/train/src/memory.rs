@@ -10,6 +10,11 @@ pub fn current_rss_bytes() -> Option<u64> {
     status_kib("VmRSS:").map(|kib| kib * 1024)
 }
 
+/// Bytes as MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// The value in kB of the `/proc/self/status` line starting with `key`.
 #[cfg(target_os = "linux")]
 fn status_kib(key: &str) -> Option<u64> {

@@ -92,6 +92,9 @@ pub struct RunSummary {
     pub ms_per_iter: f64,
     /// Peak resident memory of this process in MiB.
     pub peak_rss_mib: Option<f64>,
+    /// Peak GPU memory libtorch's allocator handed out in this process, in MiB (CUDA runs).
+    #[serde(default)]
+    pub peak_device_mib: Option<f64>,
     /// Device used.
     pub device: String,
     /// libtorch intra-op threads per worker.
@@ -329,8 +332,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let out = options.out_dir.clone();
     let mut as_given = run.config.clone();
     as_given.model = run.base_model.clone();
-    std::fs::write(out.join("config.toml"), as_given.to_toml())
-        .map_err(Error::io(out.join("config.toml")))?;
+    checkpoint_io::write_atomic(&out.join("config.toml"), as_given.to_toml().as_bytes())?;
     let resumed_at = (options.resume.is_some()).then_some(run.start);
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), resumed_at)?;
     let t = run.config.train.clone();
@@ -455,7 +457,9 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         wall_s,
         tokens_per_sec: (done * tokens_per_step) as f64 / train_secs.max(1e-9),
         ms_per_iter: 1e3 * train_secs / done.max(1) as f64,
-        peak_rss_mib: memory::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+        peak_rss_mib: memory::peak_rss_bytes().map(memory::mib),
+        peak_device_mib: strata_kernels::device_memory::peak_allocated_bytes(run.device)
+            .map(memory::mib),
         device: format!("{:?}", run.device),
         threads: tch::get_num_threads(),
         workers: run.parallel.workers(),
@@ -463,7 +467,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         out_dir: out.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(out.join("summary.json"), json).map_err(Error::io(out.join("summary.json")))?;
+    checkpoint_io::write_atomic(&out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
 }
 

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# strata's GPU checks in one run on the device machine (see docs/gpu.md):
+#   1. the CUDA tests of strata-tensor and strata-kernels (skip-free on a GPU);
+#   2. weighted-sum bandwidth of every path against a device-to-device copy (f32, bf16);
+#   3. DenseFormer's step-time and memory overhead at 12/24/48 layers, 1x1 and 4x5;
+#   4. nanoGPT's CPU recipe and its DenseFormer twin trained on CUDA (`strata demo`).
+# Binaries come from `cargo xtask gpu-kit` (carried in .carry/gpu-kit). Results go to $OUT:
+# results.jsonl (one JSON line per measurement, tagged by "check"), log.txt, and the demo
+# runs' summaries, metrics and loss curves. `cargo xtask gpu-report DIR` turns them into
+# docs/benchmarks-gpu.md. Every step has its own time limit and a failure never stops the
+# rest; the script exits non-zero when any step failed. STRATA_GPU_DRY_RUN=1 runs the same
+# steps on the CPU at toy sizes, to try the script and the report on a machine without a GPU.
+set -u
+KIT=${STRATA_GPU_KIT:-.carry/gpu-kit}
+OUT=${OUT:?set OUT to the folder results go to}
+RESULTS=$OUT/results.jsonl
+LOG=$OUT/log.txt
+FAILED=0
+DEVICE=cuda SHAPE=8x1024x1024 DEPTHS="12 24 48" WIDTH=768 BLOCK=1024 DEMO_ITERS=()
+if [ "${STRATA_GPU_DRY_RUN:-0}" = 1 ]; then
+    DEVICE=cpu SHAPE=4x64x256 DEPTHS=12 WIDTH=128 BLOCK=64 DEMO_ITERS=(--iters 20)
+fi
+: >"$RESULTS"
+: >"$LOG"
+
+# The torch lib folder: STRATA_TORCH_LIB_DIR, else the device machine's torch, else the
+# environment `cargo xtask` caches.
+torch_lib=${STRATA_TORCH_LIB_DIR:-$(ls -d /opt/torch/.venv/lib/python3*/site-packages/torch/lib \
+    "${STRATA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/strata}"/torch-*/lib/python3*/site-packages/torch/lib \
+    2>/dev/null | head -n1)}
+if [ -z "$torch_lib" ] || [ ! -e "$torch_lib/libtorch_cpu.so" ]; then
+    echo "no torch lib folder (set STRATA_TORCH_LIB_DIR): '$torch_lib'" | tee -a "$LOG"
+    exit 2
+fi
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ ! -x "$KIT/bin/strata" ]; then
+    echo "no kit at $KIT: run \`cargo xtask gpu-kit\` and carry .carry/gpu-kit" | tee -a "$LOG"
+    exit 2
+fi
+
+# One JSON line for results.jsonl: check name, then the given JSON object's fields.
+record() { # check json
+    printf '{"check": "%s", %s\n' "$1" "${2#\{}" >>"$RESULTS"
+}
+
+# Runs a step with a time limit, logging its output; records its exit status.
+step() { # name limit_s command...
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name: $*" >>"$LOG"
+    local start=$SECONDS
+    timeout "$limit" "$@" >>"$LOG" 2>&1
+    local rc=$?
+    record step "{\"name\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - start))}"
+    [ $rc -eq 0 ] || FAILED=1
+    return $rc
+}
+
+{
+    echo "=== machine"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+    lscpu 2>/dev/null | grep -m1 'Model name'
+    echo "torch lib: $torch_lib"
+} >>"$LOG"
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
+record machine "{\"gpu\": \"${gpu:-none}\", \"torch_lib\": \"$torch_lib\"}"
+
+# 1. Tests: every carried test binary, one at a time.
+for test in "$KIT"/tests/*; do
+    [ -x "$test" ] || continue
+    step "test-$(basename "$test")" 300 "$test" --test-threads 1
+done
+
+# 2. Bandwidth: a stack beyond the GPU's L2 cache (13 x 8 x 1024 x 1024), both dtypes.
+for dtype in f32 bf16; do
+    start=$SECONDS
+    line=$(timeout 120 "$KIT/bin/device_bandwidth" --device "$DEVICE" --shape "$SHAPE" \
+        --dtype "$dtype" 2>>"$LOG")
+    rc=$?
+    record step "{\"name\": \"bandwidth-$dtype\", \"rc\": $rc, \"seconds\": $((SECONDS - start))}"
+    [ $rc -eq 0 ] || FAILED=1
+    while IFS= read -r row; do [ -n "$row" ] && record bandwidth "$row"; done <<<"$line"
+done
+
+# 3. DenseFormer overhead: width 768 (12 heads), 8 x 1024 tokens, 10 steps, two rounds in
+#    alternating order, one process per configuration.
+for round in 1 2; do
+    configs="none 1x1 4x5"
+    [ $round -eq 2 ] && configs="4x5 1x1 none"
+    for layers in $DEPTHS; do
+        for dwa in $configs; do
+            line=$(timeout 180 "$KIT/bin/dwa_overhead" --device "$DEVICE" --layers "$layers" \
+                --dwa "$dwa" --width "$WIDTH" --batch 8 --block "$BLOCK" --steps 10 2>>"$LOG")
+            rc=$?
+            if [ $rc -eq 0 ] && [ -n "$line" ]; then
+                record dwa "$line"
+            else
+                record step "{\"name\": \"dwa-$layers-$dwa\", \"rc\": $rc, \"seconds\": 0}"
+                FAILED=1
+            fi
+        done
+    done
+done
+
+# 4. The demo on CUDA: both runs, their table and samples in the log.
+demo=$(mktemp -d)
+step demo 300 "$KIT/bin/strata" demo --device "$DEVICE" --out "$demo" "${DEMO_ITERS[@]}"
+for run in nanogpt-cpu denseformer-cpu; do
+    dir=$demo/$run
+    [ -f "$dir/summary.json" ] && record demo "$(tr -d '\n' <"$dir/summary.json")"
+    cp "$dir/metrics.jsonl" "$OUT/demo-$run-metrics.jsonl" 2>/dev/null
+    cp "$dir/loss.png" "$OUT/demo-$run-loss.png" 2>/dev/null
+done
+
+echo "=== done, failed=$FAILED" >>"$LOG"
+exit $FAILED
