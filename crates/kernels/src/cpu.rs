@@ -9,10 +9,6 @@ use tch::{Device, Kind, Tensor};
 
 /// Output elements one task accumulates at a time (fits in L1 with its accumulator).
 const CHUNK: usize = 16384;
-/// Outputs of more bytes than this are written with non-temporal stores: they would not stay
-/// in the cache anyway, and streaming them skips reading each output line before writing it.
-/// Smaller outputs stay in the cache for the block that reads them next.
-const STREAMING_BYTES: usize = 16 << 20;
 
 /// An element type the kernel reads and writes, with the type it accumulates in.
 trait Element: Copy + Send + Sync + 'static {
@@ -24,13 +20,6 @@ trait Element: Copy + Send + Sync + 'static {
     fn narrow(acc: Self::Acc) -> Self;
     /// A weight in the accumulation type.
     fn weight(w: f64) -> Self::Acc;
-    /// Writes one block of accumulators into `dst` (`LANES` elements); `stream` asks for
-    /// non-temporal stores, which only f32 on x86-64 has.
-    fn store_block(dst: &mut [Self], acc: &[Self::Acc; LANES], _stream: bool) {
-        for (d, &a) in dst.iter_mut().zip(acc) {
-            *d = Self::narrow(a);
-        }
-    }
 }
 
 impl Element for f32 {
@@ -43,19 +32,6 @@ impl Element for f32 {
     }
     fn weight(w: f64) -> f32 {
         w as f32
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn store_block(dst: &mut [f32], acc: &[f32; LANES], stream: bool) {
-        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-        if !stream || dst.len() != LANES || !(dst.as_ptr() as usize).is_multiple_of(16) {
-            dst.copy_from_slice(acc);
-            return;
-        }
-        for (d, a) in dst.chunks_exact_mut(4).zip(acc.chunks_exact(4)) {
-            // SAFETY: SSE is part of x86-64; `d` is four writable, 16-byte aligned f32s (the
-            // block starts aligned and LANES is a multiple of 4) and `a` four readable ones.
-            unsafe { _mm_stream_ps(d.as_mut_ptr(), _mm_loadu_ps(a.as_ptr())) };
-        }
     }
 }
 
@@ -212,40 +188,18 @@ fn run<T: Element>(
     // SAFETY: `out` is a contiguous CPU tensor of `numel` elements of type T that does not
     // overlap the inputs (checked), and nothing else touches it during the call.
     let out_slice = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut T, numel) };
-    let stream = numel * std::mem::size_of::<T>() > STREAMING_BYTES;
     out_slice
         .par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(chunk, dst)| {
-            accumulate_chunk(dst, chunk * CHUNK, &inputs, &layout, stream);
-            if stream {
-                store_fence();
-            }
-        });
+        .for_each(|(chunk, dst)| accumulate_chunk(dst, chunk * CHUNK, &inputs, &layout));
     Ok(())
-}
-
-/// Makes this thread's non-temporal stores visible before the task reports done.
-fn store_fence() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of x86-64; a fence has no other effect.
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
 }
 
 /// Output elements accumulated in registers across all layers at a time.
 const LANES: usize = 32;
 
-/// Computes output elements `first .. first + dst.len()` into `dst` (`stream`: with
-/// non-temporal stores where the element type has them).
-fn accumulate_chunk<T: Element>(
-    dst: &mut [T],
-    first: usize,
-    inputs: &Inputs<T>,
-    layout: &Layout,
-    stream: bool,
-) {
+/// Computes output elements `first .. first + dst.len()` into `dst`.
+fn accumulate_chunk<T: Element>(dst: &mut [T], first: usize, inputs: &Inputs<T>, layout: &Layout) {
     let mut done = 0;
     while done < dst.len() {
         let index = first + done;
@@ -255,7 +209,7 @@ fn accumulate_chunk<T: Element>(
         let out = &mut dst[done..done + len];
         if layout.inner_stride == 1 {
             // SAFETY: row `row`, columns `col .. col + len` lie inside each selected layer.
-            unsafe { unit_stride_run(out, offset, inputs, stream) };
+            unsafe { unit_stride_run(out, offset, inputs) };
         } else {
             for (k, d) in out.iter_mut().enumerate() {
                 let at = offset + k as isize * layout.inner_stride;
@@ -276,12 +230,7 @@ fn accumulate_chunk<T: Element>(
 ///
 /// # Safety
 /// `offset .. offset + out.len()` must lie inside every selected layer.
-unsafe fn unit_stride_run<T: Element>(
-    out: &mut [T],
-    offset: isize,
-    inputs: &Inputs<T>,
-    stream: bool,
-) {
+unsafe fn unit_stride_run<T: Element>(out: &mut [T], offset: isize, inputs: &Inputs<T>) {
     let mut blocks = out.chunks_exact_mut(LANES);
     let mut start = offset;
     for block in &mut blocks {
@@ -293,7 +242,9 @@ unsafe fn unit_stride_run<T: Element>(
                 *a += w * x.widen();
             }
         }
-        T::store_block(block, &acc, stream);
+        for (d, a) in block.iter_mut().zip(acc) {
+            *d = T::narrow(a);
+        }
         start += LANES as isize;
     }
     let tail = blocks.into_remainder();

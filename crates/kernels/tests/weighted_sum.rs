@@ -128,26 +128,6 @@ fn outputs_poisoned_before_the_call_are_fully_written() {
     }
 }
 
-#[test]
-fn outputs_beyond_the_cache_are_fully_written_aligned_or_not() {
-    // 5M f32 outputs (20 MB) take the CPU kernel's streaming stores; an output that starts
-    // one element into its buffer is not 16-byte aligned and takes the plain stores.
-    tch::manual_seed(13);
-    let (layers, n) = (3i64, 5_000_003i64);
-    let stack = Tensor::randn([layers, n], (Kind::Float, Device::Cpu));
-    let sel = Selection::all(layers as usize);
-    let w = Tensor::randn([layers], (Kind::Float, Device::Cpu));
-    let want = oracle(&stack, &w.to_f64_vec().unwrap(), &sel);
-    for offset in [0i64, 1] {
-        let buffer = Tensor::full([n + 1], f64::NAN, (Kind::Float, Device::Cpu));
-        let mut out = buffer.narrow(0, offset, n);
-        weighted_sum_into(&mut out, &stack, &w, &sel, Implementation::CpuNoGrad).unwrap();
-        assert!(out.all_finite(), "offset {offset}: NaN left");
-        let err = rel_err(&out, &want);
-        assert!(err <= tolerance(Kind::Float), "offset {offset}: {err}");
-    }
-}
-
 /// The shape of the leaf behind each of four layouts of a `[6, 2, 5, 9]` stack.
 fn leaf_shape(layout: usize) -> [i64; 4] {
     match layout {
