@@ -38,6 +38,14 @@ if [ ! -x "$KIT/bin/strata" ]; then
     exit 2
 fi
 
+# The kit was built on another machine: stop at once (and say why) if its binaries cannot load
+# there, e.g. a C library older than the one they were linked against.
+if ! "$KIT/bin/strata" --help >/dev/null 2>>"$LOG"; then
+    { echo "=== the kit's binaries do not run here:"; ldd "$KIT/bin/strata"; ldd --version | head -n1; } \
+        >>"$LOG" 2>&1
+    exit 3
+fi
+
 # One JSON line for results.jsonl: check name, then the given JSON object's fields.
 record() { # check json
     printf '{"check": "%s", %s\n' "$1" "${2#\{}" >>"$RESULTS"

@@ -199,3 +199,54 @@ fn skipping_unread_slots_changes_neither_values_nor_gradients() {
         "{err}"
     );
 }
+
+/// Gradients of layer outputs and weights for sums over arbitrary selections of 3 stored
+/// outputs: more sums than slots, slots read by unevenly spaced sums, and a weight of exactly
+/// zero, against the reference stack.
+fn irregular_sums_grads(path: Implementation) -> Vec<Tensor> {
+    let leaf = |shape: &[i64], seed: i64| {
+        tch::manual_seed(seed);
+        Tensor::randn(shape, (Kind::Double, Device::Cpu)).set_requires_grad(true)
+    };
+    let xs: Vec<Tensor> = (0..3).map(|j| leaf(&[4, 3], j)).collect();
+    let selections = [
+        Selection::all(3),
+        Selection { start: 1, step: 1, count: 2 },
+        Selection::all(3),
+        Selection { start: 0, step: 1, count: 1 },
+        Selection { start: 0, step: 2, count: 2 },
+        Selection { start: 2, step: 1, count: 1 },
+        Selection::all(2),
+    ];
+    let weights: Vec<Tensor> = selections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| leaf(&[s.count as i64], 10 + i as i64))
+        .collect();
+    let _ = tch::no_grad(|| weights[2].get(0).fill_(0.0));
+    let loss = with_implementation(path, || {
+        let mut stack = LayerStack::new(&(&xs[0] * 1.0), 3, true).unwrap();
+        for x in &xs[1..] {
+            stack.push(&(x * 1.0)).unwrap();
+        }
+        selections
+            .iter()
+            .zip(&weights)
+            .enumerate()
+            .map(|(i, (s, w))| stack.weighted_sum(w, s).unwrap().sin() * (i + 1) as f64)
+            .fold(Tensor::zeros([4, 3], (Kind::Double, Device::Cpu)), |a, b| a + b)
+            .sum(Kind::Double)
+    });
+    let params: Vec<&Tensor> = xs.iter().chain(&weights).collect();
+    Tensor::run_backward(&[&loss], &params, false, false)
+}
+
+#[test]
+fn irregular_sums_give_the_reference_gradients() {
+    let want = irregular_sums_grads(Implementation::Reference);
+    let got = irregular_sums_grads(Implementation::Auto);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let err = g.max_rel_diff(w).unwrap();
+        assert!(err < 1e-12, "parameter {i}: {err}");
+    }
+}
