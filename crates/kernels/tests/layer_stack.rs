@@ -211,11 +211,27 @@ fn irregular_sums_grads(path: Implementation) -> Vec<Tensor> {
     let xs: Vec<Tensor> = (0..3).map(|j| leaf(&[4, 3], j)).collect();
     let selections = [
         Selection::all(3),
-        Selection { start: 1, step: 1, count: 2 },
+        Selection {
+            start: 1,
+            step: 1,
+            count: 2,
+        },
         Selection::all(3),
-        Selection { start: 0, step: 1, count: 1 },
-        Selection { start: 0, step: 2, count: 2 },
-        Selection { start: 2, step: 1, count: 1 },
+        Selection {
+            start: 0,
+            step: 1,
+            count: 1,
+        },
+        Selection {
+            start: 0,
+            step: 2,
+            count: 2,
+        },
+        Selection {
+            start: 2,
+            step: 1,
+            count: 1,
+        },
         Selection::all(2),
     ];
     let weights: Vec<Tensor> = selections
@@ -234,7 +250,10 @@ fn irregular_sums_grads(path: Implementation) -> Vec<Tensor> {
             .zip(&weights)
             .enumerate()
             .map(|(i, (s, w))| stack.weighted_sum(w, s).unwrap().sin() * (i + 1) as f64)
-            .fold(Tensor::zeros([4, 3], (Kind::Double, Device::Cpu)), |a, b| a + b)
+            .fold(
+                Tensor::zeros([4, 3], (Kind::Double, Device::Cpu)),
+                |a, b| a + b,
+            )
             .sum(Kind::Double)
     });
     let params: Vec<&Tensor> = xs.iter().chain(&weights).collect();
