@@ -132,8 +132,8 @@ pub(crate) fn last_json(stdout: &str) -> Result<Value, String> {
     serde_json::from_str(stdout[start..].trim()).map_err(|e| format!("bad JSON summary: {e}"))
 }
 
-/// A number field of a summary.
-fn number(v: &Value, key: &str) -> f64 {
+/// A number field of a JSON object, or NaN when absent.
+pub(crate) fn number(v: &Value, key: &str) -> f64 {
     v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 

@@ -6,6 +6,7 @@
 //! there and writes `results.jsonl`; `gpu-report` turns those results into
 //! `docs/benchmarks-gpu.md`.
 
+use crate::bench::number;
 use crate::dwa_bench::{self, Overhead};
 use crate::run::{self, workspace_root};
 use crate::torch_env;
@@ -126,11 +127,6 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("?")
 }
 
-/// A number field, or NaN.
-fn num(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(f64::NAN)
-}
-
 /// A MiB figure, or `-` when absent.
 fn mib(v: &Value, key: &str) -> String {
     v[key]
@@ -151,7 +147,7 @@ fn steps_section(results: &[Value]) -> String {
         s += &format!(
             "| {} | {status} | {} |\n",
             text(v, "name"),
-            num(v, "seconds")
+            number(v, "seconds")
         );
     }
     s
@@ -165,7 +161,7 @@ fn bandwidth_section(results: &[Value]) -> String {
     let (device, shape, layers) = (
         text(first, "device"),
         text(first, "shape"),
-        num(first, "layers"),
+        number(first, "layers"),
     );
     let mut s = format!(
         "## Weighted-sum bandwidth\n\n\
@@ -180,12 +176,12 @@ fn bandwidth_section(results: &[Value]) -> String {
     );
     let mut verdicts = String::new();
     for v in of(results, "bandwidth") {
-        let (path, ratio) = (text(v, "path"), num(v, "vs_copy"));
+        let (path, ratio) = (text(v, "path"), number(v, "vs_copy"));
         s += &format!(
             "| {} | {path} | {:.3} | {:.1} | {ratio:.3} |\n",
             text(v, "dtype"),
-            num(v, "ms"),
-            num(v, "gb_s"),
+            number(v, "ms"),
+            number(v, "gb_s"),
         );
         for (target_path, target) in BANDWIDTH_TARGETS {
             if path == target_path {
@@ -216,7 +212,7 @@ fn dwa_section(results: &[Value]) -> Result<String, String> {
         return Ok(String::new());
     }
     let first = of(results, "dwa").next().unwrap_or(&Value::Null);
-    let (device, width) = (text(first, "device"), num(first, "width"));
+    let (device, width) = (text(first, "device"), number(first, "width"));
     Ok(format!(
         "## DenseFormer overhead\n\n\
          `dwa_overhead --device {device} --layers L --dwa V --width {width} ...` as \
@@ -248,10 +244,10 @@ fn demo_section(results: &[Value]) -> String {
             text(v, "name"),
             text(v, "variant"),
             v["params"]["total"].as_u64().unwrap_or(0),
-            num(v, "final_val_loss"),
-            num(v, "wall_s"),
-            num(v, "tokens_per_sec"),
-            num(v, "ms_per_iter"),
+            number(v, "final_val_loss"),
+            number(v, "wall_s"),
+            number(v, "tokens_per_sec"),
+            number(v, "ms_per_iter"),
             mib(v, "peak_device_mib"),
             mib(v, "peak_rss_mib"),
         );

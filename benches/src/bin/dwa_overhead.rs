@@ -81,20 +81,12 @@ fn model_config(o: &Options) -> ModelConfig {
     toml::from_str(&text).expect("the benchmark model config parses")
 }
 
-/// Bytes in use now (CPU: resident set; GPU: the allocator's peak so far, which before the
-/// first step is the parameters and the batch).
-fn bytes_before(device: Device) -> u64 {
+/// A memory reading in bytes: on the CPU `cpu_reading` (the resident set now, or its peak),
+/// on a GPU the caching allocator's peak so far (before the first step: the parameters and
+/// the batch).
+fn memory_bytes(device: Device, cpu_reading: fn() -> Option<u64>) -> u64 {
     match device {
-        Device::Cpu => current_rss_bytes(),
-        _ => device_memory::peak_allocated_bytes(device),
-    }
-    .unwrap_or(0)
-}
-
-/// The run's peak bytes (CPU: VmHWM; GPU: the allocator's peak).
-fn bytes_peak(device: Device) -> u64 {
-    match device {
-        Device::Cpu => peak_rss_bytes(),
+        Device::Cpu => cpu_reading(),
         _ => device_memory::peak_allocated_bytes(device),
     }
     .unwrap_or(0)
@@ -112,7 +104,7 @@ fn main() -> Result<(), String> {
     let mut dp = DataParallel::new(&vs, &model, workers, (cores / workers).max(1))
         .map_err(|e| e.to_string())?;
     let mut opt = adamw(&vs, 0.95);
-    let before = bytes_before(device);
+    let before = memory_bytes(device, current_rss_bytes);
     let mut times = Vec::new();
     for step in 0..o.steps + 2 {
         device_memory::synchronize(device);
@@ -138,7 +130,7 @@ fn main() -> Result<(), String> {
         if device.is_cuda() { "cuda" } else { "cpu" },
         model.param_count().total,
         times[times.len() / 2],
-        mib(bytes_peak(device)),
+        mib(memory_bytes(device, peak_rss_bytes)),
         mib(before),
     );
     use std::io::Write;

@@ -41,17 +41,7 @@ pub fn plot_lines(
     axes: (&str, &str),
     series: &[Series],
 ) -> Result<()> {
-    if series.iter().all(|s| s.points.is_empty()) {
-        return Err(Error::Invalid(format!("{stem}: no points to plot")));
-    }
-    let chart = LinesChart {
-        title: title.to_owned(),
-        x_desc: axes.0.to_owned(),
-        y_desc: axes.1.to_owned(),
-        series: series.to_vec(),
-        log_x: false,
-    };
-    render_both(out_dir, stem, COMPARISON_SIZE, &chart)
+    render_lines(out_dir, stem, title, axes, series.to_vec(), false)
 }
 
 /// [`plot_lines`] with a logarithmic x axis (every x must be positive), for quantities such
@@ -72,22 +62,35 @@ pub fn plot_lines_log_x(
             "{stem}: a logarithmic axis needs positive x values"
         )));
     }
-    if series.iter().all(|s| s.points.is_empty()) {
-        return Err(Error::Invalid(format!("{stem}: no points to plot")));
-    }
-    let logged: Vec<Series> = series
+    let logged = series
         .iter()
         .map(|s| Series {
             label: s.label.clone(),
             points: s.points.iter().map(|&(x, y)| (x.log10(), y)).collect(),
         })
         .collect();
+    render_lines(out_dir, stem, title, axes, logged, true)
+}
+
+/// The body of both line plots: refuses a plot without points, then renders the chart
+/// (`log_x`: the x values are already log10 and the axis labels show 10^x).
+fn render_lines(
+    out_dir: &Path,
+    stem: &str,
+    title: &str,
+    axes: (&str, &str),
+    series: Vec<Series>,
+    log_x: bool,
+) -> Result<()> {
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Err(Error::Invalid(format!("{stem}: no points to plot")));
+    }
     let chart = LinesChart {
         title: title.to_owned(),
         x_desc: axes.0.to_owned(),
         y_desc: axes.1.to_owned(),
-        series: logged,
-        log_x: true,
+        series,
+        log_x,
     };
     render_both(out_dir, stem, COMPARISON_SIZE, &chart)
 }
