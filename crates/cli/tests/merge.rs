@@ -154,6 +154,19 @@ fn bad_merges_name_the_file_field_and_expectation() {
         "field `weights`",
         "1 entries (one per model)",
     ]);
+    // A group glob is checked against the models' tensor names before anything is merged.
+    merge(
+        &fx,
+        "glob.toml",
+        "base = \"base\"\nmodels = [\"base\"]\nmethod = \"ties\"\n\
+         [[groups]]\ntensors = \"h.*.ffn.*\"\ndensity = 0.2\n",
+        "x",
+    )
+    .fails_with(&[
+        "glob.toml",
+        "field `groups[0].tensors`",
+        "\"h.*.ffn.*\", which matches no tensor",
+    ]);
     assert!(
         !fx.path().join("x").exists(),
         "a refused merge writes nothing"

@@ -20,6 +20,10 @@
 //! tied = false
 //! source = "runs/base"                # only without `method`: the model to expand
 //! ```
+//!
+//! (The example lists every field; a real config sets only the parameters of its method:
+//! [`MergeConfig::validate`] refuses the others, and linear weights that cannot be normalised.
+//! Group globs are checked against the models' tensors by [`MergeConfig::check_groups_match`].)
 
 use crate::methods::{MethodKind, MethodParams};
 use crate::plan::LayerPlanSpec;
@@ -46,21 +50,21 @@ pub struct MergeConfig {
     /// Soup weights (linear) or λ_i, one per model (default: 1/n for linear, 1 otherwise).
     #[serde(default)]
     pub weights: Option<Vec<f64>>,
-    /// Linear: divide by the sum of the weights.
-    #[serde(default = "yes")]
-    pub normalize: bool,
-    /// TIES: fraction of each delta's entries kept.
-    #[serde(default = "half")]
-    pub density: f64,
-    /// DARE: probability of dropping a delta entry.
-    #[serde(default = "half")]
-    pub drop: f64,
-    /// SLERP: interpolation position.
-    #[serde(default = "half")]
-    pub t: f64,
-    /// DARE: seed of the drop masks.
-    #[serde(default)]
-    pub seed: u64,
+    /// Linear: divide by the sum of the weights (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+    /// TIES: fraction of each delta's entries kept (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<f64>,
+    /// DARE: probability of dropping a delta entry (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<f64>,
+    /// SLERP: interpolation position (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<f64>,
+    /// DARE: seed of the drop masks (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Per-tensor-group parameter overrides.
     #[serde(default)]
     pub groups: Vec<GroupOverride>,
@@ -92,12 +96,39 @@ pub struct GroupOverride {
     pub t: Option<f64>,
 }
 
-fn yes() -> bool {
-    true
-}
+/// Default of `normalize`.
+const NORMALIZE: bool = true;
+/// Default of `density`, `drop` and `t`.
+const HALF: f64 = 0.5;
 
-fn half() -> f64 {
-    0.5
+/// Linear weights whose sum is below this fraction of their magnitudes (`|Σw| < tol · Σ|w|`)
+/// cannot be normalised: dividing by the sum would blow them up (`[0.1, 0.2, -0.3]` would give
+/// weights of about 1e16).
+pub const NEAR_ZERO_SUM: f64 = 1e-6;
+
+/// Every method parameter and the methods that use it.
+const PARAMETERS: [(&str, &[MethodKind]); 6] = [
+    (
+        "weights",
+        &[
+            MethodKind::Linear,
+            MethodKind::TaskArithmetic,
+            MethodKind::Ties,
+            MethodKind::Dare,
+        ],
+    ),
+    ("normalize", &[MethodKind::Linear]),
+    ("density", &[MethodKind::Ties]),
+    ("drop", &[MethodKind::Dare]),
+    ("t", &[MethodKind::Slerp]),
+    ("seed", &[MethodKind::Dare]),
+];
+
+/// True when `weights` sum to (nearly) zero relative to their magnitudes, so that normalising
+/// by their sum is meaningless.
+pub fn sum_is_near_zero(weights: &[f64]) -> bool {
+    let magnitude: f64 = weights.iter().map(|w| w.abs()).sum();
+    weights.iter().sum::<f64>().abs() <= NEAR_ZERO_SUM * magnitude
 }
 
 impl MergeConfig {
@@ -123,14 +154,13 @@ impl MergeConfig {
             Err(Error::config(file, field, expected, found))
         };
         let Some(method) = self.method else {
-            if self.layers.is_none() {
+            let Some(layers) = &self.layers else {
                 return err(
                     "method",
                     "a merge method (linear, task_arithmetic, ties, dare, slerp) or a [layers] plan",
                     "neither".to_owned(),
                 );
-            }
-            let layers = self.layers.as_ref().expect("checked above");
+            };
             if layers.source.is_none() && self.base.is_none() {
                 return err(
                     "layers.source",
@@ -138,7 +168,7 @@ impl MergeConfig {
                     "nothing".to_owned(),
                 );
             }
-            return Ok(());
+            return self.check_no_merge_fields(file);
         };
         if self.models.is_empty() {
             return err(
@@ -172,19 +202,76 @@ impl MergeConfig {
                 "a source".to_owned(),
             );
         }
+        check_used(method, &self.set_parameters(), file, "")?;
         let params = self.defaults();
         check_params(&params, self.models.len(), file, "")?;
         for (i, group) in self.groups.iter().enumerate() {
+            let prefix = format!("groups[{i}].");
             if group.tensors.is_empty() {
                 return err(
-                    &format!("groups[{i}].tensors"),
+                    &format!("{prefix}tensors"),
                     "a glob over tensor names",
                     "\"\"".to_owned(),
                 );
             }
+            check_used(method, &group.set_parameters(), file, &prefix)?;
             let mut p = params.clone();
             group.apply(&mut p);
-            check_params(&p, self.models.len(), file, &format!("groups[{i}]."))?;
+            check_params(&p, self.models.len(), file, &prefix)?;
+        }
+        Ok(())
+    }
+
+    /// A layer plan alone: refuses every field that only a merge method reads.
+    fn check_no_merge_fields(&self, file: &str) -> Result<()> {
+        let mut set = self.set_parameters();
+        if !self.models.is_empty() {
+            set.push(("models", format!("{:?}", self.models)));
+        }
+        if !self.groups.is_empty() {
+            set.push(("groups", format!("{} [[groups]] tables", self.groups.len())));
+        }
+        match set.first() {
+            Some((name, value)) => Err(Error::config(
+                file,
+                *name,
+                format!(
+                    "no `{name}` without a merge `method` (a [layers] plan alone reads only \
+                     `layers`, `base` and `out`)"
+                ),
+                format!("{name} = {value}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The method parameters this config sets, each with its value as written.
+    fn set_parameters(&self) -> Vec<(&'static str, String)> {
+        let mut set = Vec::new();
+        if let Some(v) = &self.weights {
+            set.push(("weights", format!("{v:?}")));
+        }
+        push_set(&mut set, "normalize", self.normalize);
+        push_set(&mut set, "density", self.density);
+        push_set(&mut set, "drop", self.drop);
+        push_set(&mut set, "t", self.t);
+        push_set(&mut set, "seed", self.seed);
+        set
+    }
+
+    /// Refuses a group glob that matches none of `names` (the models' tensor names), naming
+    /// the glob; `file` names the config in errors.
+    pub fn check_groups_match(&self, names: &[&str], file: &str) -> Result<()> {
+        for (i, group) in self.groups.iter().enumerate() {
+            if !names.iter().any(|name| glob_match(&group.tensors, name)) {
+                return Err(Error::config(
+                    file,
+                    format!("groups[{i}].tensors"),
+                    "a glob that matches at least one tensor of the models (e.g. `h.*.mlp.*`, \
+                     `wte.weight`)",
+                    format!("\"{}\", which matches no tensor", group.tensors),
+                ));
+            }
         }
         Ok(())
     }
@@ -204,11 +291,11 @@ impl MergeConfig {
                 .weights
                 .clone()
                 .unwrap_or_else(|| vec![default_weight; n]),
-            normalize: self.normalize,
-            density: self.density,
-            drop: self.drop,
-            t: self.t,
-            seed: self.seed,
+            normalize: self.normalize.unwrap_or(NORMALIZE),
+            density: self.density.unwrap_or(HALF),
+            drop: self.drop.unwrap_or(HALF),
+            t: self.t.unwrap_or(HALF),
+            seed: self.seed.unwrap_or(0),
         }
     }
 
@@ -225,6 +312,19 @@ impl MergeConfig {
 }
 
 impl GroupOverride {
+    /// The method parameters this group sets, each with its value as written.
+    fn set_parameters(&self) -> Vec<(&'static str, String)> {
+        let mut set = Vec::new();
+        if let Some(v) = &self.weights {
+            set.push(("weights", format!("{v:?}")));
+        }
+        push_set(&mut set, "normalize", self.normalize);
+        push_set(&mut set, "density", self.density);
+        push_set(&mut set, "drop", self.drop);
+        push_set(&mut set, "t", self.t);
+        set
+    }
+
     /// Overwrites the parameters this group sets.
     fn apply(&self, p: &mut MethodParams) {
         if let Some(w) = &self.weights {
@@ -243,6 +343,43 @@ impl GroupOverride {
             p.t = v;
         }
     }
+}
+
+/// Adds `name` and its value to `set` when the value is there.
+fn push_set<T: std::fmt::Display>(
+    set: &mut Vec<(&'static str, String)>,
+    name: &'static str,
+    v: Option<T>,
+) {
+    if let Some(v) = v {
+        set.push((name, v.to_string()));
+    }
+}
+
+/// Refuses a parameter in `set` that `method` does not use, naming it, the method and the
+/// methods that do use it; `prefix` locates a group's fields.
+fn check_used(method: MethodKind, set: &[(&str, String)], file: &str, prefix: &str) -> Result<()> {
+    for (name, value) in set {
+        let users = PARAMETERS
+            .iter()
+            .find(|(parameter, _)| parameter == name)
+            .map_or(&[][..], |(_, users)| *users);
+        if !users.contains(&method) {
+            let users: Vec<&str> = users.iter().map(|m| m.name()).collect();
+            return Err(Error::config(
+                file,
+                format!("{prefix}{name}"),
+                format!(
+                    "no `{name}` with method `{}`, which does not use it (`{name}` is a \
+                     parameter of {})",
+                    method.name(),
+                    users.join(", ")
+                ),
+                format!("{name} = {value}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks parameter ranges and the number of weights; `prefix` locates a group's fields.
@@ -264,6 +401,20 @@ fn check_params(p: &MethodParams, models: usize, file: &str, prefix: &str) -> Re
     }
     if let Some(w) = p.weights.iter().find(|w| !w.is_finite()) {
         return err("weights", "finite numbers".to_owned(), w.to_string());
+    }
+    if p.method == MethodKind::Linear && p.normalize && sum_is_near_zero(&p.weights) {
+        return err(
+            "weights",
+            format!(
+                "weights whose sum is not near zero (|Σw| ≥ {NEAR_ZERO_SUM:e} · Σ|w|), since \
+                 `normalize` divides by it (or `normalize = false`)"
+            ),
+            format!(
+                "{:?}, summing to {:e}",
+                p.weights,
+                p.weights.iter().sum::<f64>()
+            ),
+        );
     }
     if !(p.density > 0.0 && p.density <= 1.0) {
         return err(

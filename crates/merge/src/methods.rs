@@ -25,6 +25,19 @@ pub enum MethodKind {
     Slerp,
 }
 
+impl MethodKind {
+    /// The method's name in a merge config, e.g. `task_arithmetic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MethodKind::Linear => "linear",
+            MethodKind::TaskArithmetic => "task_arithmetic",
+            MethodKind::Ties => "ties",
+            MethodKind::Dare => "dare",
+            MethodKind::Slerp => "slerp",
+        }
+    }
+}
+
 /// The parameters of one method for one tensor (per-group overrides resolved by the caller).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MethodParams {
@@ -178,8 +191,8 @@ fn check(name: &str, base: Option<&Tensor>, models: &[&Tensor], p: &MethodParams
             "DARE drop probability {} is outside [0, 1)",
             p.drop
         )),
-        MethodKind::Linear if p.normalize && p.weights.iter().sum::<f64>() == 0.0 => {
-            invalid("linear weights sum to 0 and cannot be normalised".to_owned())
+        MethodKind::Linear if p.normalize && crate::config::sum_is_near_zero(&p.weights) => {
+            invalid("linear weights sum to (nearly) 0 and cannot be normalised".to_owned())
         }
         _ => Ok(()),
     }

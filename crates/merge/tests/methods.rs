@@ -95,6 +95,11 @@ fn linear_soup_is_the_weighted_mean() {
     raw.normalize = false;
     let got = merge_tensor("w", None, &[&a, &b], &raw).unwrap();
     assert!(close(&values(&got), &[10.0, 4.0], 1e-12));
+    // Weights that cancel up to rounding (0.1 + 0.2 - 0.3 = 5.6e-17) cannot be normalised.
+    let c = t(&[2.0, 2.0]);
+    let cancel = params(MethodKind::Linear, &[0.1, 0.2, -0.3]);
+    let err = merge_tensor("w", None, &[&a, &b, &c], &cancel).unwrap_err();
+    assert!(err.to_string().contains("sum to (nearly) 0"), "{err}");
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub fn merge(
                 "nothing",
             )
         })?;
-    let (source, state) = merged_state(config)?;
+    let (source, state) = merged_state(config, config_file)?;
     let mut run = source.meta.config.clone();
     let (model, state) = match &config.layers {
         Some(layers) => {
@@ -91,8 +91,9 @@ pub fn merge(
 }
 
 /// The checkpoint whose run config and tokenizer the result keeps, and the merged tensors
-/// (or, without a method, the tensors of the model to expand).
-fn merged_state(config: &MergeConfig) -> Result<(Checkpoint, State)> {
+/// (or, without a method, the tensors of the model to expand); `config_file` names the config
+/// in errors.
+fn merged_state(config: &MergeConfig, config_file: &Path) -> Result<(Checkpoint, State)> {
     let Some(_) = config.method else {
         let path = config
             .layers
@@ -122,6 +123,8 @@ fn merged_state(config: &MergeConfig) -> Result<(Checkpoint, State)> {
         .iter()
         .map(|m| state_from(&m.loaded.model))
         .collect::<Result<Vec<_>>>()?;
+    let names: Vec<&str> = states[0].keys().map(String::as_str).collect();
+    config.check_groups_match(&names, &config_file.display().to_string())?;
     let merged = merge_states(base_state.as_ref(), &states, |name| config.params_for(name))?;
     let keep = base.unwrap_or_else(|| models.into_iter().next().expect("validated: models"));
     Ok((keep, merged))

@@ -15,7 +15,8 @@ use strata_train::prepare::load_corpus;
 /// Validation batches per half for every evaluation.
 const EVAL_BATCHES: usize = 50;
 
-/// The merges compared: (label, short label for the plot, method, weights, extra TOML).
+/// The merges compared: (label, short label for the plot, method, weights (unused by SLERP),
+/// extra TOML).
 const MERGES: [(&str, &str, MethodKind, [f64; 2], &str); 6] = [
     (
         "soup (linear 0.5/0.5)",
@@ -83,15 +84,20 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         }
         for (label, _, method, weights, extra) in MERGES {
             let out = dir.join(format!("merge-{}", slug(label)));
-            let text = format!(
-                "base = '{}'\nmodels = ['{}', '{}']\nmethod = '{}'\nweights = [{}, {}]\nseed = {seed}\n{extra}\n",
+            let mut text = format!(
+                "base = '{}'\nmodels = ['{}', '{}']\nmethod = '{}'\n{extra}\n",
                 base.display(),
                 models[1].1.display(),
                 models[2].1.display(),
-                method_name(method),
-                weights[0],
-                weights[1],
+                method.name(),
             );
+            // A merge config refuses parameters its method does not use.
+            if method != MethodKind::Slerp {
+                text += &format!("weights = [{}, {}]\n", weights[0], weights[1]);
+            }
+            if method == MethodKind::Dare {
+                text += &format!("seed = {seed}\n");
+            }
             let config = MergeConfig::parse(&text, label)?;
             strata_train::merge_run::merge(&config, Path::new(label), Some(&out), true)?;
             models.push((label.to_owned(), out));
@@ -159,17 +165,6 @@ fn split_corpus(args: &StudyArgs, root: &Path) -> Result<[PathBuf; 2]> {
         std::fs::write(path, part).map_err(Error::io(path))?;
     }
     Ok(paths)
-}
-
-/// The config spelling of a method.
-fn method_name(method: MethodKind) -> &'static str {
-    match method {
-        MethodKind::Linear => "linear",
-        MethodKind::TaskArithmetic => "task_arithmetic",
-        MethodKind::Ties => "ties",
-        MethodKind::Dare => "dare",
-        MethodKind::Slerp => "slerp",
-    }
 }
 
 /// A folder name for a label.
