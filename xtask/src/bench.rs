@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: the criterion benches, and the `nanogpt-cpu.toml` training run timed
 //! against a same-machine PyTorch baseline, with every figure written to docs/benchmarks.md.
 
-use crate::run::{self, command, workspace_root};
-use crate::torch_env::{self, TorchEnv};
+use crate::dwa_bench::{self, DwaRun};
+use crate::plan::{Built, Child, Program, Step};
+use crate::run::{self, Failure, workspace_root};
+use crate::torch_env;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -72,10 +74,39 @@ fn options(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// The `cargo bench` arguments: the benches package, the passed-through arguments, and with
-/// `quick` criterion's own `--quick` (after a `--` of their own, added when they have none).
+/// Cargo's target-selection flags: with none of them, `cargo bench` also runs the library's
+/// and the binaries' libtest harnesses, which reject criterion's options (`--quick`).
+const TARGET_FLAGS: [&str; 10] = [
+    "--lib",
+    "--bin",
+    "--bins",
+    "--example",
+    "--examples",
+    "--test",
+    "--tests",
+    "--bench",
+    "--benches",
+    "--all-targets",
+];
+
+/// True when `passed` (cargo's part, before its own `--`) selects targets itself.
+fn selects_targets(passed: &[String]) -> bool {
+    passed.iter().take_while(|a| *a != "--").any(|a| {
+        TARGET_FLAGS
+            .iter()
+            .any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
+    })
+}
+
+/// The `cargo bench` arguments: the benches package, only its criterion bench targets (`--bench
+/// '*'`, unless the passed-through arguments select targets themselves), the passed-through
+/// arguments, and with `quick` criterion's own `--quick` (after a `--` of their own, added when
+/// they have none).
 fn cargo_bench_args(quick: bool, passed: &[String]) -> Vec<String> {
     let mut args: Vec<String> = ["bench", "-p", "strata-benches"].map(String::from).into();
+    if !selects_targets(passed) {
+        args.extend(["--bench", "*"].map(String::from));
+    }
     args.extend(passed.iter().cloned());
     if quick {
         if !passed.iter().any(|a| a == "--") {
@@ -143,7 +174,8 @@ fn measure(
     cmd: std::process::Command,
     round: usize,
 ) -> Result<Measured, String> {
-    let (wall_s, peak_mib, stdout) = timed(cmd, &format!("{who} nanogpt-cpu, round {round}"))?;
+    let what = format!("{who} nanogpt-cpu, round {round}");
+    let (wall_s, peak_mib, stdout) = timed(cmd, &what)?;
     let v = last_json(&stdout)?;
     Ok(Measured {
         who,
@@ -155,33 +187,54 @@ fn measure(
     })
 }
 
-/// One strata training run of `nanogpt-cpu.toml`.
-fn strata_run(env: &TorchEnv, exe: &Path, round: usize) -> Result<Measured, String> {
-    let out = workspace_root()
-        .join("target")
-        .join("bench")
-        .join(format!("strata-{round}"));
-    let mut cmd = command(env, exe);
-    cmd.args([
-        "train",
-        "--config",
-        "configs/nanogpt-cpu.toml",
-        "--quiet",
-        "--overwrite",
-    ])
-    .arg("--out")
-    .arg(&out);
-    measure("strata", cmd, round)
+/// One training run of the comparison: round, `strata` or `pytorch`, and the child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TrainingRun {
+    /// The round, from 1.
+    round: usize,
+    /// `strata` or `pytorch`.
+    who: &'static str,
+    /// The process.
+    child: Child,
 }
 
-/// One run of the PyTorch reference implementation of the same recipe.
-fn pytorch_run(env: &TorchEnv, python: &Path, round: usize) -> Result<Measured, String> {
-    let mut cmd = command(env, python);
-    cmd.args([
-        "benches/reference/nanogpt_recipe.py",
-        "data/tinyshakespeare.txt",
-    ]);
-    measure("pytorch", cmd, round)
+/// The training runs of `rounds` rounds: strata's `nanogpt-cpu.toml`, then the PyTorch
+/// reference implementation of the same recipe, alternating.
+fn training_runs(rounds: usize) -> Vec<TrainingRun> {
+    (1..=rounds)
+        .flat_map(|round| {
+            let out = format!("target/bench/strata-{round}");
+            let strata = Child::release(
+                "strata-cli",
+                "strata",
+                &[
+                    "train",
+                    "--config",
+                    "configs/nanogpt-cpu.toml",
+                    "--quiet",
+                    "--overwrite",
+                    "--out",
+                    &out,
+                ],
+            );
+            let pytorch = Child::python(&[
+                "benches/reference/nanogpt_recipe.py",
+                "data/tinyshakespeare.txt",
+            ]);
+            [
+                TrainingRun {
+                    round,
+                    who: "strata",
+                    child: strata,
+                },
+                TrainingRun {
+                    round,
+                    who: "pytorch",
+                    child: pytorch,
+                },
+            ]
+        })
+        .collect()
 }
 
 /// The median of `values`.
@@ -316,7 +369,7 @@ fn criterion_results() -> Vec<CriterionResult> {
 /// bytes they move, bandwidth and its ratio to the copy of the same group.
 fn criterion_section(results: &[CriterionResult]) -> String {
     let mut s = String::from(
-        "## Criterion benches\n\nCommand: `cargo xtask bench` (`cargo bench -p strata-benches`). \
+        "## Criterion benches\n\nCommand: `cargo xtask bench` (`cargo bench -p strata-benches --bench '*'`). \
          `train_step_nanogpt_cpu`: one optimizer step (forward, backward, clip, AdamW) of the \
          nanogpt-cpu model on a 12 x 64 batch, with one data-parallel worker per core or with \
          libtorch's own threading. `weighted_sum`: each path of the weighted sum over 13 stacked \
@@ -390,41 +443,105 @@ fn replace_section(doc: &str, heading: &str, section: &str) -> String {
     }
 }
 
+/// What `cargo xtask bench` runs, decided from its options alone.
+#[derive(Debug)]
+struct BenchPlan {
+    /// `cargo bench ...`, unless `--skip-criterion`.
+    criterion: Option<Child>,
+    /// The training comparison, empty with `--skip-training`.
+    training: Vec<TrainingRun>,
+    /// DenseFormer's overhead runs, empty with `--skip-dwa`.
+    dwa: Vec<DwaRun>,
+}
+
+/// The plan for `o`.
+fn bench_plan(o: &Options) -> BenchPlan {
+    BenchPlan {
+        criterion: o
+            .criterion
+            .then(|| Child::cargo(&cargo_bench_args(o.quick, &o.cargo_bench))),
+        training: if o.training {
+            training_runs(o.rounds)
+        } else {
+            Vec::new()
+        },
+        dwa: if o.dwa {
+            dwa_bench::runs(o.quick, o.rounds)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The plan of `cargo xtask bench [options]`, step by step.
+pub fn plan(args: &[String]) -> Result<Vec<Step>, Failure> {
+    let p = bench_plan(&options(args)?);
+    let mut steps = Vec::new();
+    if let Some(child) = &p.criterion {
+        steps.push(Step::Run(child.clone()));
+        steps.push(Step::Own(
+            "read target/criterion into the section \"Criterion benches\"".to_owned(),
+        ));
+    }
+    if !p.training.is_empty() {
+        steps.push(Step::Build {
+            package: "strata-cli",
+            bin: "strata",
+        });
+        steps.extend(p.training.iter().map(|r| Step::Run(r.child.clone())));
+        steps.push(Step::Own(
+            "time both and write the section \"nanoGPT's CPU recipe\" (PyTorch runs are \
+             skipped when LIBTORCH is set)"
+                .to_owned(),
+        ));
+    }
+    if !p.dwa.is_empty() {
+        steps.push(Step::Build {
+            package: "strata-benches",
+            bin: "dwa_overhead",
+        });
+        steps.extend(p.dwa.iter().map(|r| Step::Run(r.child.clone())));
+        steps.push(Step::Own(
+            "take medians over rounds into the section \"DenseFormer overhead\"".to_owned(),
+        ));
+    }
+    steps.push(Step::Own("write docs/benchmarks.md".to_owned()));
+    Ok(steps)
+}
+
 /// `cargo xtask bench`.
-pub fn bench(args: &[String]) -> Result<(), String> {
-    let o = options(args)?;
+pub fn bench(args: &[String]) -> Result<(), Failure> {
+    let p = bench_plan(&options(args)?);
     let env = torch_env::ensure()?;
+    let mut built = Built::new();
     let doc_path = workspace_root().join("docs").join("benchmarks.md");
     let mut doc =
         std::fs::read_to_string(&doc_path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
     let stamp = format!("\nMachine: {}.\n\n", machine());
-    if o.criterion {
-        let cargo_args = cargo_bench_args(o.quick, &o.cargo_bench);
-        run::cargo(
-            &env,
-            &cargo_args.iter().map(String::as_str).collect::<Vec<_>>(),
-        )?;
+    if let Some(child) = &p.criterion {
+        run::step(child.command(&env, &built)?, &child.line())?;
         let section = criterion_section(&criterion_results()) + &stamp;
         doc = replace_section(&doc, "## Criterion benches", &section);
     }
-    if o.training {
-        let exe = run::build_cli(&env)?;
-        let python: Option<PathBuf> = env.venv.as_ref().map(|v| v.join("bin").join("python3"));
+    if !p.training.is_empty() {
+        built.insert("strata", run::build_cli(&env)?);
         let mut runs = Vec::new();
-        for round in 1..=o.rounds {
-            runs.push(strata_run(&env, &exe, round)?);
-            match &python {
-                Some(python) => runs.push(pytorch_run(&env, python, round)?),
-                None => eprintln!("xtask: LIBTORCH is set, so there is no PyTorch to compare with"),
+        for r in &p.training {
+            if r.child.program == Program::Python && env.venv.is_none() {
+                eprintln!("xtask: LIBTORCH is set, so there is no PyTorch to compare with");
+                continue;
             }
+            runs.push(measure(r.who, r.child.command(&env, &built)?, r.round)?);
         }
         let section = training_section(&runs) + &stamp;
         doc = replace_section(&doc, "## nanoGPT's CPU recipe", &section);
     }
-    if o.dwa {
-        let section =
-            crate::dwa_bench::section(&crate::dwa_bench::measure(&env, o.quick, o.rounds)?)
-                + &stamp;
+    if !p.dwa.is_empty() {
+        built.insert(
+            "dwa_overhead",
+            run::build_release_bin(&env, "strata-benches", "dwa_overhead")?,
+        );
+        let section = dwa_bench::section(&dwa_bench::measure(&env, &built, &p.dwa)?) + &stamp;
         doc = replace_section(&doc, "## DenseFormer overhead", &section);
     }
     std::fs::create_dir_all(doc_path.parent().unwrap_or(Path::new(".")))
@@ -485,7 +602,16 @@ mod tests {
         assert_eq!(o.cargo_bench, ["weighted"]);
         assert_eq!(
             cargo_bench_args(o.quick, &o.cargo_bench),
-            ["bench", "-p", "strata-benches", "weighted", "--", "--quick"]
+            [
+                "bench",
+                "-p",
+                "strata-benches",
+                "--bench",
+                "*",
+                "weighted",
+                "--",
+                "--quick"
+            ]
         );
         let passed = [
             "--bench".into(),
@@ -508,8 +634,68 @@ mod tests {
         );
         assert_eq!(
             cargo_bench_args(false, &[]),
-            ["bench", "-p", "strata-benches"]
+            ["bench", "-p", "strata-benches", "--bench", "*"]
         );
+        // Target flags after the passed arguments' own `--` are the harness's, not cargo's.
+        let filter = ["--".into(), "--bench".into()];
+        assert!(!selects_targets(&filter));
+        assert!(selects_targets(&["--benches".into()]));
+        assert!(selects_targets(&["--bench=weighted_sum".into()]));
+        assert!(!selects_targets(&["--benchmark-ish".into()]));
+    }
+
+    /// The bug of `cargo xtask bench --quick`: `cargo bench -p strata-benches -- --quick` also
+    /// ran the library's libtest harness, which refused `--quick` ("Unrecognized option")
+    /// before criterion ran. This builds exactly the targets that the quick invocation selects
+    /// (unoptimised, in the profile of this test build, so no dependency is rebuilt; about half
+    /// a minute on 2 cores) and hands each harness the arguments cargo bench would, plus
+    /// `--list`, which lists the benchmarks without running them.
+    #[test]
+    fn every_harness_of_the_quick_bench_accepts_its_arguments() {
+        assert!(
+            std::env::var_os("LIBTORCH").is_some()
+                || std::env::var_os("LIBTORCH_USE_PYTORCH").is_some(),
+            "building the benches needs libtorch: run the tests through `cargo xtask test`, or \
+             after `eval \"$(cargo xtask env)\"`"
+        );
+        let args = cargo_bench_args(true, &[]);
+        let split = args
+            .iter()
+            .position(|a| a == "--")
+            .expect("harness arguments");
+        let (cargo_args, harness_args) = (&args[..split], &args[split + 1..]);
+        assert_eq!(harness_args, ["--quick"]);
+        let _spawning = crate::SPAWNING.lock();
+        let built = std::process::Command::new(run::cargo_program())
+            .current_dir(workspace_root())
+            .args(cargo_args)
+            .args(["--profile", "test", "--no-run", "--message-format=json"])
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let harnesses = run::test_executables(&String::from_utf8_lossy(&built.stdout));
+        let names: Vec<&str> = harnesses.iter().map(|(name, _)| name.as_str()).collect();
+        for bench in ["strata-benches-train_step", "strata-benches-weighted_sum"] {
+            assert!(names.contains(&bench), "{bench} is not among {names:?}");
+        }
+        for (name, exe) in &harnesses {
+            // cargo bench appends `--bench` after the user's arguments.
+            let out = std::process::Command::new(exe)
+                .args(harness_args)
+                .args(["--list", "--bench"])
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(out.status.success(), "{name}: {stderr}");
+            assert!(stdout.contains(": benchmark"), "{name} listed {stdout}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The subcommands `env`, `test`, `demo` and `strata` (`bench` lives in its own module).
 
-use crate::run::{self, Failure};
+use crate::plan::{self, Child, Step};
+use crate::run::Failure;
 use crate::torch_env::{self, TorchEnv};
 use std::io::Write;
 
@@ -22,12 +23,25 @@ pub fn shell_line(key: &str, value: Option<&str>) -> String {
     }
 }
 
-/// `cargo xtask env`: the shell lines that give a shell the environment the other commands use,
-/// for `eval "$(cargo xtask env)"`.
-pub fn env(args: &[String]) -> Result<(), Failure> {
+/// The plan of `cargo xtask env` (it takes no arguments).
+pub fn env_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
     if let Some(arg) = args.first() {
         return Err(format!("`env` takes no arguments (got `{arg}`)").into());
     }
+    Ok(vec![
+        Step::Own(format!(
+            "find libtorch: $LIBTORCH, else torch {} in the cached virtual environment \
+             (installed on first use)",
+            torch_env::TORCH_VERSION
+        )),
+        Step::Own("print the shell exports of its environment to stdout".to_owned()),
+    ])
+}
+
+/// `cargo xtask env`: the shell lines that give a shell the environment the other commands use,
+/// for `eval "$(cargo xtask env)"`.
+pub fn env(args: &[String]) -> Result<(), Failure> {
+    env_plan(args)?;
     let env = torch()?;
     let mut text = String::new();
     for (key, value) in torch_env::child_vars(&env, &torch_env::inherited) {
@@ -91,46 +105,66 @@ pub fn cargo_test_args(passed: &[String]) -> Vec<String> {
     args
 }
 
-/// `cargo xtask test [--quick] [-- <cargo test args>]`: cargo fmt --check, cargo clippy with
-/// warnings denied, then cargo test, all with the libtorch environment.
-pub fn test(args: &[String]) -> Result<(), Failure> {
+/// The plan of `cargo xtask test [--quick] [-- <cargo test args>]`: cargo fmt --check, cargo
+/// clippy with warnings denied (both skipped with `--quick`), then cargo test.
+pub fn test_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
     let parsed = parse_test_args(args)?;
-    let env = torch()?;
+    let mut steps = Vec::new();
     if !parsed.quick {
-        run::cargo_step(&env, &["fmt", "--all", "--", "--check"])?;
-        run::cargo_step(
-            &env,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )?;
+        steps.push(Step::Run(Child::cargo(&["fmt", "--all", "--", "--check"])));
+        steps.push(Step::Run(Child::cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])));
     }
-    run::cargo_step(&env, &cargo_test_args(&parsed.cargo_test))?;
+    steps.push(Step::Run(Child::cargo(&cargo_test_args(
+        &parsed.cargo_test,
+    ))));
+    Ok(steps)
+}
+
+/// `cargo xtask test [--quick] [-- <cargo test args>]`, all with the libtorch environment.
+pub fn test(args: &[String]) -> Result<(), Failure> {
+    let steps = test_plan(args)?;
+    let env = torch()?;
+    plan::execute(&env, &steps)?;
     eprintln!("xtask: test passed");
     Ok(())
+}
+
+/// The plan of `cargo xtask strata <args>`: build the release CLI, run it with `args`.
+pub fn strata_plan(args: &[String]) -> Vec<Step> {
+    vec![
+        Step::Build {
+            package: "strata-cli",
+            bin: "strata",
+        },
+        Step::Run(Child::release("strata-cli", "strata", args)),
+    ]
 }
 
 /// `cargo xtask strata <args>`: builds the release CLI and runs it in the workspace root; its
 /// exit code becomes xtask's.
 pub fn strata(args: &[String]) -> Result<(), Failure> {
     let env = torch()?;
-    let exe = run::build_cli(&env)?;
-    let mut cmd = run::command(&env, &exe);
-    cmd.args(args);
-    let what = format!("strata {}", args.join(" "));
-    run::step(cmd, what.trim_end())
+    plan::execute(&env, &strata_plan(args))
+}
+
+/// The plan of `cargo xtask demo [args]`: `strata demo [args]`.
+pub fn demo_plan(args: &[String]) -> Vec<Step> {
+    let mut all = vec!["demo".to_owned()];
+    all.extend_from_slice(args);
+    strata_plan(&all)
 }
 
 /// `cargo xtask demo [args]`: `strata demo [args]`.
 pub fn demo(args: &[String]) -> Result<(), Failure> {
-    let mut all = vec!["demo".to_owned()];
-    all.extend_from_slice(args);
-    strata(&all)
+    let env = torch()?;
+    plan::execute(&env, &demo_plan(args))
 }
 
 #[cfg(test)]

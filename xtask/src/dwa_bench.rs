@@ -3,7 +3,8 @@
 //! 48 layers, each configuration in a fresh process (`benches/src/bin/dwa_overhead.rs`).
 
 use crate::bench::last_json;
-use crate::run::{self, command};
+use crate::plan::{Built, Child};
+use crate::run;
 use crate::torch_env::TorchEnv;
 use serde_json::Value;
 
@@ -94,10 +95,24 @@ pub(crate) fn medians(rounds: &[Overhead]) -> Vec<Overhead> {
     out
 }
 
-/// Runs every configuration `rounds` times, alternating configurations within a round, and
-/// returns the medians (`quick`: 12 layers only).
-pub fn measure(env: &TorchEnv, quick: bool, rounds: usize) -> Result<Vec<Overhead>, String> {
-    let exe = run::build_release_bin(env, "strata-benches", "dwa_overhead")?;
+/// One process of the overhead measurement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DwaRun {
+    /// The round, from 1.
+    pub round: usize,
+    /// Number of blocks.
+    pub layers: usize,
+    /// `none` or the DWA's `KxP`.
+    pub dwa: &'static str,
+    /// The weighted-sum path.
+    pub path: &'static str,
+    /// `dwa_overhead` with its arguments and the path's variable.
+    pub child: Child,
+}
+
+/// Every configuration `rounds` times, alternating configurations within a round and
+/// reversing their order every other round (`quick`: 12 layers only).
+pub fn runs(quick: bool, rounds: usize) -> Vec<DwaRun> {
     let depths: &[usize] = if quick { &[12] } else { &[12, 24, 48] };
     let mut all = Vec::new();
     for round in 1..=rounds {
@@ -109,28 +124,54 @@ pub fn measure(env: &TorchEnv, quick: bool, rounds: usize) -> Result<Vec<Overhea
         }
         for &layers in depths {
             for &(dwa, path) in &order {
-                eprintln!(
-                    "xtask: DenseFormer overhead, round {round}: {layers} layers, dwa {dwa} ({path})"
-                );
-                let mut cmd = command(env, &exe);
-                cmd.args(["--layers", &layers.to_string(), "--dwa", dwa])
-                    .args(["--width", &WIDTH.to_string()])
-                    .args(["--steps", &STEPS.to_string()])
-                    .env(IMPLEMENTATION_ENV, path);
-                let output = cmd
-                    .output()
-                    .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-                if !output.status.success() {
-                    return Err(format!(
-                        "dwa_overhead --layers {layers} --dwa {dwa} failed ({}): {}",
-                        run::describe(&output.status),
-                        String::from_utf8_lossy(&output.stderr)
-                    ));
-                }
-                let stdout = String::from_utf8_lossy(&output.stdout);
-                all.push(Overhead::parse(&last_json(&stdout)?, path)?);
+                let args = [
+                    "--layers".to_owned(),
+                    layers.to_string(),
+                    "--dwa".to_owned(),
+                    dwa.to_owned(),
+                    "--width".to_owned(),
+                    WIDTH.to_string(),
+                    "--steps".to_owned(),
+                    STEPS.to_string(),
+                ];
+                let child = Child::release("strata-benches", "dwa_overhead", &args)
+                    .with_env(IMPLEMENTATION_ENV, path);
+                all.push(DwaRun {
+                    round,
+                    layers,
+                    dwa,
+                    path,
+                    child,
+                });
             }
         }
+    }
+    all
+}
+
+/// Runs every process of `runs` (with `dwa_overhead` among the `built` binaries) and returns
+/// the medians over rounds.
+pub fn measure(env: &TorchEnv, built: &Built, runs: &[DwaRun]) -> Result<Vec<Overhead>, String> {
+    let mut all = Vec::new();
+    for r in runs {
+        let (round, layers, dwa, path) = (r.round, r.layers, r.dwa, r.path);
+        eprintln!(
+            "xtask: DenseFormer overhead, round {round}: {layers} layers, dwa {dwa} ({path})"
+        );
+        let output = r
+            .child
+            .command(env, built)?
+            .output()
+            .map_err(|e| format!("cannot start dwa_overhead: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "dwa_overhead --layers {layers} --dwa {dwa} failed ({}): {}",
+                run::describe(&output.status),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        all.push(Overhead::parse(&last_json(&stdout)?, path)?);
     }
     Ok(medians(&all))
 }

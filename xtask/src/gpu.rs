@@ -8,7 +8,8 @@
 
 use crate::bench::number;
 use crate::dwa_bench::{self, Overhead};
-use crate::run::{self, workspace_root};
+use crate::plan::{Child, Step};
+use crate::run::{self, Failure, workspace_root};
 use crate::torch_env;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,38 @@ fn install(from: &Path, to: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{}: {e}", to.display()))
 }
 
-/// `cargo xtask gpu-kit`.
-pub fn kit(args: &[String]) -> Result<(), String> {
-    if let Some(arg) = args.first() {
-        return Err(format!("`gpu-kit` takes no arguments (got `{arg}`)"));
+/// `cargo test --release --no-run` of the packages whose tests exercise CUDA.
+fn kit_tests() -> Child {
+    let mut args = vec!["test", "--release", "--no-run"];
+    for package in TEST_PACKAGES {
+        args.extend(["-p", package]);
     }
+    Child::cargo(&args)
+}
+
+/// The plan of `cargo xtask gpu-kit` (it takes no arguments).
+pub fn kit_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
+    if let Some(arg) = args.first() {
+        return Err(format!("`gpu-kit` takes no arguments (got `{arg}`)").into());
+    }
+    let mut steps = vec![Step::Own(format!("empty {KIT}"))];
+    steps.extend(
+        BINARIES
+            .iter()
+            .map(|&(package, bin)| Step::Build { package, bin }),
+    );
+    steps.push(Step::Run(kit_tests()));
+    steps.push(Step::Own(format!(
+        "install the binaries in {KIT}/bin and the test executables in {KIT}/tests without \
+         debug info (at most {} MiB)",
+        KIT_LIMIT_BYTES >> 20
+    )));
+    Ok(steps)
+}
+
+/// `cargo xtask gpu-kit`.
+pub fn kit(args: &[String]) -> Result<(), Failure> {
+    kit_plan(args)?;
     let env = torch_env::ensure()?;
     let kit = workspace_root().join(KIT);
     if kit.exists() {
@@ -66,14 +94,14 @@ pub fn kit(args: &[String]) -> Result<(), String> {
         let exe = run::build_release_bin(&env, package, bin)?;
         bytes += install(&exe, &kit.join("bin").join(bin))?;
     }
-    let mut test_args = vec!["test", "--release", "--no-run"];
-    for package in TEST_PACKAGES {
-        test_args.extend(["-p", package]);
-    }
+    let test_args = kit_tests().args;
+    let test_args: Vec<&str> = test_args.iter().map(String::as_str).collect();
     let messages = run::cargo_messages(&env, &test_args)?;
     let tests = run::test_executables(&messages);
     if tests.is_empty() {
-        return Err("cargo built the tests but named no test executable".to_owned());
+        return Err("cargo built the tests but named no test executable"
+            .to_owned()
+            .into());
     }
     for (name, exe) in &tests {
         bytes += install(exe, &kit.join("tests").join(name))?;
@@ -85,7 +113,8 @@ pub fn kit(args: &[String]) -> Result<(), String> {
              beside the working tree",
             kit.display(),
             KIT_LIMIT_BYTES >> 20
-        ));
+        )
+        .into());
     }
     eprintln!(
         "xtask: GPU kit in {} ({} binaries, {} test executables, {mib:.1} MiB). On the GPU \
@@ -282,18 +311,44 @@ fn report_text(results: &[Value]) -> Result<String, String> {
     Ok(s)
 }
 
-/// `cargo xtask gpu-report DIR`.
-pub fn report(args: &[String]) -> Result<(), String> {
+/// The folder argument of `cargo xtask gpu-report DIR`.
+fn report_dir(args: &[String]) -> Result<PathBuf, Failure> {
     let [dir] = args else {
         return Err(
             "usage: cargo xtask gpu-report DIR (the folder holding benches/gpu/run.sh's \
              results.jsonl)"
-                .to_owned(),
+                .to_owned()
+                .into(),
         );
     };
-    let dir = PathBuf::from(dir);
+    Ok(PathBuf::from(dir))
+}
+
+/// The plan of `cargo xtask gpu-report DIR`.
+pub fn report_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
+    let dir = report_dir(args)?;
+    Ok(vec![
+        Step::Own(format!("read {}", dir.join("results.jsonl").display())),
+        Step::Own("write docs/benchmarks-gpu.md".to_owned()),
+        Step::Own(format!(
+            "copy {} to docs/gpu-<run>-loss.png where present",
+            dir.join("demo-<run>-loss.png").display()
+        )),
+    ])
+}
+
+/// `cargo xtask gpu-report DIR`.
+pub fn report(args: &[String]) -> Result<(), Failure> {
+    let dir = report_dir(args)?;
+    let target = report_into(&dir, &workspace_root().join("docs"))?;
+    eprintln!("xtask: wrote {}", target.display());
+    Ok(())
+}
+
+/// Writes the report of `dir`'s results.jsonl, and the demo's loss curves found there, into
+/// the folder `docs`; returns the report's path.
+fn report_into(dir: &Path, docs: &Path) -> Result<PathBuf, String> {
     let results = read_results(&dir.join("results.jsonl"))?;
-    let docs = workspace_root().join("docs");
     let target = docs.join("benchmarks-gpu.md");
     std::fs::write(&target, report_text(&results)?)
         .map_err(|e| format!("{}: {e}", target.display()))?;
@@ -304,8 +359,7 @@ pub fn report(args: &[String]) -> Result<(), String> {
             std::fs::copy(&plot, &to).map_err(|e| format!("{}: {e}", to.display()))?;
         }
     }
-    eprintln!("xtask: wrote {}", target.display());
-    Ok(())
+    Ok(target)
 }
 
 #[cfg(test)]
@@ -388,5 +442,24 @@ mod tests {
         assert!(err.contains("results.jsonl:1: no `check` field"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
         assert!(report(&[]).is_err());
+    }
+
+    #[test]
+    fn gpu_report_writes_the_report_and_the_loss_curves_into_docs() {
+        let dir = tempfile_dir("run");
+        std::fs::write(dir.join("results.jsonl"), RESULTS).unwrap();
+        std::fs::write(dir.join("demo-nanogpt-cpu-loss.png"), b"png").unwrap();
+        let docs = dir.join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        let target = report_into(&dir, &docs).unwrap();
+        assert_eq!(target, docs.join("benchmarks-gpu.md"));
+        let text = std::fs::read_to_string(&target).unwrap();
+        assert_eq!(text, report_text(&results()).unwrap());
+        assert_eq!(
+            std::fs::read(docs.join("gpu-nanogpt-cpu-loss.png")).unwrap(),
+            b"png"
+        );
+        assert!(!docs.join("gpu-denseformer-cpu-loss.png").exists());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

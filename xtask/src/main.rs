@@ -2,13 +2,15 @@
 //! demo and the benchmarks with the environment they need, so nobody exports anything by hand.
 //!
 //! Modules: `torch_env` decides where libtorch comes from and which variables children get,
-//! `venv` verifies and creates the cached Python environment, `run` starts children,
+//! `venv` verifies and creates the cached Python environment, `run` starts children, `plan`
+//! turns a command's arguments into the steps it runs (printed by `--dry-run`), and
 //! `commands`, `bench` (with `dwa_bench`) and `gpu` are the subcommands.
 
 mod bench;
 mod commands;
 mod dwa_bench;
 mod gpu;
+mod plan;
 mod run;
 mod torch_env;
 mod venv;
@@ -19,7 +21,10 @@ use std::process::ExitCode;
 
 /// The usage text.
 const USAGE: &str = "\
-usage: cargo xtask <command> [args]
+usage: cargo xtask [--dry-run] <command> [args]
+
+--dry-run         print the command's steps (the exact command lines of the processes it
+                  starts) without finding libtorch or running anything
 
 commands:
   test [--quick] [-- <cargo test args>]
@@ -31,7 +36,7 @@ commands:
                   `cargo xtask strata train --config configs/nanogpt-cpu.toml`
   bench [--quick] [--rounds N] [--skip-criterion] [--skip-training] [--skip-dwa]
         [-- <cargo bench args>]
-                  criterion benches (cargo bench -p strata-benches), the nanogpt-cpu
+                  criterion benches (cargo bench -p strata-benches --bench '*'), the nanogpt-cpu
                   training run against a same-machine PyTorch baseline, and DenseFormer's
                   step-time and memory overhead at 12/24/48 layers; figures go to
                   docs/benchmarks.md
@@ -52,31 +57,73 @@ about 3.5 GB and a few minutes; needs python3 3.10+ with the venv module).";
 #[cfg(test)]
 static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The refusal of an unknown command.
+fn unknown(command: &str) -> Failure {
+    format!("unknown command `{command}`\n\n{USAGE}").into()
+}
+
+/// True for the spellings of `help`.
+fn is_help(command: &str) -> bool {
+    matches!(command, "help" | "-h" | "--help")
+}
+
+/// The steps of one subcommand, from its arguments alone.
+fn plan(command: &str, args: &[String]) -> Result<Vec<plan::Step>, Failure> {
+    match command {
+        "test" => commands::test_plan(args),
+        "demo" => Ok(commands::demo_plan(args)),
+        "strata" => Ok(commands::strata_plan(args)),
+        "bench" => bench::plan(args),
+        "env" => commands::env_plan(args),
+        "gpu-kit" => gpu::kit_plan(args),
+        "gpu-report" => gpu::report_plan(args),
+        help if is_help(help) => Ok(vec![plan::Step::Own("print the usage text".to_owned())]),
+        other => Err(unknown(other)),
+    }
+}
+
 /// Runs one subcommand.
 fn dispatch(command: &str, args: &[String]) -> Result<(), Failure> {
     match command {
         "test" => commands::test(args),
         "demo" => commands::demo(args),
         "strata" => commands::strata(args),
-        "bench" => bench::bench(args).map_err(Failure::from),
+        "bench" => bench::bench(args),
         "env" => commands::env(args),
-        "gpu-kit" => gpu::kit(args).map_err(Failure::from),
-        "gpu-report" => gpu::report(args).map_err(Failure::from),
-        "help" | "-h" | "--help" => {
+        "gpu-kit" => gpu::kit(args),
+        "gpu-report" => gpu::report(args),
+        help if is_help(help) => {
             // A closed pipe (`cargo xtask help | head`) is not an error.
             let _ = writeln!(std::io::stdout().lock(), "{USAGE}");
             Ok(())
         }
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}").into()),
+        other => Err(unknown(other)),
     }
 }
 
+/// `cargo xtask --dry-run <command> [args]`: prints the command's plan to stdout.
+fn dry_run(command: &str, args: &[String]) -> Result<(), Failure> {
+    let text = plan::describe(&plan(command, args)?);
+    // A closed pipe is not an error here either.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let dry = args.first().is_some_and(|a| a == "--dry-run");
+    if dry {
+        args.remove(0);
+    }
     let (command, rest) = args
         .split_first()
         .map_or(("help", &[][..]), |(c, rest)| (c.as_str(), rest));
-    match dispatch(command, rest) {
+    let outcome = if dry {
+        dry_run(command, rest)
+    } else {
+        dispatch(command, rest)
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("xtask: error: {}", failure.message);

@@ -158,22 +158,8 @@ pub fn step(mut cmd: Command, what: &str) -> Result<(), Failure> {
 }
 
 /// The cargo that started xtask (`$CARGO`), else `cargo` from PATH.
-fn cargo_program() -> std::ffi::OsString {
+pub fn cargo_program() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
-}
-
-/// `cargo <args>` in the workspace root with the environment; a failure carries cargo's exit
-/// code.
-pub fn cargo_step<S: AsRef<str>>(env: &TorchEnv, args: &[S]) -> Result<(), Failure> {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let mut cmd = command(env, cargo_program());
-    cmd.args(&args);
-    step(cmd, &format!("cargo {}", args.join(" ")))
-}
-
-/// `cargo <args>` in the workspace root with the environment.
-pub fn cargo(env: &TorchEnv, args: &[&str]) -> Result<(), String> {
-    cargo_step(env, args).map_err(|f| f.message)
 }
 
 /// The executable of the binary `name` among cargo's JSON messages.
