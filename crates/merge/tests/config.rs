@@ -176,7 +176,7 @@ fn parameters_the_method_does_not_use_are_refused() {
             &["field `groups[0].density`", "method `dare`"],
         ),
         (
-            "[layers]\nsource = \"a\"\nplan = \"1-1\"\ndensity = 0.2",
+            "density = 0.2\n[layers]\nsource = \"a\"\nplan = \"1-1\"",
             &["field `density`", "without a merge `method`"],
         ),
         (
