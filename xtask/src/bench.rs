@@ -646,10 +646,12 @@ mod tests {
 
     /// The bug of `cargo xtask bench --quick`: `cargo bench -p strata-benches -- --quick` also
     /// ran the library's libtest harness, which refused `--quick` ("Unrecognized option")
-    /// before criterion ran. This builds exactly the targets that the quick invocation selects
-    /// (unoptimised, in the profile of this test build, so no dependency is rebuilt; about half
-    /// a minute on 2 cores) and hands each harness the arguments cargo bench would, plus
-    /// `--list`, which lists the benchmarks without running them.
+    /// before criterion ran. This builds the targets that the quick invocation's selection flags
+    /// pick and hands each harness the arguments cargo bench would, plus `--list`, which lists
+    /// the benchmarks without running them. The build is unoptimised (the `test` profile of this
+    /// test build) and resolves features for the whole workspace (`--workspace` for `-p
+    /// strata-benches`; only strata-benches has bench targets), as `cargo test --workspace`
+    /// did, so that no dependency is rebuilt: only the benches and their package's binaries.
     #[test]
     fn every_harness_of_the_quick_bench_accepts_its_arguments() {
         assert!(
@@ -665,10 +667,15 @@ mod tests {
             .expect("harness arguments");
         let (cargo_args, harness_args) = (&args[..split], &args[split + 1..]);
         assert_eq!(harness_args, ["--quick"]);
+        assert_eq!(cargo_args[..3], ["bench", "-p", "strata-benches"]);
+        let cargo_args: Vec<&str> = std::iter::once("bench")
+            .chain(std::iter::once("--workspace"))
+            .chain(cargo_args[3..].iter().map(String::as_str))
+            .collect();
         let _spawning = crate::SPAWNING.lock();
         let built = std::process::Command::new(run::cargo_program())
             .current_dir(workspace_root())
-            .args(cargo_args)
+            .args(&cargo_args)
             .args(["--profile", "test", "--no-run", "--message-format=json"])
             .output()
             .unwrap();
