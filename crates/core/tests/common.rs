@@ -12,22 +12,9 @@ pub fn tiny(dwa: Option<(usize, usize)>) -> ModelConfig {
         n_layer: 3,
         n_head: 4,
         d_model: 16,
-        head_dim: None,
         block_size: 8,
-        mlp: Default::default(),
-        mlp_ratio: 4.0,
-        mlp_hidden: None,
-        pattention_tau: None,
-        norm: Default::default(),
-        norm_eps: None,
-        positions: Default::default(),
-        bias: false,
-        tied_embeddings: true,
-        dropout: 0.0,
         dwa: dwa.map(|(dilation, period)| DwaConfig { dilation, period }),
-        precision: Default::default(),
-        sharing: None,
-        lora: None,
+        ..ModelConfig::default()
     }
 }
 
@@ -59,4 +46,17 @@ pub fn tokens(b: i64, t: i64, vocab: i64, seed: i64) -> tch::Tensor {
     strata_tensor::seeded(seed as u64, || {
         tch::Tensor::randint(vocab, [b, t], (tch::Kind::Int64, Device::Cpu))
     })
+}
+
+/// Copies every variable of `from` into the same-named variable of `to` (names only one of
+/// them has are skipped).
+pub fn copy_weights(from: &nn::VarStore, to: &nn::VarStore) {
+    let src = from.variables();
+    tch::no_grad(|| {
+        for (name, mut t) in to.variables() {
+            if let Some(s) = src.get(&name) {
+                t.copy_(s);
+            }
+        }
+    });
 }
