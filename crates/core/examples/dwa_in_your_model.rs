@@ -21,7 +21,8 @@ pub const LAYERS: usize = 4;
 pub struct TinyModel {
     embedding: nn::Embedding,
     layers: Vec<(nn::LayerNorm, nn::Linear, nn::Linear)>,
-    depth: DepthStack,
+    /// The layers' orchestration, with the DWA weights.
+    pub depth: DepthStack,
     head: nn::Linear,
 }
 

@@ -22,7 +22,7 @@ impl ParamCount {
     /// is built).
     pub fn of(config: &ModelConfig) -> Self {
         let specs = schema::schema(config);
-        let total = specs.iter().map(ParamSpec::numel).sum();
+        let total: usize = specs.iter().map(ParamSpec::numel).sum();
         let embedding: usize = specs
             .iter()
             .filter(|s| s.role.is_embedding())
