@@ -18,9 +18,17 @@ fn a_fresh_dwa_model_of_your_own_equals_it_without_dwa() {
             dilation: k,
             period: p,
         };
-        let (plain_vs, dense_vs) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
-        let plain = TinyModel::new(&plain_vs.root(), None).unwrap();
-        let dense = TinyModel::new(&dense_vs.root(), Some(dwa)).unwrap();
+        // Seeded sections keep these draws from interleaving with other tests' draws.
+        let (plain_vs, plain) = strata_tensor::seeded(1, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = TinyModel::new(&vs.root(), None).unwrap();
+            (vs, model)
+        });
+        let (dense_vs, dense) = strata_tensor::seeded(2, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = TinyModel::new(&vs.root(), Some(dwa)).unwrap();
+            (vs, model)
+        });
         copy_weights(&plain_vs, &dense_vs);
         assert!(dense_vs.variables().len() > plain_vs.variables().len());
         let x = Tensor::arange(VOCAB, (Kind::Int64, Device::Cpu));
@@ -35,14 +43,16 @@ fn a_fresh_dwa_model_of_your_own_equals_it_without_dwa() {
 
 #[test]
 fn tch_adamw_trains_a_dwa_model_of_your_own_and_its_dwa_weights() {
-    tch::manual_seed(5);
-    let vs = nn::VarStore::new(Device::Cpu);
     let dwa = DwaConfig {
         dilation: 1,
         period: 1,
     };
-    let model = TinyModel::new(&vs.root(), Some(dwa)).unwrap();
-    let losses = example::train(&vs, &model, 40, 1e-2).unwrap();
+    let (model, losses) = strata_tensor::seeded(5, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = TinyModel::new(&vs.root(), Some(dwa)).unwrap();
+        let losses = example::train(&vs, &model, 40, 1e-2).unwrap();
+        (model, losses)
+    });
     let (first, last) = (losses[0], losses[losses.len() - 1]);
     assert!(
         last < 0.5 * first,
@@ -68,23 +78,30 @@ fn blocks_train_under_a_frozen_token_embedding_with_rotary_positions() {
     config.positions = PositionKind::Rotary;
     let idx = tokens(2, 8, 11, 1);
     let targets = tokens(2, 8, 11, 2);
-    let grads = |freeze: bool| {
-        let (vs, model) = build(&config, 3);
-        if freeze {
-            let _ = model.wte.shallow_clone().set_requires_grad(false);
-        }
-        let loss = model.loss(&idx, &targets, true).unwrap();
-        loss.backward();
+    let (vs, model) = build(&config, 3);
+    let mut names: Vec<String> = vs
+        .variables()
+        .into_keys()
+        .filter(|n| n.starts_with("h."))
+        .collect();
+    names.sort();
+    let grads = || {
         let vars = vs.variables();
-        let mut names: Vec<&String> = vars.keys().filter(|n| n.starts_with("h.")).collect();
-        names.sort();
+        for t in vars.values() {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        model.loss(&idx, &targets, true).unwrap().backward();
         names
-            .into_iter()
-            .map(|n| (n.clone(), vars[n].grad()))
+            .iter()
+            .map(|n| (n.clone(), vars[n].grad().copy()))
             .collect::<Vec<_>>()
     };
-    let trained = grads(false);
-    let frozen = grads(true);
+    let trained = grads();
+    let _ = model.wte.shallow_clone().set_requires_grad(false);
+    let frozen = grads();
     for ((name, want), (_, got)) in trained.iter().zip(&frozen) {
         assert!(got.defined(), "{name} got no gradient under a frozen embedding");
         assert!(
