@@ -32,7 +32,10 @@ pub fn build(config: &ModelConfig, seed: i64) -> (nn::VarStore, Gpt) {
 /// Replaces norm gains and biases by values in [0.75, 1.25).
 fn randomise_norms(vs: &nn::VarStore) {
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        // In name order: the draws must not follow the HashMap's random order.
+        let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in vars {
             if name.contains("ln_") || name.ends_with("bias") {
                 let r = t.rand_like() * 0.5 + 0.75;
                 t.copy_(&r);
