@@ -41,5 +41,5 @@ pub use config::{
 };
 pub use depth::DepthStack;
 pub use model::{Gpt, ParamCount};
-pub use schema::{ParamSpec, Role};
 pub use sampling::SampleOptions;
+pub use schema::{ParamSpec, Role};

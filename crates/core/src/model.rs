@@ -163,7 +163,10 @@ impl Gpt {
 
     /// Every parameter tensor of the model, each once, in [`schema`](crate::schema) order.
     pub fn parameters(&self) -> Vec<&Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// Every parameter tensor with its [`ParamSpec`] (name, shape, role), in schema order;

@@ -238,9 +238,15 @@ impl Slot {
 
     /// The slot with this suffix.
     fn from_suffix(suffix: &str) -> Option<Slot> {
-        [Slot::Weight, Slot::Bias, Slot::LoraA, Slot::LoraB, Slot::Alpha]
-            .into_iter()
-            .find(|s| s.suffix() == suffix)
+        [
+            Slot::Weight,
+            Slot::Bias,
+            Slot::LoraA,
+            Slot::LoraB,
+            Slot::Alpha,
+        ]
+        .into_iter()
+        .find(|s| s.suffix() == suffix)
     }
 }
 
@@ -374,7 +380,13 @@ pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
             );
         }
     }
-    push(Location::FinalNorm, Slot::Weight, vec![d], Role::NormGain, true);
+    push(
+        Location::FinalNorm,
+        Slot::Weight,
+        vec![d],
+        Role::NormGain,
+        true,
+    );
     if norm_bias {
         push(Location::FinalNorm, Slot::Bias, vec![d], Role::Bias, true);
     }

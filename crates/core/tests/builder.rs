@@ -26,15 +26,17 @@ fn the_builder_sets_fields_and_validates_on_build() {
         .dwa(2, 3)
         .build()
         .unwrap();
-    let mut want = ModelConfig::default();
-    want.n_layer = 6;
-    want.d_model = 64;
-    want.mlp = MlpKind::Swiglu;
-    want.mlp_hidden = Some(96);
-    want.dwa = Some(DwaConfig {
-        dilation: 2,
-        period: 3,
-    });
+    let want = ModelConfig {
+        n_layer: 6,
+        d_model: 64,
+        mlp: MlpKind::Swiglu,
+        mlp_hidden: Some(96),
+        dwa: Some(DwaConfig {
+            dilation: 2,
+            period: 3,
+        }),
+        ..ModelConfig::default()
+    };
     assert_eq!(config, want);
 
     let err = ModelConfig::builder()
@@ -46,6 +48,10 @@ fn the_builder_sets_fields_and_validates_on_build() {
         err.contains("model config (builder)") && err.contains("model.d_model"),
         "{err}"
     );
-    let err = ModelConfig::builder().dwa(1, 0).build().unwrap_err().to_string();
+    let err = ModelConfig::builder()
+        .dwa(1, 0)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.dwa.period"), "{err}");
 }

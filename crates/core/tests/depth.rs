@@ -103,11 +103,17 @@ fn blocks_train_under_a_frozen_token_embedding_with_rotary_positions() {
     let _ = model.wte.shallow_clone().set_requires_grad(false);
     let frozen = grads();
     for ((name, want), (_, got)) in trained.iter().zip(&frozen) {
-        assert!(got.defined(), "{name} got no gradient under a frozen embedding");
+        assert!(
+            got.defined(),
+            "{name} got no gradient under a frozen embedding"
+        );
         assert!(
             got.equal(want),
             "{name}: the gradient changed when the embedding was frozen"
         );
-        assert!(want.abs().sum(Kind::Double).double_value(&[]) > 0.0, "{name}");
+        assert!(
+            want.abs().sum(Kind::Double).double_value(&[]) > 0.0,
+            "{name}"
+        );
     }
 }

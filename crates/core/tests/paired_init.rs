@@ -53,7 +53,11 @@ fn every_tensor_a_variant_shares_with_the_baseline_starts_bitwise_equal() {
                     shared += 1;
                 }
             }
-            assert_eq!(shared, base.len(), "{name}: every baseline tensor is shared");
+            assert_eq!(
+                shared,
+                base.len(),
+                "{name}: every baseline tensor is shared"
+            );
         }
     }
 }

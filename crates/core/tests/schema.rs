@@ -99,7 +99,11 @@ fn the_schema_lists_exactly_the_variables_of_every_model_kind() {
                 "{kind}: {name} parses back"
             );
             let tensor = model.tensor(spec.location, spec.slot).unwrap();
-            assert_eq!(tensor.data_ptr(), vars[&name].data_ptr(), "{kind}: {name} is the model's own tensor");
+            assert_eq!(
+                tensor.data_ptr(),
+                vars[&name].data_ptr(),
+                "{kind}: {name} is the model's own tensor"
+            );
         }
         // `parameters` follows the schema and counts the VarStore.
         let numel: usize = vars.values().map(|t| t.numel()).sum();
@@ -111,7 +115,11 @@ fn the_schema_lists_exactly_the_variables_of_every_model_kind() {
             .filter(|(n, _)| n.starts_with("wte.") || n.starts_with("wpe."))
             .map(|(_, t)| t.numel())
             .sum();
-        assert_eq!(model.param_count().non_embedding, numel - embedding, "{kind}");
+        assert_eq!(
+            model.param_count().non_embedding,
+            numel - embedding,
+            "{kind}"
+        );
     }
 }
 

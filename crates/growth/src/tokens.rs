@@ -37,8 +37,12 @@ pub fn config(config: &ModelConfig, tokens: usize) -> Result<ModelConfig> {
 pub fn apply(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
     let (old, new) = (snapshot.config.mlp_hidden(), config.mlp_hidden());
     let extend = AxisMap::extend(old, new - old);
-    transform("grow_param_tokens", snapshot, config, 0.0, |location, slot| {
-        match location {
+    transform(
+        "grow_param_tokens",
+        snapshot,
+        config,
+        0.0,
+        |location, slot| match location {
             Location::Block {
                 layer: BlockLayer::MlpIn,
                 ..
@@ -48,6 +52,6 @@ pub fn apply(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
                 ..
             } => linear_rules(slot, None, Some(Rule::new(1, &extend, Fresh::Normal(0.02)))),
             _ => Vec::new(),
-        }
-    })
+        },
+    )
 }

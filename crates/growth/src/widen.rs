@@ -457,8 +457,12 @@ pub fn residual(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<
     };
     let heads = (config.head_dim() != old.head_dim())
         .then(|| head_maps(old.n_head, old.head_dim(), config.head_dim()));
-    transform("widen_residual", snapshot, config, noise, |location, slot| {
-        match location {
+    transform(
+        "widen_residual",
+        snapshot,
+        config,
+        noise,
+        |location, slot| match location {
             Location::TokenEmbedding | Location::PositionEmbedding => vec![on(&write, 1)],
             Location::FinalNorm if slot == Slot::Weight => vec![final_gain.clone()],
             Location::FinalNorm => vec![final_bias.clone()],
@@ -484,6 +488,6 @@ pub fn residual(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<
                 }
                 BlockLayer::MlpOut => linear_rules(slot, Some(write.clone()), None),
             },
-        }
-    })
+        },
+    )
 }

@@ -367,8 +367,10 @@ fn a_tensor_without_a_growth_rule_is_refused_by_name() {
     };
     for stray in ["h.0.mlp.gate.weight", "h.7.ln_1.weight", "dwa.0.alpha"] {
         let mut snap = snapshot(&vs, config);
-        snap.params
-            .insert(stray.to_owned(), tch::Tensor::zeros([16], tch::kind::FLOAT_CPU));
+        snap.params.insert(
+            stray.to_owned(),
+            tch::Tensor::zeros([16], tch::kind::FLOAT_CPU),
+        );
         let err = op.apply(&snap, 1).unwrap_err().to_string();
         assert!(
             err.contains("widen_mlp") && err.contains(stray) && err.contains("no growth rule"),

@@ -55,7 +55,12 @@ impl Linear {
         };
         let lora = lora.map(|l| {
             let r = l.rank as i64;
-            let a = super::variant_normal(&weight, &path.path("lora_a"), &[r, i], 1.0 / (inputs as f64).sqrt());
+            let a = super::variant_normal(
+                &weight,
+                &path.path("lora_a"),
+                &[r, i],
+                1.0 / (inputs as f64).sqrt(),
+            );
             LoraAdapter {
                 a: path.var_copy("lora_a", &a.to_kind(path.kind()).to_device(path.device())),
                 b: path.zeros("lora_b", &[o, r]),
