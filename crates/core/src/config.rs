@@ -52,6 +52,13 @@ pub struct DwaConfig {
     pub period: usize,
 }
 
+impl DwaConfig {
+    /// True when a DWA follows layer `i` (0-based): every `period`-th layer.
+    pub fn after(self, i: usize) -> bool {
+        (i + 1).is_multiple_of(self.period)
+    }
+}
+
 /// How the layers of a weight-shared model walk through its blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,39 +289,31 @@ impl ModelConfig {
     /// Every adapted linear layer as `(path, in, out)`, e.g. `("h.0.attn.c_proj", A, D)`, for
     /// each distinct block in order and then `lm_head`; empty without `lora`.
     pub fn lora_linears(&self) -> Vec<(String, usize, usize)> {
-        let (d, a, h) = (self.d_model, self.attn_width(), self.mlp_hidden());
-        let mut per_block = Vec::new();
-        if self.lora_for(LoraTarget::Attn).is_some() {
-            per_block.push(("attn.c_attn", d, 3 * a));
-        }
-        if self.lora_for(LoraTarget::AttnProj).is_some() {
-            per_block.push(("attn.c_proj", a, d));
-        }
-        if self.lora_for(LoraTarget::Mlp).is_some() {
-            per_block.push(("mlp.c_fc", d, h));
-            if self.mlp == MlpKind::Swiglu {
-                per_block.push(("mlp.w_up", d, h));
-            }
-        }
-        if self.lora_for(LoraTarget::MlpProj).is_some() {
-            per_block.push(("mlp.c_proj", h, d));
-        }
+        use crate::schema::{BlockLayer, Location};
+        let per_block: Vec<(BlockLayer, usize, usize)> = BlockLayer::ALL
+            .into_iter()
+            .filter_map(|layer| {
+                self.lora_for(layer.lora_target()?)?;
+                let (i, o) = layer.linear_dims(self)?;
+                Some((layer, i, o))
+            })
+            .collect();
         let mut out: Vec<(String, usize, usize)> = (0..self.n_blocks())
-            .flat_map(|b| {
+            .flat_map(|block| {
                 per_block
                     .iter()
-                    .map(move |&(name, i, o)| (format!("h.{b}.{name}"), i, o))
+                    .map(move |&(layer, i, o)| (Location::Block { block, layer }.path(), i, o))
             })
             .collect();
         if self.lora_for(LoraTarget::Head).is_some() {
-            out.push(("lm_head".to_owned(), d, self.vocab_size));
+            out.push((Location::Head.path(), self.d_model, self.vocab_size));
         }
         out
     }
 
     /// True when a DWA follows block `i` (0-based).
     pub fn dwa_after(&self, i: usize) -> bool {
-        self.dwa.is_some_and(|d| (i + 1).is_multiple_of(d.period))
+        self.dwa.is_some_and(|d| d.after(i))
     }
 
     /// Checks every field; `file` names the source in error messages.

@@ -8,6 +8,7 @@
 //! and the embedding lookup are left out (they are below 1% at these sizes).
 
 use crate::config::{MlpKind, ModelConfig};
+use crate::schema::{self, Location, Role};
 
 /// Weights that one layer multiplies by (attention projections, MLP matrices and their LoRA
 /// adapters, no biases).
@@ -19,25 +20,25 @@ pub fn matmul_weights_per_layer(config: &ModelConfig) -> f64 {
         MlpKind::Gelu | MlpKind::Pattention => 2.0,
         MlpKind::Swiglu => 3.0,
     };
-    4.0 * d * attn + mlp_matrices * d * hidden + lora_weights(config, "h.0.")
+    4.0 * d * attn + mlp_matrices * d * hidden + lora_weights(config, |l| l.block() == Some(0))
 }
 
-/// Adapter weights `rank · (in + out)` of the adapted linears whose path starts with `prefix`
-/// (`h.0.`: one layer's, every block having the same shapes; `lm_head`: the head's).
-fn lora_weights(config: &ModelConfig, prefix: &str) -> f64 {
-    let rank = config.lora.as_ref().map_or(0, |l| l.rank);
-    config
-        .lora_linears()
+/// Adapter weights `rank · (in + out)` (the elements of `A` and `B`) of the adapted linears
+/// at locations `at` accepts (block 0: one layer's, every block having the same shapes; the
+/// head).
+fn lora_weights(config: &ModelConfig, at: impl Fn(Location) -> bool) -> f64 {
+    schema::schema(config)
         .iter()
-        .filter(|(name, _, _)| name.starts_with(prefix))
-        .map(|(_, i, o)| (rank * (i + o)) as f64)
+        .filter(|s| matches!(s.role, Role::LoraA | Role::LoraB) && at(s.location))
+        .map(|s| s.numel() as f64)
         .sum()
 }
 
 /// Forward FLOPs per token with a context of `context` tokens.
 pub fn forward_flops_per_token(config: &ModelConfig, context: usize) -> f64 {
     let layers = config.n_layer as f64;
-    let head = config.vocab_size as f64 * config.d_model as f64 + lora_weights(config, "lm_head");
+    let head = config.vocab_size as f64 * config.d_model as f64
+        + lora_weights(config, |l| l == Location::Head);
     let attn = config.attn_width() as f64;
     2.0 * (layers * matmul_weights_per_layer(config) + head) + 2.0 * layers * context as f64 * attn
 }

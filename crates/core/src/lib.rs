@@ -23,17 +23,23 @@
 //! ```
 
 mod block;
+mod builder;
 pub mod config;
+pub mod depth;
 pub mod dwa;
 pub mod flops;
 pub mod layers;
 mod model;
 mod sampling;
+pub mod schema;
 
 pub use block::Block;
+pub use builder::ModelConfigBuilder;
 pub use config::{
     DwaConfig, LoraConfig, LoraTarget, MlpKind, ModelConfig, NormKind, PositionKind, SharingConfig,
     SharingPattern,
 };
+pub use depth::DepthStack;
 pub use model::{Gpt, ParamCount};
 pub use sampling::SampleOptions;
+pub use schema::{ParamSpec, Role};

@@ -2,9 +2,9 @@
 
 use crate::block::Block;
 use crate::config::{ModelConfig, PositionKind};
-use crate::dwa::{self, Dwa};
+use crate::depth::DepthStack;
 use crate::layers::{Linear, Norm, Rotary};
-use strata_kernels::LayerStack;
+use crate::schema::{self, BlockLayer, Location, ParamSpec, Slot};
 use strata_tensor::{Error, Result, TensorExt};
 use tch::{Device, Kind, Reduction, Tensor, nn};
 
@@ -15,6 +15,24 @@ pub struct ParamCount {
     pub total: usize,
     /// Without the token and position embeddings (Kaplan et al.'s N).
     pub non_embedding: usize,
+}
+
+impl ParamCount {
+    /// The counts of a model with `config`, from its [`schema`](crate::schema) (no model
+    /// is built).
+    pub fn of(config: &ModelConfig) -> Self {
+        let specs = schema::schema(config);
+        let total: usize = specs.iter().map(ParamSpec::numel).sum();
+        let embedding: usize = specs
+            .iter()
+            .filter(|s| s.role.is_embedding())
+            .map(ParamSpec::numel)
+            .sum();
+        ParamCount {
+            total,
+            non_embedding: total - embedding,
+        }
+    }
 }
 
 /// A decoder-only transformer: embeddings, pre-norm blocks with optional DWA, final norm
@@ -32,10 +50,8 @@ pub struct Gpt {
     pub blocks: Vec<Block>,
     /// The block each layer runs ([`ModelConfig::block_plan`]).
     pub plan: Vec<usize>,
-    /// The DWA after each block (empty for the baseline).
-    pub dwa: Vec<Option<Dwa>>,
-    /// Which layer-stack entries some DWA reads (the others are never stored).
-    stack_reads: Vec<bool>,
+    /// The layers' orchestration: stored outputs and the DWA after each layer.
+    pub depth: DepthStack,
     /// Final norm.
     pub ln_f: Norm,
     /// Output head when embeddings are not tied.
@@ -56,13 +72,7 @@ impl Gpt {
         let blocks = (0..config.n_blocks())
             .map(|i| Block::new(path / "h" / i, config))
             .collect();
-        let dwa = dwa::build(path / "dwa", config)?;
-        let mut stack_reads = vec![false; config.n_layer + 1];
-        for d in dwa.iter().flatten() {
-            for j in d.selection.indices() {
-                stack_reads[j] = true;
-            }
-        }
+        let depth = DepthStack::new(path / "dwa", config.n_layer, config.dwa)?;
         let ln_f = Norm::new(
             path / "ln_f",
             config.norm,
@@ -89,8 +99,7 @@ impl Gpt {
             wpe,
             blocks,
             plan,
-            dwa,
-            stack_reads,
+            depth,
             ln_f,
             lm_head,
             rotary,
@@ -124,28 +133,9 @@ impl Gpt {
             x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
         }
         x = x.f_dropout(self.config.dropout, train)?;
-        let mut stack = if self.dwa.is_empty() {
-            None
-        } else {
-            Some(LayerStack::reading(
-                &x,
-                &self.stack_reads,
-                x.requires_grad(),
-            )?)
-        };
-        for (i, &b) in self.plan.iter().enumerate() {
-            let out = self.blocks[b].forward(&x, &self.config, self.rotary.as_ref(), train)?;
-            x = match stack.as_mut() {
-                Some(stack) => {
-                    stack.push(&out)?;
-                    match &self.dwa[i] {
-                        Some(dwa) => dwa.forward(stack)?,
-                        None => out,
-                    }
-                }
-                None => out,
-            };
-        }
+        let x = self.depth.forward(x, |i, x| {
+            self.blocks[self.plan[i]].forward(x, &self.config, self.rotary.as_ref(), train)
+        })?;
         let x = self.ln_f.forward(&x)?;
         match &self.lm_head {
             Some(head) => head.forward(&x, self.config.precision),
@@ -171,44 +161,80 @@ impl Gpt {
         )?)
     }
 
-    /// Every parameter tensor of the model, each once.
+    /// Every parameter tensor of the model, each once, in [`schema`](crate::schema) order.
     pub fn parameters(&self) -> Vec<&Tensor> {
-        let mut out = vec![&self.wte];
-        out.extend(&self.wpe);
-        for b in &self.blocks {
-            for lin in [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
-                .into_iter()
-                .chain(&b.mlp.w_up)
-            {
-                out.extend(lin.parameters());
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Every parameter tensor with its [`ParamSpec`] (name, shape, role), in schema order;
+    /// an optimizer can group them by [`schema::Role`].
+    pub fn named_parameters(&self) -> Vec<(ParamSpec, &Tensor)> {
+        schema::schema(&self.config)
+            .into_iter()
+            .filter_map(|spec| {
+                let tensor = self.tensor(spec.location, spec.slot)?;
+                Some((spec, tensor))
+            })
+            .collect()
+    }
+
+    /// The tensor at `location` and `slot`, if the model has it.
+    pub fn tensor(&self, location: Location, slot: Slot) -> Option<&Tensor> {
+        match location {
+            Location::TokenEmbedding => (slot == Slot::Weight).then_some(&self.wte),
+            Location::PositionEmbedding => self.wpe.as_ref().filter(|_| slot == Slot::Weight),
+            Location::Block { block, layer } => {
+                let b = self.blocks.get(block)?;
+                match layer {
+                    BlockLayer::Ln1 => norm_tensor(&b.ln_1, slot),
+                    BlockLayer::AttnQkv => linear_tensor(&b.attn.c_attn, slot),
+                    BlockLayer::AttnOut => linear_tensor(&b.attn.c_proj, slot),
+                    BlockLayer::Ln2 => norm_tensor(&b.ln_2, slot),
+                    BlockLayer::MlpIn => linear_tensor(&b.mlp.c_fc, slot),
+                    BlockLayer::MlpUp => b.mlp.w_up.as_ref().and_then(|l| linear_tensor(l, slot)),
+                    BlockLayer::MlpOut => linear_tensor(&b.mlp.c_proj, slot),
+                }
             }
-            for norm in [&b.ln_1, &b.ln_2] {
-                out.push(&norm.weight);
-                out.extend(&norm.bias);
-            }
+            Location::Dwa { after } => match (self.depth.dwas().get(after), slot) {
+                (Some(Some(dwa)), Slot::Alpha) => Some(&dwa.alpha),
+                _ => None,
+            },
+            Location::FinalNorm => norm_tensor(&self.ln_f, slot),
+            Location::Head => self.lm_head.as_ref().and_then(|l| linear_tensor(l, slot)),
         }
-        out.extend(self.dwa.iter().flatten().map(|d| &d.alpha));
-        out.push(&self.ln_f.weight);
-        out.extend(&self.ln_f.bias);
-        if let Some(head) = &self.lm_head {
-            out.extend(head.parameters());
-        }
-        out
     }
 
     /// Parameter counts.
     pub fn param_count(&self) -> ParamCount {
-        let total: usize = self.parameters().iter().map(|t| t.numel()).sum();
-        let embedding = self.wte.numel() + self.wpe.as_ref().map_or(0, |t| t.numel());
-        ParamCount {
-            total,
-            non_embedding: total - embedding,
-        }
+        ParamCount::of(&self.config)
     }
 
     /// The learned DWA weights (rows: DWA after block i; columns: stack index j).
     pub fn dwa_weight_matrix(&self) -> Result<Vec<Vec<Option<f64>>>> {
-        dwa::weight_matrix(&self.dwa, self.config.n_layer)
+        self.depth.weight_matrix()
+    }
+}
+
+/// A linear layer's tensor in `slot`.
+fn linear_tensor(l: &Linear, slot: Slot) -> Option<&Tensor> {
+    match slot {
+        Slot::Weight => Some(&l.weight),
+        Slot::Bias => l.bias.as_ref(),
+        Slot::LoraA => l.lora.as_ref().map(|a| &a.a),
+        Slot::LoraB => l.lora.as_ref().map(|a| &a.b),
+        Slot::Alpha => None,
+    }
+}
+
+/// A norm's tensor in `slot`.
+fn norm_tensor(n: &Norm, slot: Slot) -> Option<&Tensor> {
+    match slot {
+        Slot::Weight => Some(&n.weight),
+        Slot::Bias => n.bias.as_ref(),
+        _ => None,
     }
 }
 

@@ -12,22 +12,9 @@ pub fn tiny(dwa: Option<(usize, usize)>) -> ModelConfig {
         n_layer: 3,
         n_head: 4,
         d_model: 16,
-        head_dim: None,
         block_size: 8,
-        mlp: Default::default(),
-        mlp_ratio: 4.0,
-        mlp_hidden: None,
-        pattention_tau: None,
-        norm: Default::default(),
-        norm_eps: None,
-        positions: Default::default(),
-        bias: false,
-        tied_embeddings: true,
-        dropout: 0.0,
         dwa: dwa.map(|(dilation, period)| DwaConfig { dilation, period }),
-        precision: Default::default(),
-        sharing: None,
-        lora: None,
+        ..ModelConfig::default()
     }
 }
 
@@ -45,7 +32,10 @@ pub fn build(config: &ModelConfig, seed: i64) -> (nn::VarStore, Gpt) {
 /// Replaces norm gains and biases by values in [0.75, 1.25).
 fn randomise_norms(vs: &nn::VarStore) {
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        // In name order: the draws must not follow the HashMap's random order.
+        let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in vars {
             if name.contains("ln_") || name.ends_with("bias") {
                 let r = t.rand_like() * 0.5 + 0.75;
                 t.copy_(&r);
@@ -59,4 +49,17 @@ pub fn tokens(b: i64, t: i64, vocab: i64, seed: i64) -> tch::Tensor {
     strata_tensor::seeded(seed as u64, || {
         tch::Tensor::randint(vocab, [b, t], (tch::Kind::Int64, Device::Cpu))
     })
+}
+
+/// Copies every variable of `from` into the same-named variable of `to` (names only one of
+/// them has are skipped).
+pub fn copy_weights(from: &nn::VarStore, to: &nn::VarStore) {
+    let src = from.variables();
+    tch::no_grad(|| {
+        for (name, mut t) in to.variables() {
+            if let Some(s) = src.get(&name) {
+                t.copy_(s);
+            }
+        }
+    });
 }

@@ -2,22 +2,10 @@
 
 mod common;
 
-use common::{build, tiny, tokens};
+use common::{build, copy_weights, tiny, tokens};
 use strata_core::{Gpt, MlpKind, NormKind, PositionKind, SampleOptions};
 use strata_tensor::TensorExt;
 use tch::{Device, Kind, Tensor, nn};
-
-/// Copies every variable of `from` into the same-named variable of `to`.
-fn copy_weights(from: &nn::VarStore, to: &nn::VarStore) {
-    let src = from.variables();
-    tch::no_grad(|| {
-        for (name, mut t) in to.variables() {
-            if let Some(s) = src.get(&name) {
-                t.copy_(s);
-            }
-        }
-    });
-}
 
 #[test]
 fn a_fresh_denseformer_computes_exactly_what_the_baseline_computes() {

@@ -17,6 +17,7 @@
 
 use crate::{Moments, Snapshot};
 use strata_core::ModelConfig;
+use strata_core::schema::{self, Location};
 use strata_merge::{DwaInit, LayerPlan, PlanEntry, State, expand};
 use strata_tensor::{Error, Result};
 use tch::Tensor;
@@ -118,10 +119,13 @@ fn moved_moments(config: &ModelConfig, moments: &State, plan: &LayerPlan) -> Res
         if *entry != PlanEntry::Identity {
             continue;
         }
-        let block = format!("h.{layer}.");
-        let dwa = format!("dwa.{layer}.");
         for (name, t) in state.iter_mut() {
-            if name.starts_with(&block) || name.starts_with(&dwa) {
+            let new_here = match schema::parse(name) {
+                Some((Location::Block { block, .. }, _)) => block == layer,
+                Some((Location::Dwa { after }, _)) => after == layer,
+                _ => false,
+            };
+            if new_here {
                 *t = Tensor::f_zeros_like(t)?;
             }
         }

@@ -18,6 +18,7 @@ use crate::axis::AxisMap;
 use crate::widen::{Fresh, Rule, transform};
 use crate::{Moments, Snapshot, not_larger};
 use std::collections::{BTreeMap, BTreeSet};
+use strata_core::schema::Slot;
 use strata_core::{LoraConfig, ModelConfig};
 use strata_merge::State;
 use strata_tensor::{Error, Result};
@@ -77,15 +78,13 @@ pub fn grow_rank(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
         .map(|(linear, inputs, _)| (linear, inputs))
         .collect();
     let extend = AxisMap::extend(old, new - old);
-    transform(snapshot, config, 0.0, |name| {
-        if let Some(linear) = name.strip_suffix(A) {
-            let std = 1.0 / (inputs.get(linear).copied().unwrap_or(1) as f64).sqrt();
+    transform(OP, snapshot, config, 0.0, |location, slot| match slot {
+        Slot::LoraA => {
+            let std = 1.0 / (inputs.get(&location.path()).copied().unwrap_or(1) as f64).sqrt();
             vec![Rule::new(0, &extend, Fresh::Normal(std))]
-        } else if name.ends_with(B) {
-            vec![Rule::new(1, &extend, Fresh::Zero)]
-        } else {
-            Vec::new()
         }
+        Slot::LoraB => vec![Rule::new(1, &extend, Fresh::Zero)],
+        Slot::Weight | Slot::Bias | Slot::Alpha => Vec::new(),
     })
 }
 

@@ -8,8 +8,9 @@
 //! step. Had both keys and values started at zero, neither would ever get a gradient.
 
 use crate::axis::AxisMap;
-use crate::widen::{Fresh, Rule, block_tensor, linear_rules, split_linear, transform};
+use crate::widen::{Fresh, Rule, linear_rules, transform};
 use crate::{Snapshot, not_larger};
+use strata_core::schema::{BlockLayer, Location};
 use strata_core::{MlpKind, ModelConfig};
 use strata_tensor::{Error, Result};
 
@@ -36,19 +37,21 @@ pub fn config(config: &ModelConfig, tokens: usize) -> Result<ModelConfig> {
 pub fn apply(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
     let (old, new) = (snapshot.config.mlp_hidden(), config.mlp_hidden());
     let extend = AxisMap::extend(old, new - old);
-    transform(snapshot, config, 0.0, |name| {
-        let Some((_, tail)) = block_tensor(name) else {
-            return Vec::new();
-        };
-        let (linear, tensor) = split_linear(tail);
-        match linear {
-            "mlp.c_fc" => linear_rules(tensor, Some(Rule::new(0, &extend, Fresh::Zero)), None),
-            "mlp.c_proj" => linear_rules(
-                tensor,
-                None,
-                Some(Rule::new(1, &extend, Fresh::Normal(0.02))),
-            ),
+    transform(
+        "grow_param_tokens",
+        snapshot,
+        config,
+        0.0,
+        |location, slot| match location {
+            Location::Block {
+                layer: BlockLayer::MlpIn,
+                ..
+            } => linear_rules(slot, Some(Rule::new(0, &extend, Fresh::Zero)), None),
+            Location::Block {
+                layer: BlockLayer::MlpOut,
+                ..
+            } => linear_rules(slot, None, Some(Rule::new(1, &extend, Fresh::Normal(0.02)))),
             _ => Vec::new(),
-        }
-    })
+        },
+    )
 }

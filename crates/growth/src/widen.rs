@@ -27,6 +27,7 @@
 use crate::axis::{AxisMap, Origin, random_sources};
 use crate::{Moments, Snapshot, not_larger};
 use std::collections::BTreeMap;
+use strata_core::schema::{self, BlockLayer, Location, Slot};
 use strata_core::{MlpKind, ModelConfig, NormKind, PositionKind};
 use strata_merge::State;
 use strata_tensor::{Error, Result};
@@ -76,17 +77,39 @@ impl Rule {
     }
 }
 
-/// Applies `rules_for(name)` to every parameter and moment of `snapshot`.
+/// Applies `rules_for(location, slot)` to every parameter and moment of `snapshot`; growth
+/// `op` refuses a tensor that is not in the schema of the snapshot's config (it has no rule
+/// for it).
 pub(crate) fn transform(
+    op: &str,
     snapshot: &Snapshot,
     config: ModelConfig,
     noise: f64,
-    rules_for: impl Fn(&str) -> Vec<Rule>,
+    rules_for: impl Fn(Location, Slot) -> Vec<Rule>,
 ) -> Result<Snapshot> {
+    let specs: BTreeMap<String, schema::ParamSpec> = schema::schema(&snapshot.config)
+        .into_iter()
+        .map(|spec| (spec.name(), spec))
+        .collect();
     let mut params = State::new();
     let mut rules_by_name = BTreeMap::new();
     for (name, tensor) in &snapshot.params {
-        let rules = rules_for(name);
+        let Some(spec) = specs.get(name) else {
+            return Err(Error::Invalid(format!(
+                "growth {op}: tensor {name} is not a parameter of the model being grown \
+                 ({} layers, {}), so no growth rule covers it",
+                snapshot.config.n_layer,
+                snapshot.config.variant_name()
+            )));
+        };
+        if spec.shape != tensor.size() {
+            return Err(Error::Shape {
+                op: format!("growth {op}: parameter {name}"),
+                expected: format!("{:?}", spec.shape),
+                got: format!("{:?}", tensor.size()),
+            });
+        }
+        let rules = rules_for(spec.location, spec.slot);
         let mut t = tensor.f_detach_copy()?;
         for rule in &rules {
             let mut shape = t.size();
@@ -159,33 +182,21 @@ pub(crate) fn transform(
     })
 }
 
-/// Splits `h.<b>.<rest>` into the block index and the rest.
-pub(crate) fn block_tensor(name: &str) -> Option<(usize, &str)> {
-    let rest = name.strip_prefix("h.")?;
-    let (block, tail) = rest.split_once('.')?;
-    Some((block.parse().ok()?, tail))
-}
-
-/// Rules for a linear layer's tensor `tail` (`weight`, `bias`, `lora_a`, `lora_b`) when
-/// its output axis grows by `out` and/or its input axis by `input`.
-pub(crate) fn linear_rules(tail: &str, out: Option<Rule>, input: Option<Rule>) -> Vec<Rule> {
+/// Rules for a linear layer's tensor in `slot` when its output axis grows by `out` and/or
+/// its input axis by `input`.
+pub(crate) fn linear_rules(slot: Slot, out: Option<Rule>, input: Option<Rule>) -> Vec<Rule> {
     let on = |rule: Option<Rule>, axis: i64| {
         rule.map(|mut r| {
             r.axis = axis;
             r
         })
     };
-    match tail {
-        "weight" => on(out, 0).into_iter().chain(on(input, 1)).collect(),
-        "bias" | "lora_b" => on(out, 0).into_iter().collect(),
-        "lora_a" => on(input, 1).into_iter().collect(),
-        _ => Vec::new(),
+    match slot {
+        Slot::Weight => on(out, 0).into_iter().chain(on(input, 1)).collect(),
+        Slot::Bias | Slot::LoraB => on(out, 0).into_iter().collect(),
+        Slot::LoraA => on(input, 1).into_iter().collect(),
+        Slot::Alpha => Vec::new(),
     }
-}
-
-/// `(linear, tensor)` of a block tensor tail such as `mlp.c_fc.weight`.
-pub(crate) fn split_linear(tail: &str) -> (&str, &str) {
-    tail.rsplit_once('.').unwrap_or((tail, ""))
 }
 
 /// Config of the MLP widened to `hidden` units.
@@ -212,22 +223,23 @@ pub fn mlp(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<Snaps
     let maps: Vec<AxisMap> = (0..snapshot.config.n_blocks())
         .map(|_| AxisMap::duplicate(old, &random_sources(old, new - old)))
         .collect();
-    transform(snapshot, config, noise, |name| {
-        let Some((b, tail)) = block_tensor(name) else {
+    transform("widen_mlp", snapshot, config, noise, |location, slot| {
+        let Location::Block { block, layer } = location else {
             return Vec::new();
         };
-        let dup = &maps[b];
-        let (linear, tensor) = split_linear(tail);
-        match linear {
-            "mlp.c_fc" | "mlp.w_up" => {
-                linear_rules(tensor, Some(Rule::new(0, dup, Fresh::Zero)), None)
+        let dup = &maps[block];
+        match layer {
+            BlockLayer::MlpIn | BlockLayer::MlpUp => {
+                linear_rules(slot, Some(Rule::new(0, dup, Fresh::Zero)), None)
             }
-            "mlp.c_proj" => linear_rules(
-                tensor,
+            BlockLayer::MlpOut => linear_rules(
+                slot,
                 None,
                 Some(Rule::new(1, &dup.split(), Fresh::Zero).noisy()),
             ),
-            _ => Vec::new(),
+            BlockLayer::Ln1 | BlockLayer::AttnQkv | BlockLayer::AttnOut | BlockLayer::Ln2 => {
+                Vec::new()
+            }
         }
     })
 }
@@ -264,18 +276,21 @@ pub fn heads(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<Sna
             )
         })
         .collect();
-    transform(snapshot, config, noise, |name| {
-        let Some((b, tail)) = block_tensor(name) else {
+    transform("add_heads", snapshot, config, noise, |location, slot| {
+        let Location::Block { block, layer } = location else {
             return Vec::new();
         };
-        let (qkv, out) = &maps[b];
-        let (linear, tensor) = split_linear(tail);
-        match linear {
-            "attn.c_attn" => linear_rules(tensor, Some(Rule::new(0, qkv, Fresh::Zero)), None),
-            "attn.c_proj" => {
-                linear_rules(tensor, None, Some(Rule::new(1, out, Fresh::Zero).noisy()))
+        let (qkv, out) = &maps[block];
+        match layer {
+            BlockLayer::AttnQkv => linear_rules(slot, Some(Rule::new(0, qkv, Fresh::Zero)), None),
+            BlockLayer::AttnOut => {
+                linear_rules(slot, None, Some(Rule::new(1, out, Fresh::Zero).noisy()))
             }
-            _ => Vec::new(),
+            BlockLayer::Ln1
+            | BlockLayer::Ln2
+            | BlockLayer::MlpIn
+            | BlockLayer::MlpUp
+            | BlockLayer::MlpOut => Vec::new(),
         }
     })
 }
@@ -442,37 +457,37 @@ pub fn residual(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<
     };
     let heads = (config.head_dim() != old.head_dim())
         .then(|| head_maps(old.n_head, old.head_dim(), config.head_dim()));
-    transform(snapshot, config, noise, |name| match name {
-        "wte.weight" | "wpe.weight" => vec![on(&write, 1)],
-        "ln_f.weight" => vec![final_gain.clone()],
-        "ln_f.bias" => vec![final_bias.clone()],
-        _ if name.starts_with("lm_head.") => {
-            linear_rules(&name["lm_head.".len()..], None, Some(read.clone()))
-        }
-        _ => {
-            let Some((_, tail)) = block_tensor(name) else {
-                return Vec::new();
-            };
-            let (linear, tensor) = split_linear(tail);
-            match linear {
-                "ln_1" | "ln_2" if tensor == "weight" => vec![gain.clone()],
-                "ln_1" | "ln_2" => vec![write.clone()],
-                "attn.c_attn" => {
+    transform(
+        "widen_residual",
+        snapshot,
+        config,
+        noise,
+        |location, slot| match location {
+            Location::TokenEmbedding | Location::PositionEmbedding => vec![on(&write, 1)],
+            Location::FinalNorm if slot == Slot::Weight => vec![final_gain.clone()],
+            Location::FinalNorm => vec![final_bias.clone()],
+            Location::Head => linear_rules(slot, None, Some(read.clone())),
+            Location::Dwa { .. } => Vec::new(),
+            Location::Block { layer, .. } => match layer {
+                BlockLayer::Ln1 | BlockLayer::Ln2 if slot == Slot::Weight => vec![gain.clone()],
+                BlockLayer::Ln1 | BlockLayer::Ln2 => vec![write.clone()],
+                BlockLayer::AttnQkv => {
                     let rows = heads
                         .as_ref()
                         .map(|((map, fresh), _)| Rule::new(0, map, fresh.clone()));
-                    linear_rules(tensor, rows, Some(read.clone()))
+                    linear_rules(slot, rows, Some(read.clone()))
                 }
-                "attn.c_proj" => {
+                BlockLayer::AttnOut => {
                     let columns = heads
                         .as_ref()
                         .map(|(_, (map, fresh))| Rule::new(1, map, fresh.clone()).noisy());
-                    linear_rules(tensor, Some(write.clone()), columns)
+                    linear_rules(slot, Some(write.clone()), columns)
                 }
-                "mlp.c_fc" | "mlp.w_up" => linear_rules(tensor, None, Some(read.clone())),
-                "mlp.c_proj" => linear_rules(tensor, Some(write.clone()), None),
-                _ => Vec::new(),
-            }
-        }
-    })
+                BlockLayer::MlpIn | BlockLayer::MlpUp => {
+                    linear_rules(slot, None, Some(read.clone()))
+                }
+                BlockLayer::MlpOut => linear_rules(slot, Some(write.clone()), None),
+            },
+        },
+    )
 }

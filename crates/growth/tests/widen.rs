@@ -356,3 +356,25 @@ fn impossible_widenings_are_refused_with_the_reason() {
     .to_string();
     assert!(err.contains("weight-shared depth"), "{err}");
 }
+
+#[test]
+fn a_tensor_without_a_growth_rule_is_refused_by_name() {
+    let (_, config) = &kinds()[0];
+    let (vs, _) = random_model(config, 3);
+    let op = GrowthOp::WidenMlp {
+        hidden: 80,
+        noise: 0.0,
+    };
+    for stray in ["h.0.mlp.gate.weight", "h.7.ln_1.weight", "dwa.0.alpha"] {
+        let mut snap = snapshot(&vs, config);
+        snap.params.insert(
+            stray.to_owned(),
+            tch::Tensor::zeros([16], tch::kind::FLOAT_CPU),
+        );
+        let err = op.apply(&snap, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("widen_mlp") && err.contains(stray) && err.contains("no growth rule"),
+            "{stray}: {err}"
+        );
+    }
+}

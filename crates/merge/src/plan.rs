@@ -16,6 +16,7 @@
 
 use crate::methods::State;
 use serde::{Deserialize, Serialize};
+use strata_core::schema::{self, Location, Slot};
 use strata_core::{ModelConfig, SharingConfig};
 use strata_kernels::Selection;
 use strata_tensor::{Error, Result, TensorExt};
@@ -246,31 +247,44 @@ pub fn expand(
     new_config.validate("expanded model")?;
 
     let mut state = State::new();
+    let parsed = |name: &str| -> Result<(Location, Slot)> {
+        schema::parse(name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the source model has a tensor `{name}` that no strata model has; a layer plan \
+                 cannot place it"
+            ))
+        })
+    };
     for (name, tensor) in source {
-        if !name.starts_with("h.") && !name.starts_with("dwa.") {
+        if !matches!(
+            parsed(name)?.0,
+            Location::Block { .. } | Location::Dwa { .. }
+        ) {
             state.insert(name.clone(), tensor.f_detach_copy()?);
         }
     }
     for (new, origin) in new_blocks.iter().enumerate() {
         let old = origin.block;
-        let prefix = format!("h.{old}.");
         let mut found = false;
         for (name, tensor) in source {
-            if let Some(tail) = name.strip_prefix(&prefix) {
-                let mut copy = tensor.f_detach_copy()?;
-                let output_projection =
-                    tail.starts_with("attn.c_proj.") || tail.starts_with("mlp.c_proj.");
-                // A LoRA adapter's A may stay: with B zero it adds nothing, and B still learns.
-                if origin.identity && output_projection && !tail.ends_with(".lora_a") {
-                    let _ = copy.f_zero_()?;
-                }
-                state.insert(format!("h.{new}.{tail}"), copy);
-                found = true;
+            let Location::Block { block, layer } = parsed(name)?.0 else {
+                continue;
+            };
+            if block != old {
+                continue;
             }
+            let slot = parsed(name)?.1;
+            let mut copy = tensor.f_detach_copy()?;
+            // A LoRA adapter's A may stay: with B zero it adds nothing, and B still learns.
+            if origin.identity && layer.is_output_projection() && slot != Slot::LoraA {
+                let _ = copy.f_zero_()?;
+            }
+            state.insert(Location::Block { block: new, layer }.name(slot), copy);
+            found = true;
         }
         if !found {
             return Err(Error::Invalid(format!(
-                "the source model has no tensors for block {old} (`{prefix}*`)"
+                "the source model has no tensors for block {old} (`h.{old}.*`)"
             )));
         }
     }
@@ -343,7 +357,7 @@ fn add_dwa_weights(
     let held = source_entries(plan);
     let kind = source
         .iter()
-        .find(|(name, _)| name.starts_with("dwa."))
+        .find(|(name, _)| matches!(schema::parse(name), Some((Location::Dwa { .. }, _))))
         .map_or(Kind::Float, |(_, t)| t.kind());
     for i in 0..new_config.n_layer {
         if !new_config.dwa_after(i) {
@@ -354,7 +368,7 @@ fn add_dwa_weights(
         // The DWA of the source layer this layer copies, when it had one and is carried over.
         let carried = match (init, plan.entries[i]) {
             (DwaInit::Map, PlanEntry::Source(s)) if config.dwa_after(s) => source
-                .get(&format!("dwa.{s}.alpha"))
+                .get(&Location::Dwa { after: s }.name(Slot::Alpha))
                 .map(|weights| (s, weights)),
             _ => None,
         };
@@ -376,7 +390,7 @@ fn add_dwa_weights(
             None => *alpha.last_mut().expect("a DWA reads its current output") = 1.0,
         }
         state.insert(
-            format!("dwa.{i}.alpha"),
+            Location::Dwa { after: i }.name(Slot::Alpha),
             Tensor::from_slice(&alpha).f_to_kind(kind)?,
         );
     }

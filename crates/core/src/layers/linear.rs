@@ -29,8 +29,9 @@ pub struct Linear {
 
 impl Linear {
     /// Creates `path.weight` (normal with `std`) and, if `bias`, `path.bias` (zeros); with
-    /// `lora`, also `path.lora_a` (normal with std `1/sqrt(in)`) and `path.lora_b` (zeros),
-    /// the weight and bias frozen (no gradient) when `lora.freeze_base`.
+    /// `lora`, also `path.lora_a` (normal with std `1/sqrt(in)`, from its own generator: see
+    /// [`super::variant_normal`]) and `path.lora_b` (zeros), the weight and bias frozen (no
+    /// gradient) when `lora.freeze_base`.
     pub fn new(
         path: nn::Path,
         inputs: usize,
@@ -54,12 +55,14 @@ impl Linear {
         };
         let lora = lora.map(|l| {
             let r = l.rank as i64;
+            let a = super::variant_normal(
+                &weight,
+                &path.path("lora_a"),
+                &[r, i],
+                1.0 / (inputs as f64).sqrt(),
+            );
             LoraAdapter {
-                a: path.var(
-                    "lora_a",
-                    &[r, i],
-                    super::normal(1.0 / (inputs as f64).sqrt()),
-                ),
+                a: path.var_copy("lora_a", &a.to_kind(path.kind()).to_device(path.device())),
                 b: path.zeros("lora_b", &[o, r]),
                 scale: l.scale,
             }

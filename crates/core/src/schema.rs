@@ -1,0 +1,426 @@
+//! The parameter schema: every tensor of a model, with its name, shape and role, computed
+//! from a [`ModelConfig`] alone.
+//!
+//! [`schema`] lists the tensors in the order `Gpt::new` creates them (a test checks it
+//! against the `VarStore` for every model kind). The parameter count, `Gpt::parameters`, the
+//! LoRA targets and the name handling of merges and growth are derived from it, and an
+//! optimizer can group tensors by [`Role`]. Names follow GPT-2 (`wte.weight`,
+//! `h.3.attn.c_attn.weight`, `dwa.3.alpha`, ...); [`Location::name`] writes one and [`parse`]
+//! reads one back, so no other crate spells them.
+
+use crate::config::{LoraTarget, MlpKind, ModelConfig, NormKind, PositionKind};
+use strata_kernels::Selection;
+
+/// What a tensor does, for optimizer groups and initialisation rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The token embedding `[vocab, D]` (also the output head when tied).
+    TokenEmbedding,
+    /// The learned position embedding `[block_size, D]`.
+    PositionEmbedding,
+    /// An attention projection (query/key/value or output) `[out, in]`.
+    AttentionMatrix,
+    /// An MLP projection (GELU or SwiGLU) `[out, in]`.
+    MlpMatrix,
+    /// Pattention's key or value parameter tokens.
+    ParameterTokens,
+    /// The gain of a norm `[D]`.
+    NormGain,
+    /// A bias (of a linear layer or a LayerNorm).
+    Bias,
+    /// The untied output head `[vocab, D]`.
+    Head,
+    /// The weights of one DWA `[count]`.
+    DwaWeight,
+    /// A LoRA down projection `A` `[rank, in]`.
+    LoraA,
+    /// A LoRA up projection `B` `[out, rank]`.
+    LoraB,
+}
+
+impl Role {
+    /// True for the 2-D matrices inside the blocks (attention, MLP, parameter tokens): the
+    /// group a Muon-style optimizer orthogonalises; embeddings, head, gains, biases, DWA
+    /// weights and adapters are the other group.
+    pub fn is_hidden_matrix(self) -> bool {
+        matches!(
+            self,
+            Role::AttentionMatrix | Role::MlpMatrix | Role::ParameterTokens
+        )
+    }
+
+    /// True for the token and position embeddings (left out of Kaplan et al.'s N).
+    pub fn is_embedding(self) -> bool {
+        matches!(self, Role::TokenEmbedding | Role::PositionEmbedding)
+    }
+}
+
+/// A layer of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlockLayer {
+    /// The norm before attention, `ln_1`.
+    Ln1,
+    /// The fused query/key/value projection, `attn.c_attn`.
+    AttnQkv,
+    /// The attention output projection, `attn.c_proj`.
+    AttnOut,
+    /// The norm before the MLP, `ln_2`.
+    Ln2,
+    /// The MLP input (SwiGLU: gate; Pattention: keys), `mlp.c_fc`.
+    MlpIn,
+    /// SwiGLU's up projection, `mlp.w_up`.
+    MlpUp,
+    /// The MLP output (Pattention: values), `mlp.c_proj`.
+    MlpOut,
+}
+
+impl BlockLayer {
+    /// Every block layer in creation order.
+    pub const ALL: [BlockLayer; 7] = [
+        BlockLayer::Ln1,
+        BlockLayer::AttnQkv,
+        BlockLayer::AttnOut,
+        BlockLayer::Ln2,
+        BlockLayer::MlpIn,
+        BlockLayer::MlpUp,
+        BlockLayer::MlpOut,
+    ];
+
+    /// The layer's path inside a block, e.g. `attn.c_attn`.
+    pub fn path(self) -> &'static str {
+        match self {
+            BlockLayer::Ln1 => "ln_1",
+            BlockLayer::AttnQkv => "attn.c_attn",
+            BlockLayer::AttnOut => "attn.c_proj",
+            BlockLayer::Ln2 => "ln_2",
+            BlockLayer::MlpIn => "mlp.c_fc",
+            BlockLayer::MlpUp => "mlp.w_up",
+            BlockLayer::MlpOut => "mlp.c_proj",
+        }
+    }
+
+    /// True for the two norms.
+    pub fn is_norm(self) -> bool {
+        matches!(self, BlockLayer::Ln1 | BlockLayer::Ln2)
+    }
+
+    /// True for the projections that write a residual branch (zeroed in an identity block).
+    pub fn is_output_projection(self) -> bool {
+        matches!(self, BlockLayer::AttnOut | BlockLayer::MlpOut)
+    }
+
+    /// The LoRA target that adapts this linear layer (`None` for the norms).
+    pub fn lora_target(self) -> Option<LoraTarget> {
+        match self {
+            BlockLayer::Ln1 | BlockLayer::Ln2 => None,
+            BlockLayer::AttnQkv => Some(LoraTarget::Attn),
+            BlockLayer::AttnOut => Some(LoraTarget::AttnProj),
+            BlockLayer::MlpIn | BlockLayer::MlpUp => Some(LoraTarget::Mlp),
+            BlockLayer::MlpOut => Some(LoraTarget::MlpProj),
+        }
+    }
+
+    /// `(in, out)` of this linear layer under `config`; `None` for the norms and for
+    /// `w_up` outside SwiGLU.
+    pub fn linear_dims(self, config: &ModelConfig) -> Option<(usize, usize)> {
+        let (d, a, h) = (config.d_model, config.attn_width(), config.mlp_hidden());
+        match self {
+            BlockLayer::Ln1 | BlockLayer::Ln2 => None,
+            BlockLayer::AttnQkv => Some((d, 3 * a)),
+            BlockLayer::AttnOut => Some((a, d)),
+            BlockLayer::MlpIn => Some((d, h)),
+            BlockLayer::MlpUp => (config.mlp == MlpKind::Swiglu).then_some((d, h)),
+            BlockLayer::MlpOut => Some((h, d)),
+        }
+    }
+
+    /// True when this linear layer has biases under `config` (Pattention's tokens have none).
+    fn linear_bias(self, config: &ModelConfig) -> bool {
+        match self {
+            BlockLayer::MlpIn | BlockLayer::MlpOut => {
+                config.bias && config.mlp != MlpKind::Pattention
+            }
+            _ => config.bias,
+        }
+    }
+
+    /// The role of this linear layer's weight.
+    fn weight_role(self, config: &ModelConfig) -> Role {
+        match self {
+            BlockLayer::Ln1 | BlockLayer::Ln2 => Role::NormGain,
+            BlockLayer::AttnQkv | BlockLayer::AttnOut => Role::AttentionMatrix,
+            BlockLayer::MlpIn | BlockLayer::MlpOut if config.mlp == MlpKind::Pattention => {
+                Role::ParameterTokens
+            }
+            BlockLayer::MlpIn | BlockLayer::MlpUp | BlockLayer::MlpOut => Role::MlpMatrix,
+        }
+    }
+}
+
+/// Where a tensor lives in the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Location {
+    /// `wte`.
+    TokenEmbedding,
+    /// `wpe`.
+    PositionEmbedding,
+    /// `h.<block>.<layer>`: a layer of a distinct block (weight set).
+    Block {
+        /// The block index.
+        block: usize,
+        /// The layer inside the block.
+        layer: BlockLayer,
+    },
+    /// `dwa.<after>`: the DWA after layer `after`.
+    Dwa {
+        /// The layer the DWA follows.
+        after: usize,
+    },
+    /// `ln_f`.
+    FinalNorm,
+    /// `lm_head`.
+    Head,
+}
+
+impl Location {
+    /// The layer's path, e.g. `h.3.attn.c_attn` or `dwa.2`.
+    pub fn path(self) -> String {
+        match self {
+            Location::TokenEmbedding => "wte".to_owned(),
+            Location::PositionEmbedding => "wpe".to_owned(),
+            Location::Block { block, layer } => format!("h.{block}.{}", layer.path()),
+            Location::Dwa { after } => format!("dwa.{after}"),
+            Location::FinalNorm => "ln_f".to_owned(),
+            Location::Head => "lm_head".to_owned(),
+        }
+    }
+
+    /// The full name of `slot` here, e.g. `h.3.attn.c_attn.weight`.
+    pub fn name(self, slot: Slot) -> String {
+        format!("{}.{}", self.path(), slot.suffix())
+    }
+
+    /// The block index for a block tensor.
+    pub fn block(self) -> Option<usize> {
+        match self {
+            Location::Block { block, .. } => Some(block),
+            _ => None,
+        }
+    }
+}
+
+/// Which tensor of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// `weight` (of an embedding, linear layer or norm).
+    Weight,
+    /// `bias`.
+    Bias,
+    /// `lora_a`, a LoRA down projection.
+    LoraA,
+    /// `lora_b`, a LoRA up projection.
+    LoraB,
+    /// `alpha`, DWA weights.
+    Alpha,
+}
+
+impl Slot {
+    /// The name suffix, e.g. `lora_a`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Slot::Weight => "weight",
+            Slot::Bias => "bias",
+            Slot::LoraA => "lora_a",
+            Slot::LoraB => "lora_b",
+            Slot::Alpha => "alpha",
+        }
+    }
+
+    /// The slot with this suffix.
+    fn from_suffix(suffix: &str) -> Option<Slot> {
+        [
+            Slot::Weight,
+            Slot::Bias,
+            Slot::LoraA,
+            Slot::LoraB,
+            Slot::Alpha,
+        ]
+        .into_iter()
+        .find(|s| s.suffix() == suffix)
+    }
+}
+
+/// One parameter tensor of a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// Where it lives.
+    pub location: Location,
+    /// Which tensor of that layer.
+    pub slot: Slot,
+    /// Its shape.
+    pub shape: Vec<i64>,
+    /// What it does.
+    pub role: Role,
+    /// False for a frozen LoRA base (`lora.freeze_base`): kept in checkpoints, no gradient.
+    pub trainable: bool,
+}
+
+impl ParamSpec {
+    /// The tensor's name, e.g. `h.3.attn.c_attn.weight`.
+    pub fn name(&self) -> String {
+        self.location.name(self.slot)
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product::<i64>() as usize
+    }
+}
+
+/// Reads a parameter name back into its location and slot; `None` for a name no strata
+/// model has (the shape is not checked: compare with [`schema`] for that).
+pub fn parse(name: &str) -> Option<(Location, Slot)> {
+    let (path, suffix) = name.rsplit_once('.')?;
+    let slot = Slot::from_suffix(suffix)?;
+    let location = match path {
+        "wte" => Location::TokenEmbedding,
+        "wpe" => Location::PositionEmbedding,
+        "ln_f" => Location::FinalNorm,
+        "lm_head" => Location::Head,
+        _ => {
+            let (head, rest) = path.split_once('.')?;
+            let index: usize = match rest.split_once('.') {
+                Some((i, _)) => i.parse().ok()?,
+                None => rest.parse().ok()?,
+            };
+            match head {
+                "dwa" if rest == index.to_string() => Location::Dwa { after: index },
+                "h" => {
+                    let (_, layer) = rest.split_once('.')?;
+                    let layer = BlockLayer::ALL.into_iter().find(|l| l.path() == layer)?;
+                    Location::Block {
+                        block: index,
+                        layer,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    };
+    (location.name(slot) == name).then_some((location, slot))
+}
+
+/// Every parameter tensor of a model with `config`, in creation order: `wte`, `wpe`, each
+/// distinct block (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.w_up`,
+/// `mlp.c_proj`; per linear `weight`, `bias`, `lora_a`, `lora_b`), the DWAs, `ln_f`,
+/// `lm_head`. A tied head is the token embedding and is not listed twice.
+pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
+    let (v, d) = (config.vocab_size as i64, config.d_model as i64);
+    let mut out = Vec::new();
+    let mut push = |location, slot, shape: Vec<i64>, role, trainable| {
+        out.push(ParamSpec {
+            location,
+            slot,
+            shape,
+            role,
+            trainable,
+        })
+    };
+    push(
+        Location::TokenEmbedding,
+        Slot::Weight,
+        vec![v, d],
+        Role::TokenEmbedding,
+        true,
+    );
+    if config.positions == PositionKind::Learned {
+        push(
+            Location::PositionEmbedding,
+            Slot::Weight,
+            vec![config.block_size as i64, d],
+            Role::PositionEmbedding,
+            true,
+        );
+    }
+    let norm_bias = config.bias && config.norm == NormKind::Layernorm;
+    for block in 0..config.n_blocks() {
+        for layer in BlockLayer::ALL {
+            let location = Location::Block { block, layer };
+            if layer.is_norm() {
+                push(location, Slot::Weight, vec![d], Role::NormGain, true);
+                if norm_bias {
+                    push(location, Slot::Bias, vec![d], Role::Bias, true);
+                }
+                continue;
+            }
+            let Some((i, o)) = layer.linear_dims(config) else {
+                continue;
+            };
+            let lora = layer.lora_target().and_then(|t| config.lora_for(t));
+            linear(
+                &mut push,
+                location,
+                (i, o),
+                layer.linear_bias(config),
+                layer.weight_role(config),
+                lora,
+            );
+        }
+    }
+    for after in 0..config.n_layer {
+        if let (true, Some(dwa)) = (config.dwa_after(after), config.dwa)
+            && let Ok(selection) = Selection::dilated(after + 1, dwa.dilation)
+        {
+            push(
+                Location::Dwa { after },
+                Slot::Alpha,
+                vec![selection.count as i64],
+                Role::DwaWeight,
+                true,
+            );
+        }
+    }
+    push(
+        Location::FinalNorm,
+        Slot::Weight,
+        vec![d],
+        Role::NormGain,
+        true,
+    );
+    if norm_bias {
+        push(Location::FinalNorm, Slot::Bias, vec![d], Role::Bias, true);
+    }
+    if !config.tied_embeddings {
+        linear(
+            &mut push,
+            Location::Head,
+            (config.d_model, config.vocab_size),
+            false,
+            Role::Head,
+            config.lora_for(LoraTarget::Head),
+        );
+    }
+    out
+}
+
+/// Pushes a linear layer's tensors: weight, bias, LoRA `A` and `B`.
+fn linear(
+    push: &mut impl FnMut(Location, Slot, Vec<i64>, Role, bool),
+    location: Location,
+    (inputs, outputs): (usize, usize),
+    bias: bool,
+    role: Role,
+    lora: Option<&crate::config::LoraConfig>,
+) {
+    let (i, o) = (inputs as i64, outputs as i64);
+    let base_trainable = !lora.is_some_and(|l| l.freeze_base);
+    push(location, Slot::Weight, vec![o, i], role, base_trainable);
+    if bias {
+        push(location, Slot::Bias, vec![o], Role::Bias, base_trainable);
+    }
+    if let Some(lora) = lora {
+        let r = lora.rank as i64;
+        push(location, Slot::LoraA, vec![r, i], Role::LoraA, true);
+        push(location, Slot::LoraB, vec![o, r], Role::LoraB, true);
+    }
+}
