@@ -9,21 +9,12 @@
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use signal_hook::low_level::signal_name;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The first stop signal received by this process (0 while none).
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
-
-/// The signal's name, for messages.
-fn name(signal: i32) -> &'static str {
-    match signal {
-        SIGINT => "SIGINT",
-        SIGTERM => "SIGTERM",
-        SIGHUP => "SIGHUP",
-        _ => "a signal",
-    }
-}
 
 /// Installs the handlers and returns the stop flag they set: the first signal asks the run to
 /// save a checkpoint and stop, later ones are ignored.
@@ -49,11 +40,14 @@ pub fn stop_flag() -> Arc<AtomicBool> {
                     tracing::warn!(
                         "{}: saving a checkpoint, then stopping (further signals are ignored; \
                          `kill -KILL {}` ends at once without saving)",
-                        name(signal),
+                        signal_name(signal).unwrap_or("signal"),
                         std::process::id()
                     );
                 } else {
-                    tracing::warn!("{}: already stopping; ignored", name(signal));
+                    tracing::warn!(
+                        "{}: already stopping; ignored",
+                        signal_name(signal).unwrap_or("signal")
+                    );
                 }
             }
         });

@@ -152,8 +152,8 @@ fn eval_sample_and_resume_refuse_non_finite_weights() {
     let mut names: Vec<String> = vs.variables().into_keys().collect();
     names.sort();
     let poisoned = names[names.len() / 2].clone();
-    let mut variables = vs.variables();
-    let weight = variables.get_mut(&poisoned).unwrap();
+    let variables = vs.variables();
+    let weight = &variables[&poisoned];
     tch::no_grad(|| {
         let _ = weight.flatten(0, -1).get(0).fill_(f64::NAN);
     });
