@@ -94,7 +94,12 @@ fn weights_that_diverge_are_never_saved() {
     // The good checkpoint still evaluates.
     strata_run(
         fx.path(),
-        &["eval".as_ref(), run.as_os_str(), "--device".as_ref(), "cpu".as_ref()],
+        &[
+            "eval".as_ref(),
+            run.as_os_str(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+        ],
     )
     .ok();
 }
@@ -177,7 +182,11 @@ fn eval_sample_and_resume_refuse_non_finite_weights() {
     strata_run(fx.path(), &eval).fails_with(&needles);
     let sample = [&["sample", bad_run.to_str().unwrap()], &cpu[..]].concat();
     let out = strata_run(fx.path(), &sample).fails_with(&needles);
-    assert!(out.stdout.trim().is_empty(), "sample printed {:?}", out.stdout);
+    assert!(
+        out.stdout.trim().is_empty(),
+        "sample printed {:?}",
+        out.stdout
+    );
 
     // Continuing it would only continue the divergence.
     let args = sets(&["train.max_iters=20"]);

@@ -95,7 +95,13 @@ mod tests {
     fn tensors(seed: i64) -> Vec<(String, Tensor)> {
         tch::manual_seed(seed);
         let shapes: [&[i64]; 5] = [&[3, 4], &[7], &[], &[2, 3, 5], &[0, 4]];
-        let kinds = [Kind::Float, Kind::Double, Kind::BFloat16, Kind::Float, Kind::Half];
+        let kinds = [
+            Kind::Float,
+            Kind::Double,
+            Kind::BFloat16,
+            Kind::Float,
+            Kind::Half,
+        ];
         shapes
             .iter()
             .zip(kinds)
@@ -143,7 +149,10 @@ mod tests {
         let _ = ts[1].1.get(2).fill_(f64::NAN);
         let source = Path::new("runs/x/checkpoints/step-000010");
         let err = ensure_finite_weights(&ts, source).unwrap_err().to_string();
-        assert!(err.contains("step-000010") && err.contains("tensor `t1`"), "{err}");
+        assert!(
+            err.contains("step-000010") && err.contains("tensor `t1`"),
+            "{err}"
+        );
         assert!(ensure_finite_weights(&tensors(2), source).is_ok());
         assert!(ensure_finite_loss(f64::NAN, "val loss", source).is_err());
         assert_eq!(ensure_finite_loss(2.5, "val loss", source).unwrap(), 2.5);

@@ -66,7 +66,11 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
     let (train, val) = fixed_eval_batches(loaded, &config)?;
     Ok(EvalReport {
         step: loaded.checkpoint.meta.step,
-        train_loss: finite::ensure_finite_loss(evaluate(&loaded.model, &train)?, "train loss", path)?,
+        train_loss: finite::ensure_finite_loss(
+            evaluate(&loaded.model, &train)?,
+            "train loss",
+            path,
+        )?,
         val_loss: finite::ensure_finite_loss(evaluate(&loaded.model, &val)?, "val loss", path)?,
         batches: config.train.eval_iters,
     })
