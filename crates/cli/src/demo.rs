@@ -35,8 +35,9 @@ pub struct DemoArgs {
     sample_tokens: usize,
 }
 
-/// Trains one config in a child process (so its peak memory is its own) and reads its summary.
-fn train_child(args: &DemoArgs, name: &str, text: &str) -> Result<RunSummary> {
+/// Trains one config in a child process (so its peak memory is its own) and reads its summary;
+/// a child stopped by a signal (`stop` is set) has saved a checkpoint and a summary.
+fn train_child(args: &DemoArgs, name: &str, text: &str, stop: &AtomicBool) -> Result<RunSummary> {
     std::fs::create_dir_all(&args.out).map_err(Error::io(&args.out))?;
     let config = args.out.join(format!("{name}.toml"));
     std::fs::write(&config, text).map_err(Error::io(&config))?;
@@ -61,7 +62,7 @@ fn train_child(args: &DemoArgs, name: &str, text: &str) -> Result<RunSummary> {
         .stdout(Stdio::null())
         .status()
         .map_err(Error::io("strata train"))?;
-    if !status.success() {
+    if !status.success() && !stop.load(Ordering::SeqCst) {
         return Err(Error::Invalid(format!("training {name} failed ({status})")));
     }
     read_summary(&run_dir)
@@ -121,7 +122,7 @@ fn print_table(rows: &[RunSummary]) {
 pub fn run(args: DemoArgs, stop: &AtomicBool) -> Result<()> {
     let mut rows = Vec::new();
     for (name, text) in [BASELINE, DENSEFORMER] {
-        let summary = train_child(&args, name, text)?;
+        let summary = train_child(&args, name, text, stop)?;
         if summary.interrupted || stop.load(Ordering::SeqCst) {
             return Err(Error::Invalid(format!(
                 "interrupted: {name} saved a checkpoint in {}; resume it with \

@@ -2,13 +2,12 @@
 
 mod demo;
 mod experiments;
+mod signals;
 mod sweep;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::SampleOptions;
 use strata_tensor::{DeviceChoice, Result};
 use strata_train::{RunConfig, RunOptions, inspect};
@@ -125,29 +124,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
+    let result = run(Cli::parse());
+    if let Err(err) = &result {
+        eprintln!("error: {err}");
     }
-}
-
-/// Installs the Ctrl-C handler: the first press asks the trainer to save and stop.
-fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let installed = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping: saving a checkpoint (press Ctrl-C again to quit at once)");
-    });
-    if let Err(err) = installed {
-        tracing::warn!("could not install the Ctrl-C handler: {err}");
+    // A run stopped by a signal has saved what it could; the status says which signal.
+    match (signals::exit_code(), result) {
+        (Some(code), _) => ExitCode::from(code),
+        (None, Ok(())) => ExitCode::SUCCESS,
+        (None, Err(_)) => ExitCode::FAILURE,
     }
-    stop
 }
 
 /// Dispatches a subcommand.
@@ -169,7 +155,7 @@ fn run(cli: Cli) -> Result<()> {
             options.init_from = init_from;
             options.overwrite = overwrite;
             options.progress = !quiet;
-            options.stop = stop_flag();
+            options.stop = signals::stop_flag();
             let summary = strata_train::train(run_config, &options)?;
             println!(
                 "{}",
@@ -249,11 +235,12 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Experiment { study } => experiments::run(study, &stop_flag()),
-        Command::Sweep(args) => sweep::run(&args, &stop_flag()),
+        Command::Experiment { study } => experiments::run(study, &signals::stop_flag()),
+        Command::Sweep(args) => sweep::run(&args, &signals::stop_flag()),
         Command::Demo(args) => {
-            // The children get Ctrl-C too and save; the demo waits for them, then stops.
-            let stop = stop_flag();
+            // The children get a terminal's Ctrl-C too and save; the demo waits for them, then
+            // stops.
+            let stop = signals::stop_flag();
             demo::run(args, &stop)
         }
     }

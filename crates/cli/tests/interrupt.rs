@@ -1,9 +1,13 @@
-//! Ctrl-C (SIGINT) during `strata train` saves a checkpoint, and `--resume` finishes the run.
+//! Ctrl-C (SIGINT), SIGTERM and SIGHUP during `strata train` save a checkpoint and exit with
+//! 128 + the signal's number; a second signal during the save is ignored; `--resume` finishes
+//! the run.
 
 mod common;
 
 use common::{Fixture, checkpoint_name, hidden_entries, records, strata_run};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Steps of the interrupted run: long enough to interrupt, short enough to finish quickly.
@@ -38,38 +42,23 @@ fn last_logged_step(run: &Path) -> Option<u64> {
         .max()
 }
 
-/// Sends SIGINT to `pid`, as Ctrl-C in a terminal would.
-fn interrupt(pid: u32) {
+/// Sends `signal` (`INT`, `TERM`, `HUP`) to `pid`; SIGINT is what Ctrl-C in a terminal sends.
+fn send(signal: &str, pid: u32) {
     let status = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .expect("cannot run kill");
-    assert!(status.success(), "kill -INT {pid} failed: {status}");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
 }
 
-/// `(step, loss, val_loss)` of every record of `kind`, for bit-exact comparisons.
-fn losses(run: &Path, kind: &str) -> Vec<(u64, Option<f64>, Option<f64>)> {
-    records(&common::metrics(run), kind)
-        .into_iter()
-        .map(|(step, r)| (step, r["loss"].as_f64(), r["val_loss"].as_f64()))
-        .collect()
-}
-
-#[test]
-fn ctrl_c_saves_and_resume_finishes() {
-    let fx = Fixture::new(MAX_ITERS);
-    let run = fx.path().join("run");
-    let args = overrides();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-
-    // --- start, wait for progress, interrupt
-    let mut cmd = fx.train_cmd(&run, &args);
+/// Starts `cmd` and waits until its metrics log shows [`PROGRESS`] steps.
+fn start_and_wait_for_progress(run: &Path, mut cmd: std::process::Command) -> (Child, String) {
     let what = common::describe(&cmd);
     let mut child = cmd.spawn().expect("cannot start strata train");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if last_logged_step(&run).is_some_and(|s| s >= PROGRESS) {
-            break;
+        if last_logged_step(run).is_some_and(|s| s >= PROGRESS) {
+            return (child, what);
         }
         if let Some(status) = child.try_wait().unwrap() {
             let out = common::wait(child, &what, Duration::from_secs(1));
@@ -84,14 +73,22 @@ fn ctrl_c_saves_and_resume_finishes() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    interrupt(child.id());
-    let stopped = common::wait(child, &what, Duration::from_secs(60));
+}
 
-    // --- the documented behaviour: a clean stop with a checkpoint, status 0
+/// Checks that a run stopped by a signal exited with `code`, not by the signal itself, and
+/// left a complete checkpoint of its stop step that `LATEST` names; returns that step.
+#[track_caller]
+fn assert_stopped_and_saved(fx: &Fixture, run: &Path, stopped: &common::Output, code: i32) -> u64 {
     assert_eq!(
-        stopped.status.code(),
-        Some(0),
-        "the first Ctrl-C saves and stops cleanly; stderr:\n{}",
+        (stopped.status.code(), stopped.status.signal()),
+        (Some(code), None),
+        "{}: expected exit status {code}; stderr:\n{}",
+        stopped.what,
+        stopped.stderr
+    );
+    assert!(
+        !stopped.stderr.contains("corrupted") && !stopped.stderr.contains("free()"),
+        "{}",
         stopped.stderr
     );
     assert!(
@@ -104,7 +101,7 @@ fn ctrl_c_saves_and_resume_finishes() {
         "{}",
         stopped.stderr
     );
-    let summary = common::summary(&run);
+    let summary = common::summary(run);
     let printed: serde_json::Value = serde_json::from_str(&stopped.stdout).unwrap();
     assert_eq!(printed, summary);
     assert_eq!(summary["interrupted"], true, "{summary}");
@@ -113,12 +110,6 @@ fn ctrl_c_saves_and_resume_finishes() {
         (PROGRESS..MAX_ITERS).contains(&stop),
         "stopped at step {stop}, expected between {PROGRESS} and {MAX_ITERS}"
     );
-    assert!(
-        stopped.stderr.contains(&format!("step={stop}")),
-        "the stop message should name step {stop}:\n{}",
-        stopped.stderr
-    );
-
     let checkpoints = run.join("checkpoints");
     let latest = std::fs::read_to_string(checkpoints.join("LATEST")).unwrap();
     assert_eq!(
@@ -144,11 +135,42 @@ fn ctrl_c_saves_and_resume_finishes() {
         info["step"], stop,
         "the checkpoint should record the stop step"
     );
-    let leftovers = hidden_entries(&run);
+    let leftovers = hidden_entries(run);
     assert!(
         leftovers.is_empty(),
-        "temporary files left after Ctrl-C: {leftovers:?}"
+        "temporary files left after the stop: {leftovers:?}"
     );
+    stop
+}
+
+/// `(step, loss, val_loss)` of every record of `kind`, for bit-exact comparisons.
+fn losses(run: &Path, kind: &str) -> Vec<(u64, Option<f64>, Option<f64>)> {
+    records(&common::metrics(run), kind)
+        .into_iter()
+        .map(|(step, r)| (step, r["loss"].as_f64(), r["val_loss"].as_f64()))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_saves_and_resume_finishes() {
+    let fx = Fixture::new(MAX_ITERS);
+    let run = fx.path().join("run");
+    let args = overrides();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // --- start, wait for progress, interrupt
+    let (child, what) = start_and_wait_for_progress(&run, fx.train_cmd(&run, &args));
+    send("INT", child.id());
+    let stopped = common::wait(child, &what, Duration::from_secs(60));
+
+    // --- the documented behaviour: a checkpoint, then exit status 130 (128 + SIGINT)
+    let stop = assert_stopped_and_saved(&fx, &run, &stopped, 130);
+    assert!(
+        stopped.stderr.contains(&format!("step={stop}")),
+        "the stop message should name step {stop}:\n{}",
+        stopped.stderr
+    );
+    let checkpoints = run.join("checkpoints");
     let before = common::metrics(&run);
     let logged: Vec<u64> = records(&before, "train").iter().map(|r| r.0).collect();
     assert_eq!(
@@ -202,4 +224,41 @@ fn ctrl_c_saves_and_resume_finishes() {
         losses(&straight, "train"),
         "train losses differ after resume"
     );
+}
+
+#[test]
+fn sigterm_and_sighup_save_and_exit_with_128_plus_the_signal() {
+    let args = overrides();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for (signal, code) in [("TERM", 143), ("HUP", 129)] {
+        let fx = Fixture::new(MAX_ITERS);
+        let run = fx.path().join("run");
+        let (child, what) = start_and_wait_for_progress(&run, fx.train_cmd(&run, &args));
+        send(signal, child.id());
+        let stopped = common::wait(child, &what, Duration::from_secs(60));
+        assert!(
+            stopped.stderr.contains(&format!("SIG{signal}")),
+            "the stop message should name SIG{signal}:\n{}",
+            stopped.stderr
+        );
+        assert_stopped_and_saved(&fx, &run, &stopped, code);
+    }
+}
+
+#[test]
+fn a_second_signal_during_the_save_neither_crashes_nor_loses_the_checkpoint() {
+    let args = overrides();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The second signal follows the first at once or after a short pause, so that across
+    // the repetitions it lands while the step finishes and while the checkpoint is written.
+    for pause_ms in [0, 1, 2, 5, 10, 20] {
+        let fx = Fixture::new(MAX_ITERS);
+        let run = fx.path().join("run");
+        let (child, what) = start_and_wait_for_progress(&run, fx.train_cmd(&run, &args));
+        send("INT", child.id());
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        send("INT", child.id());
+        let stopped = common::wait(child, &what, Duration::from_secs(60));
+        assert_stopped_and_saved(&fx, &run, &stopped, 130);
+    }
 }

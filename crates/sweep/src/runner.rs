@@ -220,11 +220,15 @@ fn run_children(
         let mut still = Vec::new();
         for (id, mut child) in children {
             match child.try_wait().map_err(Error::io(exe))? {
-                Some(status) if !status.success() => {
+                // A child stopped by a signal exits non-zero after saving its checkpoint.
+                Some(status) if !status.success() && !options.stop.load(Ordering::SeqCst) => {
                     return Err(Error::Invalid(format!(
                         "sweep run {id} failed ({status}); see {}",
                         root.join(&id).display()
                     )));
+                }
+                Some(status) if !status.success() => {
+                    tracing::warn!(run = %id, %status, "sweep run stopped")
                 }
                 Some(_) => tracing::info!(run = %id, "sweep run finished"),
                 None => still.push((id, child)),

@@ -2,6 +2,7 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::RunConfig;
+use crate::finite;
 use crate::prepare::prepare_data;
 use crate::trainer::{Batch, eval_batches, evaluate};
 use serde::Serialize;
@@ -31,6 +32,15 @@ pub fn load(path: &Path, device: DeviceChoice) -> Result<LoadedModel> {
     })
 }
 
+impl LoadedModel {
+    /// Fails, naming the checkpoint and a tensor, when a weight is NaN or infinite: what
+    /// evaluating or sampling such a model would print means nothing.
+    pub fn ensure_finite(&self) -> Result<()> {
+        let weights = finite::sorted_variables(&self.vs);
+        finite::ensure_finite_weights(&weights, &self.checkpoint.loaded.path)
+    }
+}
+
 /// Losses of a checkpoint on its run's fixed evaluation batches.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
@@ -44,8 +54,11 @@ pub struct EvalReport {
     pub batches: usize,
 }
 
-/// Evaluates a loaded checkpoint on its own corpus, optionally with `batches` batches.
+/// Evaluates a loaded checkpoint on its own corpus, optionally with `batches` batches; a
+/// checkpoint with non-finite weights, or whose losses are not finite, is an error.
 pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Result<EvalReport> {
+    loaded.ensure_finite()?;
+    let path = &loaded.checkpoint.loaded.path;
     let mut config = loaded.checkpoint.meta.config.clone();
     if let Some(n) = batches {
         config.train.eval_iters = n.max(1);
@@ -53,8 +66,12 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
     let (train, val) = fixed_eval_batches(loaded, &config)?;
     Ok(EvalReport {
         step: loaded.checkpoint.meta.step,
-        train_loss: evaluate(&loaded.model, &train)?,
-        val_loss: evaluate(&loaded.model, &val)?,
+        train_loss: finite::ensure_finite_loss(
+            evaluate(&loaded.model, &train)?,
+            "train loss",
+            path,
+        )?,
+        val_loss: finite::ensure_finite_loss(evaluate(&loaded.model, &val)?, "val loss", path)?,
         batches: config.train.eval_iters,
     })
 }
@@ -62,11 +79,14 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
 /// Mean loss of a loaded checkpoint on `batches` fixed batches of the validation split (the
 /// last `data.val_fraction`) of another corpus, read with the checkpoint's tokenizer.
 pub fn evaluate_on_corpus(loaded: &LoadedModel, corpus: &Path, batches: usize) -> Result<f64> {
+    loaded.ensure_finite()?;
     let mut config = loaded.checkpoint.meta.config.clone();
     config.data.path = Some(corpus.to_path_buf());
     config.train.eval_iters = batches.max(1);
     let (_, val) = fixed_eval_batches(loaded, &config)?;
-    evaluate(&loaded.model, &val)
+    let loss = evaluate(&loaded.model, &val)?;
+    let what = format!("val loss on {}", corpus.display());
+    finite::ensure_finite_loss(loss, &what, &loaded.checkpoint.loaded.path)
 }
 
 /// The fixed train and validation batches of `config`'s corpus, read with the checkpoint's
@@ -84,13 +104,15 @@ fn fixed_eval_batches(
     ))
 }
 
-/// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included).
+/// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included); a
+/// checkpoint with non-finite weights is an error.
 pub fn sample(
     loaded: &LoadedModel,
     prompt: &str,
     tokens: usize,
     options: &SampleOptions,
 ) -> Result<String> {
+    loaded.ensure_finite()?;
     let tokenizer = &loaded.checkpoint.tokenizer;
     let ids: Vec<i64> = tokenizer
         .encode(prompt)?

@@ -1,8 +1,9 @@
 //! strata-train: everything between a corpus on disk and a trained checkpoint.
 //!
 //! [`RunConfig`] describes a run; [`train`] runs it with AdamW, a warmup-cosine schedule,
-//! periodic evaluation on fixed batches, atomic checkpoints, exact resume and Ctrl-C
-//! handling, writing metrics (JSON lines), loss plots and a DWA heatmap into the run folder.
+//! periodic evaluation on fixed batches, atomic checkpoints, exact resume, stopping on request
+//! and on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap into the run
+//! folder.
 
 mod adamw_cpu;
 pub mod checkpoint;
@@ -10,6 +11,7 @@ pub mod checkpoint_io;
 pub mod comparison_plots;
 pub mod config;
 pub mod data;
+pub mod finite;
 pub mod growth_schedule;
 pub mod inspect;
 pub mod memory;

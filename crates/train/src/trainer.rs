@@ -1,9 +1,18 @@
-//! The training loop: batches, AdamW, schedule, evaluation, checkpoints, resume, Ctrl-C.
+//! The training loop: batches, AdamW, schedule, evaluation, checkpoints, resume, stopping on
+//! request (signals), and stopping when the run diverges.
+//!
+//! Divergence: the training loss is checked every step on CPU (where reading it costs
+//! nothing) and at every log step on other devices (where reading it would add a device
+//! synchronisation per step); evaluation losses are checked at every evaluation, and every
+//! weight and optimizer moment before every checkpoint. Anything NaN or infinite stops the run
+//! with an error naming the step and the last good checkpoint: no checkpoint, `LATEST` or
+//! metrics line is written from a diverged state.
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
 use crate::data::{fixed_batches, random_batch};
+use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
@@ -39,7 +48,7 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Show a progress bar.
     pub progress: bool,
-    /// Set (e.g. by Ctrl-C) to save a checkpoint and stop at the next step.
+    /// Set (e.g. by SIGINT, SIGTERM or SIGHUP) to save a checkpoint and stop at the next step.
     pub stop: Arc<AtomicBool>,
     /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
     pub stop_after: Option<u64>,
@@ -102,7 +111,7 @@ pub struct RunSummary {
     /// Data-parallel worker threads (1 on CUDA or when `train.data_parallel` is off).
     #[serde(default = "one")]
     pub workers: usize,
-    /// True when the run stopped early (Ctrl-C or `stop_after`).
+    /// True when the run stopped early (a stop signal or `stop_after`).
     pub interrupted: bool,
     /// The run folder.
     pub out_dir: PathBuf,
@@ -209,6 +218,8 @@ struct Run {
     start: u64,
     best_val: Option<f64>,
     elapsed_before: f64,
+    /// The newest checkpoint known to be good: the one resumed from, then each one saved.
+    last_checkpoint: Option<PathBuf>,
 }
 
 /// Builds the run, from scratch or from a checkpoint.
@@ -223,6 +234,9 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         .as_deref()
         .map(checkpoint::load)
         .transpose()?;
+    for ckpt in resumed.iter().chain(&initial) {
+        finite::ensure_finite_weights(&ckpt.loaded.model, &ckpt.loaded.path)?;
+    }
     if resumed.is_some() && initial.is_some() {
         return Err(Error::Invalid(
             "--resume continues a run and --init-from starts a new one from a checkpoint's \
@@ -306,6 +320,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         start,
         best_val,
         elapsed_before,
+        last_checkpoint: resumed.map(|c| c.loaded.path),
     })
 }
 
@@ -362,6 +377,12 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         if due_eval && resumed_at != Some(step) {
             let train_loss = run.parallel.evaluate(&run.model, &run.eval_train)?;
             let val_loss = run.parallel.evaluate(&run.model, &run.eval_val)?;
+            for (what, loss) in [("train", train_loss), ("val", val_loss)] {
+                if !loss.is_finite() {
+                    let what = format!("the evaluation {what} loss is {loss}");
+                    return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
+                }
+            }
             run.best_val = Some(run.best_val.map_or(val_loss, |b: f64| b.min(val_loss)));
             (last_train_loss, last_val) = (Some(train_loss), Some(val_loss));
             metrics.record(&MetricRecord {
@@ -381,7 +402,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         let stop_now = options.stop.load(Ordering::SeqCst) || options.stop_after == Some(step);
         let finished = step >= t.max_iters;
         if stop_now || finished || (step % t.checkpoint_every() == 0 && step != run.start) {
-            save(&run, &out, step, elapsed(&run))?;
+            run.last_checkpoint = Some(save(&run, &out, step, elapsed(&run))?);
         }
         if finished {
             break;
@@ -411,13 +432,13 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         run.train_flops +=
             train_flops_per_step(&run.config.model, t.batch_size, run.config.model.block_size);
         step += 1;
-        if step % t.log_interval == 0 || step == t.max_iters {
-            let loss = loss.double_value(&[]);
-            if !loss.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "training diverged: loss is {loss} at step {step}"
-                )));
-            }
+        let log_now = step % t.log_interval == 0 || step == t.max_iters;
+        let loss = (log_now || run.device == Device::Cpu).then(|| loss.double_value(&[]));
+        if let Some(loss) = loss.filter(|l| !l.is_finite()) {
+            let what = format!("the training loss is {loss}");
+            return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
+        }
+        if let Some(loss) = loss.filter(|_| log_now) {
             train_secs += step_clock.elapsed().as_secs_f64();
             let done = step - run.start;
             let tok_s = (done * tokens_per_step) as f64 / train_secs.max(1e-9);
@@ -471,8 +492,34 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// Saves a checkpoint of `run` after `step` steps.
+/// The error of a run that diverged at `step`: what was not finite, and the last good
+/// checkpoint to go back to.
+fn diverged(step: u64, what: &str, last_good: Option<&Path>) -> Error {
+    let last_good = match last_good {
+        Some(path) => format!(
+            "the last good checkpoint is {} (continue from it with `--resume {}` and, say, a \
+             lower train.learning_rate)",
+            path.display(),
+            path.display()
+        ),
+        None => "this run has no good checkpoint to go back to".to_owned(),
+    };
+    Error::Invalid(format!(
+        "training diverged at step {step}: {what}; nothing was saved from the diverged state, \
+         and {last_good}"
+    ))
+}
+
+/// Saves a checkpoint of `run` after `step` steps, unless a weight or optimizer moment is NaN
+/// or infinite (then nothing is written, `LATEST` included, and the run has diverged).
 fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
+    let weights = finite::sorted_variables(&run.vs);
+    let optimizer = run.optimizer.state_tensors();
+    let tensors = weights.iter().chain(&optimizer);
+    if let Some(name) = finite::first_non_finite(tensors.map(|(n, t)| (n.as_str(), t)))? {
+        let what = format!("tensor `{name}` holds NaN or infinite values");
+        return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
+    }
     let meta = CheckpointMeta {
         config: run.config.clone(),
         tokenizer: run.tokenizer_json.clone(),
@@ -485,7 +532,7 @@ fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
         growth_applied: run.growth_applied,
         train_flops: run.train_flops,
     };
-    checkpoint::save(out, &run.vs, run.optimizer.state_tensors(), &meta)
+    checkpoint::save(out, &run.vs, optimizer, &meta)
 }
 
 /// Loss curves from the metrics log and, for a DenseFormer, the DWA weight heatmap.
