@@ -38,7 +38,9 @@ pub fn train_difference(a: &TrainConfig, b: &TrainConfig) -> Option<String> {
         .find_map(|key| {
             let (x, y) = (a.get(key), b.get(key));
             (x != y).then(|| {
-                let show = |v: Option<&serde_json::Value>| v.map_or("(default)".to_owned(), |v| v.to_string());
+                let show = |v: Option<&serde_json::Value>| {
+                    v.map_or("(default)".to_owned(), |v| v.to_string())
+                };
                 format!("train.{key}: {} vs {}", show(x), show(y))
             })
         })

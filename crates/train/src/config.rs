@@ -1,9 +1,9 @@
 //! [`RunConfig`]: a whole training run (model, data, optimisation), read from TOML with
 //! `--set key=value` overrides.
 
+use crate::evaluation::EvalTokens;
 use crate::growth_schedule::GrowthEvent;
 use crate::optim::AdamWConfig;
-use crate::evaluation::EvalTokens;
 use crate::schedule::{
     CosineSchedule, DecayShape, Schedule, ScheduleKind, WsdSchedule, wsd_decay_start,
 };

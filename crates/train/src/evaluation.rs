@@ -57,7 +57,10 @@ impl<'de> Deserialize<'de> for EvalTokens {
                     .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))?;
                 self.visit_u64(n)
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Self::Value, E> {
+            fn visit_str<E: serde::de::Error>(
+                self,
+                s: &str,
+            ) -> std::result::Result<Self::Value, E> {
                 if s == "all" {
                     Ok(EvalTokens::All)
                 } else {
@@ -119,11 +122,7 @@ impl LossEstimate {
             let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
             (ss / (n - 1) as f64 / n as f64).sqrt()
         });
-        Self {
-            mean,
-            se,
-            units: n,
-        }
+        Self { mean, se, units: n }
     }
 }
 

@@ -175,7 +175,12 @@ pub fn eval_batches(
 /// The training batch of optimizer step `step`: a function of the data, `train.seed`,
 /// `train.batch_size`, `model.block_size` and the step only, so runs that differ in anything
 /// else (architecture, length, schedule) train on identical batches.
-pub fn training_batch(config: &RunConfig, train_tokens: &Tensor, step: u64, device: Device) -> Batch {
+pub fn training_batch(
+    config: &RunConfig,
+    train_tokens: &Tensor,
+    step: u64,
+    device: Device,
+) -> Batch {
     let t = &config.train;
     random_batch(
         train_tokens,

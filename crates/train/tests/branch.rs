@@ -71,7 +71,10 @@ fn a_cooldown_branch_equals_a_dedicated_run_of_its_length_bit_for_bit() {
     assert_eq!(wa.loaded.model.len(), wb.loaded.model.len());
     for ((na, ta), (nb, tb)) in wa.loaded.model.iter().zip(&wb.loaded.model) {
         assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs between the branch and the dedicated run");
+        assert!(
+            ta.equal(tb),
+            "{na} differs between the branch and the dedicated run"
+        );
     }
     let bits = |s: &RunSummary| {
         [
@@ -105,10 +108,18 @@ fn a_cooldown_branch_equals_a_dedicated_run_of_its_length_bit_for_bit() {
     let file = source.join("config.toml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("grad_clip = 1.0", "grad_clip = 0.5")).unwrap();
-    let err = cooldown(&source, budget, &dir.path().join("b2"), &RunOptions::new("x", "y"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("train.grad_clip") && err.contains("step-000016"), "{err}");
+    let err = cooldown(
+        &source,
+        budget,
+        &dir.path().join("b2"),
+        &RunOptions::new("x", "y"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("train.grad_clip") && err.contains("step-000016"),
+        "{err}"
+    );
 }
 
 /// Writes `config` as the config.toml of a run folder `dir` (no checkpoints).
@@ -128,12 +139,18 @@ fn branches_that_cannot_equal_a_dedicated_run_are_refused() {
     let cosine = tiny_config(&corpus(dir.path()), 30, false, 0.0);
     let run = source_folder(dir.path(), &cosine);
     let err = cooldown(&run, 20, &out, &options).unwrap_err().to_string();
-    assert!(err.contains("train.schedule") && err.contains("wsd"), "{err}");
+    assert!(
+        err.contains("train.schedule") && err.contains("wsd"),
+        "{err}"
+    );
 
     let run = source_folder(dir.path(), &wsd_config(dir.path(), 30));
     // 40 steps would decay from step 32, after the source's decay start (24).
     let err = cooldown(&run, 40, &out, &options).unwrap_err().to_string();
-    assert!(err.contains("step 32") && err.contains("stable phase"), "{err}");
+    assert!(
+        err.contains("step 32") && err.contains("stable phase"),
+        "{err}"
+    );
     // 5 steps would decay from step 4, inside the warmup.
     let err = cooldown(&run, 5, &out, &options).unwrap_err().to_string();
     assert!(err.contains("step 4"), "{err}");

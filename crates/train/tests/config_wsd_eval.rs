@@ -49,7 +49,10 @@ fn defaults_keep_cosine_and_random_batches_and_write_nothing_new() {
         "eval_tokens",
         "eval_unseen",
     ] {
-        assert!(!text.contains(key), "{key} written for a config without it:\n{text}");
+        assert!(
+            !text.contains(key),
+            "{key} written for a config without it:\n{text}"
+        );
     }
 }
 
@@ -83,29 +86,53 @@ fn wsd_and_slice_fields_parse_and_round_trip() {
 fn impossible_schedule_and_evaluation_values_are_refused_by_name() {
     for bad in ["0", "1.5", "-0.1", "nan"] {
         let err = refusal(&[&format!("train.decay_fraction={bad}")]);
-        assert!(err.contains("train.decay_fraction") && err.contains("(0, 1]"), "{err}");
+        assert!(
+            err.contains("train.decay_fraction") && err.contains("(0, 1]"),
+            "{err}"
+        );
     }
     let err = refusal(&["train.decay_shape=\"cubic\""]);
-    assert!(err.contains("decay_shape") && err.contains("1-sqrt"), "{err}");
+    assert!(
+        err.contains("decay_shape") && err.contains("1-sqrt"),
+        "{err}"
+    );
     let err = refusal(&["train.branch_budgets=[50]"]);
-    assert!(err.contains("train.branch_budgets") && err.contains("wsd"), "{err}");
+    assert!(
+        err.contains("train.branch_budgets") && err.contains("wsd"),
+        "{err}"
+    );
     let wsd = "train.schedule=\"wsd\"";
     // 200 steps would decay from 160, after this run's decay start (80).
     let err = refusal(&[wsd, "train.branch_budgets=[50, 200]"]);
-    assert!(err.contains("train.branch_budgets") && err.contains("160"), "{err}");
+    assert!(
+        err.contains("train.branch_budgets") && err.contains("160"),
+        "{err}"
+    );
     // 11 steps would decay from 9, inside the 10-step warmup.
     let err = refusal(&[wsd, "train.branch_budgets=[11]"]);
-    assert!(err.contains("train.branch_budgets") && err.contains("9"), "{err}");
+    assert!(
+        err.contains("train.branch_budgets") && err.contains("9"),
+        "{err}"
+    );
     let err = refusal(&[wsd, "train.decay_fraction=0.95"]);
-    assert!(err.contains("train.decay_fraction") && err.contains("warmup"), "{err}");
+    assert!(
+        err.contains("train.decay_fraction") && err.contains("warmup"),
+        "{err}"
+    );
     let err = refusal(&[wsd, "train.lr_decay_iters=50"]);
     assert!(err.contains("train.lr_decay_iters"), "{err}");
     for bad in ["0", "-3", "\"most\""] {
         let err = refusal(&[&format!("train.eval_tokens={bad}")]);
-        assert!(err.contains("eval_tokens") && err.contains("all"), "{bad}: {err}");
+        assert!(
+            err.contains("eval_tokens") && err.contains("all"),
+            "{bad}: {err}"
+        );
     }
     let err = refusal(&["train.eval_tokens=3"]);
-    assert!(err.contains("train.eval_tokens") && err.contains("block_size"), "{err}");
+    assert!(
+        err.contains("train.eval_tokens") && err.contains("block_size"),
+        "{err}"
+    );
     let err = refusal(&["train.eval_unseen=true"]);
     assert!(err.contains("train.eval_unseen"), "{err}");
 }

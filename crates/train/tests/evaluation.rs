@@ -32,7 +32,9 @@ fn synthetic(n: usize) -> Vec<u32> {
     let mut state = 12345u64;
     (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % VOCAB as u64) as u32
         })
         .collect()
@@ -76,13 +78,23 @@ fn the_slice_is_consecutive_windows_from_the_start_and_ignores_the_seed() {
     t.seed += 1;
     let other = validation_set(&t, &splits, BLOCK, Device::Cpu).unwrap();
     for ((xa, ya), (xb, yb)) in set.batches.iter().zip(&other.batches) {
-        assert!(xa.equal(xb) && ya.equal(yb), "another seed reads the same tokens");
+        assert!(
+            xa.equal(xb) && ya.equal(yb),
+            "another seed reads the same tokens"
+        );
     }
     t.eval_tokens = Some(EvalTokens::All);
-    assert_eq!(validation_set(&t, &splits, BLOCK, Device::Cpu).unwrap().tokens, 96);
+    assert_eq!(
+        validation_set(&t, &splits, BLOCK, Device::Cpu)
+            .unwrap()
+            .tokens,
+        96
+    );
     t.eval_tokens = Some(EvalTokens::Count(1_000_000));
     assert_eq!(
-        validation_set(&t, &splits, BLOCK, Device::Cpu).unwrap().tokens,
+        validation_set(&t, &splits, BLOCK, Device::Cpu)
+            .unwrap()
+            .tokens,
         96,
         "a count beyond the split reads all of it"
     );
@@ -118,9 +130,17 @@ fn the_slice_estimate_is_the_mean_over_windows_with_its_standard_error() {
     let mean = per_window.iter().sum::<f64>() / n;
     let var = per_window.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0);
     assert_eq!(estimate.units, windows);
-    assert!((estimate.mean - mean).abs() < 1e-6, "{} vs {mean}", estimate.mean);
+    assert!(
+        (estimate.mean - mean).abs() < 1e-6,
+        "{} vs {mean}",
+        estimate.mean
+    );
     let se = estimate.se.unwrap();
-    assert!((se - (var / n).sqrt()).abs() < 1e-7, "{se} vs {}", (var / n).sqrt());
+    assert!(
+        (se - (var / n).sqrt()).abs() < 1e-7,
+        "{se} vs {}",
+        (var / n).sqrt()
+    );
     // The data-parallel path used in training gives the same estimate.
     let mut parallel = DataParallel::new(&vs, &gpt, 2, 1).unwrap();
     let losses = parallel.losses(&gpt, &set.batches, set.kind).unwrap();
@@ -165,13 +185,25 @@ fn the_unseen_reading_averages_exactly_the_positions_no_step_has_covered() {
             None => assert!(unseen.is_empty(), "step {step}"),
             Some(r) => {
                 assert_eq!(r.tokens as usize, unseen.len(), "step {step}");
-                let mean = unseen.iter().map(|&p| position_loss(p)).sum::<f64>() / unseen.len() as f64;
-                assert!((r.loss - mean).abs() < 1e-6, "step {step}: {} vs {mean}", r.loss);
+                let mean =
+                    unseen.iter().map(|&p| position_loss(p)).sum::<f64>() / unseen.len() as f64;
+                assert!(
+                    (r.loss - mean).abs() < 1e-6,
+                    "step {step}: {} vs {mean}",
+                    r.loss
+                );
             }
         }
         // The step's windows, found from the batch itself, cover offset..=offset + block.
         let offsets = batch_offsets(train.len(), t.batch_size, BLOCK, t.seed, step);
-        let (bx, by) = random_batch(&splits.train, t.batch_size, BLOCK, t.seed, step, Device::Cpu);
+        let (bx, by) = random_batch(
+            &splits.train,
+            t.batch_size,
+            BLOCK,
+            t.seed,
+            step,
+            Device::Cpu,
+        );
         for (row, &o) in offsets.iter().enumerate() {
             let o = o as usize;
             assert_eq!(ids(&bx.get(row as i64)), train[o..o + BLOCK]);
@@ -181,5 +213,8 @@ fn the_unseen_reading_averages_exactly_the_positions_no_step_has_covered() {
         tracker.observe_step(step);
     }
     let final_unseen = (1..region.len()).filter(|p| !seen.contains(p)).count();
-    assert!(final_unseen < region.len() / 2, "training covered part of the region");
+    assert!(
+        final_unseen < region.len() / 2,
+        "training covered part of the region"
+    );
 }

@@ -5,11 +5,11 @@
 mod common;
 
 use common::{corpus, tiny_config};
+use strata_tensor::DeviceChoice;
 use strata_train::evaluation::{EvalTokens, validation_set};
 use strata_train::metrics::read_records;
 use strata_train::prepare::prepare_data;
 use strata_train::trainer::{eval_batches, training_batch};
-use strata_tensor::DeviceChoice;
 use strata_train::{RunConfig, RunOptions, inspect, train};
 use tch::Device;
 
@@ -34,7 +34,10 @@ fn arms_of_one_seed_get_identical_batches_and_evaluation_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let arms = arms(dir.path());
     let (same_seed, other_seed) = (&arms[..3], &arms[3]);
-    let data: Vec<_> = arms.iter().map(|c| prepare_data(c, None).unwrap()).collect();
+    let data: Vec<_> = arms
+        .iter()
+        .map(|c| prepare_data(c, None).unwrap())
+        .collect();
     let (base, base_data) = (&arms[0], &data[0]);
     let block = base.model.block_size;
     let cpu = Device::Cpu;
