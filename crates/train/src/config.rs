@@ -1,9 +1,12 @@
 //! [`RunConfig`]: a whole training run (model, data, optimisation), read from TOML with
 //! `--set key=value` overrides.
 
+use crate::evaluation::EvalTokens;
 use crate::growth_schedule::GrowthEvent;
 use crate::optim::AdamWConfig;
-use crate::schedule::CosineSchedule;
+use crate::schedule::{
+    CosineSchedule, DecayShape, Schedule, ScheduleKind, WsdSchedule, wsd_decay_start,
+};
 use crate::tokenizer::TokenizerKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -63,9 +66,37 @@ pub struct TrainConfig {
     pub min_lr: f64,
     /// Linear warmup steps.
     pub warmup_iters: u64,
-    /// Step at which the cosine reaches `min_lr` (defaults to `max_iters`).
+    /// Step at which the cosine reaches `min_lr` (defaults to `max_iters`; cosine only).
     #[serde(default)]
     pub lr_decay_iters: Option<u64>,
+    /// `"cosine"` (default) or `"wsd"` (warmup, constant `learning_rate`, then a decay to
+    /// `min_lr` over the last `decay_fraction` of `max_iters`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub schedule: ScheduleKind,
+    /// WSD: the fraction of `max_iters` spent decaying, in (0, 1]; the decay takes
+    /// `max(1, round(decay_fraction · max_iters))` steps.
+    #[serde(
+        default = "default_decay_fraction",
+        skip_serializing_if = "is_default_decay_fraction"
+    )]
+    pub decay_fraction: f64,
+    /// WSD: `"linear"` (default) or `"1-sqrt"`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub decay_shape: DecayShape,
+    /// WSD: budgets (in steps) that cooldown branches may be taken for later
+    /// (`strata_train::branch::cooldown`): the run keeps a checkpoint at the decay start of a
+    /// WSD run of each budget, which must lie in this run's stable phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branch_budgets: Vec<u64>,
+    /// Validation on a fixed slice instead of `eval_iters` random batches: this many tokens
+    /// (or `"all"`) from the start of the validation split, read as consecutive windows of
+    /// `block_size`; the same tokens for every seed and architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_tokens: Option<EvalTokens>,
+    /// With `eval_tokens`: also report the loss on training-split tokens no step has trained
+    /// on yet (a second held-out reading; see `evaluation::UnseenTracker`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub eval_unseen: bool,
     /// AdamW β1.
     #[serde(default = "default_beta1")]
     pub beta1: f64,
@@ -106,6 +137,19 @@ pub struct TrainConfig {
     pub data_parallel: bool,
 }
 
+/// Default WSD decay fraction.
+fn default_decay_fraction() -> f64 {
+    0.2
+}
+/// Serde: whether the decay fraction is the default (then it is not written).
+fn is_default_decay_fraction(f: &f64) -> bool {
+    *f == default_decay_fraction()
+}
+/// Serde: whether a value is its type's default (then it is not written, so the configs of
+/// runs that do not use a field stay as they were).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
 /// Default β1.
 fn default_beta1() -> f64 {
     0.9
@@ -137,13 +181,38 @@ fn default_seed() -> u64 {
 
 impl TrainConfig {
     /// The learning-rate schedule.
-    pub fn schedule(&self) -> CosineSchedule {
-        CosineSchedule {
-            lr: self.learning_rate,
-            min_lr: self.min_lr,
-            warmup_iters: self.warmup_iters,
-            decay_iters: self.lr_decay_iters.unwrap_or(self.max_iters),
+    pub fn schedule(&self) -> Schedule {
+        match self.schedule {
+            ScheduleKind::Cosine => Schedule::Cosine(CosineSchedule {
+                lr: self.learning_rate,
+                min_lr: self.min_lr,
+                warmup_iters: self.warmup_iters,
+                decay_iters: self.lr_decay_iters.unwrap_or(self.max_iters),
+            }),
+            ScheduleKind::Wsd => Schedule::Wsd(WsdSchedule {
+                lr: self.learning_rate,
+                min_lr: self.min_lr,
+                warmup_iters: self.warmup_iters,
+                decay_start: self.decay_start(self.max_iters),
+                max_iters: self.max_iters,
+                shape: self.decay_shape,
+            }),
         }
+    }
+
+    /// The first decay step of a WSD run of `max_iters` steps with this config's
+    /// `decay_fraction`.
+    pub fn decay_start(&self, max_iters: u64) -> u64 {
+        wsd_decay_start(max_iters, self.decay_fraction)
+    }
+
+    /// The steps at which a WSD run keeps a checkpoint for cooldown branches: the decay
+    /// start of each of `branch_budgets`.
+    pub fn branch_steps(&self) -> Vec<u64> {
+        self.branch_budgets
+            .iter()
+            .map(|&budget| self.decay_start(budget))
+            .collect()
     }
 
     /// The optimizer settings.
@@ -260,6 +329,23 @@ impl RunConfig {
                 &t.grad_clip,
             );
         }
+        self.validate_schedule(file)?;
+        if let Some(EvalTokens::Count(n)) = t.eval_tokens
+            && n < self.model.block_size as u64
+        {
+            return err(
+                "train.eval_tokens",
+                "\"all\" or at least model.block_size tokens (one window)",
+                &n,
+            );
+        }
+        if t.eval_unseen && t.eval_tokens.is_none() {
+            return err(
+                "train.eval_unseen",
+                "false unless train.eval_tokens is set (it reads as many training tokens)",
+                &true,
+            );
+        }
         let f = self.data.val_fraction;
         if !(f > 0.0 && f < 1.0) {
             return err(
@@ -274,6 +360,62 @@ impl RunConfig {
                 "at least 2",
                 &self.data.bpe_vocab_size,
             );
+        }
+        Ok(())
+    }
+
+    /// Checks the WSD fields: `decay_fraction` in (0, 1], a decay that starts after the
+    /// warmup, and branch budgets whose decay starts lie in the stable phase.
+    fn validate_schedule(&self, file: &str) -> Result<()> {
+        let err = |field: &str, expected: &str, found: &dyn ToString| {
+            Err(Error::config(file, field, expected, found.to_string()))
+        };
+        let t = &self.train;
+        let f = t.decay_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            return err("train.decay_fraction", "a fraction in (0, 1]", &f);
+        }
+        let wsd = t.schedule == ScheduleKind::Wsd;
+        if !wsd && !t.branch_budgets.is_empty() {
+            return err(
+                "train.branch_budgets",
+                "no budgets unless train.schedule = \"wsd\" (cooldown branches need a stable phase)",
+                &format!("{:?}", t.branch_budgets),
+            );
+        }
+        if !wsd {
+            return Ok(());
+        }
+        if let Some(n) = t.lr_decay_iters {
+            return err(
+                "train.lr_decay_iters",
+                "no value with train.schedule = \"wsd\" (the decay length is train.decay_fraction · max_iters)",
+                &n,
+            );
+        }
+        let own_start = t.decay_start(t.max_iters);
+        if t.warmup_iters > own_start {
+            return err(
+                "train.decay_fraction",
+                &format!(
+                    "a decay that starts after the warmup ({} steps); with max_iters {} it starts at step {own_start}",
+                    t.warmup_iters, t.max_iters
+                ),
+                &f,
+            );
+        }
+        for &budget in &t.branch_budgets {
+            let start = t.decay_start(budget);
+            if budget == 0 || start < t.warmup_iters || start > own_start {
+                return err(
+                    "train.branch_budgets",
+                    &format!(
+                        "budgets whose decay start lies in this run's stable phase, steps {} to {own_start} (budget {budget} decays from step {start})",
+                        t.warmup_iters
+                    ),
+                    &budget,
+                );
+            }
         }
         Ok(())
     }

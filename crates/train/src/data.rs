@@ -215,6 +215,25 @@ fn batch_rng(seed: u64, step: u64) -> Pcg64 {
     Pcg64::seed_from_u64(splitmix64(splitmix64(seed) ^ step))
 }
 
+/// The window offsets of batch `step` in a split of `len` tokens: `batch_size` offsets
+/// uniform in `[0, len - block_size - 1]` from an RNG seeded only by `(seed, step)` (what
+/// [`random_batch`] reads; empty when the split cannot hold one window).
+pub fn batch_offsets(
+    len: usize,
+    batch_size: usize,
+    block_size: usize,
+    seed: u64,
+    step: u64,
+) -> Vec<i64> {
+    let Some(max_offset) = len.checked_sub(block_size + 1) else {
+        return Vec::new();
+    };
+    let mut rng = batch_rng(seed, step);
+    (0..batch_size)
+        .map(|_| rng.random_range(0..=max_offset as i64))
+        .collect()
+}
+
 /// Draws `batch_size` windows of `block_size + 1` tokens at offsets uniform in
 /// `[0, len - block_size - 1]` from an RNG seeded only by `(seed, step)`; returns inputs `x`
 /// and targets `y` (x shifted by one), both `[batch_size, block_size]` Int64 on `device`.
@@ -238,11 +257,7 @@ pub fn random_batch(
         len > block_size,
         "random_batch: {len} tokens cannot hold one block of {block_size} + 1"
     );
-    let max_offset = (len - block_size - 1) as i64;
-    let mut rng = batch_rng(seed, step);
-    let offsets: Vec<i64> = (0..batch_size)
-        .map(|_| rng.random_range(0..=max_offset))
-        .collect();
+    let offsets = batch_offsets(len, batch_size, block_size, seed, step);
     let src = tokens.device();
     let t = block_size as i64;
     let index = Tensor::from_slice(&offsets).to_device(src).view([-1, 1])

@@ -2,6 +2,7 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::RunConfig;
+use crate::evaluation::validation_set;
 use crate::finite;
 use crate::prepare::prepare_data;
 use crate::trainer::{Batch, eval_batches, evaluate};
@@ -48,8 +49,11 @@ pub struct EvalReport {
     pub step: u64,
     /// Mean loss on the train split's evaluation batches.
     pub train_loss: f64,
-    /// Mean loss on the validation split's evaluation batches.
+    /// Mean loss on the validation split's evaluation batches (or its fixed slice, with
+    /// `train.eval_tokens`), as the run measured it.
     pub val_loss: f64,
+    /// Standard error of `val_loss` (over windows with `train.eval_tokens`, else batches).
+    pub val_loss_se: Option<f64>,
     /// Batches per split.
     pub batches: usize,
 }
@@ -63,7 +67,11 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
     if let Some(n) = batches {
         config.train.eval_iters = n.max(1);
     }
-    let (train, val) = fixed_eval_batches(loaded, &config)?;
+    let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
+    let device = loaded.model.device();
+    let (train, _) = eval_batches(&config.train, &data.splits, config.model.block_size, device);
+    let val = validation_set(&config.train, &data.splits, config.model.block_size, device)?
+        .evaluate(&loaded.model)?;
     Ok(EvalReport {
         step: loaded.checkpoint.meta.step,
         train_loss: finite::ensure_finite_loss(
@@ -71,7 +79,8 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
             "train loss",
             path,
         )?,
-        val_loss: finite::ensure_finite_loss(evaluate(&loaded.model, &val)?, "val loss", path)?,
+        val_loss: finite::ensure_finite_loss(val.mean, "val loss", path)?,
+        val_loss_se: val.se,
         batches: config.train.eval_iters,
     })
 }

@@ -1,16 +1,19 @@
 //! strata-train: everything between a corpus on disk and a trained checkpoint.
 //!
-//! [`RunConfig`] describes a run; [`train`] runs it with AdamW, a warmup-cosine schedule,
-//! periodic evaluation on fixed batches, atomic checkpoints, exact resume, stopping on request
-//! and on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap into the run
-//! folder.
+//! [`RunConfig`] describes a run; [`train`] runs it with AdamW, a warmup-cosine or
+//! warmup-stable-decay schedule, periodic evaluation on fixed batches or a fixed validation
+//! slice, cooldown branches ([`branch::cooldown`]), atomic checkpoints, exact resume, stopping
+//! on request and on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap
+//! into the run folder.
 
 mod adamw_cpu;
+pub mod branch;
 pub mod checkpoint;
 pub mod checkpoint_io;
 pub mod comparison_plots;
 pub mod config;
 pub mod data;
+pub mod evaluation;
 pub mod finite;
 pub mod growth_schedule;
 pub mod inspect;

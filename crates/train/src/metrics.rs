@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use strata_tensor::{Error, Result};
 
 /// One typed metrics line: a training step (`kind` = `"train"`) or an evaluation (`"eval"`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct MetricRecord {
     /// Optimizer steps completed when the record was taken.
     pub step: u64,
@@ -23,6 +23,17 @@ pub struct MetricRecord {
     /// Validation loss (`eval` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// Standard error of `val_loss` (`eval` records): over windows with `train.eval_tokens`,
+    /// over batches otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss_se: Option<f64>,
+    /// Loss on training tokens no step had trained on yet (`eval` records with
+    /// `train.eval_unseen`; see `evaluation::UnseenTracker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_loss: Option<f64>,
+    /// How many tokens `unseen_loss` averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_tokens: Option<u64>,
     /// Learning rate used for the step (`train` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,

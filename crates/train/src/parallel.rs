@@ -8,6 +8,7 @@
 //! instead. The result equals one full-batch step up to float summation order, and is
 //! bitwise reproducible for a fixed worker count.
 
+use crate::evaluation::{LossKind, batch_loss};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use strata_core::Gpt;
@@ -33,7 +34,7 @@ enum Job {
         seed: Option<u64>,
     },
     /// Losses of numbered batches, without gradients.
-    Eval(Vec<(usize, Tensor, Tensor)>),
+    Eval(Vec<(usize, Tensor, Tensor)>, LossKind),
 }
 
 /// A worker's answer.
@@ -41,7 +42,7 @@ enum Reply {
     /// The weighted loss and the replica's gradients (undefined where a parameter got none).
     Step(Result<(Tensor, Vec<Tensor>)>),
     /// Numbered batch losses.
-    Eval(Result<Vec<(usize, f64)>>),
+    Eval(Result<Vec<(usize, Tensor)>>),
 }
 
 /// A long-lived worker thread that owns one replica.
@@ -85,11 +86,14 @@ fn weighted_step(
 }
 
 /// Losses of numbered batches without gradients.
-fn batch_losses(model: &Gpt, batches: Vec<(usize, Tensor, Tensor)>) -> Result<Vec<(usize, f64)>> {
-    let _guard = tch::no_grad_guard();
+fn batch_losses(
+    model: &Gpt,
+    batches: Vec<(usize, Tensor, Tensor)>,
+    kind: LossKind,
+) -> Result<Vec<(usize, Tensor)>> {
     batches
         .into_iter()
-        .map(|(i, x, y)| Ok((i, model.loss(&x, &y, false)?.double_value(&[]))))
+        .map(|(i, x, y)| Ok((i, batch_loss(model, &x, &y, kind)?)))
         .collect()
 }
 
@@ -108,7 +112,7 @@ fn serve(replica: Replica, threads: i32, jobs: Receiver<Job>, replies: Sender<Re
                         .map(|loss| (loss, params.iter().map(Tensor::grad).collect())),
                 )
             }
-            Job::Eval(batches) => Reply::Eval(batch_losses(&replica.model, batches)),
+            Job::Eval(batches, kind) => Reply::Eval(batch_losses(&replica.model, batches, kind)),
         };
         if replies.send(reply).is_err() {
             return;
@@ -261,6 +265,22 @@ impl DataParallel {
         if batches.is_empty() {
             return Ok(0.0);
         }
+        let losses = self.losses(master, batches, LossKind::BatchMean)?;
+        let mut values = Vec::with_capacity(losses.len());
+        for loss in &losses {
+            values.push(loss.f_double_value(&[])?);
+        }
+        Ok(values.iter().sum::<f64>() / batches.len() as f64)
+    }
+
+    /// The losses of `kind` of each of `batches`, in order, without gradients; batches are
+    /// dealt round-robin to the workers.
+    pub fn losses(
+        &mut self,
+        master: &Gpt,
+        batches: &[(Tensor, Tensor)],
+        kind: LossKind,
+    ) -> Result<Vec<Tensor>> {
         let n = self.workers();
         let share = |worker: usize| -> Vec<(usize, Tensor, Tensor)> {
             batches
@@ -272,10 +292,10 @@ impl DataParallel {
                 .collect()
         };
         for i in 0..self.workers.len() {
-            self.send(i, Job::Eval(share(i + 1)))?;
+            self.send(i, Job::Eval(share(i + 1), kind))?;
         }
         tch::set_num_threads(self.threads_per_worker);
-        let own = batch_losses(master, share(0));
+        let own = batch_losses(master, share(0), kind);
         let mut losses = Vec::with_capacity(batches.len());
         for worker in &self.workers {
             match worker.replies.recv() {
@@ -285,7 +305,7 @@ impl DataParallel {
         }
         losses.extend(own?);
         losses.sort_by_key(|(i, _)| *i);
-        Ok(losses.iter().map(|(_, l)| l).sum::<f64>() / batches.len() as f64)
+        Ok(losses.into_iter().map(|(_, l)| l).collect())
     }
 }
 

@@ -11,7 +11,8 @@
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
-use crate::data::{fixed_batches, random_batch};
+use crate::data::random_batch;
+use crate::evaluation::{Evaluator, fixed_eval_batches};
 use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
@@ -93,6 +94,21 @@ pub struct RunSummary {
     pub final_val_loss: Option<f64>,
     /// Best validation loss.
     pub best_val_loss: Option<f64>,
+    /// Standard error of `final_val_loss`: over windows with `train.eval_tokens`, over
+    /// batches otherwise (see `evaluation::LossEstimate`).
+    #[serde(default)]
+    pub final_val_loss_se: Option<f64>,
+    /// Tokens each validation reads (`eval_tokens` rounded down to whole windows, or
+    /// `eval_iters · batch_size · block_size`).
+    #[serde(default)]
+    pub val_tokens: u64,
+    /// Last loss on not-yet-seen training tokens (`train.eval_unseen`; see
+    /// `evaluation::UnseenTracker`), `None` when off or when none were left.
+    #[serde(default)]
+    pub final_unseen_loss: Option<f64>,
+    /// Passes over the training split: tokens trained on / tokens in the training split.
+    #[serde(default)]
+    pub epochs: f64,
     /// Wall-clock seconds of the whole run, evaluations included (summed across resumes).
     pub wall_s: f64,
     /// Training tokens per second of this process's training steps.
@@ -161,11 +177,28 @@ pub fn eval_batches(
     block_size: usize,
     device: Device,
 ) -> (Vec<Batch>, Vec<Batch>) {
-    let seed = t.seed ^ 0xE7A1;
-    let batches = |tokens: &Tensor| {
-        fixed_batches(tokens, t.eval_iters, t.batch_size, block_size, seed, device)
-    };
+    let batches = |tokens: &Tensor| fixed_eval_batches(t, tokens, block_size, device);
     (batches(&splits.train), batches(&splits.val))
+}
+
+/// The training batch of optimizer step `step`: a function of the data, `train.seed`,
+/// `train.batch_size`, `model.block_size` and the step only, so runs that differ in anything
+/// else (architecture, length, schedule) train on identical batches.
+pub fn training_batch(
+    config: &RunConfig,
+    train_tokens: &Tensor,
+    step: u64,
+    device: Device,
+) -> Batch {
+    let t = &config.train;
+    random_batch(
+        train_tokens,
+        t.batch_size,
+        config.model.block_size,
+        t.seed,
+        step,
+        device,
+    )
 }
 
 /// Mean loss over fixed batches, without gradients.
@@ -212,8 +245,7 @@ struct Run {
     tokenizer_json: String,
     tokenizer_fingerprint: String,
     train_tokens: Tensor,
-    eval_train: Vec<(Tensor, Tensor)>,
-    eval_val: Vec<(Tensor, Tensor)>,
+    evaluator: Evaluator,
     parallel: DataParallel,
     start: u64,
     best_val: Option<f64>,
@@ -297,7 +329,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     }
     let parallel = DataParallel::new(&vs, &model, workers, threads_per_worker)?;
     tch::set_num_threads(threads_per_worker as i32);
-    let (eval_train, eval_val) = eval_batches(t, &data.splits, model_config.block_size, device);
+    let evaluator = Evaluator::new(t, &data.splits, model_config.block_size, start, device)?;
     let mut config = config;
     config.model = model_config;
     Ok(Run {
@@ -314,8 +346,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         model,
         optimizer,
         device,
-        eval_train,
-        eval_val,
+        evaluator,
         parallel,
         start,
         best_val,
@@ -358,6 +389,8 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let mut train_secs = 0.0;
     let mut last_train_loss = None;
     let mut last_val = None;
+    let mut last_reading = None;
+    let branch_steps = t.branch_steps();
     let mut interrupted = false;
     let elapsed = |run: &Run| run.elapsed_before + clock.elapsed().as_secs_f64();
     let mut step = run.start;
@@ -375,9 +408,10 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         // The grown model is evaluated at once: its loss shows that growing kept the function.
         let due_eval = step % t.eval_interval == 0 || step == t.max_iters || grew;
         if due_eval && resumed_at != Some(step) {
-            let train_loss = run.parallel.evaluate(&run.model, &run.eval_train)?;
-            let val_loss = run.parallel.evaluate(&run.model, &run.eval_val)?;
-            for (what, loss) in [("train", train_loss), ("val", val_loss)] {
+            let reading = run.evaluator.evaluate(&mut run.parallel, &run.model)?;
+            let (train_loss, val_loss) = (reading.train_loss, reading.val.mean);
+            let unseen = reading.unseen.map_or(0.0, |u| u.loss);
+            for (what, loss) in [("train", train_loss), ("val", val_loss), ("unseen", unseen)] {
                 if !loss.is_finite() {
                     let what = format!("the evaluation {what} loss is {loss}");
                     return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
@@ -385,15 +419,18 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             }
             run.best_val = Some(run.best_val.map_or(val_loss, |b: f64| b.min(val_loss)));
             (last_train_loss, last_val) = (Some(train_loss), Some(val_loss));
+            last_reading = Some(reading);
             metrics.record(&MetricRecord {
                 step,
                 kind: "eval".to_owned(),
                 loss: Some(train_loss),
                 val_loss: Some(val_loss),
-                lr: None,
-                tokens_per_sec: None,
+                val_loss_se: reading.val.se,
+                unseen_loss: reading.unseen.map(|u| u.loss),
+                unseen_tokens: reading.unseen.map(|u| u.tokens),
                 train_flops: Some(run.train_flops),
                 elapsed_s: elapsed(&run),
+                ..MetricRecord::default()
             })?;
             bar.suspend(|| {
                 tracing::info!(step, train_loss, val_loss, "eval");
@@ -401,7 +438,8 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         }
         let stop_now = options.stop.load(Ordering::SeqCst) || options.stop_after == Some(step);
         let finished = step >= t.max_iters;
-        if stop_now || finished || (step % t.checkpoint_every() == 0 && step != run.start) {
+        let periodic = step % t.checkpoint_every() == 0 || branch_steps.contains(&step);
+        if stop_now || finished || (periodic && step != run.start) {
             run.last_checkpoint = Some(save(&run, &out, step, elapsed(&run))?);
         }
         if finished {
@@ -414,14 +452,8 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         }
         let lr = schedule.at(step) * rewarm_factor(&run.config.growth, run.growth_applied, step);
         let step_clock = Instant::now();
-        let (x, y) = random_batch(
-            &run.train_tokens,
-            t.batch_size,
-            run.config.model.block_size,
-            t.seed,
-            step,
-            run.device,
-        );
+        let (x, y) = training_batch(&run.config, &run.train_tokens, step, run.device);
+        run.evaluator.observe_step(step);
         run.optimizer.zero_grad();
         let dropout_seed = (run.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));
         let loss = run
@@ -451,6 +483,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
                 tokens_per_sec: Some(tok_s),
                 train_flops: Some(run.train_flops),
                 elapsed_s: elapsed(&run),
+                ..MetricRecord::default()
             })?;
             bar.set_message(format!(
                 "loss {loss:.4} lr {lr:.2e} {:.1}k tok/s",
@@ -475,6 +508,10 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         final_train_loss: last_train_loss,
         final_val_loss: last_val,
         best_val_loss: run.best_val,
+        final_val_loss_se: last_reading.and_then(|r| r.val.se),
+        val_tokens: run.evaluator.val_tokens(),
+        final_unseen_loss: last_reading.and_then(|r| r.unseen.map(|u| u.loss)),
+        epochs: (step * tokens_per_step) as f64 / run.train_tokens.size1()?.max(1) as f64,
         wall_s,
         tokens_per_sec: (done * tokens_per_step) as f64 / train_secs.max(1e-9),
         ms_per_iter: 1e3 * train_secs / done.max(1) as f64,

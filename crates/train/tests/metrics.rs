@@ -14,6 +14,7 @@ fn train_record(step: u64) -> MetricRecord {
         tokens_per_sec: Some(12345.5),
         train_flops: None,
         elapsed_s: step as f64 * 0.5,
+        ..MetricRecord::default()
     }
 }
 
@@ -28,6 +29,7 @@ fn eval_record(step: u64) -> MetricRecord {
         tokens_per_sec: None,
         train_flops: None,
         elapsed_s: step as f64 * 0.5 + 0.1,
+        ..MetricRecord::default()
     }
 }
 
