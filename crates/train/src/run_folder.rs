@@ -267,7 +267,8 @@ pub fn load_for_resume(path: &Path) -> Result<Checkpoint> {
 /// log; checkpoints after `latest_step` (left by an abandoned continuation) are not touched.
 /// Problems are logged, not fatal: pruning is housekeeping.
 pub fn prune_checkpoints(dir: &Path, keep_last: usize, latest_step: u64) {
-    let steps = checkpoint_steps(dir);
+    let mut steps = checkpoint_steps(dir);
+    steps.retain(|&step, _| step <= latest_step);
     let older: Vec<u64> = steps.keys().copied().filter(|&s| s < latest_step).collect();
     let keep_older = keep_last.saturating_sub(1);
     if older.len() <= keep_older {
