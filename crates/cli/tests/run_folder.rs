@@ -94,7 +94,10 @@ fn overwrite_spares_user_files_and_an_edited_checkpoint_is_refused() {
         .fails_with(&[s(&run), "notes.txt", "nothing was deleted"]);
     assert!(before == snapshot(&run), "nothing may be deleted");
 
-    let meta = run.join("checkpoints").join(checkpoint_name(10)).join("meta.json");
+    let meta = run
+        .join("checkpoints")
+        .join(checkpoint_name(10))
+        .join("meta.json");
     let text = std::fs::read_to_string(&meta).unwrap();
     std::fs::write(&meta, text.replace("\"step\": 10", "\"step\": 20")).unwrap();
     strata_run(fx.path(), &["info", s(&run)]).fails_with(&["meta.json", "edited"]);

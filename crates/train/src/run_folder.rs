@@ -127,7 +127,10 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
-        out.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
     }
     out.sort();
     Ok(out)
@@ -152,7 +155,9 @@ fn temporary_target(name: &str) -> Option<(String, bool)> {
             continue;
         };
         let (base, tail) = (&rest[..at], &rest[at + marker.len()..]);
-        let (pid, ext) = tail.split_once('.').map_or((tail, None), |(p, e)| (p, Some(e)));
+        let (pid, ext) = tail
+            .split_once('.')
+            .map_or((tail, None), |(p, e)| (p, Some(e)));
         if base.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
@@ -196,8 +201,12 @@ pub fn remove_stale_temporaries(dir: &Path) {
             // Killed between moving a checkpoint aside and renaming its replacement in: the
             // moved copy is complete (the replacement was synced before it was moved).
             match std::fs::rename(&path, &complete) {
-                Ok(()) => tracing::warn!(checkpoint = %complete.display(), "restored a checkpoint whose replacement was interrupted"),
-                Err(e) => tracing::warn!(folder = %path.display(), error = %e, "cannot restore an interrupted checkpoint"),
+                Ok(()) => {
+                    tracing::warn!(checkpoint = %complete.display(), "restored a checkpoint whose replacement was interrupted")
+                }
+                Err(e) => {
+                    tracing::warn!(folder = %path.display(), error = %e, "cannot restore an interrupted checkpoint")
+                }
             }
         } else {
             discard(&path);
@@ -208,8 +217,12 @@ pub fn remove_stale_temporaries(dir: &Path) {
 /// Removes one stale temporary, logging what happened.
 fn discard(path: &Path) {
     match remove(path) {
-        Ok(()) => tracing::info!(path = %path.display(), "removed a temporary left by an interrupted run"),
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temporary"),
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "removed a temporary left by an interrupted run")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temporary")
+        }
     }
 }
 
@@ -287,8 +300,12 @@ pub fn prune_checkpoints(dir: &Path, keep_last: usize, latest_step: u64) {
         }
         let path = &steps[step];
         match remove(path) {
-            Ok(()) => tracing::info!(checkpoint = %path.display(), keep_last, "pruned an old checkpoint"),
-            Err(e) => tracing::warn!(checkpoint = %path.display(), error = %e, "cannot prune a checkpoint"),
+            Ok(()) => {
+                tracing::info!(checkpoint = %path.display(), keep_last, "pruned an old checkpoint")
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = %path.display(), error = %e, "cannot prune a checkpoint")
+            }
         }
     }
 }

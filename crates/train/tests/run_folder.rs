@@ -73,7 +73,9 @@ fn a_held_lock_refuses_a_second_writer_with_the_holders_pid() {
         options.overwrite = overwrite;
         let err = train(config.clone(), &options).unwrap_err().to_string();
         assert!(
-            err.contains(&run.display().to_string()) && err.contains(&pid) && err.contains("in use"),
+            err.contains(&run.display().to_string())
+                && err.contains(&pid)
+                && err.contains("in use"),
             "{err}"
         );
     }
@@ -150,7 +152,10 @@ fn overwrite_keeps_the_config_file_it_reads() {
     let mut overwrite = RunOptions::new(&file, &run);
     overwrite.overwrite = true;
     train(config, &overwrite).unwrap();
-    assert!(file.is_file(), "the config being read must survive --overwrite");
+    assert!(
+        file.is_file(),
+        "the config being read must survive --overwrite"
+    );
 }
 
 #[test]
@@ -266,7 +271,10 @@ fn resuming_a_finished_run_changes_nothing() {
     );
     // Read back from summary.json, so equal to within float parsing.
     let (again, done) = (again.final_val_loss.unwrap(), done.final_val_loss.unwrap());
-    assert!((again - done).abs() <= 1e-12 * done.abs(), "{again} vs {done}");
+    assert!(
+        (again - done).abs() <= 1e-12 * done.abs(),
+        "{again} vs {done}"
+    );
 }
 
 #[test]
@@ -416,7 +424,14 @@ fn pruning_keeps_the_newest_the_latest_and_the_best() {
     // Step 20 has the best validation loss; step 60 is a leftover of an abandoned future.
     write_evals(
         run,
-        &[(10, 2.0), (20, 1.0), (30, 1.5), (40, 1.4), (50, 1.3), (60, 0.5)],
+        &[
+            (10, 2.0),
+            (20, 1.0),
+            (30, 1.5),
+            (40, 1.4),
+            (50, 1.3),
+            (60, 0.5),
+        ],
     );
     prune_checkpoints(run, 2, 50);
     assert_eq!(
@@ -444,7 +459,10 @@ fn keep_last_prunes_during_training() {
     let run = dir.path().join("run");
     train(config, &RunOptions::new("tiny.toml", &run)).unwrap();
     let left = checkpoint_folders(&run);
-    assert!(left.ends_with(&["step-000030".to_owned(), "step-000040".to_owned()]), "{left:?}");
+    assert!(
+        left.ends_with(&["step-000030".to_owned(), "step-000040".to_owned()]),
+        "{left:?}"
+    );
     assert!(left.len() <= 3, "{left:?}");
     // Whatever else survived is the best validation checkpoint.
     let records = strata_train::metrics::read_records(&run.join("metrics.jsonl")).unwrap();
