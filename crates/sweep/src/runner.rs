@@ -13,6 +13,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_tensor::{Error, Result};
+use strata_train::run_lock::RunLock;
 use strata_train::{RunConfig, RunOptions, RunSummary};
 
 /// What every run contributes to the results file.
@@ -91,7 +92,7 @@ pub struct SweepOutcome {
 
 /// True when `dir` holds a checkpoint to continue.
 fn resumable(dir: &Path) -> bool {
-    dir.join("checkpoints").join("LATEST").exists()
+    strata_train::run_folder::has_checkpoint(dir)
 }
 
 /// True when the run in `dir` was trained with `config` (its `run.toml`; the thread count
@@ -110,6 +111,7 @@ fn same_run(dir: &Path, config: &RunConfig) -> bool {
 /// `results.jsonl` (one [`SweepRecord`] per finished run) in the sweep folder.
 pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOutcome> {
     let runs = plan(sweep)?;
+    let _lock = RunLock::acquire(&options.out, "sweep")?;
     let root = options.out.join("runs");
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
     let pending: Vec<&PlannedRun> = runs

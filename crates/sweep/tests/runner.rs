@@ -147,3 +147,21 @@ fn the_shipped_sweeps_parse_and_plan_every_run() {
         }
     }
 }
+
+#[test]
+fn a_sweep_folder_in_use_is_refused_before_anything_is_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = SweepConfig::load(&tiny_sweep(dir.path())).unwrap();
+    let out = dir.path().join("out");
+    let lock = strata_train::run_lock::RunLock::acquire(&out, "another sweep").unwrap();
+    let err = run_sweep(&sweep, &SweepOptions::new(&out))
+        .unwrap_err()
+        .to_string();
+    let pid = std::process::id().to_string();
+    assert!(
+        err.contains("in use") && err.contains(&pid) && err.contains("another sweep"),
+        "{err}"
+    );
+    assert!(!out.join("runs").exists(), "nothing may be trained");
+    drop(lock);
+}

@@ -13,7 +13,8 @@ use crate::checkpoint::{self, checkpoint_name};
 use crate::checkpoint_io;
 use crate::config::{RunConfig, TrainConfig};
 use crate::schedule::ScheduleKind;
-use crate::trainer::{RunOptions, RunSummary, prepare_out_dir, train};
+use crate::run_folder;
+use crate::trainer::{RunOptions, RunSummary, train};
 use std::path::Path;
 use strata_tensor::{Error, Result};
 
@@ -145,12 +146,16 @@ pub fn cooldown(
         ));
     }
     // A branch killed before its first checkpoint left only its own files: start it afresh.
-    prepare_out_dir(out, false, options.overwrite || same_branch)?;
-    checkpoint_io::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    let metrics = source_run.join("metrics.jsonl");
-    if metrics.exists() {
-        let bytes = std::fs::read(&metrics).map_err(Error::io(&metrics))?;
-        checkpoint_io::write_atomic(&out.join("metrics.jsonl"), &bytes)?;
+    // The folder is prepared under its lock, which is released before `train` takes it again.
+    {
+        let _lock =
+            run_folder::prepare(out, "branch", false, options.overwrite || same_branch, None)?;
+        checkpoint_io::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+        let metrics = source_run.join("metrics.jsonl");
+        if metrics.exists() {
+            let bytes = std::fs::read(&metrics).map_err(Error::io(&metrics))?;
+            checkpoint_io::write_atomic(&out.join("metrics.jsonl"), &bytes)?;
+        }
     }
     tracing::info!(
         source = %source_run.display(),

@@ -2,6 +2,7 @@
 
 use crate::checkpoint_io::{self, LoadedCheckpoint};
 use crate::config::RunConfig;
+use crate::run_folder;
 use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -60,13 +61,27 @@ pub fn save(
     Ok(dir)
 }
 
-/// A checkpoint folder, or the latest checkpoint of a run folder.
+/// A checkpoint folder, or the latest checkpoint of a run folder (the newest one that reads
+/// back, with a warning, when the run folder lost its `LATEST`).
 pub fn resolve(path: &Path) -> Result<PathBuf> {
-    if path.join("meta.json").exists() || !path.join("checkpoints").exists() {
+    if path.join("meta.json").exists() || !run_folder::is_run_folder(path) {
         return Ok(path.to_path_buf());
     }
-    checkpoint_io::latest_checkpoint(path)?
-        .ok_or_else(|| Error::checkpoint(path, "run folder has no checkpoint yet"))
+    if let Some(latest) = checkpoint_io::latest_checkpoint(path)? {
+        return Ok(latest);
+    }
+    if let Some(newest) = run_folder::newest_valid_checkpoint(path) {
+        tracing::warn!(
+            run = %path.display(),
+            checkpoint = %newest.display(),
+            "checkpoints/LATEST is missing; using the newest checkpoint that reads back"
+        );
+        return Ok(newest);
+    }
+    Err(Error::checkpoint(
+        path,
+        "run folder has no checkpoint yet (its run stopped before the first checkpoint)",
+    ))
 }
 
 /// A loaded checkpoint with its metadata decoded.

@@ -3,7 +3,8 @@
 //! A checkpoint is a folder (e.g. `<run>/checkpoints/step-000500/`) holding
 //! `model.safetensors`, `optimizer.safetensors` and `meta.json`. `meta.json` is an envelope
 //! recording the format version, the byte size, CRC-32 and tensor names of both safetensors
-//! files, and the caller's metadata. Folders are written under a temporary name, synced and
+//! files, and the caller's metadata with the CRC-32 of its bytes as written (`meta_crc32`), so
+//! an edited `meta.json` is refused like a corrupt tensor file. Folders are written under a temporary name, synced and
 //! renamed into place, so readers only ever see complete checkpoints; reading verifies sizes and
 //! checksums before any tensor is parsed.
 //!
@@ -12,6 +13,7 @@
 //! `.<name>.tmp-<pid>`), both complete copies exist only under those hidden names.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -29,8 +31,10 @@ pub const META_FILE: &str = "meta.json";
 pub const LATEST_FILE: &str = "LATEST";
 /// Value of the envelope's `format` field.
 pub const FORMAT_NAME: &str = "strata-checkpoint";
-/// Envelope version written (and the only one read) by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Envelope version written by this build (version 2 adds `meta_crc32`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest envelope version this build reads (without a metadata checksum).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Size, checksum and tensor names of one safetensors file, as recorded in `meta.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,13 +48,16 @@ pub struct FileRecord {
 }
 
 /// The `meta.json` envelope.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     format: String,
     version: u32,
     model: FileRecord,
     optimizer: FileRecord,
-    meta: serde_json::Value,
+    /// CRC-32 of the bytes of `meta` exactly as written (absent before version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta_crc32: Option<u32>,
+    meta: Box<RawValue>,
 }
 
 /// A checkpoint read back by [`read_checkpoint`].
@@ -113,12 +120,16 @@ fn write_contents(
     optimizer: &[(String, Tensor)],
     meta: &serde_json::Value,
 ) -> Result<()> {
+    let meta = serde_json::to_string_pretty(meta)
+        .and_then(RawValue::from_string)
+        .map_err(|e| Error::checkpoint(dir, format!("cannot encode {META_FILE}: {e}")))?;
     let envelope = Envelope {
         format: FORMAT_NAME.to_owned(),
         version: FORMAT_VERSION,
         model: write_tensors(dir, &tmp.join(MODEL_FILE), model)?,
         optimizer: write_tensors(dir, &tmp.join(OPTIMIZER_FILE), optimizer)?,
-        meta: meta.clone(),
+        meta_crc32: Some(crc32fast::hash(meta.get().as_bytes())),
+        meta,
     };
     let json = serde_json::to_vec_pretty(&envelope)
         .map_err(|e| Error::checkpoint(dir, format!("cannot encode {META_FILE}: {e}")))?;
@@ -202,12 +213,13 @@ pub fn read_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
         return Err(Error::checkpoint(dir, message));
     }
     let envelope = read_envelope(dir)?;
+    let meta = verified_meta(dir, &envelope)?;
     let model = read_tensors(dir, MODEL_FILE, &envelope.model)?;
     let optimizer = read_tensors(dir, OPTIMIZER_FILE, &envelope.optimizer)?;
     Ok(LoadedCheckpoint {
         model,
         optimizer,
-        meta: envelope.meta,
+        meta,
         path: dir.to_path_buf(),
     })
 }
@@ -241,12 +253,12 @@ fn read_envelope(dir: &Path) -> Result<Envelope> {
         ));
     }
     match value.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) if (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v) => {}
         Some(v) => {
             return Err(Error::checkpoint(
                 dir,
                 format!(
-                    "{META_FILE} has unknown format version {v} (this build reads version {FORMAT_VERSION})"
+                    "{META_FILE} has unknown format version {v} (this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
                 ),
             ));
         }
@@ -257,7 +269,41 @@ fn read_envelope(dir: &Path) -> Result<Envelope> {
             ));
         }
     }
-    serde_json::from_value(value)
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::checkpoint(dir, format!("{META_FILE} envelope is malformed: {e}")))
+}
+
+/// The caller's metadata of an envelope, after checking its bytes against `meta_crc32`.
+fn verified_meta(dir: &Path, envelope: &Envelope) -> Result<serde_json::Value> {
+    let raw = envelope.meta.get();
+    match envelope.meta_crc32 {
+        Some(expected) => {
+            let crc = crc32fast::hash(raw.as_bytes());
+            if crc != expected {
+                return Err(Error::checkpoint(
+                    dir,
+                    format!(
+                        "{META_FILE} is corrupt or was edited: its metadata has checksum {crc:#010x}, expected {expected:#010x} (meta_crc32); a checkpoint's {META_FILE} must not be changed by hand"
+                    ),
+                ));
+            }
+        }
+        None if envelope.version >= 2 => {
+            return Err(Error::checkpoint(
+                dir,
+                format!(
+                    "{META_FILE} has no meta_crc32 (version {} envelopes carry the checksum of their metadata)",
+                    envelope.version
+                ),
+            ));
+        }
+        None => tracing::warn!(
+            checkpoint = %dir.display(),
+            version = envelope.version,
+            "{META_FILE} predates metadata checksums; its metadata is not verified"
+        ),
+    }
+    serde_json::from_str(raw)
         .map_err(|e| Error::checkpoint(dir, format!("{META_FILE} envelope is malformed: {e}")))
 }
 

@@ -119,6 +119,10 @@ pub struct TrainConfig {
     /// Steps between checkpoints (defaults to `eval_interval`).
     #[serde(default)]
     pub checkpoint_interval: Option<u64>,
+    /// Checkpoints to keep: older ones are deleted after each save, but never the latest nor
+    /// the one with the best validation loss (absent: keep all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<usize>,
     /// Steps between logged training losses.
     #[serde(default = "default_log_interval")]
     pub log_interval: u64,
@@ -307,6 +311,13 @@ impl RunConfig {
         }
         if t.checkpoint_interval == Some(0) {
             return err("train.checkpoint_interval", "at least 1 step", &0);
+        }
+        if t.keep_last == Some(0) {
+            return err(
+                "train.keep_last",
+                "at least 1 checkpoint (or leave it out to keep all)",
+                &0,
+            );
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
             return err("train.learning_rate", "a positive number", &t.learning_rate);

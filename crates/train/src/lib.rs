@@ -24,6 +24,8 @@ pub mod optim;
 pub mod parallel;
 pub mod plots;
 pub mod prepare;
+pub mod run_folder;
+pub mod run_lock;
 pub mod schedule;
 pub mod tokenizer;
 pub mod trainer;

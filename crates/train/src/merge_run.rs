@@ -3,8 +3,7 @@
 //! `train --init-from` accept.
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
-use crate::checkpoint_io;
-use crate::trainer::prepare_out_dir;
+use crate::run_folder;
 use std::path::{Path, PathBuf};
 use strata_core::{Gpt, ModelConfig, ParamCount};
 use strata_merge::{LayerPlan, MergeConfig, State, expand, merge_states, state_from};
@@ -53,8 +52,7 @@ pub fn merge(
         }
         None => (run.model.clone(), state),
     };
-    prepare_out_dir(&out_dir, false, overwrite)?;
-    checkpoint_io::check_writable(&out_dir)?;
+    let _lock = run_folder::prepare(&out_dir, "merge", false, overwrite, None)?;
     let vs = nn::VarStore::new(Device::Cpu);
     let gpt = Gpt::new(&vs.root(), &model)?;
     let tensors: Vec<(String, tch::Tensor)> = state.into_iter().collect();

@@ -21,6 +21,8 @@ use crate::optim::AdamW;
 use crate::parallel::{DataParallel, worker_count};
 use crate::plots;
 use crate::prepare::{prepare_data, resolve_model};
+use crate::run_folder;
+use crate::run_lock::RunLock;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -134,12 +136,12 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// The summary of a finished (not interrupted) run in the run folder `dir`, if there is
-    /// one.
+    /// The summary of a finished (not interrupted, finally evaluated) run in the run folder
+    /// `dir`, if there is one.
     pub fn finished(dir: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
         let summary: Self = serde_json::from_str(&text).ok()?;
-        (!summary.interrupted).then_some(summary)
+        (!summary.interrupted && summary.final_val_loss.is_some()).then_some(summary)
     }
 }
 
@@ -211,22 +213,6 @@ pub fn evaluate(model: &Gpt, batches: &[(Tensor, Tensor)]) -> Result<f64> {
     Ok(total / batches.len().max(1) as f64)
 }
 
-/// Prepares the run folder `dir`: an existing run there is kept when `continuing`, replaced
-/// when `overwrite`, and otherwise refused.
-pub(crate) fn prepare_out_dir(dir: &Path, continuing: bool, overwrite: bool) -> Result<()> {
-    let has_run = dir.join("checkpoints").exists() || dir.join("metrics.jsonl").exists();
-    if !continuing && has_run {
-        if !overwrite {
-            return Err(Error::Invalid(format!(
-                "{} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out for a new folder",
-                dir.display()
-            )));
-        }
-        std::fs::remove_dir_all(dir).map_err(Error::io(dir))?;
-    }
-    checkpoint_io::check_writable(dir)
-}
-
 /// Everything the loop needs, built before the first step.
 struct Run {
     config: RunConfig,
@@ -252,6 +238,8 @@ struct Run {
     elapsed_before: f64,
     /// The newest checkpoint known to be good: the one resumed from, then each one saved.
     last_checkpoint: Option<PathBuf>,
+    /// The run folder's lock, held until the run ends.
+    _lock: RunLock,
 }
 
 /// Builds the run, from scratch or from a checkpoint.
@@ -259,7 +247,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let resumed: Option<Checkpoint> = options
         .resume
         .as_deref()
-        .map(checkpoint::load)
+        .map(run_folder::load_for_resume)
         .transpose()?;
     let initial: Option<Checkpoint> = options
         .init_from
@@ -297,10 +285,12 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     if let Some(ckpt) = start_from {
         checkpoint::ensure_compatible(ckpt, &model_config, &config, &options.config_file)?;
     }
-    prepare_out_dir(
+    let lock = run_folder::prepare(
         &options.out_dir,
+        "train",
         options.resume.is_some(),
         options.overwrite,
+        Some(&options.config_file),
     )?;
     let t = &config.train;
     set_cpu_threads(t.threads);
@@ -352,6 +342,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         best_val,
         elapsed_before,
         last_checkpoint: resumed.map(|c| c.loaded.path),
+        _lock: lock,
     })
 }
 
@@ -375,6 +366,9 @@ fn progress_bar(options: &RunOptions, start: u64, total: u64, name: &str) -> Pro
 pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let _threads = ThreadCountGuard(tch::get_num_threads());
     let mut run = build_run(config, options)?;
+    if let Some(done) = already_finished(&run, options) {
+        return Ok(done);
+    }
     let out = options.out_dir.clone();
     let mut as_given = run.config.clone();
     as_given.model = run.base_model.clone();
@@ -387,8 +381,11 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     let bar = progress_bar(options, run.start, t.max_iters, &run.config.name);
     let clock = Instant::now();
     let mut train_secs = 0.0;
-    let mut last_train_loss = None;
-    let mut last_val = None;
+    // A resumed run starts from the evaluation logged at its step, if any (the final losses
+    // of a run that stopped between its last checkpoint and its summary, for one).
+    let logged = resumed_at.and_then(|s| logged_eval(metrics.path(), s));
+    let mut last_train_loss = logged.as_ref().and_then(|r| r.loss);
+    let mut last_val = logged.as_ref().and_then(|r| r.val_loss);
     let mut last_reading = None;
     let branch_steps = t.branch_steps();
     let mut interrupted = false;
@@ -407,7 +404,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         }
         // The grown model is evaluated at once: its loss shows that growing kept the function.
         let due_eval = step % t.eval_interval == 0 || step == t.max_iters || grew;
-        if due_eval && resumed_at != Some(step) {
+        if due_eval && (resumed_at != Some(step) || logged.is_none()) {
             let reading = run.evaluator.evaluate(&mut run.parallel, &run.model)?;
             let (train_loss, val_loss) = (reading.train_loss, reading.val.mean);
             let unseen = reading.unseen.map_or(0.0, |u| u.loss);
@@ -529,6 +526,25 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
+/// The summary of a resumed run that had already finished: nothing is trained or written.
+fn already_finished(run: &Run, options: &RunOptions) -> Option<RunSummary> {
+    if options.resume.is_none() || run.start < run.config.train.max_iters {
+        return None;
+    }
+    let done = RunSummary::finished(&options.out_dir).filter(|s| s.steps == run.start)?;
+    tracing::info!(run = %options.out_dir.display(), steps = done.steps, "the run is already finished; nothing to do");
+    Some(done)
+}
+
+/// The last evaluation the metrics log at `path` records at `step`.
+fn logged_eval(path: &Path, step: u64) -> Option<MetricRecord> {
+    let records = crate::metrics::read_records(path).ok()?;
+    records
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == "eval" && r.step == step)
+}
+
 /// The error of a run that diverged at `step`: what was not finite, and the last good
 /// checkpoint to go back to.
 fn diverged(step: u64, what: &str, last_good: Option<&Path>) -> Error {
@@ -569,7 +585,11 @@ fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
         growth_applied: run.growth_applied,
         train_flops: run.train_flops,
     };
-    checkpoint::save(out, &run.vs, optimizer, &meta)
+    let dir = checkpoint::save(out, &run.vs, optimizer, &meta)?;
+    if let Some(keep_last) = run.config.train.keep_last {
+        run_folder::prune_checkpoints(out, keep_last, step, &run.config.train.branch_steps());
+    }
+    Ok(dir)
 }
 
 /// Loss curves from the metrics log and, for a DenseFormer, the DWA weight heatmap.

@@ -256,6 +256,47 @@ fn unknown_format_version_is_reported() {
     assert!(err.contains("unknown format version 99"), "{err}");
 }
 
+#[test]
+fn an_edited_meta_json_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let meta = serde_json::json!({"step": 8, "lr": 0.1});
+    let dir = write_default(root.path(), "step-000008", meta.clone());
+    let path = dir.join("meta.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"step\": 8"), "{text}");
+    std::fs::write(&path, text.replace("\"step\": 8", "\"step\": 9")).unwrap();
+    let err = read_error(&dir);
+    assert!(
+        err.contains("step-000008") && err.contains("meta.json") && err.contains("edited"),
+        "{err}"
+    );
+
+    // Taking the checksum out does not help either.
+    let mut envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
+    envelope.as_object_mut().unwrap().remove("meta_crc32");
+    std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
+    let err = read_error(&dir);
+    assert!(err.contains("no meta_crc32"), "{err}");
+
+    // Left alone, the file reads back.
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(read_checkpoint(&dir).unwrap().meta, meta);
+}
+
+#[test]
+fn version_1_envelopes_without_a_metadata_checksum_still_read() {
+    let root = tempfile::tempdir().unwrap();
+    let meta = serde_json::json!({"step": 3});
+    let dir = write_default(root.path(), "step-000003", meta.clone());
+    let path = dir.join("meta.json");
+    let mut envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    envelope["version"] = serde_json::json!(1);
+    envelope.as_object_mut().unwrap().remove("meta_crc32");
+    std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
+    assert_eq!(read_checkpoint(&dir).unwrap().meta, meta);
+}
+
 /// Whether this process can create files in a folder it made read-only (true for root).
 fn read_only_is_bypassed(dir: &Path) -> bool {
     let probe = dir.join("probe");
