@@ -21,7 +21,11 @@ fn a_parallel_comparison_runs_once_and_reports() {
         "compare", "--config", "cmp.toml", "--out", "cmp", "--jobs", "2", "--quiet",
     ];
     let first = strata_run(fx.path(), &args).ok();
-    assert!(first.stdout.contains("cmp/cli-compare.md"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("cmp/cli-compare.md"),
+        "{}",
+        first.stdout
+    );
     assert!(first.stdout.contains("dwa: "), "{}", first.stdout);
     let results = std::fs::read_to_string(fx.path().join("cmp/results.jsonl")).unwrap();
     // Baseline: 3 budgets x 2 seeds; the variant 2 x 2.
@@ -43,9 +47,18 @@ fn a_parallel_comparison_runs_once_and_reports() {
         assert!(report.contains(needle), "{needle}: {report}");
     }
     for plot in ["loss-vs-compute", "paired-differences"] {
-        assert!(fx.path().join(format!("cmp/cli-compare-{plot}.png")).exists(), "{plot}");
+        assert!(
+            fx.path()
+                .join(format!("cmp/cli-compare-{plot}.png"))
+                .exists(),
+            "{plot}"
+        );
     }
-    assert!(first.stderr.contains("compare run started"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("compare run started"),
+        "{}",
+        first.stderr
+    );
 
     let again = strata_run(fx.path(), &args).ok();
     assert!(!again.stderr.contains("run started"), "{}", again.stderr);
@@ -53,7 +66,14 @@ fn a_parallel_comparison_runs_once_and_reports() {
     std::fs::remove_file(fx.path().join("cmp/cli-compare.md")).unwrap();
     strata_run(
         fx.path(),
-        &["compare", "--config", "cmp.toml", "--out", "cmp", "--report-only"],
+        &[
+            "compare",
+            "--config",
+            "cmp.toml",
+            "--out",
+            "cmp",
+            "--report-only",
+        ],
     )
     .ok();
     assert!(fx.path().join("cmp/cli-compare.md").exists());
@@ -63,7 +83,10 @@ fn a_parallel_comparison_runs_once_and_reports() {
 fn bad_comparisons_are_refused_with_the_reason() {
     let fx = Fixture::new(10);
     let cases = [
-        (COMPARE.replace("seeds = [1, 2]", "seeds = [1]"), "no paired noise estimate"),
+        (
+            COMPARE.replace("seeds = [1, 2]", "seeds = [1]"),
+            "no paired noise estimate",
+        ),
         (
             COMPARE.replace(
                 "\"model.dwa.period=1\"]",

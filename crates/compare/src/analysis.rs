@@ -10,7 +10,7 @@
 //! without extrapolating is reported with the reason instead of a number.
 
 use crate::curve::Curve;
-use crate::stats::{Paired, pairs_needed, paired, resolvable};
+use crate::stats::{Paired, paired, pairs_needed, resolvable};
 use serde::{Deserialize, Serialize};
 
 /// What every finished run contributes to the results file.
@@ -330,10 +330,9 @@ pub fn describe(estimate: &Paired) -> String {
 
 /// The seed-count sentence of a power estimate.
 pub fn power_sentence(p: &Power) -> String {
-    let needed = p.seeds_for_effect.map_or_else(
-        || "more than 10000".to_owned(),
-        |n| n.to_string(),
-    );
+    let needed = p
+        .seeds_for_effect
+        .map_or_else(|| "more than 10000".to_owned(), |n| n.to_string());
     format!(
         "with {} seeds the smallest multiplier this comparison can resolve is {:.3}×; to \
          resolve {:.2}× you need {needed} seeds",
@@ -344,7 +343,10 @@ pub fn power_sentence(p: &Power) -> String {
 /// The verdict on `arm` at the headline budget, in plain words.
 fn verdict(arm: &ArmComparison, baseline: &str, headline: u64) -> String {
     let Some(budget) = arm.budgets.iter().find(|b| b.iters == headline) else {
-        return format!("`{}` has no run at the headline budget of {headline} steps", arm.arm);
+        return format!(
+            "`{}` has no run at the headline budget of {headline} steps",
+            arm.arm
+        );
     };
     let estimate = match &budget.log_multiplier {
         Ok(e) => e,

@@ -112,9 +112,10 @@ impl CompareConfig {
             message: e.to_string().trim().to_owned(),
         })?;
         if config.name.is_empty() {
-            config.name = path
-                .file_stem()
-                .map_or_else(|| "compare".to_owned(), |s| s.to_string_lossy().into_owned());
+            config.name = path.file_stem().map_or_else(
+                || "compare".to_owned(),
+                |s| s.to_string_lossy().into_owned(),
+            );
         }
         if config.base.is_relative() {
             config.base = path.parent().unwrap_or(Path::new(".")).join(&config.base);
@@ -225,7 +226,10 @@ impl CompareConfig {
 /// The first override of `set` that makes runs incomparable, with what it changes.
 pub fn not_comparable(set: &[String]) -> Option<(&str, &'static str)> {
     set.iter().find_map(|item| {
-        let key = item.split_once('=').map_or(item.as_str(), |(k, _)| k).trim();
+        let key = item
+            .split_once('=')
+            .map_or(item.as_str(), |(k, _)| k)
+            .trim();
         NOT_COMPARABLE
             .iter()
             .find(|(prefix, _)| {

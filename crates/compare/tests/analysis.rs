@@ -27,7 +27,10 @@ fn synthetic(m: f64, seeds: u64, noise: f64, normal: &mut Normal) -> Vec<Compare
     let mut records = Vec::new();
     for seed in 0..seeds {
         let offset = 0.05 * normal.sample();
-        let arms = [("baseline", &BASELINE_BUDGETS[..], 1.0), ("variant", &VARIANT_BUDGETS[..], m)];
+        let arms = [
+            ("baseline", &BASELINE_BUDGETS[..], 1.0),
+            ("variant", &VARIANT_BUDGETS[..], m),
+        ];
         for (arm, budgets, worth) in arms {
             for &iters in budgets {
                 let c = compute(iters);
@@ -78,12 +81,18 @@ fn a_known_multiplier_is_recovered_inside_its_interval() {
         // At equal compute the variant is better by the law's difference.
         let d = b.loss_difference.as_ref().unwrap();
         let truth = law(b.compute) - law(1.3 * b.compute);
-        assert!(d.t_interval.0 < truth && truth < d.t_interval.1, "{d:?} vs {truth}");
+        assert!(
+            d.t_interval.0 < truth && truth < d.t_interval.1,
+            "{d:?} vs {truth}"
+        );
     }
     assert!(arm.verdict.contains("is worth 1.3"), "{}", arm.verdict);
     let power = arm.power.unwrap();
     assert_eq!(power.n, 8);
-    assert!(power.resolvable > 1.0 && power.resolvable < 1.3, "{power:?}");
+    assert!(
+        power.resolvable > 1.0 && power.resolvable < 1.3,
+        "{power:?}"
+    );
 }
 
 #[test]
@@ -115,15 +124,26 @@ fn an_aa_comparison_gives_one_inside_its_interval() {
         not_significant += usize::from(e.p_greater > 0.05);
     }
     assert!(inside as f64 / trials as f64 > 0.92, "{inside}");
-    assert!(not_significant as f64 / trials as f64 > 0.92, "{not_significant}");
+    assert!(
+        not_significant as f64 / trials as f64 > 0.92,
+        "{not_significant}"
+    );
 
     // A seeded A/A comparison: 1 inside, p > 0.05, and no winner called.
     let analysis = run(&synthetic(1.0, 5, 0.01, &mut Normal::new(1)), None);
     let arm = &analysis.arms[0];
     let e = arm.budgets[1].log_multiplier.as_ref().unwrap();
     assert!(e.t_interval.0 < 0.0 && 0.0 < e.t_interval.1 && e.p_greater > 0.05);
-    assert!(arm.verdict.starts_with("no difference resolved"), "{}", arm.verdict);
-    assert!(arm.verdict.contains("to resolve 1.05× you need"), "{}", arm.verdict);
+    assert!(
+        arm.verdict.starts_with("no difference resolved"),
+        "{}",
+        arm.verdict
+    );
+    assert!(
+        arm.verdict.contains("to resolve 1.05× you need"),
+        "{}",
+        arm.verdict
+    );
 }
 
 #[test]
@@ -165,7 +185,10 @@ fn a_budget_past_the_baselines_curve_is_refused_with_the_reason() {
     let analysis = run(&records, None);
     let last = analysis.arms[0].budgets.last().unwrap();
     let why = last.log_multiplier.as_ref().unwrap_err();
-    assert!(why.contains("3 of 3 seeds") && why.contains("never reached"), "{why}");
+    assert!(
+        why.contains("3 of 3 seeds") && why.contains("never reached"),
+        "{why}"
+    );
     assert!(analysis.arms[0].budgets[0].log_multiplier.is_ok());
 }
 

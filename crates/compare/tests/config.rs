@@ -62,9 +62,8 @@ fn variants_that_change_the_data_or_tokenizer_are_refused() {
         "model.block_size=32",
         "train.eval_iters=50",
     ] {
-        let arms = format!(
-            "[[arms]]\nname = \"baseline\"\n[[arms]]\nname = \"v\"\nset = [\"{item}\"]\n"
-        );
+        let arms =
+            format!("[[arms]]\nname = \"baseline\"\n[[arms]]\nname = \"v\"\nset = [\"{item}\"]\n");
         let err = load("seeds = [1, 2]\nbudgets = [10]", &arms).unwrap_err();
         let shown = item.replace('\\', "");
         assert!(err.contains("arms[1].set"), "{err}");
@@ -92,8 +91,16 @@ fn other_bad_fields_are_named() {
             "[[arms]]\nname = \"baseline\"\n[[arms]]\nname = \"baseline-aa\"\n",
             "A/A arm",
         ),
-        ("seeds = [1, 2]\nbudgets = [10]\ntarget_loss = -1.0", ARMS, "`target_loss`"),
-        ("seeds = [1, 2]\nbudgets = [10]\nbootstrap = 5", ARMS, "`bootstrap`"),
+        (
+            "seeds = [1, 2]\nbudgets = [10]\ntarget_loss = -1.0",
+            ARMS,
+            "`target_loss`",
+        ),
+        (
+            "seeds = [1, 2]\nbudgets = [10]\nbootstrap = 5",
+            ARMS,
+            "`bootstrap`",
+        ),
         ("seeds = [1, 2]\nbudget = [10]", ARMS, "budget"),
         (
             "seeds = [1, 2]\nbudgets = [10]",
@@ -103,7 +110,10 @@ fn other_bad_fields_are_named() {
     ];
     for (head, arms, needle) in cases {
         let err = load(head, arms).unwrap_err();
-        assert!(err.contains("cmp.toml") && err.contains(needle), "{head}: {err}");
+        assert!(
+            err.contains("cmp.toml") && err.contains(needle),
+            "{head}: {err}"
+        );
     }
 }
 
@@ -123,13 +133,19 @@ fn the_plan_pairs_the_arms_of_a_seed() {
     // 4 x 16 tokens, longest first.
     assert_eq!(runs.len(), 6 + 4 + 6);
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(&ids[..3], ["baseline-s3-i40", "baseline-s3-i20", "baseline-s3-i10"]);
+    assert_eq!(
+        &ids[..3],
+        ["baseline-s3-i40", "baseline-s3-i20", "baseline-s3-i10"]
+    );
     assert!(ids.contains(&"dwa-s4-i10") && ids.contains(&"baseline-aa-s4-i40"));
     assert!(!ids.contains(&"dwa-s4-i40"));
     assert!(runs[0].source && !runs[1].source);
     for r in &runs {
         let t = &r.config.train;
-        assert_eq!((t.seed, t.max_iters, t.lr_decay_iters), (r.seed, r.iters, Some(r.iters)));
+        assert_eq!(
+            (t.seed, t.max_iters, t.lr_decay_iters),
+            (r.seed, r.iters, Some(r.iters))
+        );
         assert_eq!(t.warmup_iters, r.iters / 10);
         assert_eq!(t.eval_interval, r.iters / 2);
         assert_eq!(r.config.name, r.id);

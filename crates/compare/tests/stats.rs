@@ -66,7 +66,11 @@ fn a_paired_estimate_matches_the_hand_computed_one() {
     assert!((p.t_interval.0 - (3.0 - half)).abs() < 1e-12);
     assert!((p.t_interval.1 - (3.0 + half)).abs() < 1e-12);
     let t = 3.0 / (sd / 5f64.sqrt());
-    assert!((p.p_greater - t_tail(t, 4.0)).abs() < 1e-6, "{}", p.p_greater);
+    assert!(
+        (p.p_greater - t_tail(t, 4.0)).abs() < 1e-6,
+        "{}",
+        p.p_greater
+    );
     // The bootstrap interval lies inside the data's range and around the mean.
     assert!(p.bootstrap_interval.0 >= 1.0 && p.bootstrap_interval.1 <= 5.0);
     assert!(p.bootstrap_interval.0 < 3.0 && p.bootstrap_interval.1 > 3.0);
