@@ -104,7 +104,11 @@ impl Curve {
         }
         for w in self.points.windows(2) {
             let ((c0, l0), (c1, l1)) = (w[0], w[1]);
-            if l0 > loss && l1 <= loss {
+            if l0 > loss && l1 == loss {
+                // A measured point is returned as measured (identical runs give exactly 1).
+                return Ok(c1);
+            }
+            if l0 > loss && l1 < loss {
                 let t = (l0 - loss) / (l0 - l1);
                 return Ok((c0.ln() + t * (c1.ln() - c0.ln())).exp());
             }
