@@ -86,7 +86,11 @@ fn a_known_multiplier_is_recovered_inside_its_interval() {
             "{d:?} vs {truth}"
         );
     }
-    assert!(arm.verdict.contains("`variant` is worth 1."), "{}", arm.verdict);
+    assert!(
+        arm.verdict.contains("`variant` is worth 1."),
+        "{}",
+        arm.verdict
+    );
     let power = arm.power.unwrap();
     assert_eq!(power.n, 8);
     assert!(

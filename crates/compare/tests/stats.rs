@@ -52,7 +52,10 @@ fn t_quantiles_match_tables_and_the_integrated_tail() {
         assert!((t_quantile(0.975, df) - table).abs() < 1e-3, "df {df}");
         // (The integral stops at 400, which cuts off too much of the Cauchy's tail at df 1.)
         if df > 1.0 {
-            assert!((t_tail(t_quantile(0.975, df), df) - 0.025).abs() < 1e-4, "df {df}");
+            assert!(
+                (t_tail(t_quantile(0.975, df), df) - 0.025).abs() < 1e-4,
+                "df {df}"
+            );
         }
     }
 }
