@@ -1,5 +1,6 @@
 //! `strata`: train, evaluate, sample and compare small transformers.
 
+mod compare;
 mod demo;
 mod experiments;
 mod signals;
@@ -107,6 +108,9 @@ enum Command {
     /// Train a grid of model sizes, token budgets and variants (resumable), fit scaling laws
     /// and report every variant's compute multiplier over the baseline.
     Sweep(sweep::SweepArgs),
+    /// Compare a baseline with variants over paired seeds and budgets (resumable): compute
+    /// multipliers with intervals, power and a plain verdict.
+    Compare(compare::CompareArgs),
     /// Run a study over several seeds and write its table and plot (docs/experiments/).
     Experiment {
         /// The study.
@@ -124,7 +128,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let result = run(Cli::parse());
+    // A child process of a sweep or comparison trains its job and does nothing else.
+    let result = strata_sweep::registry::run_child_if_requested(signals::stop_flag)
+        .unwrap_or_else(|| run(Cli::parse()));
     if let Err(err) = &result {
         eprintln!("error: {err}");
     }
@@ -237,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Experiment { study } => experiments::run(study, &signals::stop_flag()),
         Command::Sweep(args) => sweep::run(&args, &signals::stop_flag()),
+        Command::Compare(args) => compare::run(&args, &signals::stop_flag()),
         Command::Demo(args) => {
             // The children get a terminal's Ctrl-C too and save; the demo waits for them, then
             // stops.

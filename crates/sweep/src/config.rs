@@ -125,38 +125,45 @@ impl SweepConfig {
                 format!("{:?}", self.tokens),
             );
         }
-        if self.variants.is_empty() {
-            return err(
-                "variants",
-                "at least one [[variants]] table",
-                "none".to_owned(),
-            );
-        }
-        let mut names: Vec<&str> = self.variants.iter().map(|v| v.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return err(
-                "variants",
-                "distinct variant names",
-                format!("`{}` twice", w[0]),
-            );
-        }
-        if let Some(v) = self.variants.iter().find(|v| {
-            v.name.is_empty()
-                || !v
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        }) {
-            return err(
-                "variants.name",
-                "a name of letters, digits, `-`, `_` and `.` (it names run folders)",
-                format!("`{}`", v.name),
-            );
-        }
+        validate_variants(&self.variants, "variants", file)?;
         if self.evals_per_run == 0 {
             return err("evals_per_run", "at least 1", "0".to_owned());
         }
         Ok(())
     }
+}
+
+/// Checks a list of variants (the sweep's `variants`, a comparison's `arms`): at least one,
+/// distinct names made of letters, digits, `-`, `_` and `.` (they name run folders);
+/// `field` and `file` name them in errors.
+pub fn validate_variants(variants: &[Variant], field: &str, file: &str) -> Result<()> {
+    let err = |field: &str, expected: &str, found: String| {
+        Err(Error::config(file, field, expected, found))
+    };
+    if variants.is_empty() {
+        return err(
+            field,
+            &format!("at least one [[{field}]] table"),
+            "none".to_owned(),
+        );
+    }
+    let mut names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return err(field, "distinct names", format!("`{}` twice", w[0]));
+    }
+    if let Some(v) = variants.iter().find(|v| {
+        v.name.is_empty()
+            || !v
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    }) {
+        return err(
+            &format!("{field}.name"),
+            "a name of letters, digits, `-`, `_` and `.` (it names run folders)",
+            format!("`{}`", v.name),
+        );
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod law;
 pub mod multiplier;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod runner;
 

@@ -30,10 +30,8 @@ pub fn plan(sweep: &SweepConfig) -> Result<Vec<PlannedRun>> {
                     "{}-L{}-d{}-D{tokens}",
                     variant.name, size.n_layer, size.d_model
                 );
-                let t = &base.train;
-                let per_step = (t.batch_size * base.model.block_size) as u64;
+                let per_step = (base.train.batch_size * base.model.block_size) as u64;
                 let steps = tokens.div_ceil(per_step).max(2);
-                let interval = (steps / sweep.evals_per_run).max(1);
                 let mut overrides = sweep.set.clone();
                 overrides.extend(variant.set.iter().cloned());
                 overrides.extend([
@@ -41,12 +39,8 @@ pub fn plan(sweep: &SweepConfig) -> Result<Vec<PlannedRun>> {
                     format!("model.n_layer={}", size.n_layer),
                     format!("model.d_model={}", size.d_model),
                     format!("model.n_head={}", size.n_head),
-                    format!("train.max_iters={steps}"),
-                    format!("train.lr_decay_iters={steps}"),
-                    format!("train.warmup_iters={}", t.warmup_iters.min(steps / 10)),
-                    format!("train.eval_interval={interval}"),
-                    format!("train.checkpoint_interval={interval}"),
                 ]);
+                overrides.extend(budget_overrides(&base, steps, sweep.evals_per_run));
                 let config = RunConfig::load(&sweep.base, &overrides)?;
                 runs.push(PlannedRun {
                     id,
@@ -59,4 +53,21 @@ pub fn plan(sweep: &SweepConfig) -> Result<Vec<PlannedRun>> {
         }
     }
     Ok(runs)
+}
+
+/// The overrides that make a run of `base` train for `steps` steps: the schedule's decay
+/// ends there, warmup is at most a tenth of it, and it evaluates and saves a checkpoint
+/// `evals` times.
+pub fn budget_overrides(base: &RunConfig, steps: u64, evals: u64) -> Vec<String> {
+    let interval = (steps / evals.max(1)).max(1);
+    vec![
+        format!("train.max_iters={steps}"),
+        format!("train.lr_decay_iters={steps}"),
+        format!(
+            "train.warmup_iters={}",
+            base.train.warmup_iters.min(steps / 10)
+        ),
+        format!("train.eval_interval={interval}"),
+        format!("train.checkpoint_interval={interval}"),
+    ]
 }

@@ -1,0 +1,103 @@
+//! `strata compare` through the real binary: 2 arms x 2 seeds x 2 budgets in parallel child
+//! processes, the report and plots written, a second call trains nothing, `--report-only`
+//! re-analyses, and bad comparison files are refused with the reason.
+
+mod common;
+
+use common::{Fixture, strata_run};
+
+/// Baseline against DenseFormer 1x1 over the fixture's tiny config.
+const COMPARE: &str = "name = \"cli-compare\"\nbase = \"tiny.toml\"\nseeds = [1, 2]\n\
+    budgets = [10, 20]\nbaseline_extra_budgets = [40]\nevals_per_run = 2\nbootstrap = 200\n\
+    target_loss = 0.5\n\
+    [[arms]]\nname = \"baseline\"\n\
+    [[arms]]\nname = \"dwa\"\nset = [\"model.dwa.dilation=1\", \"model.dwa.period=1\"]\n";
+
+#[test]
+fn a_parallel_comparison_runs_once_and_reports() {
+    let fx = Fixture::new(10);
+    std::fs::write(fx.path().join("cmp.toml"), COMPARE).unwrap();
+    let args = [
+        "compare", "--config", "cmp.toml", "--out", "cmp", "--jobs", "2", "--quiet",
+    ];
+    let first = strata_run(fx.path(), &args).ok();
+    assert!(
+        first.stdout.contains("cmp/cli-compare.md"),
+        "{}",
+        first.stdout
+    );
+    assert!(first.stdout.contains("dwa: "), "{}", first.stdout);
+    let results = std::fs::read_to_string(fx.path().join("cmp/results.jsonl")).unwrap();
+    // Baseline: 3 budgets x 2 seeds; the variant 2 x 2.
+    assert_eq!(results.lines().count(), 10, "{results}");
+    for line in results.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(record["final_val_loss"].as_f64().unwrap() > 0.0);
+        assert!(record["train_flops"].as_f64().unwrap() > 0.0);
+    }
+    let report = std::fs::read_to_string(fx.path().join("cmp/cli-compare.md")).unwrap();
+    for needle in [
+        "## Verdicts",
+        "paired",
+        "Student-t",
+        "bootstrap",
+        "| dwa | 10 |",
+        "never reached",
+    ] {
+        assert!(report.contains(needle), "{needle}: {report}");
+    }
+    for plot in ["loss-vs-compute", "paired-differences"] {
+        assert!(
+            fx.path()
+                .join(format!("cmp/cli-compare-{plot}.png"))
+                .exists(),
+            "{plot}"
+        );
+    }
+    assert!(
+        first.stderr.contains("compare run started"),
+        "{}",
+        first.stderr
+    );
+
+    let again = strata_run(fx.path(), &args).ok();
+    assert!(!again.stderr.contains("run started"), "{}", again.stderr);
+    assert!(again.stderr.contains("trained=0"), "{}", again.stderr);
+    std::fs::remove_file(fx.path().join("cmp/cli-compare.md")).unwrap();
+    strata_run(
+        fx.path(),
+        &[
+            "compare",
+            "--config",
+            "cmp.toml",
+            "--out",
+            "cmp",
+            "--report-only",
+        ],
+    )
+    .ok();
+    assert!(fx.path().join("cmp/cli-compare.md").exists());
+}
+
+#[test]
+fn bad_comparisons_are_refused_with_the_reason() {
+    let fx = Fixture::new(10);
+    let cases = [
+        (
+            COMPARE.replace("seeds = [1, 2]", "seeds = [1]"),
+            "no paired noise estimate",
+        ),
+        (
+            COMPARE.replace(
+                "\"model.dwa.period=1\"]",
+                "\"model.dwa.period=1\", \"data.tokenizer=bpe\"]",
+            ),
+            "data.tokenizer=bpe",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let file = format!("bad{i}.toml");
+        std::fs::write(fx.path().join(&file), text).unwrap();
+        strata_run(fx.path(), &["compare", "--config", &file]).fails_with(&[&file, needle]);
+    }
+}

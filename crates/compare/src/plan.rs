@@ -1,0 +1,80 @@
+//! The runs of a comparison: for every arm and seed, one long run at the largest budget
+//! (the source) and one run per smaller budget.
+//!
+//! With a warmup-stable-decay schedule the smaller budgets are cooldown branches of the
+//! source's stable phase; until that lands every budget is a run of its own length
+//! ([`crate::runner::run_budget`]).
+
+use crate::config::{BudgetUnit, CompareConfig};
+use strata_sweep::Variant;
+use strata_sweep::plan::budget_overrides;
+use strata_tensor::Result;
+use strata_train::RunConfig;
+
+/// One planned run.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// Folder name, e.g. `baseline-s1-i500`.
+    pub id: String,
+    /// The arm.
+    pub arm: Variant,
+    /// The seed.
+    pub seed: u64,
+    /// Optimizer steps.
+    pub iters: u64,
+    /// True for the longest run of its arm and seed (the source of the branches).
+    pub source: bool,
+    /// The complete run config.
+    pub config: RunConfig,
+}
+
+/// The budgets of `compare` in steps, ascending and without repeats; `extra` adds the
+/// baseline's extra budgets.
+pub fn budget_iters(compare: &CompareConfig, base: &RunConfig, extra: bool) -> Vec<u64> {
+    let per_step = (base.train.batch_size * base.model.block_size) as u64;
+    let mut iters: Vec<u64> = compare
+        .budgets
+        .iter()
+        .chain(compare.baseline_extra_budgets.iter().filter(|_| extra))
+        .map(|&b| match compare.budget_unit {
+            BudgetUnit::Iters => b,
+            BudgetUnit::Tokens => b.div_ceil(per_step),
+        })
+        .map(|b| b.max(2))
+        .collect();
+    iters.sort_unstable();
+    iters.dedup();
+    iters
+}
+
+/// Every run of `compare`: arms outermost, then seeds, then budgets (longest first, so that
+/// the source of the branches comes before them).
+pub fn plan(compare: &CompareConfig) -> Result<Vec<PlannedRun>> {
+    let base = RunConfig::load(&compare.base, &compare.set)?;
+    let baseline = compare.baseline().name.clone();
+    let mut runs = Vec::new();
+    for arm in compare.all_arms() {
+        let is_baseline = arm.name == baseline || arm.name == compare.aa_name();
+        let budgets = budget_iters(compare, &base, is_baseline);
+        for &seed in &compare.seeds {
+            for (k, &iters) in budgets.iter().rev().enumerate() {
+                let id = format!("{}-s{seed}-i{iters}", arm.name);
+                let mut overrides = compare.set.clone();
+                overrides.extend(arm.set.iter().cloned());
+                overrides.push(format!("name=\"{id}\""));
+                overrides.push(format!("train.seed={seed}"));
+                overrides.extend(budget_overrides(&base, iters, compare.evals_per_run));
+                let config = RunConfig::load(&compare.base, &overrides)?;
+                runs.push(PlannedRun {
+                    id,
+                    arm: arm.clone(),
+                    seed,
+                    iters,
+                    source: k == 0,
+                    config,
+                });
+            }
+        }
+    }
+    Ok(runs)
+}

@@ -1,0 +1,121 @@
+//! Running a comparison: every (arm, seed, budget) run in its own run folder under
+//! `<out>/runs/`, through the sweep's run registry (finished runs with the same settings
+//! skipped, interrupted ones resumed, `jobs` at once in child processes), then one results
+//! file, `<out>/results.jsonl`.
+//!
+//! The sources (each arm and seed's longest run) train first, then the smaller budgets.
+
+use crate::analysis::CompareRecord;
+use crate::config::CompareConfig;
+use crate::plan::{PlannedRun, plan};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use strata_sweep::registry::{Job, Launch, pending, read_records, train_jobs, write_records};
+use strata_tensor::{Error, Result};
+use strata_train::RunSummary;
+
+/// What a comparison did.
+#[derive(Clone, Debug)]
+pub struct CompareOutcome {
+    /// Runs trained (or continued) now.
+    pub trained: usize,
+    /// Runs that were already finished.
+    pub skipped: usize,
+    /// Every finished run, in plan order.
+    pub records: Vec<CompareRecord>,
+}
+
+/// The job that produces the run of one budget (`run.source`: the arm and seed's longest
+/// run), in the comparison's `runs` folder.
+///
+/// MERGE: use strata_train::branch::cooldown — a budget that is not the source becomes a
+/// cooldown branch of the source's stable phase (`cooldown(&source_dir, run.iters, &dir,
+/// ..)`, needing `train.schedule = "wsd"` in the base config); until then every budget is a
+/// dedicated run of its own length, trained by the registry like any other.
+pub fn run_budget(run: &PlannedRun, runs: &Path) -> Job {
+    Job {
+        id: run.id.clone(),
+        dir: runs.join(&run.id),
+        config: run.config.clone(),
+    }
+}
+
+/// Trains every planned run of `compare` that is not finished yet into `out`, then writes
+/// `results.jsonl` (one [`CompareRecord`] per finished run).
+pub fn run_compare(compare: &CompareConfig, out: &Path, launch: &Launch) -> Result<CompareOutcome> {
+    // MERGE: take strata_train's run-folder lock on `out` here (safety-folders' run_lock).
+    let runs = plan(compare)?;
+    let root = out.join("runs");
+    std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+    let (sources, branches): (Vec<&PlannedRun>, Vec<&PlannedRun>) =
+        runs.iter().partition(|r| r.source);
+    let mut trained = 0;
+    let mut skipped = 0;
+    for (phase, group) in [("source", sources), ("budget", branches)] {
+        let jobs: Vec<Job> = group.iter().map(|r| run_budget(r, &root)).collect();
+        let todo = pending(&jobs);
+        skipped += jobs.len() - todo.len();
+        trained += todo.len();
+        tracing::info!(
+            compare = %compare.name,
+            phase,
+            runs = jobs.len(),
+            finished = jobs.len() - todo.len(),
+            "compare planned"
+        );
+        train_jobs(&todo, launch, "compare")?;
+        if launch.stop.load(Ordering::SeqCst) {
+            return Err(Error::Invalid(format!(
+                "compare interrupted; run the same command again to continue ({skipped} runs \
+                 were finished before)"
+            )));
+        }
+    }
+    let records = collect(&runs, &root)?;
+    write_records(&results_path(out), &records)?;
+    Ok(CompareOutcome {
+        trained,
+        skipped,
+        records,
+    })
+}
+
+/// The results file of the comparison folder `out`.
+pub fn results_path(out: &Path) -> PathBuf {
+    out.join("results.jsonl")
+}
+
+/// The records of every finished run, in plan order.
+fn collect(runs: &[PlannedRun], root: &Path) -> Result<Vec<CompareRecord>> {
+    let mut records = Vec::new();
+    for run in runs {
+        let dir = root.join(&run.id);
+        let Some(summary) = RunSummary::finished(&dir) else {
+            continue;
+        };
+        let Some(final_val_loss) = summary.final_val_loss else {
+            return Err(Error::Invalid(format!(
+                "{}: finished without a validation loss",
+                dir.display()
+            )));
+        };
+        records.push(CompareRecord {
+            run: run.id.clone(),
+            arm: run.arm.name.clone(),
+            seed: run.seed,
+            iters: run.iters,
+            steps: summary.steps,
+            tokens: summary.tokens,
+            train_flops: summary.train_flops,
+            final_val_loss,
+            wall_s: summary.wall_s,
+            params_total: summary.params.total,
+        });
+    }
+    Ok(records)
+}
+
+/// Reads a results file written by [`run_compare`].
+pub fn read_results(path: &Path) -> Result<Vec<CompareRecord>> {
+    read_records(path, "compare record")
+}

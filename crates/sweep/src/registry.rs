@@ -1,0 +1,236 @@
+//! The run registry shared by `strata sweep` and `strata compare`: every planned run in its
+//! own run folder, a finished run with the same settings skipped, an interrupted one resumed
+//! from its latest checkpoint, and pending runs trained here one after another or in
+//! parallel child processes.
+//!
+//! A child process is started through a library entry point, not a command line: the parent
+//! writes `job.json` into the run folder and starts the given executable (the `strata`
+//! binary) with [`CHILD_ENV`] naming that file. The executable's `main` calls
+//! [`run_child_if_requested`] first, which trains the job and reports how it went.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use strata_tensor::{Error, Result};
+use strata_train::{RunConfig, RunOptions, RunSummary};
+
+/// The environment variable that names a child process's job file.
+pub const CHILD_ENV: &str = "STRATA_CHILD_JOB";
+
+/// One planned run: its folder and its complete config.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Run folder name (unique among the jobs of one registry).
+    pub id: String,
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The complete run config.
+    pub config: RunConfig,
+}
+
+/// How pending jobs are trained.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Runs at once.
+    pub jobs: usize,
+    /// The executable for parallel child processes (`None`: train in this process).
+    pub executable: Option<PathBuf>,
+    /// Progress bars for in-process runs.
+    pub progress: bool,
+    /// Set (e.g. by Ctrl-C) to stop after the current runs have saved a checkpoint.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a child process is asked to do (the contents of `job.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ChildJob {
+    /// The run config file (the folder's `run.toml`).
+    config: PathBuf,
+    /// The run folder.
+    out: PathBuf,
+    /// Continue the folder's latest checkpoint instead of starting afresh.
+    resume: bool,
+}
+
+/// True when `dir` holds a checkpoint to continue.
+fn resumable(dir: &Path) -> bool {
+    strata_train::run_folder::has_checkpoint(dir)
+}
+
+/// True when the run in `dir` was trained with `config` (its `run.toml`; the thread count
+/// of a child process aside).
+fn same_run(dir: &Path, config: &RunConfig) -> bool {
+    match RunConfig::load(&dir.join("run.toml"), &[]) {
+        Ok(mut saved) => {
+            saved.train.threads = config.train.threads;
+            saved == *config
+        }
+        Err(_) => false,
+    }
+}
+
+/// True when `job` has finished with its current settings; a run finished with other
+/// settings is logged and counts as not done (it is trained again).
+pub fn is_done(job: &Job) -> bool {
+    let done = RunSummary::finished(&job.dir).is_some();
+    if done && !same_run(&job.dir, &job.config) {
+        tracing::warn!(run = %job.id, "finished with other settings; training it again");
+        return false;
+    }
+    done
+}
+
+/// The jobs that are not done, in the given order.
+pub fn pending(jobs: &[Job]) -> Vec<&Job> {
+    jobs.iter().filter(|j| !is_done(j)).collect()
+}
+
+/// Trains `pending` as `launch` says: in this process one after another, or (with more
+/// than one job and an executable) in up to `launch.jobs` child processes, each with
+/// `cores / jobs` threads. Returns early, without error, when `launch.stop` is set.
+pub fn train_jobs(pending: &[&Job], launch: &Launch, what: &str) -> Result<()> {
+    match (&launch.executable, launch.jobs) {
+        (Some(exe), jobs) if jobs > 1 => run_children(exe, pending, launch, what),
+        _ => {
+            for (i, job) in pending.iter().enumerate() {
+                if launch.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                tracing::info!(run = %job.id, index = i + 1, of = pending.len(), "{what} run");
+                run_in_process(job, launch)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes the folder's `run.toml` (with `threads`) and returns whether its checkpoint is
+/// continued.
+fn prepare(job: &Job, threads: Option<usize>) -> Result<(PathBuf, bool)> {
+    std::fs::create_dir_all(&job.dir).map_err(Error::io(&job.dir))?;
+    let continuing = resumable(&job.dir) && same_run(&job.dir, &job.config);
+    let mut config = job.config.clone();
+    if let Some(threads) = threads {
+        config.train.threads = threads;
+    }
+    let file = job.dir.join("run.toml");
+    std::fs::write(&file, config.to_toml()).map_err(Error::io(&file))?;
+    Ok((file, continuing))
+}
+
+/// The training options of a job in `dir` from its `run.toml`.
+fn run_options(file: &Path, dir: &Path, continuing: bool, stop: &Arc<AtomicBool>) -> RunOptions {
+    let mut train = RunOptions::new(file, dir);
+    train.stop = stop.clone();
+    if continuing {
+        train.resume = Some(dir.to_path_buf());
+    } else {
+        train.overwrite = true;
+    }
+    train
+}
+
+/// Trains one job here, continuing its checkpoint if it has one.
+fn run_in_process(job: &Job, launch: &Launch) -> Result<()> {
+    let (file, continuing) = prepare(job, None)?;
+    let mut train = run_options(&file, &job.dir, continuing, &launch.stop);
+    train.progress = launch.progress;
+    strata_train::train(job.config.clone(), &train)?;
+    Ok(())
+}
+
+/// Trains the pending jobs in up to `launch.jobs` child processes.
+fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / launch.jobs).max(1);
+    let mut queue = pending.iter();
+    let mut children: Vec<(&Job, Child)> = Vec::new();
+    loop {
+        while children.len() < launch.jobs && !launch.stop.load(Ordering::SeqCst) {
+            let Some(job) = queue.next() else { break };
+            let (config, resume) = prepare(job, Some(threads))?;
+            let order = ChildJob {
+                config,
+                out: job.dir.clone(),
+                resume,
+            };
+            let file = job.dir.join("job.json");
+            let json =
+                serde_json::to_string_pretty(&order).map_err(|e| Error::Invalid(e.to_string()))?;
+            strata_train::checkpoint_io::write_atomic(&file, json.as_bytes())?;
+            let child = Command::new(exe)
+                .env(CHILD_ENV, &file)
+                .spawn()
+                .map_err(Error::io(exe))?;
+            tracing::info!(run = %job.id, pid = child.id(), "{what} run started");
+            children.push((job, child));
+        }
+        if children.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut still = Vec::new();
+        for (job, mut child) in children {
+            match child.try_wait().map_err(Error::io(exe))? {
+                Some(status) if !status.success() && !launch.stop.load(Ordering::SeqCst) => {
+                    return Err(Error::Invalid(format!(
+                        "{what} run {} failed ({status}); see {}",
+                        job.id,
+                        job.dir.display()
+                    )));
+                }
+                // A child stopped by a signal exits non-zero after saving its checkpoint.
+                Some(status) if !status.success() => {
+                    tracing::warn!(run = %job.id, %status, "{what} run stopped")
+                }
+                Some(_) => tracing::info!(run = %job.id, "{what} run finished"),
+                None => still.push((job, child)),
+            }
+        }
+        children = still;
+    }
+}
+
+/// In a child process started by [`train_jobs`] (the [`CHILD_ENV`] variable is set), trains
+/// the job its file names and returns how that went; otherwise `None`. `stop` is called
+/// only in a child, to install its stop flag (e.g. a Ctrl-C handler).
+pub fn run_child_if_requested(stop: impl FnOnce() -> Arc<AtomicBool>) -> Option<Result<()>> {
+    let file = PathBuf::from(std::env::var_os(CHILD_ENV)?);
+    Some(run_child(&file, stop()))
+}
+
+/// Trains the job of the job file `file`.
+fn run_child(file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
+    let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
+    let job: ChildJob = serde_json::from_str(&text)
+        .map_err(|e| Error::data(file, format!("not a child job (config, out, resume): {e}")))?;
+    let config = RunConfig::load(&job.config, &[])?;
+    let options = run_options(&job.config, &job.out, job.resume, &stop);
+    strata_train::train(config, &options)?;
+    Ok(())
+}
+
+/// Writes `records` as JSON lines to `path`, atomically.
+pub fn write_records<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for r in records {
+        text += &serde_json::to_string(r).map_err(|e| Error::Invalid(e.to_string()))?;
+        text.push('\n');
+    }
+    strata_train::checkpoint_io::write_atomic(path, text.as_bytes())
+}
+
+/// Reads a JSON-lines file written by [`write_records`]; `what` names a record in errors.
+pub fn read_records<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| Error::data(path, format!("line {}: not a {what}: {e}", i + 1)))
+        })
+        .collect()
+}
