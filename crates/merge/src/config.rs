@@ -130,7 +130,9 @@ impl MergeConfig {
                     "neither".to_owned(),
                 );
             }
-            let layers = self.layers.as_ref().expect("checked above");
+            let Some(layers) = self.layers.as_ref() else {
+                return err("layers", "a [layers] plan", "nothing".to_owned());
+            };
             if layers.source.is_none() && self.base.is_none() {
                 return err(
                     "layers.source",

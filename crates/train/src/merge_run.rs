@@ -99,7 +99,9 @@ fn merged_state(config: &MergeConfig) -> Result<(Checkpoint, State)> {
             .as_ref()
             .and_then(|l| l.source.clone())
             .or_else(|| config.base.clone())
-            .expect("validated: a layer plan has a source");
+            .ok_or_else(|| {
+                Error::Invalid("merge: a layer plan needs `layers.source` or `base`".to_owned())
+            })?;
         let source = checkpoint::load(&path)?;
         let state = state_from(&source.loaded.model)?;
         return Ok((source, state));
@@ -123,7 +125,13 @@ fn merged_state(config: &MergeConfig) -> Result<(Checkpoint, State)> {
         .map(|m| state_from(&m.loaded.model))
         .collect::<Result<Vec<_>>>()?;
     let merged = merge_states(base_state.as_ref(), &states, |name| config.params_for(name))?;
-    let keep = base.unwrap_or_else(|| models.into_iter().next().expect("validated: models"));
+    let keep = match base {
+        Some(base) => base,
+        None => models
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Invalid("merge: no models to merge".to_owned()))?,
+    };
     Ok((keep, merged))
 }
 

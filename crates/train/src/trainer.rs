@@ -151,12 +151,12 @@ pub fn eval_batches(
     splits: &crate::data::TokenSplits,
     block_size: usize,
     device: Device,
-) -> (Vec<Batch>, Vec<Batch>) {
+) -> Result<(Vec<Batch>, Vec<Batch>)> {
     let seed = t.seed ^ 0xE7A1;
     let batches = |tokens: &Tensor| {
         fixed_batches(tokens, t.eval_iters, t.batch_size, block_size, seed, device)
     };
-    (batches(&splits.train), batches(&splits.val))
+    Ok((batches(&splits.train)?, batches(&splits.val)?))
 }
 
 /// Mean loss over fixed batches, without gradients.
@@ -246,6 +246,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     };
     let file = options.config_file.display().to_string();
     growth_schedule::validate(&config.growth, &base_model, config.train.max_iters, &file)?;
+    crate::budget::check_run(&config, &base_model, config.train.device.resolve()?, &file)?;
     let growth_applied = resumed.as_ref().map_or(0, |c| c.meta.growth_applied);
     let model_config = growth_schedule::model_after(&config.growth, &base_model, growth_applied)?;
     if let Some(ckpt) = start_from {
@@ -283,7 +284,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     }
     let parallel = DataParallel::new(&vs, &model, workers, threads_per_worker)?;
     tch::set_num_threads(threads_per_worker as i32);
-    let (eval_train, eval_val) = eval_batches(t, &data.splits, model_config.block_size, device);
+    let (eval_train, eval_val) = eval_batches(t, &data.splits, model_config.block_size, device)?;
     let mut config = config;
     config.model = model_config;
     Ok(Run {
@@ -400,7 +401,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             t.seed,
             step,
             run.device,
-        );
+        )?;
         run.optimizer.zero_grad();
         let dropout_seed = (run.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));
         let loss = run
