@@ -204,12 +204,14 @@ impl RunConfig {
         // Parse the text as written first, so errors point at its lines.
         let mut config: RunConfig = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
         if !overrides.is_empty() {
-            let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
+            let original: toml::Table = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
+            let mut table = original.clone();
             for item in overrides {
                 apply_override(&mut table, item, file)?;
             }
-            let with = format!("{file} with --set {}", overrides.join(" "));
-            config = table.try_into().map_err(|e| parse_err(&with, &e))?;
+            config = table
+                .try_into()
+                .map_err(|e| override_error(&original, overrides, file, &e))?;
         }
         if config.name.is_empty() {
             config.name = default_name.to_owned();
@@ -354,6 +356,52 @@ pub const MIN_BPE_VOCAB: usize = 256;
 /// Most tokens of a BPE vocabulary (token ids are stored as `u32`; this keeps the embedding
 /// of any vocabulary addressable).
 pub const MAX_VOCAB: usize = strata_core::config::MAX_WIDTH;
+
+/// The error of a config whose `--set` overrides do not fit it: singles out the override at
+/// fault (the file alone parsed), and when a bare value met a field that takes a name or a
+/// string, says what the field accepts or how to quote it.
+fn override_error(
+    original: &toml::Table,
+    overrides: &[String],
+    file: &str,
+    error: &toml::de::Error,
+) -> Error {
+    let converts = |items: &[String]| -> std::result::Result<(), String> {
+        let mut table = original.clone();
+        for item in items {
+            apply_override(&mut table, item, file).map_err(|e| e.to_string())?;
+        }
+        table
+            .try_into::<RunConfig>()
+            .map(drop)
+            .map_err(|e| e.to_string().trim().replace('\n', " "))
+    };
+    for item in overrides {
+        let Err(message) = converts(std::slice::from_ref(item)) else {
+            continue;
+        };
+        let (key, raw) = item.split_once('=').unwrap_or((item, ""));
+        let quoted = format!(
+            "{}={}",
+            key.trim(),
+            toml::Value::String(raw.trim().to_owned())
+        );
+        let message = match converts(std::slice::from_ref(&quoted)) {
+            _ if raw.trim().starts_with(['"', '\'']) => message,
+            Ok(()) => format!("{message} (a string: quote it, --set {quoted})"),
+            Err(as_string) if as_string.contains("expected one of") => as_string,
+            Err(_) => message,
+        };
+        return Error::Parse {
+            file: format!("{file} with --set {item}"),
+            message,
+        };
+    }
+    Error::Parse {
+        file: format!("{file} with --set {}", overrides.join(" ")),
+        message: error.to_string().trim().to_owned(),
+    }
+}
 
 /// Sets `section.key=value` inside `table`.
 fn apply_override(table: &mut toml::Table, item: &str, file: &str) -> Result<()> {

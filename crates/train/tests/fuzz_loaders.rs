@@ -450,3 +450,26 @@ fn invalid_tokenizer_documents_are_refused() {
         );
     }
 }
+
+#[test]
+fn bpe_vocabularies_with_repeated_or_missing_ids_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = tokenizer_seeds(tmp.path()).pop().unwrap();
+    let value: Value = serde_json::from_str(&saved).unwrap();
+    Tokenizer::from_json(&saved, Path::new("ok.json")).unwrap();
+    // Found by the fuzzer: a repeated id loads, but the vocabulary shrinks when saved.
+    let own = value["model"]["vocab"]["ā"].as_u64().unwrap();
+    let missing = format!("id {own} is missing");
+    for (id, problem) in [(0, "id 0 is used twice"), (100_000, missing.as_str())] {
+        let mut bad = value.clone();
+        bad["model"]["vocab"]["ā"] = serde_json::json!(id);
+        let err = Tokenizer::from_json(&bad.to_string(), Path::new("tok.json"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("tok.json") && err.contains(problem),
+            "{id}: {err}"
+        );
+    }
+}

@@ -58,7 +58,7 @@ fn every_out_of_range_number_is_refused_naming_its_field() {
         ("train.batch_size=0", "train.batch_size"),
         ("train.batch_size=1099511627776", "train.batch_size"),
         ("train.max_iters=0", "train.max_iters"),
-        ("train.max_iters=18446744073709551615", "train.batch_size"),
+        ("train.max_iters=9223372036854775807", "train.batch_size"),
         ("train.eval_interval=0", "train.eval_interval"),
         ("train.eval_iters=0", "train.eval_iters"),
         ("train.log_interval=0", "train.log_interval"),
@@ -91,12 +91,13 @@ fn every_out_of_range_number_is_refused_naming_its_field() {
         ("model.dwa.dilation=0", "model.dwa.dilation"),
         ("model.dwa.period=0", "model.dwa.period"),
         ("model.lora.rank=0", "model.lora.rank"),
-        ("model.lora.scale=inf", "model.lora.scale"),
+        ("model.lora.rank=1 model.lora.scale=inf", "model.lora.scale"),
         ("model.sharing.blocks=0", "model.sharing.blocks"),
         ("model.sharing.blocks=3", "model.sharing.blocks"),
     ];
     for (item, field) in cases {
-        let err = refusal(BASE, &[item]);
+        let items: Vec<&str> = item.split(' ').collect();
+        let err = refusal(BASE, &items);
         assert!(
             err.starts_with("x.toml") && err.contains(&format!("field `{field}`")),
             "{item}: {err}"
@@ -124,7 +125,8 @@ fn a_set_of_the_wrong_type_names_the_field_and_the_expected_type() {
         ("model.n_layer=\"two\"", "model.n_layer", "usize"),
         ("model.dwa.dilation=1.5", "model.dwa.dilation", "usize"),
         ("train.seed=-1", "train.seed", "u64"),
-        ("train.device=5", "train.device", "cpu"),
+        ("train.device=5", "train.device", "`cpu`, `cuda`, `auto`"),
+        ("name=5", "name", "--set name=\"5\""),
         ("data.tokenizer=\"words\"", "data.tokenizer", "char"),
         ("model.precision=\"f8\"", "model.precision", "bf16"),
     ];
@@ -132,9 +134,14 @@ fn a_set_of_the_wrong_type_names_the_field_and_the_expected_type() {
         // A good override first, so the error must single out the bad one.
         let overrides = vec!["train.max_iters=7".to_owned(), item.to_owned()];
         let err = RunConfig::parse(BASE, "x.toml", "x", &overrides).unwrap_err();
-        let Error::Parse { message, .. } = &err else {
+        let Error::Parse { file, message } = &err else {
             panic!("{item}: {err:?}");
         };
+        assert_eq!(
+            file,
+            &format!("x.toml with --set {item}"),
+            "the bad override only"
+        );
         assert!(
             message.contains(&format!("`{field}`")) && message.contains(expected),
             "{item}: {message}"

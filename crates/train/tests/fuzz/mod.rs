@@ -256,7 +256,16 @@ pub fn run<I: std::fmt::Debug>(
                     .map(String::as_str)
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("(no message)");
-                panic!("{name}: input {tried} (seed {seed}) panicked: {message}\ninput: {input:?}");
+                let mut shown = format!("{input:?}");
+                if shown.len() > 4000 {
+                    let mut cut = 4000;
+                    while !shown.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    shown.truncate(cut);
+                    shown.push_str(" ...");
+                }
+                panic!("{name}: input {tried} (seed {seed}) panicked: {message}\ninput: {shown}");
             }
         }
         tried += 1;
