@@ -108,6 +108,9 @@ fn free_and_total_memory_come_from_the_driver() {
     let held = Tensor::zeros([256, 1024, 1024], (Kind::Float, gpu));
     device_memory::synchronize(gpu);
     let (after, _) = device_memory::free_and_total_bytes(gpu).unwrap();
-    assert!(after + (1 << 29) <= free, "free {free} -> {after} with 1 GiB held");
+    assert!(
+        after + (1 << 29) <= free,
+        "free {free} -> {after} with 1 GiB held"
+    );
     drop(held);
 }
