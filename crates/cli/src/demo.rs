@@ -24,14 +24,14 @@ pub struct DemoArgs {
     /// Folder for the two runs.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
-    /// Override the number of training steps of both runs.
-    #[arg(long)]
+    /// Override the number of training steps of both runs (at least 1).
+    #[arg(long, value_parser = crate::bounds::count_u64(u64::MAX))]
     iters: Option<u64>,
     /// Device for both runs: cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// Characters of sample text printed per model.
-    #[arg(long, default_value_t = 300)]
+    /// Characters of sample text printed per model (1 to 1000000).
+    #[arg(long, default_value_t = 300, value_parser = crate::bounds::count(crate::bounds::MAX_SAMPLE_TOKENS))]
     sample_tokens: usize,
 }
 

@@ -1,5 +1,6 @@
 //! `strata`: train, evaluate, sample and compare small transformers.
 
+mod bounds;
 mod compare;
 mod demo;
 mod experiments;
@@ -53,8 +54,8 @@ enum Command {
     Eval {
         /// Checkpoint folder or run folder.
         checkpoint: PathBuf,
-        /// Batches per split (default: the run's eval_iters).
-        #[arg(long)]
+        /// Batches per split (default: the run's eval_iters; at most what the corpus fills).
+        #[arg(long, value_parser = bounds::batches())]
         batches: Option<usize>,
         /// Device: cpu, cuda or auto.
         #[arg(long, default_value = "auto")]
@@ -67,14 +68,14 @@ enum Command {
         /// Text to continue.
         #[arg(long, default_value = "\n")]
         prompt: String,
-        /// Tokens to generate.
-        #[arg(long, default_value_t = 200)]
+        /// Tokens to generate (1 to 1000000).
+        #[arg(long, default_value_t = 200, value_parser = bounds::count(bounds::MAX_SAMPLE_TOKENS))]
         tokens: usize,
-        /// Softmax temperature (0: greedy).
-        #[arg(long, default_value_t = 0.8)]
+        /// Softmax temperature, finite and >= 0 (0: greedy).
+        #[arg(long, default_value_t = 0.8, value_parser = bounds::temperature())]
         temperature: f64,
-        /// Sample among the k most likely tokens.
-        #[arg(long)]
+        /// Sample among the k most likely tokens (k >= 1).
+        #[arg(long, value_parser = bounds::count(u64::MAX))]
         top_k: Option<usize>,
         /// Sampling seed.
         #[arg(long, default_value_t = 1337)]

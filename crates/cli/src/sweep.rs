@@ -19,8 +19,8 @@ pub struct SweepArgs {
     /// Folder for the report and plots (default: the sweep folder).
     #[arg(long)]
     pub docs: Option<PathBuf>,
-    /// Runs at once, each in its own process with its share of the cores.
-    #[arg(long, default_value_t = 1)]
+    /// Runs at once, each in its own process with its share of the cores (1 to 1024).
+    #[arg(long, default_value_t = 1, value_parser = crate::bounds::count(crate::bounds::MAX_JOBS))]
     pub jobs: usize,
     /// Fit and report the finished runs of results.jsonl without training.
     #[arg(long)]

@@ -3,6 +3,13 @@
 use serde::{Deserialize, Serialize};
 use strata_tensor::{Error, Precision, Result};
 
+/// Largest width, vocabulary or context a config may ask for (2^24); larger values are
+/// refused by [`ModelConfig::validate`] before any size arithmetic or allocation.
+pub const MAX_WIDTH: usize = 1 << 24;
+
+/// Most layers a config may ask for (2^16).
+pub const MAX_LAYERS: usize = 1 << 16;
+
 /// Feed-forward variant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -333,6 +340,18 @@ impl ModelConfig {
                 &0,
             );
         }
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX_WIDTH),
+            ("n_layer", self.n_layer, MAX_LAYERS),
+            ("n_head", self.n_head, MAX_WIDTH),
+            ("d_model", self.d_model, MAX_WIDTH),
+            ("head_dim", self.head_dim.unwrap_or(0), MAX_WIDTH),
+            ("block_size", self.block_size, MAX_WIDTH),
+            ("mlp_hidden", self.mlp_hidden.unwrap_or(0), MAX_WIDTH),
+        ];
+        if let Some((field, value, max)) = sizes.into_iter().find(|(_, v, max)| v > max) {
+            return err(field, &format!("at most {max}"), &value);
+        }
         if self.n_layer == 0 {
             return err("n_layer", "at least 1 block", &self.n_layer);
         }
@@ -366,15 +385,16 @@ impl ModelConfig {
         if self.block_size == 0 {
             return err("block_size", "at least 1 token", &self.block_size);
         }
-        if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) || self.mlp_hidden() == 0 {
-            return err(
-                "mlp_ratio",
-                "a positive ratio giving at least 1 hidden unit",
-                &self.mlp_ratio,
-            );
-        }
         if self.mlp_hidden == Some(0) {
             return err("mlp_hidden", "at least 1 hidden unit", &0);
+        }
+        let ratio_width = self.mlp_ratio * self.d_model as f64;
+        if !(self.mlp_ratio > 0.0 && ratio_width <= MAX_WIDTH as f64) || self.mlp_hidden() == 0 {
+            return err(
+                "mlp_ratio",
+                &format!("a positive ratio giving 1 to {MAX_WIDTH} hidden units"),
+                &self.mlp_ratio,
+            );
         }
         if let Some(eps) = self.norm_eps
             && !(eps > 0.0 && eps.is_finite())

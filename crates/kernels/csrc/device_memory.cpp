@@ -33,4 +33,18 @@ int strata_accelerator_reset_peak(int64_t index) {
   }
 }
 
+// Free and total bytes of device `index` as the driver reports them (what
+// `torch.cuda.mem_get_info` returns); 1 when done, 0 when unavailable.
+int strata_accelerator_memory_info(int64_t index, int64_t* free_bytes, int64_t* total_bytes) {
+  try {
+    if (!at::accelerator::getAccelerator(false).has_value()) return 0;
+    const auto info = at::accelerator::getMemoryInfo(static_cast<c10::DeviceIndex>(index));
+    *free_bytes = static_cast<int64_t>(info.first);
+    *total_bytes = static_cast<int64_t>(info.second);
+    return 1;
+  } catch (...) {
+    return 0;
+  }
+}
+
 }  // extern "C"

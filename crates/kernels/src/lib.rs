@@ -9,6 +9,12 @@
 //! path for evaluation; `Auto` picks one per call. [`device_memory`] reads the GPU allocator's
 //! peak memory through the same C++ shim.
 
+// Library code returns errors and never panics on its own: no `unwrap`/`expect` outside
+// tests. A clippy lint rather than a test that scans sources: it sees method calls, not text,
+// and CI's clippy run fails on it. An `expect` whose invariant makes failure impossible, on a
+// value that is not a libtorch result, needs an `#[allow]` that gives the reason.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod cpu;
 pub mod device_memory;
 mod ffi;

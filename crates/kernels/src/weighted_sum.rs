@@ -300,15 +300,10 @@ fn reference(inputs: &[Tensor], weights: &Tensor) -> Result<Tensor> {
         Kind::Float
     };
     let w = weights.f_to_kind(acc_kind)?;
-    let mut acc: Option<Tensor> = None;
-    for (j, x) in inputs.iter().enumerate() {
-        let term = x.f_to_kind(acc_kind)?.f_mul(&w.get(j as i64))?;
-        acc = Some(match acc {
-            None => term,
-            Some(a) => a.f_add(&term)?,
-        });
+    let mut acc = first.f_to_kind(acc_kind)?.f_mul(&w.get(0))?;
+    for (j, x) in inputs.iter().enumerate().skip(1) {
+        acc = acc.f_add(&x.f_to_kind(acc_kind)?.f_mul(&w.get(j as i64))?)?;
     }
-    let acc = acc.expect("at least one input");
     Ok(if out_kind == acc_kind {
         acc
     } else {

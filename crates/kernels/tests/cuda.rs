@@ -98,3 +98,19 @@ fn the_allocator_peak_counts_a_known_allocation_and_resets() {
         "{after} after freeing, {with_block} before"
     );
 }
+
+#[test]
+fn free_and_total_memory_come_from_the_driver() {
+    let Some(gpu) = gpu() else { return };
+    let (free, total) = device_memory::free_and_total_bytes(gpu).unwrap();
+    assert!(total > 0 && free <= total, "free {free} of {total}");
+    // A 1 GiB tensor held by the caching allocator is no longer free on the device.
+    let held = Tensor::zeros([256, 1024, 1024], (Kind::Float, gpu));
+    device_memory::synchronize(gpu);
+    let (after, _) = device_memory::free_and_total_bytes(gpu).unwrap();
+    assert!(
+        after + (1 << 29) <= free,
+        "free {free} -> {after} with 1 GiB held"
+    );
+    drop(held);
+}

@@ -69,16 +69,19 @@ pub fn merge_tensor(
     let wide = |t: &Tensor| t.f_to_kind(Kind::Double);
     let thetas: Vec<Tensor> = models.iter().map(|t| wide(t)).collect::<Result<_, _>>()?;
     let base = base.map(wide).transpose()?;
+    let needs_base = |base: Option<Tensor>| {
+        base.ok_or_else(|| Error::Invalid(format!("{name}: {:?} needs a base model", p.method)))
+    };
     let merged = match p.method {
         MethodKind::Linear => linear(&thetas, &p.weights, p.normalize)?,
         MethodKind::TaskArithmetic => {
-            let base = base.expect("checked");
+            let base = needs_base(base)?;
             let deltas = deltas(&base, &thetas)?;
             weighted_deltas(&base, &deltas, &p.weights)?
         }
-        MethodKind::Ties => ties(&base.expect("checked"), &thetas, &p.weights, p.density)?,
+        MethodKind::Ties => ties(&needs_base(base)?, &thetas, &p.weights, p.density)?,
         MethodKind::Dare => {
-            let base = base.expect("checked");
+            let base = needs_base(base)?;
             let deltas = deltas(&base, &thetas)?
                 .into_iter()
                 .enumerate()

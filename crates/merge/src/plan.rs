@@ -314,7 +314,8 @@ fn block_origins(config: &ModelConfig, plan: &LayerPlan) -> Vec<BlockOrigin> {
         PlanEntry::Source(l) => Some(*l),
         PlanEntry::Identity => None,
     });
-    let mut previous = first.expect("checked: the plan has a source layer");
+    // Validated: a plan has a source layer (0 only for a plan of identities alone).
+    let mut previous = first.unwrap_or(0);
     plan.entries
         .iter()
         .map(|entry| match entry {
@@ -387,7 +388,11 @@ fn add_dwa_weights(
                     }
                 }
             }
-            None => *alpha.last_mut().expect("a DWA reads its current output") = 1.0,
+            None => {
+                if let Some(current) = alpha.last_mut() {
+                    *current = 1.0; // a DWA reads its current output last
+                }
+            }
         }
         state.insert(
             Location::Dwa { after: i }.name(Slot::Alpha),

@@ -9,6 +9,12 @@
 //! with a bootstrap interval ([`multiplier`]). [`report::write_report`] writes the tables
 //! and plots.
 
+// Library code returns errors and never panics on its own: no `unwrap`/`expect` outside
+// tests. A clippy lint rather than a test that scans sources: it sees method calls, not text,
+// and CI's clippy run fails on it. An `expect` whose invariant makes failure impossible, on a
+// value that is not a libtorch result, needs an `#[allow]` that gives the reason.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod config;
 pub mod law;
 pub mod multiplier;

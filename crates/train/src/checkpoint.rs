@@ -111,11 +111,30 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             "tokenizer does not match its recorded fingerprint",
         ));
     }
+    check_meta(&meta, &tokenizer, &dir)?;
     Ok(Checkpoint {
         loaded,
         meta,
         tokenizer,
     })
+}
+
+/// Refuses metadata whose run config is invalid or whose tokenizer has more tokens than the
+/// model's vocabulary, before any model is built from it.
+fn check_meta(meta: &CheckpointMeta, tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
+    let file = dir.join("meta.json").display().to_string();
+    let model = &meta.config.model;
+    meta.config.validate(&file)?;
+    model.validate(&file)?;
+    if tokenizer.vocab_size() > model.vocab_size {
+        return Err(Error::config(
+            file,
+            "model.vocab_size",
+            format!("at least the tokenizer's {} tokens", tokenizer.vocab_size()),
+            model.vocab_size,
+        ));
+    }
+    Ok(())
 }
 
 /// Copies checkpoint tensors into the same-named variables of `vs`; every variable must be
@@ -159,6 +178,7 @@ pub fn restore_weights(
 
 /// Builds the checkpoint's model on `device` with its weights loaded.
 pub fn load_model(ckpt: &Checkpoint, device: Device) -> Result<(nn::VarStore, Gpt)> {
+    crate::budget::check_model(&ckpt.meta.config.model, device, &ckpt.loaded.path)?;
     let vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), &ckpt.meta.config.model)?;
     restore_weights(&vs, &ckpt.loaded.model, &ckpt.loaded.path)?;

@@ -11,6 +11,7 @@ use crate::tokenizer::TokenizerKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use strata_core::ModelConfig;
+use strata_growth::GrowthOp;
 use strata_tensor::{DeviceChoice, Error, Result};
 
 /// Where the text comes from and how it becomes tokens.
@@ -276,12 +277,14 @@ impl RunConfig {
         // Parse the text as written first, so errors point at its lines.
         let mut config: RunConfig = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
         if !overrides.is_empty() {
-            let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
+            let original: toml::Table = toml::from_str(text).map_err(|e| parse_err(file, &e))?;
+            let mut table = original.clone();
             for item in overrides {
                 apply_override(&mut table, item, file)?;
             }
-            let with = format!("{file} with --set {}", overrides.join(" "));
-            config = table.try_into().map_err(|e| parse_err(&with, &e))?;
+            config = table
+                .try_into()
+                .map_err(|e| override_error(&original, overrides, file, &e))?;
         }
         if config.name.is_empty() {
             config.name = default_name.to_owned();
@@ -290,12 +293,18 @@ impl RunConfig {
         Ok(config)
     }
 
-    /// Checks the data and training fields (the model is validated once its vocabulary is
-    /// known).
+    /// Checks every field: training, data, the model (its vocabulary again once the tokenizer
+    /// sets it) and the growth noise; `file` names the config in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
         let err = |field: &str, expected: &str, found: &dyn ToString| {
             Err(Error::config(file, field, expected, found.to_string()))
         };
+        // The model's own fields now (its vocabulary, when the tokenizer sets it, once known).
+        let mut model = self.model.clone();
+        if model.vocab_size == 0 {
+            model.vocab_size = MAX_VOCAB;
+        }
+        model.validate(file)?;
         let t = &self.train;
         if t.batch_size == 0 {
             return err("train.batch_size", "at least 1", &0);
@@ -330,13 +339,20 @@ impl RunConfig {
                 return err(field, "a number in [0, 1)", &beta);
             }
         }
-        if t.weight_decay.is_nan() || t.weight_decay < 0.0 {
-            return err("train.weight_decay", "a number >= 0", &t.weight_decay);
+        if !(t.eps > 0.0 && t.eps.is_finite()) {
+            return err("train.eps", "a positive finite number (AdamW's ε)", &t.eps);
         }
-        if t.grad_clip.is_nan() || t.grad_clip < 0.0 {
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return err(
+                "train.weight_decay",
+                "a finite number >= 0",
+                &t.weight_decay,
+            );
+        }
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
             return err(
                 "train.grad_clip",
-                "a number >= 0 (0 disables clipping)",
+                "a finite number >= 0 (0 disables clipping)",
                 &t.grad_clip,
             );
         }
@@ -357,6 +373,30 @@ impl RunConfig {
                 &true,
             );
         }
+        if t.max_iters == 0 {
+            return err("train.max_iters", "at least 1 step", &0);
+        }
+        if t.threads > MAX_THREADS {
+            return err(
+                "train.threads",
+                &format!("0 (libtorch's choice) to {MAX_THREADS} threads"),
+                &t.threads,
+            );
+        }
+        let tokens_per_step = t.batch_size.checked_mul(self.model.block_size);
+        let tokens_per_run = tokens_per_step.and_then(|n| (n as u64).checked_mul(t.max_iters));
+        if tokens_per_step.is_none_or(|n| n > MAX_TOKENS_PER_STEP) || tokens_per_run.is_none() {
+            return err(
+                "train.batch_size",
+                &format!(
+                    "a batch whose batch_size × model.block_size ({}) stays at most \
+                     {MAX_TOKENS_PER_STEP} tokens per step and whose tokens over \
+                     train.max_iters = {} fit in 64 bits",
+                    self.model.block_size, t.max_iters
+                ),
+                &t.batch_size,
+            );
+        }
         let f = self.data.val_fraction;
         if !(f > 0.0 && f < 1.0) {
             return err(
@@ -365,13 +405,31 @@ impl RunConfig {
                 &f,
             );
         }
-        if self.data.bpe_vocab_size < 2 {
+        let bpe_vocab = self.data.bpe_vocab_size;
+        if !(MIN_BPE_VOCAB..=MAX_VOCAB).contains(&bpe_vocab) {
             return err(
                 "data.bpe_vocab_size",
-                "at least 2",
-                &self.data.bpe_vocab_size,
+                &format!("{MIN_BPE_VOCAB} (the byte alphabet) to {MAX_VOCAB} tokens"),
+                &bpe_vocab,
             );
         }
+        for (i, event) in self.growth.iter().enumerate() {
+            let noise = match event.op {
+                GrowthOp::WidenMlp { noise, .. }
+                | GrowthOp::AddHeads { noise, .. }
+                | GrowthOp::WidenResidual { noise, .. } => noise,
+                _ => continue,
+            };
+            if !(noise >= 0.0 && noise.is_finite()) {
+                return err(
+                    &format!("growth[{i}].noise"),
+                    "a finite number >= 0 (relative noise; 0 for none)",
+                    &noise,
+                );
+            }
+        }
+        // The schedule against the model is checked where the run starts
+        // (`growth_schedule::validate`): a checkpoint records the grown model with it.
         Ok(())
     }
 
@@ -434,6 +492,67 @@ impl RunConfig {
     /// The config as TOML text (as recorded next to results).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Most CPU threads `train.threads` may ask for (libtorch takes an `i32`, and more threads
+/// than this only add scheduling overhead on any machine strata targets).
+pub const MAX_THREADS: usize = 4096;
+
+/// Most tokens one training step may hold (`batch_size × block_size`); a step of this size
+/// needs terabytes already, so a larger one is a typo, refused before any arithmetic on it.
+pub const MAX_TOKENS_PER_STEP: usize = 1 << 40;
+
+/// Fewest tokens of a BPE vocabulary: the 256 byte-level symbols it starts from.
+pub const MIN_BPE_VOCAB: usize = 256;
+
+/// Most tokens of a BPE vocabulary (token ids are stored as `u32`; this keeps the embedding
+/// of any vocabulary addressable).
+pub const MAX_VOCAB: usize = strata_core::config::MAX_WIDTH;
+
+/// The error of a config whose `--set` overrides do not fit it: singles out the override at
+/// fault (the file alone parsed), and when a bare value met a field that takes a name or a
+/// string, says what the field accepts or how to quote it.
+fn override_error(
+    original: &toml::Table,
+    overrides: &[String],
+    file: &str,
+    error: &toml::de::Error,
+) -> Error {
+    let converts = |items: &[String]| -> std::result::Result<(), String> {
+        let mut table = original.clone();
+        for item in items {
+            apply_override(&mut table, item, file).map_err(|e| e.to_string())?;
+        }
+        table
+            .try_into::<RunConfig>()
+            .map(drop)
+            .map_err(|e| e.to_string().trim().replace('\n', " "))
+    };
+    for item in overrides {
+        let Err(message) = converts(std::slice::from_ref(item)) else {
+            continue;
+        };
+        let (key, raw) = item.split_once('=').unwrap_or((item, ""));
+        let quoted = format!(
+            "{}={}",
+            key.trim(),
+            toml::Value::String(raw.trim().to_owned())
+        );
+        let message = match converts(std::slice::from_ref(&quoted)) {
+            _ if raw.trim().starts_with(['"', '\'']) => message,
+            Ok(()) => format!("{message} (a string: quote it, --set {quoted})"),
+            Err(as_string) if as_string.contains("expected one of") => as_string,
+            Err(_) => message,
+        };
+        return Error::Parse {
+            file: format!("{file} with --set {item}"),
+            message,
+        };
+    }
+    Error::Parse {
+        file: format!("{file} with --set {}", overrides.join(" ")),
+        message: error.to_string().trim().to_owned(),
     }
 }
 

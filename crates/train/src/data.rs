@@ -143,7 +143,8 @@ pub struct TokenSplits {
 
 impl TokenSplits {
     /// Splits `tokens` so the last `val_fraction` is validation; each split needs at least
-    /// `block_size + 1` tokens. `source` names the corpus in errors.
+    /// `block_size + 1` tokens. `source` names the corpus in errors, which name the config
+    /// field (`data.val_fraction`, `model.block_size`) that conflicts with it.
     pub fn new(
         tokens: &[u32],
         val_fraction: f64,
@@ -151,29 +152,35 @@ impl TokenSplits {
         source: &Path,
     ) -> Result<Self> {
         if !(val_fraction > 0.0 && val_fraction < 1.0) {
-            return Err(Error::Invalid(format!(
-                "{}: val_fraction {val_fraction} is out of range; expected a number in (0, 1)",
-                source.display()
-            )));
+            return Err(Error::data(
+                source,
+                format!(
+                    "data.val_fraction = {val_fraction} is out of range; expected a fraction \
+                     strictly between 0 and 1"
+                ),
+            ));
         }
         if block_size == 0 {
-            return Err(Error::Invalid(format!(
-                "{}: block_size 0 is out of range; expected at least 1",
-                source.display()
-            )));
+            return Err(Error::data(
+                source,
+                "model.block_size = 0 is out of range; expected at least 1 token",
+            ));
         }
         let n = tokens.len();
         let n_train = ((n as f64) * (1.0 - val_fraction)) as usize;
         let (train, val) = tokens.split_at(n_train.min(n));
         for (split, part) in [(Split::Train, train), (Split::Val, val)] {
-            if part.len() < block_size + 1 {
+            if part.len() <= block_size {
                 return Err(Error::data(
                     source,
                     format!(
-                        "corpus is shorter than one block: the {split} split has {} tokens \
-                         (of {n}, val_fraction {val_fraction}); expected at least block_size + 1 = {}",
+                        "model.block_size = {block_size} does not fit this corpus: a block needs \
+                         block_size + 1 = {} tokens, but the {split} split has {} tokens (of {n}, \
+                         data.val_fraction = {val_fraction}); expected model.block_size of at most \
+                         {}, or a longer corpus",
+                        block_size + 1,
                         part.len(),
-                        block_size + 1
+                        part.len().saturating_sub(1)
                     ),
                 ));
             }
@@ -238,10 +245,8 @@ pub fn batch_offsets(
 /// `[0, len - block_size - 1]` from an RNG seeded only by `(seed, step)`; returns inputs `x`
 /// and targets `y` (x shifted by one), both `[batch_size, block_size]` Int64 on `device`.
 ///
-/// # Panics
-///
-/// If `tokens` is not 1-D or holds fewer than `block_size + 1` tokens; [`TokenSplits::new`]
-/// guarantees both.
+/// Fails (never panics) when `tokens` is not 1-D, holds fewer than `block_size + 1` tokens
+/// ([`TokenSplits::new`] guarantees both) or libtorch cannot allocate the batch.
 pub fn random_batch(
     tokens: &Tensor,
     batch_size: usize,
@@ -249,23 +254,28 @@ pub fn random_batch(
     seed: u64,
     step: u64,
     device: Device,
-) -> (Tensor, Tensor) {
-    let len = tokens
-        .size1()
-        .expect("random_batch: tokens must be a 1-D tensor") as usize;
-    assert!(
-        len > block_size,
-        "random_batch: {len} tokens cannot hold one block of {block_size} + 1"
-    );
+) -> Result<(Tensor, Tensor)> {
+    let len = usize::try_from(tokens.size1()?).unwrap_or(0);
+    if len <= block_size {
+        return Err(Error::Invalid(format!(
+            "random_batch: {len} tokens cannot hold one block of model.block_size = {block_size} \
+             + 1 tokens"
+        )));
+    }
     let offsets = batch_offsets(len, batch_size, block_size, seed, step);
     let src = tokens.device();
     let t = block_size as i64;
-    let index = Tensor::from_slice(&offsets).to_device(src).view([-1, 1])
-        + Tensor::arange(t + 1, (Kind::Int64, src)).view([1, -1]);
-    let windows = tokens.take(&index).to_kind(Kind::Int64).to_device(device);
-    let x = windows.narrow(1, 0, t).contiguous();
-    let y = windows.narrow(1, 1, t).contiguous();
-    (x, y)
+    let index = Tensor::f_from_slice(&offsets)?
+        .f_to_device(src)?
+        .f_view([-1, 1])?
+        .f_add(&Tensor::f_arange(t + 1, (Kind::Int64, src))?.f_view([1, -1])?)?;
+    let windows = tokens
+        .f_take(&index)?
+        .f_to_kind(Kind::Int64)?
+        .f_to_device(device)?;
+    let x = windows.f_narrow(1, 0, t)?.f_contiguous()?;
+    let y = windows.f_narrow(1, 1, t)?.f_contiguous()?;
+    Ok((x, y))
 }
 
 /// `count` evaluation batches drawn once from `seed` (salted so they differ from the
@@ -277,7 +287,7 @@ pub fn fixed_batches(
     block_size: usize,
     seed: u64,
     device: Device,
-) -> Vec<(Tensor, Tensor)> {
+) -> Result<Vec<(Tensor, Tensor)>> {
     let eval_seed = splitmix64(seed ^ EVAL_SALT);
     (0..count as u64)
         .map(|i| random_batch(tokens, batch_size, block_size, eval_seed, i, device))

@@ -175,7 +175,7 @@ pub fn fixed_eval_batches(
     tokens: &Tensor,
     block_size: usize,
     device: Device,
-) -> Vec<Batch> {
+) -> Result<Vec<Batch>> {
     fixed_batches(
         tokens,
         t.eval_iters,

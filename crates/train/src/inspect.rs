@@ -1,7 +1,9 @@
 //! Using a finished checkpoint: evaluate it, sample from it, describe it.
 
+use crate::budget;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::RunConfig;
+use crate::data::{Split, TokenSplits};
 use crate::evaluation::validation_set;
 use crate::finite;
 use crate::prepare::prepare_data;
@@ -9,7 +11,7 @@ use crate::trainer::{Batch, eval_batches, evaluate};
 use serde::Serialize;
 use std::path::Path;
 use strata_core::{Gpt, ParamCount, SampleOptions};
-use strata_tensor::{DeviceChoice, Result};
+use strata_tensor::{DeviceChoice, Error, Result};
 use tch::nn;
 
 /// A checkpoint loaded onto a device, ready to use.
@@ -58,18 +60,21 @@ pub struct EvalReport {
     pub batches: usize,
 }
 
-/// Evaluates a loaded checkpoint on its own corpus, optionally with `batches` batches; a
-/// checkpoint with non-finite weights, or whose losses are not finite, is an error.
+/// Evaluates a loaded checkpoint on its own corpus, optionally with `batches` batches per
+/// split (the `--batches` of `strata eval`: at least 1, and at most as many batches as the
+/// smaller split has distinct windows to fill); a checkpoint with non-finite weights, or whose
+/// losses are not finite, is an error.
 pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Result<EvalReport> {
     loaded.ensure_finite()?;
     let path = &loaded.checkpoint.loaded.path;
     let mut config = loaded.checkpoint.meta.config.clone();
-    if let Some(n) = batches {
-        config.train.eval_iters = n.max(1);
-    }
     let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
+    if let Some(n) = batches {
+        check_batch_count(n, &config, &data.splits)?;
+        config.train.eval_iters = n;
+    }
     let device = loaded.model.device();
-    let (train, _) = eval_batches(&config.train, &data.splits, config.model.block_size, device);
+    let (train, _) = fixed_eval_batches(loaded, &config, &data.splits)?;
     let val = validation_set(&config.train, &data.splits, config.model.block_size, device)?
         .evaluate(&loaded.model)?;
     Ok(EvalReport {
@@ -91,26 +96,56 @@ pub fn evaluate_on_corpus(loaded: &LoadedModel, corpus: &Path, batches: usize) -
     loaded.ensure_finite()?;
     let mut config = loaded.checkpoint.meta.config.clone();
     config.data.path = Some(corpus.to_path_buf());
-    config.train.eval_iters = batches.max(1);
-    let (_, val) = fixed_eval_batches(loaded, &config)?;
+    let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
+    check_batch_count(batches, &config, &data.splits)?;
+    config.train.eval_iters = batches;
+    let (_, val) = fixed_eval_batches(loaded, &config, &data.splits)?;
     let loss = evaluate(&loaded.model, &val)?;
     let what = format!("val loss on {}", corpus.display());
     finite::ensure_finite_loss(loss, &what, &loaded.checkpoint.loaded.path)
 }
 
-/// The fixed train and validation batches of `config`'s corpus, read with the checkpoint's
-/// tokenizer, on the model's device.
+/// Refuses a requested batch count (`--batches`) below 1, or above what the smaller split
+/// can fill with distinct windows of `block_size + 1` tokens (more batches would only repeat
+/// windows while holding memory for each).
+fn check_batch_count(batches: usize, config: &RunConfig, splits: &TokenSplits) -> Result<()> {
+    let (batch_size, block_size) = (config.train.batch_size, config.model.block_size);
+    let (split, len) = [Split::Train, Split::Val]
+        .into_iter()
+        .map(|s| (s, splits.get(s).size1().unwrap_or(0).max(0) as usize))
+        .min_by_key(|&(_, len)| len)
+        .unwrap_or((Split::Val, 0));
+    let windows = len.saturating_sub(block_size);
+    let most = windows.div_ceil(batch_size.max(1)).max(1);
+    if (1..=most).contains(&batches) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "--batches {batches}: expected 1 to {most} batches per split: the {split} split has \
+         {windows} distinct windows of model.block_size + 1 = {} tokens, {batch_size} per batch \
+         (train.batch_size)",
+        block_size + 1
+    )))
+}
+
+/// The fixed train and validation batches of `config` drawn from `splits`, on the model's
+/// device; refused before anything is allocated when they would not fit in its memory.
 fn fixed_eval_batches(
     loaded: &LoadedModel,
     config: &RunConfig,
+    splits: &TokenSplits,
 ) -> Result<(Vec<Batch>, Vec<Batch>)> {
-    let data = prepare_data(config, Some(loaded.checkpoint.tokenizer.clone()))?;
-    Ok(eval_batches(
-        &config.train,
-        &data.splits,
-        config.model.block_size,
-        loaded.model.device(),
-    ))
+    let device = loaded.model.device();
+    let t = &config.train;
+    let need = budget::evaluation_need(&config.model, t.batch_size, t.eval_iters);
+    if let Some(short) = budget::shortfall(&need, budget::available_bytes(device), device) {
+        return Err(Error::Invalid(format!(
+            "evaluating {} batches per split of train.batch_size = {} × model.block_size = {} \
+             tokens {short}; ask for fewer with --batches",
+            t.eval_iters, t.batch_size, config.model.block_size
+        )));
+    }
+    eval_batches(t, splits, config.model.block_size, device)
 }
 
 /// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included); a

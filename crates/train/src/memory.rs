@@ -1,4 +1,5 @@
-//! Resident memory of this process, read from `/proc/self/status` (Linux only).
+//! Resident memory of this process, read from `/proc/self/status`, and the memory the system
+//! can still hand out, read from `/proc/meminfo` (Linux only).
 
 /// Peak resident set size of this process in bytes (`VmHWM`); `None` off Linux or if unreadable.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -8,6 +9,27 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Current resident set size of this process in bytes (`VmRSS`); `None` off Linux or if unreadable.
 pub fn current_rss_bytes() -> Option<u64> {
     status_kib("VmRSS:").map(|kib| kib * 1024)
+}
+
+/// Memory the system can still give this process without running out, in bytes: available
+/// RAM plus free swap (`MemAvailable + SwapFree`); `None` off Linux or if unreadable.
+pub fn available_bytes() -> Option<u64> {
+    let meminfo = read_meminfo()?;
+    let ram = parse_kib(&meminfo, "MemAvailable:")?;
+    let swap = parse_kib(&meminfo, "SwapFree:").unwrap_or(0);
+    Some((ram + swap) * 1024)
+}
+
+/// The text of `/proc/meminfo`.
+#[cfg(target_os = "linux")]
+fn read_meminfo() -> Option<String> {
+    std::fs::read_to_string("/proc/meminfo").ok()
+}
+
+/// Without `/proc`, available memory is unknown.
+#[cfg(not(target_os = "linux"))]
+fn read_meminfo() -> Option<String> {
+    None
 }
 
 /// Bytes as MiB.
@@ -51,6 +73,21 @@ mod tests {
         assert_eq!(parse_kib(status, "VmRSS:"), Some(12));
         assert_eq!(parse_kib(status, "VmSwap:"), None);
         assert_eq!(parse_kib("VmRSS: lots kB\n", "VmRSS:"), None);
+        let meminfo = "MemTotal:  100 kB\nMemAvailable:    60 kB\nSwapFree:   5 kB\n";
+        assert_eq!(parse_kib(meminfo, "MemAvailable:"), Some(60));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn available_memory_is_positive_and_below_total_plus_swap() {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("readable on Linux");
+        let total = parse_kib(&meminfo, "MemTotal:").expect("MemTotal") * 1024;
+        let swap = parse_kib(&meminfo, "SwapTotal:").unwrap_or(0) * 1024;
+        let available = available_bytes().expect("MemAvailable on Linux");
+        assert!(
+            available > 0 && available <= total + swap,
+            "{available} of {total} + {swap}"
+        );
     }
 
     #[cfg(target_os = "linux")]

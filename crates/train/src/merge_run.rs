@@ -98,7 +98,9 @@ fn merged_state(config: &MergeConfig, config_file: &Path) -> Result<(Checkpoint,
             .as_ref()
             .and_then(|l| l.source.clone())
             .or_else(|| config.base.clone())
-            .expect("validated: a layer plan has a source");
+            .ok_or_else(|| {
+                Error::Invalid("merge: a layer plan needs `layers.source` or `base`".to_owned())
+            })?;
         let source = checkpoint::load(&path)?;
         let state = state_from(&source.loaded.model)?;
         return Ok((source, state));
@@ -124,7 +126,13 @@ fn merged_state(config: &MergeConfig, config_file: &Path) -> Result<(Checkpoint,
     let names: Vec<&str> = states[0].keys().map(String::as_str).collect();
     config.check_groups_match(&names, &config_file.display().to_string())?;
     let merged = merge_states(base_state.as_ref(), &states, |name| config.params_for(name))?;
-    let keep = base.unwrap_or_else(|| models.into_iter().next().expect("validated: models"));
+    let keep = match base {
+        Some(base) => base,
+        None => models
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Invalid("merge: no models to merge".to_owned()))?,
+    };
     Ok((keep, merged))
 }
 

@@ -196,6 +196,11 @@ impl Tokenizer {
 
     /// Serialises the tokenizer to a self-describing JSON document that [`Self::from_json`]
     /// restores exactly.
+    #[allow(
+        clippy::expect_used,
+        reason = "serialising plain data (strings, numbers, maps with string keys) to JSON \
+                  cannot fail; no libtorch value is involved"
+    )]
     pub fn to_json(&self) -> String {
         let body = match &self.inner {
             Inner::Char(vocab) => StoredBody::Char {
@@ -380,7 +385,31 @@ fn bpe_from_value(value: serde_json::Value, source: &Path) -> Result<tokenizers:
             "expected a BPE model with a ByteLevel pre-tokenizer and ByteLevel decoder",
         ));
     }
+    check_vocab_ids(&tok, source)?;
     Ok(tok)
+}
+
+/// Refuses a vocabulary whose ids are not `0..n`, each once: a repeated id makes two tokens
+/// one (the vocabulary then changes size when saved), a gap gives ids beyond the embedding.
+fn check_vocab_ids(tok: &tokenizers::Tokenizer, source: &Path) -> Result<()> {
+    let mut ids: Vec<u32> = tok.get_vocab(true).into_values().collect();
+    ids.sort_unstable();
+    let bad = ids.iter().zip(0u32..).find(|&(&id, want)| id != want);
+    if let Some((&id, want)) = bad {
+        let problem = if want > 0 && id == want - 1 {
+            format!("id {id} is used twice")
+        } else {
+            format!("id {want} is missing")
+        };
+        return Err(Error::data(
+            source,
+            format!(
+                "BPE vocabulary ids must be 0 to {} with each used once, but {problem}",
+                ids.len().saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Splits `text` into pieces of about `target` bytes, cutting only just before a `\n` that

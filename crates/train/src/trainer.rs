@@ -178,9 +178,9 @@ pub fn eval_batches(
     splits: &crate::data::TokenSplits,
     block_size: usize,
     device: Device,
-) -> (Vec<Batch>, Vec<Batch>) {
+) -> Result<(Vec<Batch>, Vec<Batch>)> {
     let batches = |tokens: &Tensor| fixed_eval_batches(t, tokens, block_size, device);
-    (batches(&splits.train), batches(&splits.val))
+    Ok((batches(&splits.train)?, batches(&splits.val)?))
 }
 
 /// The training batch of optimizer step `step`: a function of the data, `train.seed`,
@@ -191,7 +191,7 @@ pub fn training_batch(
     train_tokens: &Tensor,
     step: u64,
     device: Device,
-) -> Batch {
+) -> Result<Batch> {
     let t = &config.train;
     random_batch(
         train_tokens,
@@ -280,6 +280,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     };
     let file = options.config_file.display().to_string();
     growth_schedule::validate(&config.growth, &base_model, config.train.max_iters, &file)?;
+    crate::budget::check_run(&config, &base_model, config.train.device.resolve()?, &file)?;
     let growth_applied = resumed.as_ref().map_or(0, |c| c.meta.growth_applied);
     let model_config = growth_schedule::model_after(&config.growth, &base_model, growth_applied)?;
     if let Some(ckpt) = start_from {
@@ -449,7 +450,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         }
         let lr = schedule.at(step) * rewarm_factor(&run.config.growth, run.growth_applied, step);
         let step_clock = Instant::now();
-        let (x, y) = training_batch(&run.config, &run.train_tokens, step, run.device);
+        let (x, y) = training_batch(&run.config, &run.train_tokens, step, run.device)?;
         run.evaluator.observe_step(step);
         run.optimizer.zero_grad();
         let dropout_seed = (run.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));

@@ -135,7 +135,8 @@ fn too_short_corpus_error_mentions_the_block_size() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("data/tiny.txt"), "{err}");
-    assert!(err.contains("shorter than one block"), "{err}");
+    assert!(err.contains("model.block_size = 16"), "{err}");
+    assert!(err.contains("at most 9"), "{err}");
     assert!(err.contains("val split has 10 tokens"), "{err}");
     assert!(err.contains("block_size + 1 = 17"), "{err}");
 
@@ -166,7 +167,7 @@ fn random_batch_targets_are_inputs_shifted_by_one() {
     let source = to_vec(&tokens);
     let (b, t) = (6, 16);
     for step in 0..20 {
-        let (x, y) = random_batch(&tokens, b, t, 1234, step, Device::Cpu);
+        let (x, y) = random_batch(&tokens, b, t, 1234, step, Device::Cpu).unwrap();
         assert_eq!(x.size(), [b as i64, t as i64]);
         assert_eq!(y.size(), [b as i64, t as i64]);
         assert_eq!(x.kind(), Kind::Int64);
@@ -189,20 +190,20 @@ fn random_batch_targets_are_inputs_shifted_by_one() {
 #[test]
 fn random_batch_is_reproducible_per_seed_and_step() {
     let tokens = distinct_tokens(500);
-    let (x1, y1) = random_batch(&tokens, 4, 8, 7, 42, Device::Cpu);
-    let (x2, y2) = random_batch(&tokens, 4, 8, 7, 42, Device::Cpu);
+    let (x1, y1) = random_batch(&tokens, 4, 8, 7, 42, Device::Cpu).unwrap();
+    let (x2, y2) = random_batch(&tokens, 4, 8, 7, 42, Device::Cpu).unwrap();
     assert!(x1.equal(&x2) && y1.equal(&y2));
 
     // a "resumed" run drawing only step 42 sees the same batch as one that drew 0..=42
     let mut last = None;
     for step in 0..=42 {
-        last = Some(random_batch(&tokens, 4, 8, 7, step, Device::Cpu));
+        last = Some(random_batch(&tokens, 4, 8, 7, step, Device::Cpu).unwrap());
     }
     let (x3, _) = last.unwrap();
     assert!(x3.equal(&x1));
 
-    let (x_other_step, _) = random_batch(&tokens, 4, 8, 7, 43, Device::Cpu);
-    let (x_other_seed, _) = random_batch(&tokens, 4, 8, 8, 42, Device::Cpu);
+    let (x_other_step, _) = random_batch(&tokens, 4, 8, 7, 43, Device::Cpu).unwrap();
+    let (x_other_seed, _) = random_batch(&tokens, 4, 8, 8, 42, Device::Cpu).unwrap();
     assert!(!x_other_step.equal(&x1));
     assert!(!x_other_seed.equal(&x1));
 }
@@ -212,7 +213,7 @@ fn random_batch_steps_differ() {
     let tokens = distinct_tokens(2000);
     let firsts: BTreeSet<Vec<i64>> = (0..50)
         .map(|step| {
-            let (x, _) = random_batch(&tokens, 4, 8, 99, step, Device::Cpu);
+            let (x, _) = random_batch(&tokens, 4, 8, 99, step, Device::Cpu).unwrap();
             to_vec(&x.select(1, 0))
         })
         .collect();
@@ -226,7 +227,7 @@ fn random_batch_offsets_cover_the_whole_range_and_never_overrun() {
     let tokens = Tensor::arange(n as i64, (Kind::Int64, Device::Cpu));
     let mut seen = BTreeSet::new();
     for step in 0..200 {
-        let (x, y) = random_batch(&tokens, 4, t, 5, step, Device::Cpu);
+        let (x, y) = random_batch(&tokens, 4, t, 5, step, Device::Cpu).unwrap();
         let (xs, ys) = (to_vec(&x), to_vec(&y));
         for row in 0..4 {
             let offset = xs[row * t];
@@ -242,16 +243,25 @@ fn random_batch_offsets_cover_the_whole_range_and_never_overrun() {
 #[test]
 fn random_batch_accepts_the_smallest_possible_split() {
     let tokens = Tensor::arange(5, (Kind::Int64, Device::Cpu));
-    let (x, y) = random_batch(&tokens, 3, 4, 0, 0, Device::Cpu);
+    let (x, y) = random_batch(&tokens, 3, 4, 0, 0, Device::Cpu).unwrap();
     assert_eq!(to_vec(&x), [0, 1, 2, 3].repeat(3));
     assert_eq!(to_vec(&y), [1, 2, 3, 4].repeat(3));
 }
 
 #[test]
+fn random_batch_refuses_tokens_it_cannot_draw_from() {
+    let short = Tensor::arange(4, (Kind::Int64, Device::Cpu));
+    let err = random_batch(&short, 2, 4, 0, 0, Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("model.block_size = 4"), "{err}");
+    let matrix = Tensor::zeros([8, 8], (Kind::Int64, Device::Cpu));
+    assert!(random_batch(&matrix, 2, 4, 0, 0, Device::Cpu).is_err());
+}
+
+#[test]
 fn fixed_batches_are_deterministic() {
     let tokens = distinct_tokens(1000);
-    let a = fixed_batches(&tokens, 5, 4, 16, 3, Device::Cpu);
-    let b = fixed_batches(&tokens, 5, 4, 16, 3, Device::Cpu);
+    let a = fixed_batches(&tokens, 5, 4, 16, 3, Device::Cpu).unwrap();
+    let b = fixed_batches(&tokens, 5, 4, 16, 3, Device::Cpu).unwrap();
     assert_eq!(a.len(), 5);
     for ((xa, ya), (xb, yb)) in a.iter().zip(&b) {
         assert_eq!(xa.size(), [4, 16]);
@@ -260,6 +270,6 @@ fn fixed_batches_are_deterministic() {
     // the batches differ from one another and from another seed's
     let firsts: BTreeSet<Vec<i64>> = a.iter().map(|(x, _)| to_vec(x)).collect();
     assert_eq!(firsts.len(), 5);
-    let c = fixed_batches(&tokens, 5, 4, 16, 4, Device::Cpu);
+    let c = fixed_batches(&tokens, 5, 4, 16, 4, Device::Cpu).unwrap();
     assert!(!a[0].0.equal(&c[0].0));
 }

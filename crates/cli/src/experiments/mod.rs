@@ -22,14 +22,14 @@ pub struct StudyArgs {
     /// The recipe every run starts from.
     #[arg(long, default_value = "configs/nanogpt-cpu.toml")]
     pub config: PathBuf,
-    /// Seeds per variant.
-    #[arg(long, default_value_t = 3)]
+    /// Seeds per variant (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = crate::bounds::count_u64(crate::bounds::MAX_STUDY_COUNT))]
     pub seeds: u64,
-    /// Training steps of a phase (see the study's description).
-    #[arg(long, default_value_t = 600)]
+    /// Training steps of a phase (see the study's description; at least 1).
+    #[arg(long, default_value_t = 600, value_parser = crate::bounds::count_u64(crate::bounds::MAX_STUDY_COUNT))]
     pub steps: u64,
-    /// Evaluate every this many steps.
-    #[arg(long, default_value_t = 100)]
+    /// Evaluate every this many steps (at least 1).
+    #[arg(long, default_value_t = 100, value_parser = crate::bounds::count_u64(crate::bounds::MAX_STUDY_COUNT))]
     pub eval_interval: u64,
     /// Folder of the run folders.
     #[arg(long, default_value = "runs/experiments")]
