@@ -8,6 +8,9 @@
 //! curve ([`curve`]) and aggregates them with paired intervals, p-values and a power
 //! statement ([`stats`]); [`report::write_report`] writes the markdown report and plots.
 
+// Library code returns errors and never panics on its own (see strata-train's lib.rs).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod analysis;
 pub mod config;
 pub mod curve;

@@ -43,8 +43,9 @@ pub fn run_budget(run: &PlannedRun, runs: &Path) -> Job {
 /// Trains every planned run of `compare` that is not finished yet into `out`, then writes
 /// `results.jsonl` (one [`CompareRecord`] per finished run).
 pub fn run_compare(compare: &CompareConfig, out: &Path, launch: &Launch) -> Result<CompareOutcome> {
-    // MERGE: take strata_train's run-folder lock on `out` here (safety-folders' run_lock).
     let runs = plan(compare)?;
+    std::fs::create_dir_all(out).map_err(Error::io(out))?;
+    let _lock = strata_train::run_lock::RunLock::acquire(out, "compare")?;
     let root = out.join("runs");
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
     let (sources, branches): (Vec<&PlannedRun>, Vec<&PlannedRun>) =

@@ -12,8 +12,8 @@
 use crate::checkpoint::{self, checkpoint_name};
 use crate::checkpoint_io;
 use crate::config::{RunConfig, TrainConfig};
-use crate::schedule::ScheduleKind;
 use crate::run_folder;
+use crate::schedule::ScheduleKind;
 use crate::trainer::{RunOptions, RunSummary, train};
 use std::path::Path;
 use strata_tensor::{Error, Result};

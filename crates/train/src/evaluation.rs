@@ -243,7 +243,7 @@ pub fn validation_set(
 ) -> Result<EvalSet> {
     let Some(eval_tokens) = t.eval_tokens else {
         return Ok(EvalSet {
-            batches: fixed_eval_batches(t, &splits.val, block_size, device),
+            batches: fixed_eval_batches(t, &splits.val, block_size, device)?,
             kind: LossKind::BatchMean,
             tokens: (t.eval_iters * t.batch_size * block_size) as u64,
         });
@@ -414,7 +414,7 @@ impl Evaluator {
             None
         };
         Ok(Self {
-            train: fixed_eval_batches(t, &splits.train, block_size, device),
+            train: fixed_eval_batches(t, &splits.train, block_size, device)?,
             val,
             unseen,
         })

@@ -17,11 +17,13 @@ use strata_tensor::{Error, Result};
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 
 /// Every name strata writes into a run folder: checkpoints, the config as run (`config.toml`,
-/// a sweep's `run.toml`, a merge's `merge.toml`), metrics, summary, plots and the lock file.
+/// a sweep's `run.toml` and a child process's `job.json`, a merge's `merge.toml`), metrics,
+/// summary, plots and the lock file.
 pub const RUN_ENTRIES: &[&str] = &[
     CHECKPOINTS_DIR,
     "config.toml",
     "run.toml",
+    "job.json",
     "merge.toml",
     "metrics.jsonl",
     "summary.json",

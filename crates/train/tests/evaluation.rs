@@ -203,7 +203,8 @@ fn the_unseen_reading_averages_exactly_the_positions_no_step_has_covered() {
             t.seed,
             step,
             Device::Cpu,
-        );
+        )
+        .unwrap();
         for (row, &o) in offsets.iter().enumerate() {
             let o = o as usize;
             assert_eq!(ids(&bx.get(row as i64)), train[o..o + BLOCK]);

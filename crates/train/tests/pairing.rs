@@ -42,14 +42,14 @@ fn arms_of_one_seed_get_identical_batches_and_evaluation_tokens() {
     let block = base.model.block_size;
     let cpu = Device::Cpu;
     let base_val = validation_set(&base.train, &base_data.splits, block, cpu).unwrap();
-    let (base_train_eval, _) = eval_batches(&base.train, &base_data.splits, block, cpu);
+    let (base_train_eval, _) = eval_batches(&base.train, &base_data.splits, block, cpu).unwrap();
     for (arm, d) in same_seed.iter().zip(&data).skip(1) {
         assert_ne!(arm.model, base.model);
         assert_eq!(d.tokenizer.fingerprint(), base_data.tokenizer.fingerprint());
         assert!(d.splits.train.equal(&base_data.splits.train));
         for step in 0..200 {
-            let (xa, ya) = training_batch(base, &base_data.splits.train, step, cpu);
-            let (xb, yb) = training_batch(arm, &d.splits.train, step, cpu);
+            let (xa, ya) = training_batch(base, &base_data.splits.train, step, cpu).unwrap();
+            let (xb, yb) = training_batch(arm, &d.splits.train, step, cpu).unwrap();
             assert!(xa.equal(&xb) && ya.equal(&yb), "step {step}");
         }
         let val = validation_set(&arm.train, &d.splits, block, cpu).unwrap();
@@ -57,13 +57,13 @@ fn arms_of_one_seed_get_identical_batches_and_evaluation_tokens() {
         for ((xa, ya), (xb, yb)) in base_val.batches.iter().zip(&val.batches) {
             assert!(xa.equal(xb) && ya.equal(yb));
         }
-        let (train_eval, _) = eval_batches(&arm.train, &d.splits, block, cpu);
+        let (train_eval, _) = eval_batches(&arm.train, &d.splits, block, cpu).unwrap();
         for ((xa, _), (xb, _)) in base_train_eval.iter().zip(&train_eval) {
             assert!(xa.equal(xb));
         }
     }
-    let (x0, _) = training_batch(base, &base_data.splits.train, 0, cpu);
-    let (x1, _) = training_batch(other_seed, &data[3].splits.train, 0, cpu);
+    let (x0, _) = training_batch(base, &base_data.splits.train, 0, cpu).unwrap();
+    let (x1, _) = training_batch(other_seed, &data[3].splits.train, 0, cpu).unwrap();
     assert!(!x0.equal(&x1), "another seed draws other batches");
 
     // End to end: the trainer's evaluations cover the same unseen positions at every step in
