@@ -101,3 +101,40 @@ fn bad_comparisons_are_refused_with_the_reason() {
         strata_run(fx.path(), &["compare", "--config", &file]).fails_with(&[&file, needle]);
     }
 }
+
+#[test]
+fn with_a_wsd_base_the_smaller_budgets_are_cooldown_branches_of_the_longest_run() {
+    let fx = Fixture::new(10);
+    let wsd = COMPARE.replace(
+        "seeds = [1, 2]",
+        "set = ['train.schedule=\"wsd\"']\nseeds = [1, 2]",
+    );
+    std::fs::write(fx.path().join("cmp.toml"), wsd).unwrap();
+    let args = [
+        "compare", "--config", "cmp.toml", "--out", "cmp", "--jobs", "2", "--quiet",
+    ];
+    strata_run(fx.path(), &args).ok();
+    let results = std::fs::read_to_string(fx.path().join("cmp/results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 10, "{results}");
+    // The baseline's longest run (40 steps) kept checkpoints where the 10- and 20-step
+    // budgets start their decay (steps 8 and 16), and each branch resumed from one of them:
+    // its metrics log starts with the source's records.
+    let runs = fx.path().join("cmp/runs");
+    let source: Vec<String> = std::fs::read_dir(runs.join("baseline-s1-i40/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for step in ["step-000008", "step-000016"] {
+        assert!(source.iter().any(|n| n == step), "{step}: {source:?}");
+    }
+    let branch = std::fs::read_to_string(runs.join("baseline-s1-i10/config.toml")).unwrap();
+    assert!(branch.contains("max_iters = 10"), "{branch}");
+    let source_metrics =
+        std::fs::read_to_string(runs.join("baseline-s1-i40/metrics.jsonl")).unwrap();
+    let branch_metrics =
+        std::fs::read_to_string(runs.join("baseline-s1-i10/metrics.jsonl")).unwrap();
+    let first = |text: &str| text.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(first(&source_metrics), first(&branch_metrics));
+    let again = strata_run(fx.path(), &args).ok();
+    assert!(again.stderr.contains("trained=0"), "{}", again.stderr);
+}

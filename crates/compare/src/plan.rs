@@ -1,15 +1,19 @@
 //! The runs of a comparison: for every arm and seed, one long run at the largest budget
 //! (the source) and one run per smaller budget.
 //!
-//! With a warmup-stable-decay schedule the smaller budgets are cooldown branches of the
-//! source's stable phase; until that lands every budget is a run of its own length
-//! ([`crate::runner::run_budget`]).
+//! With a warmup-stable-decay base (`train.schedule = "wsd"`) the source keeps a checkpoint
+//! where each smaller budget's decay starts (`train.branch_budgets`), and every smaller budget
+//! is a cooldown branch of it ([`strata_train::branch::cooldown`]): the same run up to that
+//! step, then its own decay, bit for bit what a dedicated run of that length computes. With a
+//! cosine base every budget is a run of its own length, its schedule ending at its last step.
 
 use crate::config::{BudgetUnit, CompareConfig};
 use strata_sweep::Variant;
 use strata_sweep::plan::budget_overrides;
 use strata_tensor::Result;
 use strata_train::RunConfig;
+use strata_train::branch::branch_config;
+use strata_train::schedule::ScheduleKind;
 
 /// One planned run.
 #[derive(Clone, Debug)]
@@ -24,6 +28,8 @@ pub struct PlannedRun {
     pub iters: u64,
     /// True for the longest run of its arm and seed (the source of the branches).
     pub source: bool,
+    /// The id of the source this run is a cooldown branch of (WSD bases only).
+    pub branch_of: Option<String>,
     /// The complete run config.
     pub config: RunConfig,
 }
@@ -53,24 +59,55 @@ pub fn plan(compare: &CompareConfig) -> Result<Vec<PlannedRun>> {
     let base = RunConfig::load(&compare.base, &compare.set)?;
     let baseline = compare.baseline().name.clone();
     let mut runs = Vec::new();
+    let wsd = base.train.schedule == ScheduleKind::Wsd;
+    let shortest = budget_iters(compare, &base, true)
+        .first()
+        .copied()
+        .unwrap_or(0);
     for arm in compare.all_arms() {
         let is_baseline = arm.name == baseline || arm.name == compare.aa_name();
         let budgets = budget_iters(compare, &base, is_baseline);
         for &seed in &compare.seeds {
+            let mut source: Option<(String, RunConfig)> = None;
             for (k, &iters) in budgets.iter().rev().enumerate() {
                 let id = format!("{}-s{seed}-i{iters}", arm.name);
-                let mut overrides = compare.set.clone();
-                overrides.extend(arm.set.iter().cloned());
-                overrides.push(format!("name=\"{id}\""));
-                overrides.push(format!("train.seed={seed}"));
-                overrides.extend(budget_overrides(&base, iters, compare.evals_per_run));
-                let config = RunConfig::load(&compare.base, &overrides)?;
+                let (config, branch_of) = match &source {
+                    Some((source_id, source_config)) if wsd => (
+                        branch_config(source_config, iters, &compare.base)?,
+                        Some(source_id.clone()),
+                    ),
+                    _ => {
+                        let mut overrides = compare.set.clone();
+                        overrides.extend(arm.set.iter().cloned());
+                        overrides.push(format!("name=\"{id}\""));
+                        overrides.push(format!("train.seed={seed}"));
+                        overrides.extend(budget_overrides(&base, iters, compare.evals_per_run));
+                        // A WSD source keeps a checkpoint where each smaller budget branches.
+                        if wsd {
+                            // One warmup for every arm and budget, so that paired runs share
+                            // their schedule up to each branch point.
+                            let warmup = base.train.warmup_iters.min(shortest / 10);
+                            overrides.push(format!("train.warmup_iters={warmup}"));
+                            let smaller: Vec<String> = budgets
+                                .iter()
+                                .filter(|&&b| b < iters)
+                                .map(u64::to_string)
+                                .collect();
+                            overrides.push(format!("train.branch_budgets=[{}]", smaller.join(",")));
+                        }
+                        (RunConfig::load(&compare.base, &overrides)?, None)
+                    }
+                };
+                if source.is_none() {
+                    source = Some((id.clone(), config.clone()));
+                }
                 runs.push(PlannedRun {
                     id,
                     arm: arm.clone(),
                     seed,
                     iters,
                     source: k == 0,
+                    branch_of,
                     config,
                 });
             }

@@ -201,8 +201,10 @@ fn markdown(
          Every run is `{}` with the comparison's overrides. Arms: `{}` (baseline){}. Seeds: \
          {:?}; the runs of one seed are **paired**: every arm trains on the identical token \
          stream (batches are drawn from the seed and the step only) and starts from the same \
-         seed. Budgets (steps): every arm trains each of {:?}{}; each budget is a run of its \
-         own length with the schedule ending at its last step. Evaluation: the final \
+         seed. Budgets (steps): every arm trains each of {:?}{}; with a warmup-stable-decay \
+         schedule a smaller budget is a cooldown branch of its arm and seed's longest run \
+         (identical to a dedicated run of that length), otherwise a run of its own length \
+         with the schedule ending at its last step. Evaluation: the final \
          validation loss on the run's fixed validation batches ({} batches × {} sequences × \
          {} tokens = {eval_tokens} tokens of the held-out split, the same for every arm of a \
          seed).\n\n\

@@ -28,15 +28,14 @@ pub struct CompareOutcome {
 /// The job that produces the run of one budget (`run.source`: the arm and seed's longest
 /// run), in the comparison's `runs` folder.
 ///
-/// MERGE: use strata_train::branch::cooldown — a budget that is not the source becomes a
-/// cooldown branch of the source's stable phase (`cooldown(&source_dir, run.iters, &dir,
-/// ..)`, needing `train.schedule = "wsd"` in the base config); until then every budget is a
-/// dedicated run of its own length, trained by the registry like any other.
+/// With a WSD base a budget that is not the source is a cooldown branch of the source's
+/// stable phase ([`strata_train::branch::cooldown`]); otherwise it is a run of its own length.
 pub fn run_budget(run: &PlannedRun, runs: &Path) -> Job {
     Job {
         id: run.id.clone(),
         dir: runs.join(&run.id),
         config: run.config.clone(),
+        branch_of: run.branch_of.as_ref().map(|id| runs.join(id)),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Job {
     pub dir: PathBuf,
     /// The complete run config.
     pub config: RunConfig,
+    /// The run folder of the warmup-stable-decay run this job is a cooldown branch of
+    /// ([`strata_train::branch::cooldown`]); `None` for a run trained from its first step.
+    pub branch_of: Option<PathBuf>,
 }
 
 /// How pending jobs are trained.
@@ -52,6 +55,9 @@ struct ChildJob {
     out: PathBuf,
     /// Continue the folder's latest checkpoint instead of starting afresh.
     resume: bool,
+    /// The source run folder when the job is a cooldown branch.
+    #[serde(default)]
+    branch_of: Option<PathBuf>,
 }
 
 /// True when `dir` holds a checkpoint to continue.
@@ -137,7 +143,20 @@ fn run_in_process(job: &Job, launch: &Launch) -> Result<()> {
     let (file, continuing) = prepare(job, None)?;
     let mut train = run_options(&file, &job.dir, continuing, &launch.stop);
     train.progress = launch.progress;
-    strata_train::train(job.config.clone(), &train)?;
+    train_one(job.config.clone(), &train, job.branch_of.as_deref())
+}
+
+/// Trains one run: a cooldown branch of `branch_of` when given, else `config` itself.
+fn train_one(config: RunConfig, options: &RunOptions, branch_of: Option<&Path>) -> Result<()> {
+    match branch_of {
+        Some(source) => strata_train::branch::cooldown(
+            source,
+            config.train.max_iters,
+            &options.out_dir,
+            options,
+        )?,
+        None => strata_train::train(config, options)?,
+    };
     Ok(())
 }
 
@@ -155,6 +174,7 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
                 config,
                 out: job.dir.clone(),
                 resume,
+                branch_of: job.branch_of.clone(),
             };
             let file = job.dir.join("job.json");
             let json =
@@ -208,8 +228,7 @@ fn run_child(file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
         .map_err(|e| Error::data(file, format!("not a child job (config, out, resume): {e}")))?;
     let config = RunConfig::load(&job.config, &[])?;
     let options = run_options(&job.config, &job.out, job.resume, &stop);
-    strata_train::train(config, &options)?;
-    Ok(())
+    train_one(config, &options, job.branch_of.as_deref())
 }
 
 /// Writes `records` as JSON lines to `path`, atomically.

@@ -102,6 +102,7 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
             id: r.id.clone(),
             dir: root.join(&r.id),
             config: r.config.clone(),
+            branch_of: None,
         })
         .collect();
     let pending = pending(&jobs);

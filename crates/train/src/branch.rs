@@ -74,6 +74,9 @@ pub fn branch_config(source: &RunConfig, budget_iters: u64, file: &Path) -> Resu
     }
     let mut config = source.clone();
     config.train.max_iters = budget_iters;
+    if config.train.lr_decay_iters.is_some() {
+        config.train.lr_decay_iters = Some(budget_iters);
+    }
     config.train.branch_budgets.clear();
     Ok(config)
 }
@@ -148,8 +151,9 @@ pub fn cooldown(
     // A branch killed before its first checkpoint left only its own files: start it afresh.
     // The folder is prepared under its lock, which is released before `train` takes it again.
     {
-        let _lock =
-            run_folder::prepare(out, "branch", false, options.overwrite || same_branch, None)?;
+        let overwrite = options.overwrite || same_branch;
+        let keep = Some(options.config_file.as_path());
+        let _lock = run_folder::prepare(out, "branch", false, overwrite, keep)?;
         checkpoint_io::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
         let metrics = source_run.join("metrics.jsonl");
         if metrics.exists() {

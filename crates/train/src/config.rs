@@ -455,10 +455,13 @@ impl RunConfig {
         if !wsd {
             return Ok(());
         }
-        if let Some(n) = t.lr_decay_iters {
+        if let Some(n) = t.lr_decay_iters
+            && n != t.max_iters
+        {
             return err(
                 "train.lr_decay_iters",
-                "no value with train.schedule = \"wsd\" (the decay length is train.decay_fraction · max_iters)",
+                "no value, or train.max_iters, with train.schedule = \"wsd\" (the decay ends at \
+                 max_iters and lasts train.decay_fraction · max_iters)",
                 &n,
             );
         }

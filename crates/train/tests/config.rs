@@ -23,11 +23,12 @@ fn every_shipped_config_parses_and_the_cpu_recipe_is_nanogpts() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
-        let sweep_file = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("sweep-"));
-        if sweep_file {
-            continue; // sweep files (`strata sweep`), tested by strata-sweep
+        let study_file = path.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("sweep-") || n.starts_with("compare-")
+        });
+        if study_file {
+            continue; // sweep and compare files, tested by strata-sweep and strata-compare
         }
         RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
