@@ -184,7 +184,24 @@ fn markdown(
     let stem = &compare.name;
     let t = &base.train;
     let wall: f64 = records.iter().map(|r| r.wall_s).sum();
-    let eval_tokens = t.eval_iters * t.batch_size * base.model.block_size;
+    let evaluation = match t.eval_tokens {
+        Some(slice) => format!(
+            "the final validation loss on a fixed slice of the held-out split (`train.eval_tokens \
+             = {}`: consecutive windows of {} tokens from its start), the same tokens for every \
+             arm and every seed",
+            serde_json::to_string(&slice).unwrap_or_default(),
+            base.model.block_size
+        ),
+        None => format!(
+            "the final validation loss on the run's fixed validation batches ({} batches × {} \
+             sequences × {} tokens = {} tokens of the held-out split, drawn from the seed: the \
+             same for every arm of a seed)",
+            t.eval_iters,
+            t.batch_size,
+            base.model.block_size,
+            t.eval_iters * t.batch_size * base.model.block_size
+        ),
+    };
     let mut s = format!(
         "# Comparison `{stem}`\n\n\
          Command: `{command}` ({} runs, {:.1} minutes of training wall time).\n\n\
@@ -204,10 +221,7 @@ fn markdown(
          seed. Budgets (steps): every arm trains each of {:?}{}; with a warmup-stable-decay \
          schedule a smaller budget is a cooldown branch of its arm and seed's longest run \
          (identical to a dedicated run of that length), otherwise a run of its own length \
-         with the schedule ending at its last step. Evaluation: the final \
-         validation loss on the run's fixed validation batches ({} batches × {} sequences × \
-         {} tokens = {eval_tokens} tokens of the held-out split, the same for every arm of a \
-         seed).\n\n\
+         with the schedule ending at its last step. Evaluation: {evaluation}.\n\n\
          **Multiplier** at a budget: for each seed, the compute at which the baseline's \
          curve of that seed (final loss against training FLOPs over its budgets, linear in \
          log compute between them, never extrapolated) reaches the variant's loss, over the \
@@ -240,9 +254,6 @@ fn markdown(
                 compare.baseline_extra_budgets
             )
         },
-        t.eval_iters,
-        t.batch_size,
-        base.model.block_size,
         compare.bootstrap,
         compare.bootstrap_seed,
     );
