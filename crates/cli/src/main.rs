@@ -5,6 +5,7 @@ mod compare;
 mod demo;
 mod experiments;
 mod signals;
+mod study_args;
 mod sweep;
 
 use clap::{Parser, Subcommand};
@@ -108,10 +109,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Train a grid of model sizes, token budgets and variants (resumable), fit scaling laws
     /// and report every variant's compute multiplier over the baseline.
-    Sweep(sweep::SweepArgs),
+    Sweep(study_args::StudyArgs),
     /// Compare a baseline with variants over paired seeds and budgets (resumable): compute
     /// multipliers with intervals, power and a plain verdict.
-    Compare(compare::CompareArgs),
+    Compare(study_args::StudyArgs),
     /// Run a study over several seeds and write its table and plot (docs/experiments/).
     Experiment {
         /// The study.

@@ -247,14 +247,13 @@ impl MergeConfig {
 
     /// The method parameters this config sets, each with its value as written.
     fn set_parameters(&self) -> Vec<(&'static str, String)> {
-        let mut set = Vec::new();
-        if let Some(v) = &self.weights {
-            set.push(("weights", format!("{v:?}")));
-        }
-        push_set(&mut set, "normalize", self.normalize);
-        push_set(&mut set, "density", self.density);
-        push_set(&mut set, "drop", self.drop);
-        push_set(&mut set, "t", self.t);
+        let mut set = shared_parameters(
+            self.weights.as_deref(),
+            self.normalize,
+            self.density,
+            self.drop,
+            self.t,
+        );
         push_set(&mut set, "seed", self.seed);
         set
     }
@@ -314,15 +313,13 @@ impl MergeConfig {
 impl GroupOverride {
     /// The method parameters this group sets, each with its value as written.
     fn set_parameters(&self) -> Vec<(&'static str, String)> {
-        let mut set = Vec::new();
-        if let Some(v) = &self.weights {
-            set.push(("weights", format!("{v:?}")));
-        }
-        push_set(&mut set, "normalize", self.normalize);
-        push_set(&mut set, "density", self.density);
-        push_set(&mut set, "drop", self.drop);
-        push_set(&mut set, "t", self.t);
-        set
+        shared_parameters(
+            self.weights.as_deref(),
+            self.normalize,
+            self.density,
+            self.drop,
+            self.t,
+        )
     }
 
     /// Overwrites the parameters this group sets.
@@ -343,6 +340,26 @@ impl GroupOverride {
             p.t = v;
         }
     }
+}
+
+/// The method parameters a config and a group override can both set, those set with their
+/// values as written.
+fn shared_parameters(
+    weights: Option<&[f64]>,
+    normalize: Option<bool>,
+    density: Option<f64>,
+    drop: Option<f64>,
+    t: Option<f64>,
+) -> Vec<(&'static str, String)> {
+    let mut set = Vec::new();
+    if let Some(v) = weights {
+        set.push(("weights", format!("{v:?}")));
+    }
+    push_set(&mut set, "normalize", normalize);
+    push_set(&mut set, "density", density);
+    push_set(&mut set, "drop", drop);
+    push_set(&mut set, "t", t);
+    set
 }
 
 /// Adds `name` and its value to `set` when the value is there.

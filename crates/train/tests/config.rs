@@ -1,22 +1,9 @@
 //! Run configs: shipped files parse; bad keys and values are refused by name.
 
-use strata_train::RunConfig;
+mod common;
 
-const BASE: &str = r#"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 8
-block_size = 4
-[train]
-batch_size = 2
-max_iters = 10
-learning_rate = 1e-3
-min_lr = 1e-4
-warmup_iters = 1
-eval_interval = 5
-eval_iters = 1
-"#;
+use common::BASE;
+use strata_train::RunConfig;
 
 #[test]
 fn every_shipped_config_parses_and_the_cpu_recipe_is_nanogpts() {

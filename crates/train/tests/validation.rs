@@ -5,27 +5,11 @@
 
 mod common;
 
-use common::{corpus, tiny_config};
+use common::{BASE, corpus, tiny_config};
 use strata_core::{Gpt, ModelConfig};
 use strata_tensor::{DeviceChoice, Error};
 use strata_train::{RunConfig, RunOptions, budget, inspect, train};
 use tch::{Device, nn};
-
-const BASE: &str = r#"
-[model]
-n_layer = 2
-n_head = 2
-d_model = 8
-block_size = 4
-[train]
-batch_size = 2
-max_iters = 10
-learning_rate = 1e-3
-min_lr = 1e-4
-warmup_iters = 1
-eval_interval = 5
-eval_iters = 1
-"#;
 
 /// The error of parsing [`BASE`] with `overrides`, as text.
 fn refusal(text: &str, overrides: &[&str]) -> String {

@@ -5,6 +5,23 @@
 use std::path::{Path, PathBuf};
 use strata_train::RunConfig;
 
+/// The smallest complete run config (2 layers of width 8, 10 steps), as TOML text.
+pub const BASE: &str = r#"
+[model]
+n_layer = 2
+n_head = 2
+d_model = 8
+block_size = 4
+[train]
+batch_size = 2
+max_iters = 10
+learning_rate = 1e-3
+min_lr = 1e-4
+warmup_iters = 1
+eval_interval = 5
+eval_iters = 1
+"#;
+
 /// A small text corpus written to `dir/corpus.txt`.
 pub fn corpus(dir: &Path) -> PathBuf {
     let text = strata_train::prepare::TINY_SHAKESPEARE[..20_000].to_owned();
