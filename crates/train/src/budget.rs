@@ -9,7 +9,7 @@
 
 use crate::config::{RunConfig, TrainConfig};
 use crate::growth_schedule;
-use strata_core::{ModelConfig, PositionKind, flops};
+use strata_core::ModelConfig;
 use strata_tensor::{Error, Result};
 use tch::Device;
 
@@ -37,22 +37,13 @@ impl MemoryNeed {
     }
 }
 
-/// Parameters of `model`, counted from its config (embeddings, every distinct block's
-/// matrices, norms and the untied head).
+/// Parameters of `model`: every tensor of its parameter schema, counted in `f64` so that a
+/// config at the bounds overflows no integer.
 pub fn parameter_count(model: &ModelConfig) -> f64 {
-    let d = model.d_model as f64;
-    let vocab = model.vocab_size as f64;
-    let positions = match model.positions {
-        PositionKind::Learned => model.block_size as f64 * d,
-        PositionKind::Rotary => 0.0,
-    };
-    let head = if model.tied_embeddings {
-        0.0
-    } else {
-        vocab * d
-    };
-    let per_block = flops::matmul_weights_per_layer(model) + 2.0 * d;
-    vocab * d + positions + model.n_blocks() as f64 * per_block + d + head
+    strata_core::schema::schema(model)
+        .iter()
+        .map(|spec| spec.shape.iter().map(|&n| n as f64).product::<f64>())
+        .sum()
 }
 
 /// Activation bytes of one forward pass over `batch_size` full blocks: every layer's when

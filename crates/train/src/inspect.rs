@@ -4,15 +4,15 @@ use crate::budget;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::RunConfig;
 use crate::data::{Split, TokenSplits};
-use crate::evaluation::validation_set;
+use crate::evaluation::{self, validation_set};
 use crate::finite;
 use crate::prepare::prepare_data;
-use crate::trainer::{Batch, eval_batches, evaluate};
+use crate::trainer::{Batch, evaluate};
 use serde::Serialize;
 use std::path::Path;
 use strata_core::{Gpt, ParamCount, SampleOptions};
 use strata_tensor::{DeviceChoice, Error, Result};
-use tch::nn;
+use tch::{Tensor, nn};
 
 /// A checkpoint loaded onto a device, ready to use.
 pub struct LoadedModel {
@@ -74,7 +74,7 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
         config.train.eval_iters = n;
     }
     let device = loaded.model.device();
-    let (train, _) = fixed_eval_batches(loaded, &config, &data.splits)?;
+    let train = fixed_eval_batches(loaded, &config, &data.splits.train)?;
     let val = validation_set(&config.train, &data.splits, config.model.block_size, device)?
         .evaluate(&loaded.model)?;
     Ok(EvalReport {
@@ -99,7 +99,7 @@ pub fn evaluate_on_corpus(loaded: &LoadedModel, corpus: &Path, batches: usize) -
     let data = prepare_data(&config, Some(loaded.checkpoint.tokenizer.clone()))?;
     check_batch_count(batches, &config, &data.splits)?;
     config.train.eval_iters = batches;
-    let (_, val) = fixed_eval_batches(loaded, &config, &data.splits)?;
+    let val = fixed_eval_batches(loaded, &config, &data.splits.val)?;
     let loss = evaluate(&loaded.model, &val)?;
     let what = format!("val loss on {}", corpus.display());
     finite::ensure_finite_loss(loss, &what, &loaded.checkpoint.loaded.path)
@@ -128,13 +128,14 @@ fn check_batch_count(batches: usize, config: &RunConfig, splits: &TokenSplits) -
     )))
 }
 
-/// The fixed train and validation batches of `config` drawn from `splits`, on the model's
-/// device; refused before anything is allocated when they would not fit in its memory.
+/// The fixed evaluation batches of `config` drawn from one split's `tokens`, on the model's
+/// device; refused before anything is allocated when both splits' batches would not fit in
+/// its memory.
 fn fixed_eval_batches(
     loaded: &LoadedModel,
     config: &RunConfig,
-    splits: &TokenSplits,
-) -> Result<(Vec<Batch>, Vec<Batch>)> {
+    tokens: &Tensor,
+) -> Result<Vec<Batch>> {
     let device = loaded.model.device();
     let t = &config.train;
     let need = budget::evaluation_need(&config.model, t.batch_size, t.eval_iters);
@@ -145,7 +146,7 @@ fn fixed_eval_batches(
             t.eval_iters, t.batch_size, config.model.block_size
         )));
     }
-    eval_batches(t, splits, config.model.block_size, device)
+    evaluation::fixed_eval_batches(t, tokens, config.model.block_size, device)
 }
 
 /// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included); a

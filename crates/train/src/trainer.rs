@@ -12,7 +12,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
 use crate::data::random_batch;
-use crate::evaluation::{Evaluator, fixed_eval_batches};
+use crate::evaluation::Evaluator;
 use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
@@ -170,18 +170,6 @@ fn one() -> usize {
 
 /// One batch: token ids and next-token targets, both `[batch, time]`.
 pub type Batch = (Tensor, Tensor);
-
-/// The fixed evaluation batches of a run (train split, val split): the same for every
-/// evaluation, every resume and `strata eval`.
-pub fn eval_batches(
-    t: &crate::config::TrainConfig,
-    splits: &crate::data::TokenSplits,
-    block_size: usize,
-    device: Device,
-) -> Result<(Vec<Batch>, Vec<Batch>)> {
-    let batches = |tokens: &Tensor| fixed_eval_batches(t, tokens, block_size, device);
-    Ok((batches(&splits.train)?, batches(&splits.val)?))
-}
 
 /// The training batch of optimizer step `step`: a function of the data, `train.seed`,
 /// `train.batch_size`, `model.block_size` and the step only, so runs that differ in anything

@@ -6,10 +6,10 @@ mod common;
 
 use common::{corpus, tiny_config};
 use strata_tensor::DeviceChoice;
-use strata_train::evaluation::{EvalTokens, validation_set};
+use strata_train::evaluation::{EvalTokens, fixed_eval_batches, validation_set};
 use strata_train::metrics::read_records;
 use strata_train::prepare::prepare_data;
-use strata_train::trainer::{eval_batches, training_batch};
+use strata_train::trainer::training_batch;
 use strata_train::{RunConfig, RunOptions, inspect, train};
 use tch::Device;
 
@@ -42,7 +42,8 @@ fn arms_of_one_seed_get_identical_batches_and_evaluation_tokens() {
     let block = base.model.block_size;
     let cpu = Device::Cpu;
     let base_val = validation_set(&base.train, &base_data.splits, block, cpu).unwrap();
-    let (base_train_eval, _) = eval_batches(&base.train, &base_data.splits, block, cpu).unwrap();
+    let base_train_eval =
+        fixed_eval_batches(&base.train, &base_data.splits.train, block, cpu).unwrap();
     for (arm, d) in same_seed.iter().zip(&data).skip(1) {
         assert_ne!(arm.model, base.model);
         assert_eq!(d.tokenizer.fingerprint(), base_data.tokenizer.fingerprint());
@@ -57,7 +58,7 @@ fn arms_of_one_seed_get_identical_batches_and_evaluation_tokens() {
         for ((xa, ya), (xb, yb)) in base_val.batches.iter().zip(&val.batches) {
             assert!(xa.equal(xb) && ya.equal(yb));
         }
-        let (train_eval, _) = eval_batches(&arm.train, &d.splits, block, cpu).unwrap();
+        let train_eval = fixed_eval_batches(&arm.train, &d.splits.train, block, cpu).unwrap();
         for ((xa, _), (xb, _)) in base_train_eval.iter().zip(&train_eval) {
             assert!(xa.equal(xb));
         }
