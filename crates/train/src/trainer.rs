@@ -494,9 +494,17 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         final_train_loss: last_train_loss,
         final_val_loss: last_val,
         best_val_loss: run.best_val,
-        final_val_loss_se: last_reading.and_then(|r| r.val.se),
+        // Without an evaluation in this process, the last one is the evaluation logged at
+        // the resumed step.
+        final_val_loss_se: match last_reading {
+            Some(r) => r.val.se,
+            None => logged.as_ref().and_then(|r| r.val_loss_se),
+        },
         val_tokens: run.evaluator.val_tokens(),
-        final_unseen_loss: last_reading.and_then(|r| r.unseen.map(|u| u.loss)),
+        final_unseen_loss: match last_reading {
+            Some(r) => r.unseen.map(|u| u.loss),
+            None => logged.as_ref().and_then(|r| r.unseen_loss),
+        },
         epochs: (step * tokens_per_step) as f64 / run.train_tokens.size1()?.max(1) as f64,
         wall_s,
         tokens_per_sec: (done * tokens_per_step) as f64 / train_secs.max(1e-9),
