@@ -12,6 +12,9 @@ pub const MAX_JOBS: u64 = 1024;
 /// Most seeds or steps a study argument may ask for.
 pub const MAX_STUDY_COUNT: u64 = 1 << 32;
 
+/// Most validation tokens a study evaluation may ask for.
+pub const MAX_EVAL_TOKENS: u64 = 1 << 40;
+
 /// A count from 1 to `max`, parsed into a `usize`.
 pub fn count(max: u64) -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::<usize>::new().range(1..=max)

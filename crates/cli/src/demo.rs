@@ -58,10 +58,21 @@ fn train_child(args: &DemoArgs, name: &str, text: &str, stop: &AtomicBool) -> Re
             .arg(format!("train.lr_decay_iters={iters}"));
     }
     tracing::info!(run = name, "training");
-    let status = cmd
+    let mut child = cmd
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .map_err(Error::io("strata train"))?;
+    let mut stop_forwarded = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(Error::io("strata train"))? {
+            break status;
+        }
+        if stop.load(Ordering::SeqCst) && !stop_forwarded {
+            strata_sweep::registry::ask_to_stop(&child);
+            stop_forwarded = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     if !status.success() && !stop.load(Ordering::SeqCst) {
         return Err(Error::Invalid(format!("training {name} failed ({status})")));
     }

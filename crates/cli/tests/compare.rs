@@ -135,6 +135,29 @@ fn with_a_wsd_base_the_smaller_budgets_are_cooldown_branches_of_the_longest_run(
         std::fs::read_to_string(runs.join("baseline-s1-i10/metrics.jsonl")).unwrap();
     let first = |text: &str| text.lines().next().unwrap_or_default().to_owned();
     assert_eq!(first(&source_metrics), first(&branch_metrics));
+    // A branch's record counts only its own time: its summary's wall time less the source's
+    // at the checkpoint it resumed (step 8 for the 10-step budget).
+    let json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let summary_wall = json(runs.join("baseline-s1-i10/summary.json"))["wall_s"]
+        .as_f64()
+        .unwrap();
+    let inherited =
+        json(runs.join("baseline-s1-i40/checkpoints/step-000008/meta.json"))["meta"]["elapsed_s"]
+            .as_f64()
+            .unwrap();
+    let record: serde_json::Value = results
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["run"] == "baseline-s1-i10")
+        .unwrap();
+    let own = record["wall_s"].as_f64().unwrap();
+    assert!(inherited > 0.0 && own > 0.0, "{own} {inherited}");
+    assert!(
+        (own + inherited - summary_wall).abs() < 1e-9,
+        "{own} + {inherited} vs {summary_wall}"
+    );
     let again = strata_run(fx.path(), &args).ok();
     assert!(again.stderr.contains("trained=0"), "{}", again.stderr);
 }

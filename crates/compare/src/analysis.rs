@@ -318,14 +318,23 @@ pub fn power(estimate: &Paired, effect: f64) -> Power {
 pub fn describe(estimate: &Paired) -> String {
     let e = |v: f64| v.exp();
     format!(
-        "{:.3}× (95% t interval {:.3} to {:.3}; bootstrap {:.3} to {:.3}; p = {:.3} for > 1)",
+        "{:.3}× (95% t interval {:.3} to {:.3}; bootstrap {:.3} to {:.3}; {} for > 1)",
         e(estimate.mean),
         e(estimate.t_interval.0),
         e(estimate.t_interval.1),
         e(estimate.bootstrap_interval.0),
         e(estimate.bootstrap_interval.1),
-        estimate.p_greater
+        p_value(estimate.p_greater)
     )
+}
+
+/// A p-value in three decimals, `p < 0.001` below that (never `p = 0.000`).
+pub fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".to_owned()
+    } else {
+        format!("p = {p:.3}")
+    }
 }
 
 /// The seed-count sentence of a power estimate.

@@ -305,7 +305,8 @@ fn markdown(
     if plots.1 {
         s += &format!("![paired differences]({stem}-paired-differences.png)\n\n");
     }
-    s += "## Runs\n\n| run | arm | seed | steps | FLOPs | final val | wall s |\n\
+    s += "## Runs\n\nA cooldown branch's wall time counts only its own steps, not its source's up to \
+          the branch point.\n\n| run | arm | seed | steps | FLOPs | final val | wall s |\n\
           |---|---|---|---|---|---|---|\n";
     for r in records {
         s += &format!(

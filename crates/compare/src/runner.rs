@@ -108,11 +108,32 @@ fn collect(runs: &[PlannedRun], root: &Path) -> Result<Vec<CompareRecord>> {
             tokens: summary.tokens,
             train_flops: summary.train_flops,
             final_val_loss,
-            wall_s: summary.wall_s,
+            wall_s: own_wall(run, root, &summary),
             params_total: summary.params.total,
         });
     }
     Ok(records)
+}
+
+/// The wall seconds a run spent itself. A cooldown branch's summary also counts its source's
+/// time up to the branch point (the checkpoint it resumed); that time is taken off. When the
+/// source's checkpoint cannot be read, the summary's figure is kept with a warning.
+fn own_wall(run: &PlannedRun, root: &Path, summary: &RunSummary) -> f64 {
+    let Some(source) = &run.branch_of else {
+        return summary.wall_s;
+    };
+    let step = run.config.train.decay_start(run.iters);
+    let at = root
+        .join(source)
+        .join("checkpoints")
+        .join(strata_train::checkpoint::checkpoint_name(step));
+    match strata_train::checkpoint::load(&at) {
+        Ok(ckpt) => summary.wall_s - ckpt.meta.elapsed_s,
+        Err(err) => {
+            tracing::warn!(run = %run.id, "wall time includes the source's: {err}");
+            summary.wall_s
+        }
+    }
 }
 
 /// Reads a results file written by [`run_compare`].

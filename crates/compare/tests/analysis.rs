@@ -216,3 +216,12 @@ fn steps_to_target_and_a_target_never_reached() {
         assert!(why.contains("never reached") && why.contains(&arm), "{why}");
     }
 }
+
+#[test]
+fn tiny_p_values_are_bounded_not_rounded_to_zero() {
+    use strata_compare::analysis::p_value;
+    assert_eq!(p_value(0.0004), "p < 0.001");
+    assert_eq!(p_value(0.0), "p < 0.001");
+    assert_eq!(p_value(0.001), "p = 0.001");
+    assert_eq!(p_value(0.0123), "p = 0.012");
+}

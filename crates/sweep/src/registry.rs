@@ -166,6 +166,7 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
     let threads = (cores / launch.jobs).max(1);
     let mut queue = pending.iter();
     let mut children: Vec<(&Job, Child)> = Vec::new();
+    let mut stop_forwarded = false;
     loop {
         while children.len() < launch.jobs && !launch.stop.load(Ordering::SeqCst) {
             let Some(job) = queue.next() else { break };
@@ -191,6 +192,12 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+        if launch.stop.load(Ordering::SeqCst) && !stop_forwarded {
+            // A signal sent to this process alone (not its process group) reaches the
+            // children only this way; one that already had it ignores the second.
+            children.iter().for_each(|(_, child)| ask_to_stop(child));
+            stop_forwarded = true;
+        }
         let mut still = Vec::new();
         for (job, mut child) in children {
             match child.try_wait().map_err(Error::io(exe))? {
@@ -211,6 +218,22 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
         }
         children = still;
     }
+}
+
+/// Asks a child process to stop as a Ctrl-C would: SIGTERM on Unix, which a strata run
+/// answers by saving a checkpoint and exiting. Elsewhere the child is left to finish.
+pub fn ask_to_stop(child: &Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) only sends a signal. The pid is our own child's, which has not been
+        // waited for yet, so it cannot have been reused by another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        if sent != 0 {
+            tracing::warn!(pid, "could not forward the stop signal to a child run");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = child;
 }
 
 /// In a child process started by [`train_jobs`] (the [`CHILD_ENV`] variable is set), trains
@@ -252,4 +275,18 @@ pub fn read_records<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> 
                 .map_err(|e| Error::data(path, format!("line {}: not a {what}: {e}", i + 1)))
         })
         .collect()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_child_asked_to_stop_receives_sigterm() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        ask_to_stop(&child);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+    }
 }

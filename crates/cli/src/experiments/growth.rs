@@ -10,8 +10,8 @@
 //! tuning advantage stays with the baseline.
 
 use super::{
-    Outcome, Run, StudyArgs, command_line, outcome_row, plot_outcomes, record, schedule,
-    trained_model, val_curve_by_flops, write_doc,
+    Outcome, Run, StudyArgs, command_line, outcome_row, paired_section, plot_outcomes, record,
+    schedule, trained_model, val_curve_by_flops, write_doc,
 };
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -23,8 +23,38 @@ use strata_train::RunConfig;
 /// Learning rates of the scratch baseline's sweep, as multiples of the recipe's.
 const LR_MULTIPLES: [f64; 3] = [0.5, 1.0, 2.0];
 
-/// How often the sweep may widen when its best rate sits at an edge.
-const MAX_EXTENSIONS: usize = 2;
+/// How often the sweep may widen when its best rate sits at an edge (a factor of 2 each
+/// time, so the grid can reach 2^5 times beyond the recipe's rate either way).
+const MAX_EXTENSIONS: usize = 4;
+
+/// Whether the sweep's best rate is interior (a worse rate on both sides), in words, naming
+/// the points on both sides.
+fn interior_statement(sweep: &[SweepPoint]) -> String {
+    let best = best_index(sweep);
+    let show = |p: &SweepPoint| format!("{} ({:.4})", rate(p.lr), p.final_val);
+    if best > 0 && best + 1 < sweep.len() {
+        format!(
+            "The chosen rate {} is interior to the grid: the rates on either side score worse, \
+             {} below and {} above.",
+            show(&sweep[best]),
+            show(&sweep[best - 1]),
+            show(&sweep[best + 1]),
+        )
+    } else {
+        format!(
+            "The chosen rate {} sits at the edge of the grid after {MAX_EXTENSIONS} \
+             extensions, so the baseline is not shown to be tuned: a rate beyond the grid may \
+             score better.",
+            show(&sweep[best]),
+        )
+    }
+}
+
+/// A learning rate in two significant digits, `8e-3` or `1.6e-2`: distinct for every rate
+/// the sweep's doublings and halvings of a 1- or 2-digit rate produce.
+fn rate(lr: f64) -> String {
+    format!("{lr:.1e}").replace(".0e", "e")
+}
 
 /// The index of the lowest final loss.
 fn best_index(sweep: &[SweepPoint]) -> usize {
@@ -134,13 +164,13 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     };
     let scratch_run =
         |seed: u64, lr: f64| -> Result<(std::path::PathBuf, strata_train::RunSummary)> {
-            let dir = root.join(format!("scratch-lr{lr:.0e}-seed-{seed}"));
+            let dir = root.join(format!("scratch-lr{}-seed-{seed}", rate(lr)));
             let mut overrides = schedule(args, steps, seed);
             overrides.extend(lr_overrides(lr));
             let summary = Run::new(args, dir.clone(), &overrides).train(stop)?;
             Ok((dir, summary))
         };
-    // The sweep widens by factors of 2 while its best rate sits at an edge (twice at most),
+    // The sweep widens by factors of 2 while its best rate sits at an edge,
     // so that the baseline's rate is a real optimum of the grid.
     let mut sweep: Vec<SweepPoint> = Vec::new();
     let mut multiples = LR_MULTIPLES.to_vec();
@@ -175,7 +205,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         let (dir, summary) = scratch_run(seed, best_lr)?;
         let model = trained_model(&dir)?;
         let f_final = train_flops_per_step(&model, t.batch_size, model.block_size);
-        let label = format!("from scratch (lr {best_lr:.0e}, best of the sweep)");
+        let label = scratch_label(best_lr);
         record(
             &mut outcomes,
             &label,
@@ -233,6 +263,11 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let path = write_doc(args, "growth.md", &doc)?;
     tracing::info!(doc = %path.display(), "wrote the growth study");
     Ok(())
+}
+
+/// The scratch baseline's label.
+fn scratch_label(lr: f64) -> String {
+    format!("from scratch (lr {}, best of the sweep)", rate(lr))
 }
 
 /// One run, as listed in the report.
@@ -296,7 +331,7 @@ fn report(
          has spent the baseline's training FLOPs. FLOPs are counted for the model of each step. \
          Growth paths use the baseline's chosen learning rate, not tuned for themselves. Every run uses the recipe's \
          batch, context and warmup, and a cosine over its own length. Evaluation runs every \
-         {eval} steps on the recipe's fixed validation batches. Seeds 1 to {seeds}. Run \
+         {eval} steps on the same {eval_tokens} held-out tokens for every run and seed. Seeds 1 to {seeds}. Run \
          folders, each with its full `config.toml`: `{out}/growth/`.\n\n\
          | variant | final val loss (mean ± std) | training FLOPs | wall s (mean) |\n\
          |---|---|---|---|\n",
@@ -305,24 +340,27 @@ fn report(
         steps = args.steps,
         lrs = sweep
             .iter()
-            .map(|p| format!("{:.0e}", p.lr))
+            .map(|p| rate(p.lr))
             .collect::<Vec<_>>()
             .join(", "),
         half = args.steps / 2,
         eval = args.eval_interval,
+        eval_tokens = args.eval_tokens,
         seeds = args.seeds,
         out = args.out.display(),
     );
     for o in outcomes {
         s += &outcome_row(o);
     }
+    s += &paired_section(outcomes, &scratch_label(best_lr), |_| false);
     s += "\n![validation loss against training FLOPs](growth.png)\n\n\
           ## Learning-rate sweep of the baseline (seed 1)\n\n\
           | peak learning rate | final val loss |\n|---|---|\n";
     for p in sweep {
         let mark = if p.lr == best_lr { " (chosen)" } else { "" };
-        s += &format!("| {:.0e}{mark} | {:.4} |\n", p.lr, p.final_val);
+        s += &format!("| {}{mark} | {:.4} |\n", rate(p.lr), p.final_val);
     }
+    s += &format!("\n{}\n", interior_statement(sweep));
     s += "\n## Every run\n\nEach run is the recipe below with these `--set` overrides \
           (plus `train.seed` and `train.eval_interval`).\n\n\
           | variant | seed | steps | final params | final val loss | training FLOPs | wall s | overrides |\n\
@@ -349,4 +387,35 @@ fn report(
         recipe.to_toml()
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep with these (rate, loss) points.
+    fn sweep(points: &[(f64, f64)]) -> Vec<SweepPoint> {
+        points
+            .iter()
+            .map(|&(lr, final_val)| SweepPoint { lr, final_val })
+            .collect()
+    }
+
+    #[test]
+    fn the_report_says_whether_the_chosen_rate_is_interior() {
+        let interior = interior_statement(&sweep(&[(4e-3, 1.94), (8e-3, 1.93), (1.6e-2, 1.99)]));
+        assert!(interior.contains("8e-3 (1.9300) is interior"), "{interior}");
+        assert!(
+            interior.contains("4e-3 (1.9400) below and 1.6e-2 (1.9900) above"),
+            "{interior}"
+        );
+        assert_eq!(rate(1e-3 * 2f64.powi(5)), "3.2e-2");
+        let edge = interior_statement(&sweep(&[(4e-3, 1.94), (8e-3, 1.93)]));
+        assert!(edge.contains("sits at the edge") && edge.contains("not shown to be tuned"));
+        let low_edge = interior_statement(&sweep(&[(4e-3, 1.90), (8e-3, 1.93)]));
+        assert!(
+            low_edge.contains("4e-3 (1.9000) sits at the edge"),
+            "{low_edge}"
+        );
+    }
 }

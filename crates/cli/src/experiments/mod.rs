@@ -10,6 +10,7 @@ mod repetition;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use strata_compare::stats::{paired, resolvable};
 use strata_core::ModelConfig;
 use strata_tensor::{Error, Result};
 use strata_train::comparison_plots::{Series, plot_lines};
@@ -31,6 +32,10 @@ pub struct StudyArgs {
     /// Evaluate every this many steps (at least 1).
     #[arg(long, default_value_t = 100, value_parser = crate::bounds::count_u64(crate::bounds::MAX_STUDY_COUNT))]
     pub eval_interval: u64,
+    /// Validation tokens of every evaluation: one fixed slice of the held-out split, the same
+    /// for every run and seed (at least 1; the whole split when it is shorter).
+    #[arg(long, default_value_t = 32768, value_parser = crate::bounds::count_u64(crate::bounds::MAX_EVAL_TOKENS))]
+    pub eval_tokens: u64,
     /// Folder of the run folders.
     #[arg(long, default_value = "runs/experiments")]
     pub out: PathBuf,
@@ -132,13 +137,14 @@ fn same_settings(mut saved: RunConfig, requested: &RunConfig, init_from: bool) -
     saved == *requested
 }
 
-/// Overrides that fix a run's length, seed and evaluation cadence.
+/// Overrides that fix a run's length, seed, evaluation cadence and evaluation slice.
 fn schedule(args: &StudyArgs, steps: u64, seed: u64) -> Vec<String> {
     vec![
         format!("train.max_iters={steps}"),
         format!("train.lr_decay_iters={steps}"),
         format!("train.seed={seed}"),
         format!("train.eval_interval={}", args.eval_interval),
+        format!("train.eval_tokens={}", args.eval_tokens),
     ]
 }
 
@@ -250,6 +256,71 @@ fn pm(values: &[f64]) -> String {
     format!("{m:.4} ± {s:.4}")
 }
 
+/// Bootstrap resamples of the paired intervals.
+const RESAMPLES: usize = 2000;
+
+/// A markdown section with every variant's final validation loss minus the baseline's,
+/// paired by seed (the same token stream and evaluation slice), with its 95% t and
+/// bootstrap intervals and a verdict that never calls a winner inside the interval.
+/// Variants whose label `skip` accepts are left out.
+fn paired_section(outcomes: &[Outcome], baseline: &str, skip: impl Fn(&str) -> bool) -> String {
+    let Some(base) = outcomes.iter().find(|o| o.label == baseline) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\n## Paired differences from `{baseline}`\n\n\
+         Final validation loss of each variant minus the baseline's with the same seed \
+         (the same training batches and evaluation tokens), mean over seeds with its 95% \
+         Student-t and percentile-bootstrap ({RESAMPLES} resamples, seed 1) intervals. A \
+         difference is called only when both intervals exclude 0; otherwise the verdict is \
+         \"no difference resolved\". With seeds n and spread sd, the smallest difference \
+         this design resolves with 80% power is shown too.\n\n\
+         | variant | mean difference | 95% t interval | 95% bootstrap | sd | resolvable | verdict |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    for o in outcomes
+        .iter()
+        .filter(|o| o.label != baseline && !skip(&o.label))
+    {
+        let diffs: Vec<f64> = o
+            .final_val
+            .iter()
+            .zip(&base.final_val)
+            .map(|(v, b)| v - b)
+            .collect();
+        match paired(&diffs, RESAMPLES, 1) {
+            Some(p) => {
+                let verdict = if !p.excludes_zero() {
+                    "no difference resolved"
+                } else if p.mean < 0.0 {
+                    "lower loss than the baseline"
+                } else {
+                    "higher loss than the baseline"
+                };
+                s += &format!(
+                    "| {} | {:+.4} | {:+.4} to {:+.4} | {:+.4} to {:+.4} | {:.4} | {:.4} | {verdict} |\n",
+                    o.label,
+                    p.mean,
+                    p.t_interval.0,
+                    p.t_interval.1,
+                    p.bootstrap_interval.0,
+                    p.bootstrap_interval.1,
+                    p.sd,
+                    resolvable(p.sd, p.n),
+                );
+            }
+            None => {
+                s += &format!(
+                    "| {} | {} | - | - | - | - | no interval: it needs at least 2 finished seeds |\n",
+                    o.label,
+                    diffs.first().map_or("-".to_owned(), |d| format!("{d:+.4}"))
+                )
+            }
+        }
+    }
+    s
+}
+
 /// Writes a markdown file into the docs folder.
 fn write_doc(args: &StudyArgs, name: &str, text: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&args.docs).map_err(Error::io(&args.docs))?;
@@ -261,11 +332,13 @@ fn write_doc(args: &StudyArgs, name: &str, text: &str) -> Result<PathBuf> {
 /// The command line that reproduces a study.
 fn command_line(study: &str, args: &StudyArgs) -> String {
     format!(
-        "strata experiment {study} --config {} --seeds {} --steps {} --eval-interval {}",
+        "strata experiment {study} --config {} --seeds {} --steps {} --eval-interval {} \
+         --eval-tokens {}",
         args.config.display(),
         args.seeds,
         args.steps,
-        args.eval_interval
+        args.eval_interval,
+        args.eval_tokens
     )
 }
 
@@ -290,6 +363,49 @@ mod tests {
         assert!(!same_settings(other_model.clone(), &requested, false));
         // An --init-from run records its checkpoint's model.
         assert!(same_settings(other_model, &requested, true));
+    }
+
+    /// An outcome with these final losses.
+    fn outcome(label: &str, final_val: &[f64]) -> Outcome {
+        Outcome {
+            label: label.to_owned(),
+            final_val: final_val.to_vec(),
+            flops: 1.0,
+            wall_s: vec![1.0; final_val.len()],
+            curve: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn paired_differences_call_a_winner_only_outside_the_noise() {
+        let base = outcome("base", &[2.00, 2.10, 1.90, 2.05, 1.95]);
+        // Unpaired spread 0.08, but every seed is 0.010 ± 0.001 lower: resolved.
+        let better = outcome("better", &[1.990, 2.091, 1.889, 2.040, 1.941]);
+        // Differences of both signs: not resolved.
+        let noisy = outcome("noisy", &[2.01, 2.09, 1.91, 2.04, 1.95]);
+        let skipped = outcome("skipped", &[9.0; 5]);
+        let section = paired_section(&[base, better, noisy, skipped], "base", |l| l == "skipped");
+        let row = |name: &str| {
+            section
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap()
+                .to_owned()
+        };
+        let better = row("better");
+        assert!(better.contains("| -0.0098 |"), "{better}");
+        assert!(
+            better.ends_with("| lower loss than the baseline |"),
+            "{better}"
+        );
+        assert!(row("noisy").ends_with("| no difference resolved |"));
+        assert!(!section.contains("| skipped |"));
+        let single = paired_section(
+            &[outcome("base", &[2.0]), outcome("v", &[1.9])],
+            "base",
+            |_| false,
+        );
+        assert!(single.contains("| v | -0.1000 |") && single.contains("at least 2 finished seeds"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! for the same total training FLOPs.
 
 use super::{
-    Outcome, Run, StudyArgs, command_line, outcome_row, plot_outcomes, record, schedule,
-    trained_model, val_curve, write_doc,
+    Outcome, Run, StudyArgs, command_line, outcome_row, paired_section, plot_outcomes, record,
+    schedule, trained_model, val_curve, write_doc,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +19,9 @@ const PLANS: [(&str, &str, &str); 3] = [
     ("interleave 1-2-1-2", "interleave", "1-2-1-2"),
     ("identity 1-I-2-I", "identity", "1-I-2-I"),
 ];
+
+/// The baseline's label.
+const SCRATCH: &str = "from scratch, 4 layers";
 
 /// Runs the study and writes `repetition.md` and `repetition.png`/`.svg`.
 pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
@@ -87,7 +90,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             .collect();
         record(
             &mut outcomes,
-            "from scratch, 4 layers",
+            SCRATCH,
             scratch.final_val_loss,
             f_large * scratch_steps as f64,
             scratch.wall_s,
@@ -134,8 +137,8 @@ fn report(args: &StudyArgs, outcomes: &[Outcome], scratch_steps: u64) -> String 
          4-layer model from scratch for {scratch_steps} steps, the same total training FLOPs \
          (counted by `strata_core::flops`). Every run: the recipe's batch, context, learning \
          rate and schedule, `train.max_iters` and `train.lr_decay_iters` set to the phase's \
-         steps, evaluation every {eval} steps on the recipe's fixed validation batches; seeds \
-         1 to {seeds}. Run folders: `{out}/repetition/seed-S/`.\n\n\
+         steps, evaluation every {eval} steps on the same {eval_tokens} held-out tokens for every run \
+         and seed; seeds 1 to {seeds}. Run folders: `{out}/repetition/seed-S/`.\n\n\
          | variant | final val loss (mean ± std) | training FLOPs | wall s (mean) |\n\
          |---|---|---|---|\n",
         command_line("repetition", args),
@@ -143,12 +146,14 @@ fn report(args: &StudyArgs, outcomes: &[Outcome], scratch_steps: u64) -> String 
         steps = args.steps,
         config = args.config.display(),
         eval = args.eval_interval,
+        eval_tokens = args.eval_tokens,
         seeds = args.seeds,
         out = args.out.display(),
     );
     for o in outcomes.iter().filter(|o| !o.label.starts_with("2-layer")) {
         s += &outcome_row(o);
     }
+    s += &paired_section(outcomes, SCRATCH, |label| label.starts_with("2-layer"));
     s += "\nThe plot shows the 2-layer source's curve, then each grown model's from the moment \
           it was grown (its first point is the grown model before any further training).\n\n\
           ![validation loss against training FLOPs](repetition.png)\n";
