@@ -36,6 +36,7 @@ pub fn run_budget(run: &PlannedRun, runs: &Path) -> Job {
         dir: runs.join(&run.id),
         config: run.config.clone(),
         branch_of: run.branch_of.as_ref().map(|id| runs.join(id)),
+        init_from: None,
     }
 }
 

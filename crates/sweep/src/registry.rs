@@ -31,6 +31,8 @@ pub struct Job {
     /// The run folder of the warmup-stable-decay run this job is a cooldown branch of
     /// ([`strata_train::branch::cooldown`]); `None` for a run trained from its first step.
     pub branch_of: Option<PathBuf>,
+    /// A checkpoint whose weights and model the run starts from (`RunOptions::init_from`).
+    pub init_from: Option<PathBuf>,
 }
 
 /// How pending jobs are trained.
@@ -58,6 +60,9 @@ struct ChildJob {
     /// The source run folder when the job is a cooldown branch.
     #[serde(default)]
     branch_of: Option<PathBuf>,
+    /// The checkpoint the run starts from, if any.
+    #[serde(default)]
+    init_from: Option<PathBuf>,
 }
 
 /// True when `dir` holds a checkpoint to continue.
@@ -126,14 +131,22 @@ fn prepare(job: &Job, threads: Option<usize>) -> Result<(PathBuf, bool)> {
     Ok((file, continuing))
 }
 
-/// The training options of a job in `dir` from its `run.toml`.
-fn run_options(file: &Path, dir: &Path, continuing: bool, stop: &Arc<AtomicBool>) -> RunOptions {
+/// The training options of a job in `dir` from its `run.toml`: continuing its checkpoint,
+/// or starting afresh (from `init_from`'s weights when given).
+fn run_options(
+    file: &Path,
+    dir: &Path,
+    continuing: bool,
+    init_from: Option<&Path>,
+    stop: &Arc<AtomicBool>,
+) -> RunOptions {
     let mut train = RunOptions::new(file, dir);
     train.stop = stop.clone();
     if continuing {
         train.resume = Some(dir.to_path_buf());
     } else {
         train.overwrite = true;
+        train.init_from = init_from.map(Path::to_path_buf);
     }
     train
 }
@@ -141,7 +154,13 @@ fn run_options(file: &Path, dir: &Path, continuing: bool, stop: &Arc<AtomicBool>
 /// Trains one job here, continuing its checkpoint if it has one.
 fn run_in_process(job: &Job, launch: &Launch) -> Result<()> {
     let (file, continuing) = prepare(job, None)?;
-    let mut train = run_options(&file, &job.dir, continuing, &launch.stop);
+    let mut train = run_options(
+        &file,
+        &job.dir,
+        continuing,
+        job.init_from.as_deref(),
+        &launch.stop,
+    );
     train.progress = launch.progress;
     train_one(job.config.clone(), &train, job.branch_of.as_deref())
 }
@@ -176,6 +195,7 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
                 out: job.dir.clone(),
                 resume,
                 branch_of: job.branch_of.clone(),
+                init_from: job.init_from.clone(),
             };
             let file = job.dir.join("job.json");
             let json =
@@ -250,7 +270,13 @@ fn run_child(file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     let job: ChildJob = serde_json::from_str(&text)
         .map_err(|e| Error::data(file, format!("not a child job (config, out, resume): {e}")))?;
     let config = RunConfig::load(&job.config, &[])?;
-    let options = run_options(&job.config, &job.out, job.resume, &stop);
+    let options = run_options(
+        &job.config,
+        &job.out,
+        job.resume,
+        job.init_from.as_deref(),
+        &stop,
+    );
     train_one(config, &options, job.branch_of.as_deref())
 }
 

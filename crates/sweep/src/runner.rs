@@ -103,6 +103,7 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
             dir: root.join(&r.id),
             config: r.config.clone(),
             branch_of: None,
+            init_from: None,
         })
         .collect();
     let pending = pending(&jobs);

@@ -125,10 +125,19 @@ fn load_torch_cuda() -> std::result::Result<(), String> {
 }
 
 /// Sets the number of CPU threads libtorch uses; `0` keeps libtorch's default.
+///
+/// The inter-op pool is set to one thread once per process, before any parallel work:
+/// libtorch refuses to change it later, so a process that trains several runs (a study)
+/// sets only the intra-op count for the later ones.
 pub fn set_cpu_threads(threads: usize) {
+    static INTEROP: std::sync::Once = std::sync::Once::new();
     if threads > 0 {
+        INTEROP.call_once(|| {
+            if tch::get_num_interop_threads() != 1 {
+                tch::set_num_interop_threads(1);
+            }
+        });
         tch::set_num_threads(threads as i32);
-        tch::set_num_interop_threads(1);
     }
 }
 

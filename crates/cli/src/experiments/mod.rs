@@ -1,6 +1,7 @@
 //! `strata experiment`: the layer-repetition and fine-tune-merging studies, over several
 //! seeds, with tables and plots written into a docs folder. Every run lives in its own run
-//! folder; a run whose `summary.json` says it finished is reused, so an interrupted study
+//! folder and goes through the run registry that sweep and compare use: a finished run with
+//! the same settings is reused and an interrupted one continued, so an interrupted study
 //! picks up where it stopped.
 
 mod growth;
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_compare::stats::{paired, resolvable};
 use strata_core::ModelConfig;
+use strata_sweep::registry::{self, Job, Launch};
 use strata_tensor::{Error, Result};
 use strata_train::comparison_plots::{Series, plot_lines};
 use strata_train::metrics::read_records;
-use strata_train::{RunConfig, RunOptions, RunSummary};
+use strata_train::{RunConfig, RunSummary};
 
 /// Options shared by the studies.
 #[derive(Clone, Debug, clap::Args)]
@@ -97,44 +99,36 @@ impl<'a> Run<'a> {
         self
     }
 
-    /// Trains, or reuses a finished run in the same folder that was trained with the same
-    /// config (a run folder left by other settings is trained again).
+    /// Trains through the run registry (`strata_sweep::registry`, as sweep and compare do):
+    /// a finished run in the folder with the same settings is reused, an interrupted one
+    /// continued from its latest checkpoint, one left by other settings trained again.
     fn train(self, stop: &Arc<AtomicBool>) -> Result<RunSummary> {
-        let config = RunConfig::load(&self.args.config, &self.overrides)?;
-        if let Some(done) = RunSummary::finished(&self.out) {
-            let saved = RunConfig::load(&self.out.join("config.toml"), &[]).ok();
-            if saved.is_some_and(|saved| same_settings(saved, &config, self.init_from.is_some())) {
-                tracing::info!(run = %self.out.display(), "reusing a finished run");
-                return Ok(done);
-            }
-            tracing::warn!(run = %self.out.display(), "a finished run with other settings; training again");
+        let job = Job {
+            id: self.out.display().to_string(),
+            dir: self.out.clone(),
+            config: RunConfig::load(&self.args.config, &self.overrides)?,
+            branch_of: None,
+            init_from: self.init_from,
+        };
+        if registry::is_done(&job) {
+            tracing::info!(run = %job.id, "reusing a finished run");
+        } else {
+            let launch = Launch {
+                jobs: 1,
+                executable: None,
+                progress: !self.args.quiet,
+                stop: stop.clone(),
+            };
+            registry::train_jobs(&[&job], &launch, "study")?;
         }
-        let mut options = RunOptions::new(&self.args.config, &self.out);
-        options.overwrite = true;
-        options.progress = !self.args.quiet;
-        options.stop = stop.clone();
-        options.init_from = self.init_from;
-        let summary = strata_train::train(config, &options)?;
-        if summary.interrupted || stop.load(Ordering::SeqCst) {
-            return Err(Error::Invalid(format!(
+        match RunSummary::finished(&self.out) {
+            Some(summary) if !stop.load(Ordering::SeqCst) => Ok(summary),
+            _ => Err(Error::Invalid(format!(
                 "interrupted in {}; run the same command again to continue the study",
                 self.out.display()
-            )));
+            ))),
         }
-        Ok(summary)
     }
-}
-
-/// True when a run folder's `config.toml` describes the run `requested` asks for: the
-/// vocabulary as the tokenizer resolved it, and the model of a checkpoint for `--init-from`
-/// runs, which the folder records in place of the recipe's.
-fn same_settings(mut saved: RunConfig, requested: &RunConfig, init_from: bool) -> bool {
-    if init_from {
-        saved.model = requested.model.clone();
-    } else if requested.model.vocab_size == 0 {
-        saved.model.vocab_size = 0;
-    }
-    saved == *requested
 }
 
 /// Overrides that fix a run's length, seed, evaluation cadence and evaluation slice.
@@ -345,25 +339,6 @@ fn command_line(study: &str, args: &StudyArgs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_finished_run_is_reused_only_with_the_same_settings() {
-        let recipe =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/nanogpt-cpu.toml");
-        let requested =
-            RunConfig::load(&recipe, &["train.learning_rate=0.002".to_owned()]).unwrap();
-        let mut saved = requested.clone();
-        saved.model.vocab_size = 65; // as the trainer records it
-        assert!(same_settings(saved.clone(), &requested, false));
-        let mut other_lr = saved.clone();
-        other_lr.train.learning_rate = 0.008;
-        assert!(!same_settings(other_lr, &requested, false));
-        let mut other_model = saved.clone();
-        other_model.model.n_layer = 2;
-        assert!(!same_settings(other_model.clone(), &requested, false));
-        // An --init-from run records its checkpoint's model.
-        assert!(same_settings(other_model, &requested, true));
-    }
 
     /// An outcome with these final losses.
     fn outcome(label: &str, final_val: &[f64]) -> Outcome {

@@ -1,0 +1,75 @@
+//! `strata experiment repetition` end to end on the tiny model: the report's paired
+//! differences from the baseline, and a second call that reuses every run through the run
+//! registry instead of training again.
+
+mod common;
+
+use common::{BLOCK_SIZE, Fixture, strata_run};
+
+#[test]
+fn a_study_reports_paired_differences_and_reuses_its_runs() {
+    let fx = Fixture::new(10);
+    let eval_tokens = (4 * BLOCK_SIZE).to_string();
+    let args = [
+        "experiment",
+        "repetition",
+        "--config",
+        "tiny.toml",
+        "--seeds",
+        "2",
+        "--steps",
+        "6",
+        "--eval-interval",
+        "3",
+        "--eval-tokens",
+        &eval_tokens,
+        "--out",
+        "runs",
+        "--docs",
+        "docs",
+        "--quiet",
+    ];
+    let first = strata_run(fx.path(), &args).ok();
+    assert!(
+        !first.stderr.contains("reusing a finished run"),
+        "{}",
+        first.stderr
+    );
+    let doc = std::fs::read_to_string(fx.path().join("docs/repetition.md")).unwrap();
+    assert!(
+        doc.contains("## Paired differences from `from scratch, 4 layers`"),
+        "{doc}"
+    );
+    assert!(
+        doc.contains(&format!("same {eval_tokens} held-out tokens")),
+        "{doc}"
+    );
+    for variant in ["repeat 1-1-2-2", "interleave 1-2-1-2", "identity 1-I-2-I"] {
+        let row = doc
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {variant} |")))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no paired row for {variant}:\n{doc}"));
+        let verdicts = [
+            "no difference resolved",
+            "lower loss than the baseline",
+            "higher loss than the baseline",
+        ];
+        assert!(
+            verdicts.iter().any(|v| row.ends_with(&format!("| {v} |"))),
+            "{row}"
+        );
+    }
+    // The 2-layer source is not a variant of the baseline: no paired row.
+    assert_eq!(doc.matches("| 2-layer source").count(), 0, "{doc}");
+    // Two seeds x (source, three grown models, scratch): every run reused the second time.
+    let again = strata_run(fx.path(), &args).ok();
+    assert_eq!(
+        again.stderr.matches("reusing a finished run").count(),
+        10,
+        "{}",
+        again.stderr
+    );
+    let doc_again = std::fs::read_to_string(fx.path().join("docs/repetition.md")).unwrap();
+    assert_eq!(doc, doc_again);
+}
