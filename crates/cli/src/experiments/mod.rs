@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::ModelConfig;
+use strata_plots::comparison::{Series, plot_lines};
 use strata_tensor::{Error, Result};
-use strata_train::comparison_plots::{Series, plot_lines};
 use strata_train::metrics::read_records;
 use strata_train::{RunConfig, RunOptions, RunSummary};
 
