@@ -70,7 +70,7 @@ pub enum Error {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     /// A new run was asked for in a run folder that already holds one.
-    #[error("{}", run_folder_taken(.dir, *.has_checkpoint))]
+    #[error("{}", run_folder_taken(.dir, .has_checkpoint))]
     RunFolderTaken {
         /// The run folder.
         dir: PathBuf,
@@ -108,7 +108,7 @@ pub enum Error {
     )]
     ResumeAndInitFrom,
     /// Training produced a NaN or infinite value; nothing was saved from the diverged state.
-    #[error("{}", diverged(*.step, .what, .last_good.as_deref()))]
+    #[error("{}", diverged(.step, .what, .last_good.as_deref()))]
     Diverged {
         /// The step at which it was noticed.
         step: u64,
@@ -132,8 +132,8 @@ pub enum Error {
 }
 
 /// The message of [`Error::RunFolderTaken`].
-fn run_folder_taken(dir: &std::path::Path, has_checkpoint: bool) -> String {
-    if has_checkpoint {
+fn run_folder_taken(dir: &std::path::Path, has_checkpoint: &bool) -> String {
+    if *has_checkpoint {
         format!(
             "{} already holds a run; resume it, replace it, or use another run folder",
             dir.display()
@@ -148,7 +148,7 @@ fn run_folder_taken(dir: &std::path::Path, has_checkpoint: bool) -> String {
 }
 
 /// The message of [`Error::Diverged`].
-fn diverged(step: u64, what: &str, last_good: Option<&std::path::Path>) -> String {
+fn diverged(step: &u64, what: &str, last_good: Option<&std::path::Path>) -> String {
     let last_good = match last_good {
         Some(path) => format!(
             "the last good checkpoint is {} (resume from it with, say, a lower \
