@@ -181,7 +181,11 @@ fn a_trainer_stepped_by_hand_equals_train_bit_for_bit() {
     assert_eq!(stopped.steps, 13);
     let mut second = Trainer::load(config, &split, &options).unwrap();
     assert_eq!(second.steps_done(), 13);
-    assert_eq!(second.last_checkpoint(), Some(saved.as_path()));
+    assert_eq!(
+        second.last_checkpoint().and_then(Path::file_name),
+        saved.file_name(),
+        "the checkpoint resumed from is the last good one"
+    );
     step_until(&mut second, u64::MAX);
     let resumed = second.finish().unwrap();
     assert_eq!(exact_records(&whole), exact_records(&split));
