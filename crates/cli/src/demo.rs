@@ -1,11 +1,12 @@
 //! `strata demo`: nanoGPT's CPU recipe and its DenseFormer twin, side by side.
 
+use crate::inspect;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::SampleOptions;
 use strata_tensor::{DeviceChoice, Error, Result};
-use strata_train::{RunSummary, inspect};
+use strata_train::RunSummary;
 
 /// The baseline config, as shipped in configs/.
 const BASELINE: (&str, &str) = (

@@ -3,7 +3,10 @@
 mod bounds;
 mod compare;
 mod demo;
+mod errors;
 mod experiments;
+mod inspect;
+mod merge_run;
 mod signals;
 mod study_args;
 mod sweep;
@@ -13,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use strata_core::SampleOptions;
 use strata_tensor::{DeviceChoice, Result};
-use strata_train::{RunConfig, RunOptions, inspect};
+use strata_train::{RunConfig, RunOptions};
 
 /// Architecture research on small transformers.
 #[derive(Parser)]
@@ -134,7 +137,7 @@ fn main() -> ExitCode {
     let result = strata_sweep::registry::run_child_if_requested(signals::stop_flag)
         .unwrap_or_else(|| run(Cli::parse()));
     if let Err(err) = &result {
-        eprintln!("error: {err}");
+        eprintln!("error: {}", errors::describe(err));
     }
     // A run stopped by a signal has saved what it could; the status says which signal.
     match (signals::exit_code(), result) {
@@ -165,6 +168,9 @@ fn run(cli: Cli) -> Result<()> {
             options.progress = !quiet;
             options.stop = signals::stop_flag();
             let summary = strata_train::train(run_config, &options)?;
+            if summary.interrupted {
+                tracing::warn!(steps = summary.steps, "stopped early; resume with --resume");
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&summary).unwrap_or_default()
@@ -232,8 +238,7 @@ fn run(cli: Cli) -> Result<()> {
             overwrite,
         } => {
             let merge_config = strata_merge::MergeConfig::load(&config)?;
-            let outcome =
-                strata_train::merge_run::merge(&merge_config, &config, out.as_deref(), overwrite)?;
+            let outcome = merge_run::merge(&merge_config, &config, out.as_deref(), overwrite)?;
             println!(
                 "wrote {} ({}, {} layers, {} parameters)",
                 outcome.checkpoint.display(),

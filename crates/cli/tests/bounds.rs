@@ -111,9 +111,20 @@ fn eval_batches_beyond_what_the_corpus_fills_are_refused() {
         &["eval", run, "--batches", "100000000000", "--device", "cpu"],
     )
     .fails_with(&["--batches 100000000000", "val split"]);
+    // 20,000 characters, 10% validation: 2,000 tokens, 1,984 windows of 17, 4 per batch.
     strata_run(
         fx.path(),
-        &["eval", run, "--batches", "3", "--device", "cpu"],
+        &["eval", run, "--batches", "497", "--device", "cpu"],
+    )
+    .fails_with(&["--batches 497", "1 to 496"]);
+    let at_most = strata_run(
+        fx.path(),
+        &["eval", run, "--batches", "496", "--device", "cpu"],
     )
     .ok();
+    assert!(
+        at_most.stdout.contains("(496 batches per split)"),
+        "{}",
+        at_most.stdout
+    );
 }

@@ -9,9 +9,9 @@ use crate::analysis::{Analysis, CompareRecord, describe};
 use crate::config::CompareConfig;
 use crate::stats::Paired;
 use std::path::{Path, PathBuf};
+use strata_plots::comparison::{Interval, Series, plot_intervals, plot_lines_log_x};
 use strata_tensor::{Error, Result};
 use strata_train::RunConfig;
-use strata_train::comparison_plots::{Interval, Series, plot_intervals, plot_lines_log_x};
 
 /// Writes the report and plots into `docs`; returns the markdown file. `base` is the run
 /// config every run starts from (with the comparison's overrides), `command` the command

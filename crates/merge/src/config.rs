@@ -1,4 +1,4 @@
-//! [`MergeConfig`]: what `strata merge --config merge.toml` builds, read from TOML.
+//! [`MergeConfig`]: what a merge builds (`strata merge` reads one), read from TOML.
 //!
 //! ```toml
 //! out = "runs/merged"                 # the run folder written (a normal checkpoint)
@@ -35,7 +35,7 @@ use strata_tensor::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeConfig {
-    /// The run folder to write (the command line's `--out` wins).
+    /// The run folder to write (a folder the caller passes wins).
     #[serde(default)]
     pub out: Option<PathBuf>,
     /// The common base model of the fine-tunes.

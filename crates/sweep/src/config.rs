@@ -42,7 +42,7 @@ pub struct Size {
 pub struct Variant {
     /// Name in tables and plots; the first variant is the baseline of the multipliers.
     pub name: String,
-    /// `key=value` overrides of the base config (as `strata train --set`).
+    /// `key=value` overrides of the base config (as `RunConfig::load` applies them).
     #[serde(default)]
     pub set: Vec<String>,
 }

@@ -8,8 +8,8 @@ use crate::multiplier::{
 };
 use crate::runner::SweepRecord;
 use std::path::{Path, PathBuf};
+use strata_plots::comparison::{Interval, Series, plot_intervals, plot_lines_log_x};
 use strata_tensor::{Error, Result};
-use strata_train::comparison_plots::{Interval, Series, plot_intervals, plot_lines_log_x};
 
 /// One variant's fit, or why it has none.
 pub struct VariantFit {

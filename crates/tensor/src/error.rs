@@ -8,7 +8,7 @@ pub enum Error {
     /// A configuration value is missing, mistyped or impossible.
     #[error("{file}: field `{field}`: expected {expected}, found {found}")]
     Config {
-        /// The configuration file (or `--set` override) that holds the value.
+        /// The configuration file (or override) that holds the value.
         file: String,
         /// The dotted field name, e.g. `model.n_head`.
         field: String,
@@ -20,7 +20,7 @@ pub enum Error {
     /// A configuration file cannot be parsed (syntax, unknown or mistyped keys).
     #[error("{file}: {message}")]
     Parse {
-        /// The file (or `--set` override) being parsed.
+        /// The file (or override) being parsed.
         file: String,
         /// The parser's explanation, naming the key and what was expected.
         message: String,
@@ -69,6 +69,103 @@ pub enum Error {
     /// An error raised inside libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A new run was asked for in a run folder that already holds one.
+    #[error("{}", run_folder_taken(.dir, .has_checkpoint))]
+    RunFolderTaken {
+        /// The run folder.
+        dir: PathBuf,
+        /// Whether the run there left a checkpoint to resume from.
+        has_checkpoint: bool,
+    },
+    /// Replacing the run in a folder was refused (nothing deleted): the folder holds an entry
+    /// strata did not write.
+    #[error(
+        "{} holds `{name}`, which strata did not write; replacing a run removes only a run's \
+         own files, so nothing was deleted: move `{name}` elsewhere, or use another run folder",
+        .dir.display()
+    )]
+    ForeignEntry {
+        /// The run folder.
+        dir: PathBuf,
+        /// The entry (relative to `dir`) strata did not write.
+        name: String,
+    },
+    /// Resuming was asked of a run folder whose run stopped before its first checkpoint.
+    #[error(
+        "checkpoint {}: has no checkpoint yet: its run stopped before the first checkpoint, so \
+         there is nothing to resume; start the run afresh (replacing it) instead",
+        .dir.display()
+    )]
+    NothingToResume {
+        /// The run folder.
+        dir: PathBuf,
+    },
+    /// A run was asked both to continue from a checkpoint and to start afresh from one's
+    /// weights.
+    #[error(
+        "resuming continues a run and starting from a checkpoint's weights (`init_from`) \
+         starts a new one: ask for one of them"
+    )]
+    ResumeAndInitFrom,
+    /// Training produced a NaN or infinite value; nothing was saved from the diverged state.
+    #[error("{}", diverged(.step, .what, .last_good.as_deref()))]
+    Diverged {
+        /// The step at which it was noticed.
+        step: u64,
+        /// What was not finite.
+        what: String,
+        /// The last good checkpoint of the run, if any.
+        last_good: Option<PathBuf>,
+    },
+    /// A `key=value` override of a configuration file does not fit it.
+    #[error("{file} with override {items}: {message}{}", quote_hint(.quoted.as_deref()))]
+    Override {
+        /// The configuration file.
+        file: String,
+        /// The override(s) at fault, space-separated.
+        items: String,
+        /// What is wrong, naming the key and what was expected.
+        message: String,
+        /// The override spelled as a quoted string, when that is what the field takes.
+        quoted: Option<String>,
+    },
+}
+
+/// The message of [`Error::RunFolderTaken`].
+fn run_folder_taken(dir: &std::path::Path, has_checkpoint: &bool) -> String {
+    if *has_checkpoint {
+        format!(
+            "{} already holds a run; resume it, replace it, or use another run folder",
+            dir.display()
+        )
+    } else {
+        format!(
+            "{} holds a run that left no checkpoint (it stopped before its first one), so \
+             there is nothing to resume; replace it to start afresh, or use another run folder",
+            dir.display()
+        )
+    }
+}
+
+/// The message of [`Error::Diverged`].
+fn diverged(step: &u64, what: &str, last_good: Option<&std::path::Path>) -> String {
+    let last_good = match last_good {
+        Some(path) => format!(
+            "the last good checkpoint is {} (resume from it with, say, a lower \
+             train.learning_rate)",
+            path.display()
+        ),
+        None => "this run has no good checkpoint to go back to".to_owned(),
+    };
+    format!(
+        "training diverged at step {step}: {what}; nothing was saved from the diverged state, \
+         and {last_good}"
+    )
+}
+
+/// The quoting advice of [`Error::Override`].
+fn quote_hint(quoted: Option<&str>) -> String {
+    quoted.map_or_else(String::new, |q| format!(" (a string: quote it, {q})"))
 }
 
 /// Result alias used across strata.

@@ -12,9 +12,10 @@
 use crate::checkpoint::{self, checkpoint_name};
 use crate::checkpoint_io;
 use crate::config::{RunConfig, TrainConfig};
+use crate::driver::train;
 use crate::run_folder;
 use crate::schedule::ScheduleKind;
-use crate::trainer::{RunOptions, RunSummary, train};
+use crate::trainer::{RunOptions, RunSummary};
 use std::path::Path;
 use strata_tensor::{Error, Result};
 

@@ -1,5 +1,5 @@
 //! [`RunConfig`]: a whole training run (model, data, optimisation), read from TOML with
-//! `--set key=value` overrides.
+//! `key=value` overrides.
 
 use crate::evaluation::EvalTokens;
 use crate::growth_schedule::GrowthEvent;
@@ -513,7 +513,7 @@ pub const MIN_BPE_VOCAB: usize = 256;
 /// of any vocabulary addressable).
 pub const MAX_VOCAB: usize = strata_core::config::MAX_WIDTH;
 
-/// The error of a config whose `--set` overrides do not fit it: singles out the override at
+/// The error of a config whose `key=value` overrides do not fit it: singles out the override at
 /// fault (the file alone parsed), and when a bare value met a field that takes a name or a
 /// string, says what the field accepts or how to quote it.
 fn override_error(
@@ -542,27 +542,31 @@ fn override_error(
             key.trim(),
             toml::Value::String(raw.trim().to_owned())
         );
-        let message = match converts(std::slice::from_ref(&quoted)) {
-            _ if raw.trim().starts_with(['"', '\'']) => message,
-            Ok(()) => format!("{message} (a string: quote it, --set {quoted})"),
-            Err(as_string) if as_string.contains("expected one of") => as_string,
-            Err(_) => message,
+        let (message, quoted) = match converts(std::slice::from_ref(&quoted)) {
+            _ if raw.trim().starts_with(['"', '\'']) => (message, None),
+            Ok(()) => (message, Some(quoted)),
+            Err(as_string) if as_string.contains("expected one of") => (as_string, None),
+            Err(_) => (message, None),
         };
-        return Error::Parse {
-            file: format!("{file} with --set {item}"),
+        return Error::Override {
+            file: file.to_owned(),
+            items: item.clone(),
             message,
+            quoted,
         };
     }
-    Error::Parse {
-        file: format!("{file} with --set {}", overrides.join(" ")),
+    Error::Override {
+        file: file.to_owned(),
+        items: overrides.join(" "),
         message: error.to_string().trim().to_owned(),
+        quoted: None,
     }
 }
 
 /// Sets `section.key=value` inside `table`.
 fn apply_override(table: &mut toml::Table, item: &str, file: &str) -> Result<()> {
     let Some((key, raw)) = item.split_once('=') else {
-        return Err(Error::config(file, item, "--set key=value", item));
+        return Err(Error::config(file, item, "an override key=value", item));
     };
     let key = key.trim();
     let raw = raw.trim();

@@ -1,10 +1,12 @@
 //! strata-train: everything between a corpus on disk and a trained checkpoint.
 //!
-//! [`RunConfig`] describes a run; [`train`] runs it with AdamW, a warmup-cosine or
-//! warmup-stable-decay schedule, periodic evaluation on fixed batches or a fixed validation
-//! slice, cooldown branches ([`branch::cooldown`]), atomic checkpoints, exact resume, stopping
-//! on request and on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap
-//! into the run folder.
+//! [`RunConfig`] describes a run; a [`Trainer`] runs it one optimizer step at a time with
+//! AdamW, a warmup-cosine or warmup-stable-decay schedule, growth events, periodic evaluation
+//! on fixed batches or a fixed validation slice, atomic checkpoints, exact resume and stopping
+//! on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap into the run
+//! folder, and telling hooks about each evaluation, checkpoint and growth event. [`train`]
+//! drives a trainer from start to end (with a progress bar and stopping on request), and
+//! [`branch::cooldown`] trains cooldown branches.
 
 // Library code returns errors and never panics on its own: no `unwrap`/`expect` outside
 // tests. A clippy lint rather than a test that scans sources: it sees method calls, not text,
@@ -17,25 +19,24 @@ pub mod branch;
 pub mod budget;
 pub mod checkpoint;
 pub mod checkpoint_io;
-pub mod comparison_plots;
 pub mod config;
 pub mod data;
+mod driver;
 pub mod evaluation;
 pub mod finite;
 pub mod growth_schedule;
-pub mod inspect;
 pub mod memory;
-pub mod merge_run;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
-pub mod plots;
 pub mod prepare;
 pub mod run_folder;
 pub mod run_lock;
+mod run_summary;
 pub mod schedule;
 pub mod tokenizer;
 pub mod trainer;
 
 pub use config::{DataConfig, RunConfig, TrainConfig};
-pub use trainer::{RunOptions, RunSummary, evaluate, train};
+pub use driver::train;
+pub use trainer::{RunOptions, RunSummary, Trainer, evaluate};

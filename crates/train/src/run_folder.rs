@@ -1,9 +1,9 @@
 //! The run folder: what strata writes into it, readying it for a writer (lock, stale
-//! temporaries, `--overwrite`), finding its checkpoints, and pruning old ones.
+//! temporaries, replacing a run), finding its checkpoints, and pruning old ones.
 //!
-//! [`RUN_ENTRIES`] is the one list of names strata writes into a run folder. `--overwrite`
-//! removes exactly those and refuses, deleting nothing, when the folder holds anything else
-//! (a user's notes survive).
+//! [`RUN_ENTRIES`] is the one list of names strata writes into a run folder. Replacing a run
+//! (`RunOptions::overwrite`) removes exactly those and refuses, deleting nothing, when the
+//! folder holds anything else (a user's notes survive).
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::checkpoint_io::{self, LATEST_FILE, META_FILE};
@@ -53,7 +53,10 @@ pub fn prepare(
     remove_stale_temporaries(dir);
     if !continuing && holds_run(dir) {
         if !overwrite {
-            return Err(existing_run(dir));
+            return Err(Error::RunFolderTaken {
+                dir: dir.to_path_buf(),
+                has_checkpoint: has_checkpoint(dir),
+            });
         }
         clear(dir, keep)?;
     }
@@ -68,21 +71,6 @@ fn holds_run(dir: &Path) -> bool {
 /// True when `dir` looks like a run folder (it holds something only a run writes).
 pub fn is_run_folder(dir: &Path) -> bool {
     holds_run(dir) || dir.join("summary.json").exists() || dir.join("config.toml").exists()
-}
-
-/// The error for a plain (neither resumed nor overwriting) run into a folder holding a run.
-fn existing_run(dir: &Path) -> Error {
-    if has_checkpoint(dir) {
-        Error::Invalid(format!(
-            "{} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out for a new folder",
-            dir.display()
-        ))
-    } else {
-        Error::Invalid(format!(
-            "{} holds a run that left no checkpoint (it stopped before its first one), so there is nothing to resume; pass --overwrite to start it afresh, or --out for a new folder",
-            dir.display()
-        ))
-    }
 }
 
 /// Removes what strata wrote into `dir` (the lock file and `keep` aside); refuses, removing
@@ -112,16 +100,16 @@ fn clear(dir: &Path, keep: Option<&Path>) -> Result<()> {
     for path in doomed {
         remove(&path)?;
     }
-    tracing::info!(folder = %dir.display(), "removed the previous run (--overwrite)");
+    tracing::info!(folder = %dir.display(), "removed the previous run (overwrite)");
     Ok(())
 }
 
-/// The refusal of `--overwrite` in a folder holding `name`, which strata did not write.
+/// The refusal to replace the run in `dir`, which holds `name`, which strata did not write.
 fn unexpected(dir: &Path, name: &str) -> Error {
-    Error::Invalid(format!(
-        "{} holds `{name}`, which strata did not write; --overwrite replaces only a run's own files, so nothing was deleted: move `{name}` elsewhere, or use --out for a new folder",
-        dir.display()
-    ))
+    Error::ForeignEntry {
+        dir: dir.to_path_buf(),
+        name: name.to_owned(),
+    }
 }
 
 /// (file name, path) of every entry of `dir`, sorted by name.
@@ -264,15 +252,14 @@ pub fn newest_valid_checkpoint(dir: &Path) -> Option<PathBuf> {
     None
 }
 
-/// Loads the checkpoint `--resume` names: a checkpoint folder, or a run folder's latest; a
+/// Loads the checkpoint a resumed run names (`RunOptions::resume`): a checkpoint folder, or a run folder's latest; a
 /// run folder whose run stopped before its first checkpoint gets an error saying what to run.
 pub fn load_for_resume(path: &Path) -> Result<Checkpoint> {
     let bare_run = !path.join(META_FILE).exists() && is_run_folder(path) && !has_checkpoint(path);
     if bare_run {
-        return Err(Error::checkpoint(
-            path,
-            "has no checkpoint yet: its run stopped before the first checkpoint, so there is nothing to resume; run the same command with --overwrite instead of --resume to start it afresh",
-        ));
+        return Err(Error::NothingToResume {
+            dir: path.to_path_buf(),
+        });
     }
     checkpoint::load(path)
 }

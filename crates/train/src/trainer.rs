@@ -1,39 +1,45 @@
-//! The training loop: batches, AdamW, schedule, evaluation, checkpoints, resume, stopping on
-//! request (signals), and stopping when the run diverges.
+//! [`Trainer`]: one run, driven one optimizer step at a time: batches, the optimizer,
+//! schedule, growth, evaluation, checkpoints, exact resume and stopping when the run diverges.
+//! [`train`](crate::train) drives it from the first step to the last.
+//!
+//! What the run's config schedules at a step (growth events, then an evaluation, then a
+//! periodic checkpoint) runs once, at the start of [`Trainer::step`] or in
+//! [`Trainer::finish`], and is reported to the hooks registered with
+//! [`Trainer::on_growth`], [`Trainer::on_evaluation`] and [`Trainer::on_checkpoint`].
 //!
 //! Divergence: the training loss is checked every step on CPU (where reading it costs
 //! nothing) and at every log step on other devices (where reading it would add a device
 //! synchronisation per step); evaluation losses are checked at every evaluation, and every
 //! weight and optimizer moment before every checkpoint. Anything NaN or infinite stops the run
-//! with an error naming the step and the last good checkpoint: no checkpoint, `LATEST` or
-//! metrics line is written from a diverged state.
+//! with [`Error::Diverged`], naming the step and the last good checkpoint: no checkpoint,
+//! `LATEST` or metrics line is written from a diverged state.
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
 use crate::data::random_batch;
-use crate::evaluation::Evaluator;
+use crate::evaluation::{Evaluator, UnseenLoss};
 use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
 use crate::optim::AdamW;
 use crate::parallel::{DataParallel, worker_count};
-use crate::plots;
 use crate::prepare::{prepare_data, resolve_model};
 use crate::run_folder;
 use crate::run_lock::RunLock;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use crate::schedule::Schedule;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use strata_core::flops::train_flops_per_step;
-use strata_core::{Gpt, ModelConfig, ParamCount};
-use strata_growth::Snapshot;
+use strata_core::{Gpt, ModelConfig};
+use strata_growth::{GrowthOp, Snapshot};
 use strata_tensor::{Error, Result, seeded, set_cpu_threads};
 use tch::{Device, Tensor, nn};
+
+pub use crate::run_summary::RunSummary;
 
 /// How to run a training job (everything that is not the experiment itself).
 #[derive(Clone, Debug)]
@@ -49,11 +55,13 @@ pub struct RunOptions {
     pub init_from: Option<PathBuf>,
     /// Replace an existing run in `out_dir`.
     pub overwrite: bool,
-    /// Show a progress bar.
+    /// Show a progress bar ([`train`](crate::train) only).
     pub progress: bool,
-    /// Set (e.g. by SIGINT, SIGTERM or SIGHUP) to save a checkpoint and stop at the next step.
+    /// Set (e.g. by SIGINT, SIGTERM or SIGHUP) to save a checkpoint and stop at the next step
+    /// ([`train`](crate::train) only).
     pub stop: Arc<AtomicBool>,
-    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted
+    /// ([`train`](crate::train) only).
     pub stop_after: Option<u64>,
 }
 
@@ -73,88 +81,79 @@ impl RunOptions {
     }
 }
 
-/// What a finished (or interrupted) run reports, also written to `summary.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// Run name.
-    pub name: String,
-    /// Architecture label (`baseline`, `denseformer-4x5`, ...).
-    pub variant: String,
-    /// Parameter counts.
-    pub params: ParamCount,
-    /// Optimizer steps completed.
-    pub steps: u64,
-    /// Training tokens consumed.
-    pub tokens: u64,
-    /// Training FLOPs spent, counted step by step with the model of each step (so growth
-    /// stages are counted at their own size; see `strata_core::flops`).
-    #[serde(default)]
-    pub train_flops: f64,
-    /// Last evaluated training loss.
-    pub final_train_loss: Option<f64>,
-    /// Last evaluated validation loss.
-    pub final_val_loss: Option<f64>,
-    /// Best validation loss.
-    pub best_val_loss: Option<f64>,
-    /// Standard error of `final_val_loss`: over windows with `train.eval_tokens`, over
-    /// batches otherwise (see `evaluation::LossEstimate`).
-    #[serde(default)]
-    pub final_val_loss_se: Option<f64>,
-    /// Tokens each validation reads (`eval_tokens` rounded down to whole windows, or
-    /// `eval_iters · batch_size · block_size`).
-    #[serde(default)]
-    pub val_tokens: u64,
-    /// Last loss on not-yet-seen training tokens (`train.eval_unseen`; see
-    /// `evaluation::UnseenTracker`), `None` when off or when none were left.
-    #[serde(default)]
-    pub final_unseen_loss: Option<f64>,
-    /// Passes over the training split: tokens trained on / tokens in the training split.
-    #[serde(default)]
-    pub epochs: f64,
-    /// Wall-clock seconds of the whole run, evaluations included (summed across resumes).
-    pub wall_s: f64,
-    /// Training tokens per second of this process's training steps.
-    pub tokens_per_sec: f64,
-    /// Milliseconds per optimizer step in this process.
-    pub ms_per_iter: f64,
-    /// Peak resident memory of this process in MiB.
-    pub peak_rss_mib: Option<f64>,
-    /// Peak GPU memory libtorch's allocator handed out in this process, in MiB (CUDA runs).
-    #[serde(default)]
-    pub peak_device_mib: Option<f64>,
-    /// Device used.
-    pub device: String,
-    /// libtorch intra-op threads per worker.
-    pub threads: i32,
-    /// Data-parallel worker threads (1 on CUDA or when `train.data_parallel` is off).
-    #[serde(default = "one")]
-    pub workers: usize,
-    /// True when the run stopped early (a stop signal or `stop_after`).
-    pub interrupted: bool,
-    /// The run folder.
-    pub out_dir: PathBuf,
+/// One evaluation of the run: its losses at a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Optimizer steps done when it was taken.
+    pub step: u64,
+    /// Mean loss on the fixed training-split batches.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub val_loss: f64,
+    /// Standard error of `val_loss` (see `evaluation::LossEstimate`).
+    pub val_loss_se: Option<f64>,
+    /// Loss on not-yet-seen training tokens (`train.eval_unseen`), `None` when off or when
+    /// none were left.
+    pub unseen: Option<UnseenLoss>,
 }
 
-impl RunSummary {
-    /// The summary of a finished (not interrupted, finally evaluated) run in the run folder
-    /// `dir`, if there is one.
-    pub fn finished(dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-        let summary: Self = serde_json::from_str(&text).ok()?;
-        (!summary.interrupted && summary.final_val_loss.is_some()).then_some(summary)
+impl Evaluation {
+    /// The evaluation an `eval` line of the metrics log records, if it holds both losses.
+    fn logged(record: &MetricRecord) -> Option<Self> {
+        Some(Self {
+            step: record.step,
+            train_loss: record.loss?,
+            val_loss: record.val_loss?,
+            val_loss_se: record.val_loss_se,
+            unseen: record.unseen_loss.map(|loss| UnseenLoss {
+                loss,
+                tokens: record.unseen_tokens.unwrap_or(0),
+            }),
+        })
     }
 }
 
-/// Seed for the step's dropout masks, a mix of the run seed and the step.
-fn step_seed(seed: u64, step: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// A growth event as applied: what the growth hooks are told.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Growth {
+    /// The step it was applied at.
+    pub step: u64,
+    /// The operation.
+    pub op: GrowthOp,
+    /// Parameters before.
+    pub params_before: usize,
+    /// Parameters after.
+    pub params_after: usize,
 }
 
-/// Restores libtorch's intra-op thread count when a run ends, however it ends, so that a
-/// second run in the same process (and the embedding program) sees the original setting.
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// Optimizer steps done after it.
+    pub step: u64,
+    /// The learning rate it used.
+    pub lr: f64,
+    /// Its training loss, read at log steps (`train.log_interval`, and the last step) and at
+    /// every step on CPU.
+    pub loss: Option<f64>,
+    /// Training tokens per second of this process's steps so far, at log steps.
+    pub tokens_per_sec: Option<f64>,
+}
+
+/// A hook told about each growth event, evaluation or checkpoint.
+type Hook<T> = Box<dyn FnMut(&T) + Send>;
+
+/// The hooks registered with a trainer.
+#[derive(Default)]
+struct Hooks {
+    growth: Vec<Hook<Growth>>,
+    evaluation: Vec<Hook<Evaluation>>,
+    checkpoint: Vec<Hook<Path>>,
+}
+
+/// Restores libtorch's intra-op thread count when a trainer is dropped, however the run
+/// ends, so that a second run in the same process (and the embedding program) sees the
+/// original setting.
 struct ThreadCountGuard(i32);
 
 impl Drop for ThreadCountGuard {
@@ -163,9 +162,75 @@ impl Drop for ThreadCountGuard {
     }
 }
 
-/// Serde default of [`RunSummary::workers`] for summaries written before it existed.
-fn one() -> usize {
-    1
+/// The model being trained with its optimizer and data-parallel workers; growth replaces
+/// them together.
+struct Stage {
+    vs: nn::VarStore,
+    model: Gpt,
+    optimizer: AdamW,
+    parallel: DataParallel,
+}
+
+/// The optimizer over every variable of `vs` (the one place a run builds it).
+fn build_optimizer(vs: &nn::VarStore, config: &RunConfig) -> AdamW {
+    AdamW::new(vs.variables().into_iter().collect(), config.train.adamw())
+}
+
+/// One training run, stepped by its owner: see the module documentation.
+pub struct Trainer {
+    /// The run config, its model as grown so far.
+    config: RunConfig,
+    /// The model the run config describes, before any growth.
+    base_model: ModelConfig,
+    schedule: Schedule,
+    branch_steps: Vec<u64>,
+    tokens_per_step: u64,
+    /// Growth events already applied.
+    growth_applied: usize,
+    /// Training FLOPs spent so far.
+    train_flops: f64,
+    workers: usize,
+    threads_per_worker: usize,
+    stage: Stage,
+    device: Device,
+    tokenizer_json: String,
+    tokenizer_fingerprint: String,
+    train_tokens: Tensor,
+    evaluator: Evaluator,
+    out_dir: PathBuf,
+    /// `None` only for a resumed run that had already finished (`finished_before`).
+    metrics: Option<MetricsLog>,
+    /// The summary of a resumed run that had already finished: nothing is trained or written.
+    finished_before: Option<RunSummary>,
+    /// The step this process started at.
+    start: u64,
+    /// Optimizer steps done.
+    step: u64,
+    /// The step whose scheduled events have run.
+    events_done: Option<u64>,
+    best_val: Option<f64>,
+    /// The last evaluation: of this process, or the one logged at the resumed step.
+    last_eval: Option<Evaluation>,
+    elapsed_before: f64,
+    clock: Instant,
+    /// Seconds spent in this process's training steps.
+    train_secs: f64,
+    /// The newest checkpoint known to be good: the one resumed from, then each one saved.
+    last_checkpoint: Option<PathBuf>,
+    /// The step of the checkpoint this process saved last.
+    saved_at: Option<u64>,
+    hooks: Hooks,
+    /// The run folder's lock, held until the trainer is dropped.
+    _lock: RunLock,
+    _threads: ThreadCountGuard,
+}
+
+/// Seed for the step's dropout masks, a mix of the run seed and the step.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// One batch: token ids and next-token targets, both `[batch, time]`.
@@ -201,37 +266,445 @@ pub fn evaluate(model: &Gpt, batches: &[(Tensor, Tensor)]) -> Result<f64> {
     Ok(total / batches.len().max(1) as f64)
 }
 
-/// Everything the loop needs, built before the first step.
-struct Run {
-    config: RunConfig,
-    /// The model the run config describes, before any growth.
-    base_model: ModelConfig,
-    /// Growth events already applied.
-    growth_applied: usize,
-    /// Training FLOPs spent so far.
-    train_flops: f64,
-    workers: usize,
-    threads_per_worker: usize,
-    vs: nn::VarStore,
-    model: Gpt,
-    optimizer: AdamW,
-    device: Device,
-    tokenizer_json: String,
-    tokenizer_fingerprint: String,
-    train_tokens: Tensor,
-    evaluator: Evaluator,
-    parallel: DataParallel,
-    start: u64,
-    best_val: Option<f64>,
-    elapsed_before: f64,
-    /// The newest checkpoint known to be good: the one resumed from, then each one saved.
-    last_checkpoint: Option<PathBuf>,
-    /// The run folder's lock, held until the run ends.
-    _lock: RunLock,
+impl Trainer {
+    /// A run of `config` into `options.out_dir`: new, from `options.init_from`'s weights, or
+    /// continuing `options.resume`. The run folder is locked until the trainer is dropped;
+    /// `options.progress`, `stop` and `stop_after` are for [`train`](crate::train) and are
+    /// not read here.
+    pub fn new(config: RunConfig, options: &RunOptions) -> Result<Self> {
+        let threads = ThreadCountGuard(tch::get_num_threads());
+        let mut trainer = build(config, options, threads)?;
+        trainer.finished_before = already_finished(&trainer, options);
+        if trainer.finished_before.is_some() {
+            return Ok(trainer);
+        }
+        let out = &options.out_dir;
+        let mut as_given = trainer.config.clone();
+        as_given.model = trainer.base_model.clone();
+        checkpoint_io::write_atomic(&out.join("config.toml"), as_given.to_toml().as_bytes())?;
+        let resumed_at = options.resume.is_some().then_some(trainer.start);
+        let metrics = MetricsLog::open(&out.join("metrics.jsonl"), resumed_at)?;
+        // A resumed run starts from the evaluation logged at its step, if any (the final
+        // losses of a run that stopped between its last checkpoint and its summary, for one).
+        trainer.last_eval = resumed_at
+            .and_then(|s| logged_eval(metrics.path(), s))
+            .and_then(|r| Evaluation::logged(&r));
+        trainer.metrics = Some(metrics);
+        trainer.clock = Instant::now();
+        Ok(trainer)
+    }
+
+    /// Continues the run checkpointed at `checkpoint` (a checkpoint folder, or a run
+    /// folder's latest) with `config`, as [`Trainer::new`] with `options.resume` set.
+    pub fn load(config: RunConfig, checkpoint: &Path, options: &RunOptions) -> Result<Self> {
+        let options = RunOptions {
+            resume: Some(checkpoint.to_path_buf()),
+            ..options.clone()
+        };
+        Self::new(config, &options)
+    }
+
+    /// Calls `hook` after each growth event.
+    pub fn on_growth(&mut self, hook: impl FnMut(&Growth) + Send + 'static) {
+        self.hooks.growth.push(Box::new(hook));
+    }
+
+    /// Calls `hook` after each evaluation (scheduled or asked for with [`Self::evaluate`]).
+    pub fn on_evaluation(&mut self, hook: impl FnMut(&Evaluation) + Send + 'static) {
+        self.hooks.evaluation.push(Box::new(hook));
+    }
+
+    /// Calls `hook` with each checkpoint folder saved.
+    pub fn on_checkpoint(&mut self, hook: impl FnMut(&Path) + Send + 'static) {
+        self.hooks.checkpoint.push(Box::new(hook));
+    }
+
+    /// Optimizer steps done.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// True once `train.max_iters` steps are done.
+    pub fn is_finished(&self) -> bool {
+        self.step >= self.config.train.max_iters
+    }
+
+    /// The run config, its model as grown so far.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Gpt {
+        &self.stage.model
+    }
+
+    /// The last evaluation: of this trainer, or the one logged at the step it resumed at.
+    pub fn last_evaluation(&self) -> Option<&Evaluation> {
+        self.last_eval.as_ref()
+    }
+
+    /// The newest good checkpoint: the one resumed from, then each one saved.
+    pub fn last_checkpoint(&self) -> Option<&Path> {
+        self.last_checkpoint.as_deref()
+    }
+
+    /// Whether the next [`Self::step`] or [`Self::finish`] first runs events the schedule
+    /// holds at the current step (growth, an evaluation, a checkpoint).
+    pub fn events_due(&self) -> bool {
+        let (step, t) = (self.step, &self.config.train);
+        self.events_done != Some(step)
+            && (self.growth_due()
+                || step % t.eval_interval == 0
+                || step == t.max_iters
+                || (self.checkpoint_due() && step != self.start))
+    }
+
+    /// Whether the next growth event of the schedule is at the current step.
+    fn growth_due(&self) -> bool {
+        let next = self.config.growth.get(self.growth_applied);
+        next.is_some_and(|event| event.step == self.step)
+    }
+
+    /// Whether the schedule checkpoints at the current step.
+    fn checkpoint_due(&self) -> bool {
+        self.step.is_multiple_of(self.config.train.checkpoint_every())
+            || self.branch_steps.contains(&self.step)
+    }
+
+    /// Runs what the schedule holds at the current step, once: its growth events, then an
+    /// evaluation when one is due (a grown model is evaluated at once: its loss shows that
+    /// growing kept the function), then a periodic checkpoint.
+    fn run_due_events(&mut self) -> Result<()> {
+        if self.events_done == Some(self.step) {
+            return Ok(());
+        }
+        let step = self.step;
+        let mut grew = false;
+        while self.growth_due() {
+            self.grow()?;
+            grew = true;
+        }
+        let t = &self.config.train;
+        let due_eval = step.is_multiple_of(t.eval_interval) || step == t.max_iters || grew;
+        let evaluated = self.last_eval.is_some_and(|e| e.step == step);
+        if due_eval && (grew || !evaluated) {
+            self.evaluate()?;
+        }
+        if self.checkpoint_due() && step != self.start {
+            self.save()?;
+        }
+        self.events_done = Some(step);
+        Ok(())
+    }
+
+    /// Runs the events due at the current step, then one optimizer step. Refused once the
+    /// run is finished.
+    pub fn step(&mut self) -> Result<StepReport> {
+        if self.is_finished() {
+            return Err(Error::Invalid(format!(
+                "the run is finished: {} of {} steps done",
+                self.step, self.config.train.max_iters
+            )));
+        }
+        self.run_due_events()?;
+        let step = self.step;
+        let t = &self.config.train;
+        let lr =
+            self.schedule.at(step) * rewarm_factor(&self.config.growth, self.growth_applied, step);
+        let step_clock = Instant::now();
+        let (x, y) = training_batch(&self.config, &self.train_tokens, step, self.device)?;
+        self.evaluator.observe_step(step);
+        let stage = &mut self.stage;
+        stage.optimizer.zero_grad();
+        let dropout_seed = (self.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));
+        let loss = stage
+            .parallel
+            .forward_backward(&stage.model, &x, &y, dropout_seed)?;
+        let _grad_norm = stage.optimizer.clip_grad_norm(t.grad_clip)?;
+        stage.optimizer.step(lr);
+        let model = &self.config.model;
+        self.train_flops += train_flops_per_step(model, t.batch_size, model.block_size);
+        self.step += 1;
+        let step = self.step;
+        let log_now = step.is_multiple_of(t.log_interval) || step == t.max_iters;
+        let loss = (log_now || self.device == Device::Cpu).then(|| loss.double_value(&[]));
+        if let Some(loss) = loss.filter(|l| !l.is_finite()) {
+            return Err(self.diverged(format!("the training loss is {loss}")));
+        }
+        self.train_secs += step_clock.elapsed().as_secs_f64();
+        let mut tokens_per_sec = None;
+        if let Some(loss) = loss.filter(|_| log_now) {
+            let done = step - self.start;
+            let tok_s = (done * self.tokens_per_step) as f64 / self.train_secs.max(1e-9);
+            tokens_per_sec = Some(tok_s);
+            self.record(&MetricRecord {
+                step,
+                kind: "train".to_owned(),
+                loss: Some(loss),
+                lr: Some(lr),
+                tokens_per_sec: Some(tok_s),
+                train_flops: Some(self.train_flops),
+                elapsed_s: self.elapsed(),
+                ..MetricRecord::default()
+            })?;
+        }
+        Ok(StepReport {
+            step,
+            lr,
+            loss,
+            tokens_per_sec,
+        })
+    }
+
+    /// Evaluates the model now (on the run's fixed evaluation sets), logs the losses to the
+    /// metrics log and tells the evaluation hooks.
+    pub fn evaluate(&mut self) -> Result<Evaluation> {
+        let step = self.step;
+        let stage = &mut self.stage;
+        let reading = self.evaluator.evaluate(&mut stage.parallel, &stage.model)?;
+        let (train_loss, val_loss) = (reading.train_loss, reading.val.mean);
+        let unseen = reading.unseen.map_or(0.0, |u| u.loss);
+        for (what, loss) in [("train", train_loss), ("val", val_loss), ("unseen", unseen)] {
+            if !loss.is_finite() {
+                return Err(self.diverged(format!("the evaluation {what} loss is {loss}")));
+            }
+        }
+        self.best_val = Some(self.best_val.map_or(val_loss, |b: f64| b.min(val_loss)));
+        let evaluation = Evaluation {
+            step,
+            train_loss,
+            val_loss,
+            val_loss_se: reading.val.se,
+            unseen: reading.unseen,
+        };
+        self.last_eval = Some(evaluation);
+        self.record(&MetricRecord {
+            step,
+            kind: "eval".to_owned(),
+            loss: Some(train_loss),
+            val_loss: Some(val_loss),
+            val_loss_se: reading.val.se,
+            unseen_loss: reading.unseen.map(|u| u.loss),
+            unseen_tokens: reading.unseen.map(|u| u.tokens),
+            train_flops: Some(self.train_flops),
+            elapsed_s: self.elapsed(),
+            ..MetricRecord::default()
+        })?;
+        tracing::info!(step, train_loss, val_loss, "eval");
+        for hook in &mut self.hooks.evaluation {
+            hook(&evaluation);
+        }
+        Ok(evaluation)
+    }
+
+    /// Saves a checkpoint of the current step (once per step: a second call returns the
+    /// first's folder), unless a weight or optimizer moment is NaN or infinite (then nothing
+    /// is written, `LATEST` included, and the run has diverged).
+    pub fn save(&mut self) -> Result<PathBuf> {
+        let step = self.step;
+        if let (Some(saved), Some(dir)) = (self.saved_at, &self.last_checkpoint)
+            && saved == step
+        {
+            return Ok(dir.clone());
+        }
+        let weights = finite::sorted_variables(&self.stage.vs);
+        let optimizer = self.stage.optimizer.state_tensors();
+        let tensors = weights.iter().chain(&optimizer);
+        if let Some(name) = finite::first_non_finite(tensors.map(|(n, t)| (n.as_str(), t)))? {
+            return Err(self.diverged(format!("tensor `{name}` holds NaN or infinite values")));
+        }
+        let t = &self.config.train;
+        let meta = CheckpointMeta {
+            config: self.config.clone(),
+            tokenizer: self.tokenizer_json.clone(),
+            tokenizer_fingerprint: self.tokenizer_fingerprint.clone(),
+            step,
+            seed: t.seed,
+            tokens_seen: step * (t.batch_size * self.config.model.block_size) as u64,
+            best_val_loss: self.best_val,
+            elapsed_s: self.elapsed(),
+            growth_applied: self.growth_applied,
+            train_flops: self.train_flops,
+        };
+        let dir = checkpoint::save(&self.out_dir, &self.stage.vs, optimizer, &meta)?;
+        if let Some(keep_last) = t.keep_last {
+            run_folder::prune_checkpoints(&self.out_dir, keep_last, step, &self.branch_steps);
+        }
+        self.last_checkpoint = Some(dir.clone());
+        self.saved_at = Some(step);
+        for hook in &mut self.hooks.checkpoint {
+            hook(&dir);
+        }
+        Ok(dir)
+    }
+
+    /// Ends the run at the current step: runs the events due there, saves a checkpoint,
+    /// writes the plots and `summary.json`, and returns the summary (`interrupted` when fewer
+    /// than `train.max_iters` steps are done). A resumed run that had already finished
+    /// returns its summary and writes nothing.
+    pub fn finish(mut self) -> Result<RunSummary> {
+        if let Some(done) = self.finished_before.take() {
+            return Ok(done);
+        }
+        self.run_due_events()?;
+        self.save()?;
+        let interrupted = !self.is_finished();
+        if interrupted {
+            tracing::warn!(step = self.step, "stopped early; the run can be resumed");
+        }
+        let wall_s = self.elapsed();
+        self.write_plots()?;
+        let (step, done) = (self.step, self.step - self.start);
+        let last = self.last_eval;
+        let summary = RunSummary {
+            name: self.config.name.clone(),
+            variant: self.config.model.variant_name(),
+            params: self.stage.model.param_count(),
+            steps: step,
+            tokens: step * self.tokens_per_step,
+            train_flops: self.train_flops,
+            final_train_loss: last.map(|e| e.train_loss),
+            final_val_loss: last.map(|e| e.val_loss),
+            best_val_loss: self.best_val,
+            final_val_loss_se: last.and_then(|e| e.val_loss_se),
+            val_tokens: self.evaluator.val_tokens(),
+            final_unseen_loss: last.and_then(|e| e.unseen.map(|u| u.loss)),
+            epochs: (step * self.tokens_per_step) as f64 / self.train_tokens.size1()?.max(1) as f64,
+            wall_s,
+            tokens_per_sec: (done * self.tokens_per_step) as f64 / self.train_secs.max(1e-9),
+            ms_per_iter: 1e3 * self.train_secs / done.max(1) as f64,
+            peak_rss_mib: memory::peak_rss_bytes().map(memory::mib),
+            peak_device_mib: strata_kernels::device_memory::peak_allocated_bytes(self.device)
+                .map(memory::mib),
+            device: format!("{:?}", self.device),
+            threads: tch::get_num_threads(),
+            workers: self.stage.parallel.workers(),
+            interrupted,
+            out_dir: self.out_dir.clone(),
+        };
+        let json =
+            serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
+        checkpoint_io::write_atomic(&self.out_dir.join("summary.json"), json.as_bytes())?;
+        Ok(summary)
+    }
+
+    /// Seconds of the whole run so far, evaluations included (summed across resumes).
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.clock.elapsed().as_secs_f64()
+    }
+
+    /// Appends `record` to the metrics log.
+    fn record(&mut self, record: &MetricRecord) -> Result<()> {
+        match &mut self.metrics {
+            Some(metrics) => metrics.record(record),
+            None => Err(Error::Invalid(
+                "the run had already finished; nothing is logged".to_owned(),
+            )),
+        }
+    }
+
+    /// The error of a run that diverged at the current step: what was not finite, and the
+    /// last good checkpoint to go back to.
+    fn diverged(&self, what: String) -> Error {
+        Error::Diverged {
+            step: self.step,
+            what,
+            last_good: self.last_checkpoint.clone(),
+        }
+    }
+
+    /// Loss curves from the metrics log and, for a DenseFormer, the DWA weight heatmap.
+    fn write_plots(&self) -> Result<()> {
+        let records = crate::metrics::read_records(&self.out_dir.join("metrics.jsonl"))?;
+        let train: Vec<(u64, f64)> = records
+            .iter()
+            .filter(|r| r.kind == "train")
+            .filter_map(|r| r.loss.map(|l| (r.step, l)))
+            .collect();
+        let val: Vec<(u64, f64)> = records
+            .iter()
+            .filter(|r| r.kind == "eval")
+            .filter_map(|r| r.val_loss.map(|l| (r.step, l)))
+            .collect();
+        let title = format!(
+            "{} ({})",
+            self.config.name,
+            self.config.model.variant_name()
+        );
+        let growth: Vec<u64> = self.config.growth[..self.growth_applied]
+            .iter()
+            .map(|e| e.step)
+            .collect();
+        strata_plots::plot_loss_curves(&self.out_dir, &title, &train, &val, &growth)?;
+        if self.config.model.dwa.is_some() {
+            strata_plots::plot_dwa_heatmap(&self.out_dir, &self.stage.model.dwa_weight_matrix()?)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the next growth event of the schedule at the current step: the model, its
+    /// optimizer (with the moments carried by the operator and the same step count) and the
+    /// data-parallel workers are rebuilt at the new size.
+    fn grow(&mut self) -> Result<()> {
+        let (index, step) = (self.growth_applied, self.step);
+        let event = self.config.growth[index].clone();
+        let source = PathBuf::from(format!(
+            "growth[{index}] ({}) at step {step}",
+            event.op.label()
+        ));
+        let snapshot = Snapshot {
+            config: self.config.model.clone(),
+            params: strata_merge::state_of(&self.stage.vs)?,
+            moments: Some(self.stage.optimizer.moments()?),
+        };
+        let params_before = self.stage.model.param_count().total;
+        let grown = event
+            .op
+            .apply(&snapshot, growth_seed(self.config.train.seed, index))?;
+        let vs = nn::VarStore::new(self.device);
+        let model = Gpt::new(&vs.root(), &grown.config)?;
+        let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
+        checkpoint::restore_weights(&vs, &params, &source)?;
+        let mut optimizer = build_optimizer(&vs, &self.config);
+        optimizer.load_moments(
+            grown.moments.unwrap_or_default(),
+            self.stage.optimizer.steps_taken(),
+            &source,
+        )?;
+        let parallel = DataParallel::new(&vs, &model, self.workers, self.threads_per_worker)?;
+        tch::set_num_threads(self.threads_per_worker as i32);
+        let growth = Growth {
+            step,
+            op: event.op.clone(),
+            params_before,
+            params_after: model.param_count().total,
+        };
+        tracing::info!(
+            step,
+            op = %growth.op.label(),
+            params_before,
+            params_after = growth.params_after,
+            "grew the model"
+        );
+        self.stage = Stage {
+            vs,
+            model,
+            optimizer,
+            parallel,
+        };
+        self.config.model = grown.config;
+        self.growth_applied += 1;
+        for hook in &mut self.hooks.growth {
+            hook(&growth);
+        }
+        Ok(())
+    }
 }
 
-/// Builds the run, from scratch or from a checkpoint.
-fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
+/// Builds the trainer, from scratch or from a checkpoint, and locks (and readies) its run
+/// folder; the metrics log is opened by the caller.
+fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> Result<Trainer> {
     let resumed: Option<Checkpoint> = options
         .resume
         .as_deref()
@@ -246,11 +719,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         finite::ensure_finite_weights(&ckpt.loaded.model, &ckpt.loaded.path)?;
     }
     if resumed.is_some() && initial.is_some() {
-        return Err(Error::Invalid(
-            "--resume continues a run and --init-from starts a new one from a checkpoint's \
-             weights: pass one of them"
-                .to_owned(),
-        ));
+        return Err(Error::ResumeAndInitFrom);
     }
     let start_from = resumed.as_ref().or(initial.as_ref());
     let data = prepare_data(&config, start_from.map(|c| c.tokenizer.clone()))?;
@@ -284,16 +753,16 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let t = &config.train;
     set_cpu_threads(t.threads);
     let device = t.device.resolve()?;
-    let threads = tch::get_num_threads().max(1) as usize;
+    let threads_total = tch::get_num_threads().max(1) as usize;
     let workers = if t.data_parallel {
-        worker_count(device, threads, t.batch_size)
+        worker_count(device, threads_total, t.batch_size)
     } else {
         1
     };
-    let threads_per_worker = (threads / workers).max(1);
+    let threads_per_worker = (threads_total / workers).max(1);
     let vs = nn::VarStore::new(device);
     let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
-    let mut optimizer = AdamW::new(vs.variables().into_iter().collect(), t.adamw());
+    let mut optimizer = build_optimizer(&vs, &config);
     if let Some(init) = &initial {
         checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
     }
@@ -309,10 +778,15 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let parallel = DataParallel::new(&vs, &model, workers, threads_per_worker)?;
     tch::set_num_threads(threads_per_worker as i32);
     let evaluator = Evaluator::new(t, &data.splits, model_config.block_size, start, device)?;
+    let (schedule, branch_steps) = (t.schedule(), t.branch_steps());
+    let tokens_per_step = (t.batch_size * model_config.block_size) as u64;
     let mut config = config;
     config.model = model_config;
-    Ok(Run {
+    Ok(Trainer {
         base_model,
+        schedule,
+        branch_steps,
+        tokens_per_step,
         growth_applied,
         train_flops,
         workers,
@@ -321,214 +795,39 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
         tokenizer_fingerprint: data.tokenizer.fingerprint(),
         train_tokens: data.splits.train,
         config,
-        vs,
-        model,
-        optimizer,
+        stage: Stage {
+            vs,
+            model,
+            optimizer,
+            parallel,
+        },
         device,
         evaluator,
-        parallel,
+        out_dir: options.out_dir.clone(),
+        metrics: None,
+        finished_before: None,
         start,
+        step: start,
+        events_done: None,
         best_val,
+        last_eval: None,
         elapsed_before,
+        clock: Instant::now(),
+        train_secs: 0.0,
         last_checkpoint: resumed.map(|c| c.loaded.path),
+        saved_at: None,
+        hooks: Hooks::default(),
         _lock: lock,
+        _threads: threads,
     })
 }
 
-/// The progress bar (hidden when not wanted or not on a terminal).
-fn progress_bar(options: &RunOptions, start: u64, total: u64, name: &str) -> ProgressBar {
-    if !options.progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total).with_position(start);
-    let style = ProgressStyle::with_template(
-        "{prefix} {bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_prefix(name.to_owned());
-    bar
-}
-
-/// Trains `config` as described by `options`; returns the summary also written to
-/// `summary.json` in the run folder.
-pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
-    let _threads = ThreadCountGuard(tch::get_num_threads());
-    let mut run = build_run(config, options)?;
-    if let Some(done) = already_finished(&run, options) {
-        return Ok(done);
-    }
-    let out = options.out_dir.clone();
-    let mut as_given = run.config.clone();
-    as_given.model = run.base_model.clone();
-    checkpoint_io::write_atomic(&out.join("config.toml"), as_given.to_toml().as_bytes())?;
-    let resumed_at = (options.resume.is_some()).then_some(run.start);
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), resumed_at)?;
-    let t = run.config.train.clone();
-    let schedule = t.schedule();
-    let tokens_per_step = (t.batch_size * run.config.model.block_size) as u64;
-    let bar = progress_bar(options, run.start, t.max_iters, &run.config.name);
-    let clock = Instant::now();
-    let mut train_secs = 0.0;
-    // A resumed run starts from the evaluation logged at its step, if any (the final losses
-    // of a run that stopped between its last checkpoint and its summary, for one).
-    let logged = resumed_at.and_then(|s| logged_eval(metrics.path(), s));
-    let mut last_train_loss = logged.as_ref().and_then(|r| r.loss);
-    let mut last_val = logged.as_ref().and_then(|r| r.val_loss);
-    let mut last_reading = None;
-    let branch_steps = t.branch_steps();
-    let mut interrupted = false;
-    let elapsed = |run: &Run| run.elapsed_before + clock.elapsed().as_secs_f64();
-    let mut step = run.start;
-    loop {
-        let mut grew = false;
-        while run
-            .config
-            .growth
-            .get(run.growth_applied)
-            .is_some_and(|event| event.step == step)
-        {
-            bar.suspend(|| grow(&mut run, step))?;
-            grew = true;
-        }
-        // The grown model is evaluated at once: its loss shows that growing kept the function.
-        let due_eval = step % t.eval_interval == 0 || step == t.max_iters || grew;
-        if due_eval && (resumed_at != Some(step) || logged.is_none()) {
-            let reading = run.evaluator.evaluate(&mut run.parallel, &run.model)?;
-            let (train_loss, val_loss) = (reading.train_loss, reading.val.mean);
-            let unseen = reading.unseen.map_or(0.0, |u| u.loss);
-            for (what, loss) in [("train", train_loss), ("val", val_loss), ("unseen", unseen)] {
-                if !loss.is_finite() {
-                    let what = format!("the evaluation {what} loss is {loss}");
-                    return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
-                }
-            }
-            run.best_val = Some(run.best_val.map_or(val_loss, |b: f64| b.min(val_loss)));
-            (last_train_loss, last_val) = (Some(train_loss), Some(val_loss));
-            last_reading = Some(reading);
-            metrics.record(&MetricRecord {
-                step,
-                kind: "eval".to_owned(),
-                loss: Some(train_loss),
-                val_loss: Some(val_loss),
-                val_loss_se: reading.val.se,
-                unseen_loss: reading.unseen.map(|u| u.loss),
-                unseen_tokens: reading.unseen.map(|u| u.tokens),
-                train_flops: Some(run.train_flops),
-                elapsed_s: elapsed(&run),
-                ..MetricRecord::default()
-            })?;
-            bar.suspend(|| {
-                tracing::info!(step, train_loss, val_loss, "eval");
-            });
-        }
-        let stop_now = options.stop.load(Ordering::SeqCst) || options.stop_after == Some(step);
-        let finished = step >= t.max_iters;
-        let periodic = step % t.checkpoint_every() == 0 || branch_steps.contains(&step);
-        if stop_now || finished || (periodic && step != run.start) {
-            run.last_checkpoint = Some(save(&run, &out, step, elapsed(&run))?);
-        }
-        if finished {
-            break;
-        }
-        if stop_now {
-            interrupted = true;
-            bar.suspend(|| tracing::warn!(step, "stopped early; resume with --resume"));
-            break;
-        }
-        let lr = schedule.at(step) * rewarm_factor(&run.config.growth, run.growth_applied, step);
-        let step_clock = Instant::now();
-        let (x, y) = training_batch(&run.config, &run.train_tokens, step, run.device)?;
-        run.evaluator.observe_step(step);
-        run.optimizer.zero_grad();
-        let dropout_seed = (run.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));
-        let loss = run
-            .parallel
-            .forward_backward(&run.model, &x, &y, dropout_seed)?;
-        let _grad_norm = run.optimizer.clip_grad_norm(t.grad_clip)?;
-        run.optimizer.step(lr);
-        run.train_flops +=
-            train_flops_per_step(&run.config.model, t.batch_size, run.config.model.block_size);
-        step += 1;
-        let log_now = step % t.log_interval == 0 || step == t.max_iters;
-        let loss = (log_now || run.device == Device::Cpu).then(|| loss.double_value(&[]));
-        if let Some(loss) = loss.filter(|l| !l.is_finite()) {
-            let what = format!("the training loss is {loss}");
-            return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
-        }
-        if let Some(loss) = loss.filter(|_| log_now) {
-            train_secs += step_clock.elapsed().as_secs_f64();
-            let done = step - run.start;
-            let tok_s = (done * tokens_per_step) as f64 / train_secs.max(1e-9);
-            metrics.record(&MetricRecord {
-                step,
-                kind: "train".to_owned(),
-                loss: Some(loss),
-                val_loss: None,
-                lr: Some(lr),
-                tokens_per_sec: Some(tok_s),
-                train_flops: Some(run.train_flops),
-                elapsed_s: elapsed(&run),
-                ..MetricRecord::default()
-            })?;
-            bar.set_message(format!(
-                "loss {loss:.4} lr {lr:.2e} {:.1}k tok/s",
-                tok_s / 1e3
-            ));
-        } else {
-            train_secs += step_clock.elapsed().as_secs_f64();
-        }
-        bar.set_position(step);
-    }
-    bar.finish_and_clear();
-    let wall_s = elapsed(&run);
-    write_plots(&run, &out)?;
-    let done = step - run.start;
-    let summary = RunSummary {
-        name: run.config.name.clone(),
-        variant: run.config.model.variant_name(),
-        params: run.model.param_count(),
-        steps: step,
-        tokens: step * tokens_per_step,
-        train_flops: run.train_flops,
-        final_train_loss: last_train_loss,
-        final_val_loss: last_val,
-        best_val_loss: run.best_val,
-        // Without an evaluation in this process, the last one is the evaluation logged at
-        // the resumed step.
-        final_val_loss_se: match last_reading {
-            Some(r) => r.val.se,
-            None => logged.as_ref().and_then(|r| r.val_loss_se),
-        },
-        val_tokens: run.evaluator.val_tokens(),
-        final_unseen_loss: match last_reading {
-            Some(r) => r.unseen.map(|u| u.loss),
-            None => logged.as_ref().and_then(|r| r.unseen_loss),
-        },
-        epochs: (step * tokens_per_step) as f64 / run.train_tokens.size1()?.max(1) as f64,
-        wall_s,
-        tokens_per_sec: (done * tokens_per_step) as f64 / train_secs.max(1e-9),
-        ms_per_iter: 1e3 * train_secs / done.max(1) as f64,
-        peak_rss_mib: memory::peak_rss_bytes().map(memory::mib),
-        peak_device_mib: strata_kernels::device_memory::peak_allocated_bytes(run.device)
-            .map(memory::mib),
-        device: format!("{:?}", run.device),
-        threads: tch::get_num_threads(),
-        workers: run.parallel.workers(),
-        interrupted,
-        out_dir: out.clone(),
-    };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
-    checkpoint_io::write_atomic(&out.join("summary.json"), json.as_bytes())?;
-    Ok(summary)
-}
-
-/// The summary of a resumed run that had already finished: nothing is trained or written.
-fn already_finished(run: &Run, options: &RunOptions) -> Option<RunSummary> {
-    if options.resume.is_none() || run.start < run.config.train.max_iters {
+/// The summary of a resumed run that had already finished.
+fn already_finished(trainer: &Trainer, options: &RunOptions) -> Option<RunSummary> {
+    if options.resume.is_none() || trainer.start < trainer.config.train.max_iters {
         return None;
     }
-    let done = RunSummary::finished(&options.out_dir).filter(|s| s.steps == run.start)?;
+    let done = RunSummary::finished(&options.out_dir).filter(|s| s.steps == trainer.start)?;
     tracing::info!(run = %options.out_dir.display(), steps = done.steps, "the run is already finished; nothing to do");
     Some(done)
 }
@@ -540,126 +839,4 @@ fn logged_eval(path: &Path, step: u64) -> Option<MetricRecord> {
         .into_iter()
         .rev()
         .find(|r| r.kind == "eval" && r.step == step)
-}
-
-/// The error of a run that diverged at `step`: what was not finite, and the last good
-/// checkpoint to go back to.
-fn diverged(step: u64, what: &str, last_good: Option<&Path>) -> Error {
-    let last_good = match last_good {
-        Some(path) => format!(
-            "the last good checkpoint is {} (continue from it with `--resume {}` and, say, a \
-             lower train.learning_rate)",
-            path.display(),
-            path.display()
-        ),
-        None => "this run has no good checkpoint to go back to".to_owned(),
-    };
-    Error::Invalid(format!(
-        "training diverged at step {step}: {what}; nothing was saved from the diverged state, \
-         and {last_good}"
-    ))
-}
-
-/// Saves a checkpoint of `run` after `step` steps, unless a weight or optimizer moment is NaN
-/// or infinite (then nothing is written, `LATEST` included, and the run has diverged).
-fn save(run: &Run, out: &Path, step: u64, elapsed_s: f64) -> Result<PathBuf> {
-    let weights = finite::sorted_variables(&run.vs);
-    let optimizer = run.optimizer.state_tensors();
-    let tensors = weights.iter().chain(&optimizer);
-    if let Some(name) = finite::first_non_finite(tensors.map(|(n, t)| (n.as_str(), t)))? {
-        let what = format!("tensor `{name}` holds NaN or infinite values");
-        return Err(diverged(step, &what, run.last_checkpoint.as_deref()));
-    }
-    let meta = CheckpointMeta {
-        config: run.config.clone(),
-        tokenizer: run.tokenizer_json.clone(),
-        tokenizer_fingerprint: run.tokenizer_fingerprint.clone(),
-        step,
-        seed: run.config.train.seed,
-        tokens_seen: step * (run.config.train.batch_size * run.config.model.block_size) as u64,
-        best_val_loss: run.best_val,
-        elapsed_s,
-        growth_applied: run.growth_applied,
-        train_flops: run.train_flops,
-    };
-    let dir = checkpoint::save(out, &run.vs, optimizer, &meta)?;
-    if let Some(keep_last) = run.config.train.keep_last {
-        run_folder::prune_checkpoints(out, keep_last, step, &run.config.train.branch_steps());
-    }
-    Ok(dir)
-}
-
-/// Loss curves from the metrics log and, for a DenseFormer, the DWA weight heatmap.
-fn write_plots(run: &Run, out: &Path) -> Result<()> {
-    let records = crate::metrics::read_records(&out.join("metrics.jsonl"))?;
-    let train: Vec<(u64, f64)> = records
-        .iter()
-        .filter(|r| r.kind == "train")
-        .filter_map(|r| r.loss.map(|l| (r.step, l)))
-        .collect();
-    let val: Vec<(u64, f64)> = records
-        .iter()
-        .filter(|r| r.kind == "eval")
-        .filter_map(|r| r.val_loss.map(|l| (r.step, l)))
-        .collect();
-    let title = format!("{} ({})", run.config.name, run.config.model.variant_name());
-    let growth: Vec<u64> = run.config.growth[..run.growth_applied]
-        .iter()
-        .map(|e| e.step)
-        .collect();
-    plots::plot_loss_curves(out, &title, &train, &val, &growth)?;
-    if run.config.model.dwa.is_some() {
-        plots::plot_dwa_heatmap(out, &run.model.dwa_weight_matrix()?)?;
-    }
-    Ok(())
-}
-
-/// Applies the next growth event of the schedule at `step`: the model, its optimizer (with
-/// the moments carried by the operator and the same step count) and the data-parallel
-/// workers are rebuilt at the new size.
-fn grow(run: &mut Run, step: u64) -> Result<()> {
-    let index = run.growth_applied;
-    let event = run.config.growth[index].clone();
-    let source = PathBuf::from(format!(
-        "growth[{index}] ({}) at step {step}",
-        event.op.label()
-    ));
-    let snapshot = Snapshot {
-        config: run.config.model.clone(),
-        params: strata_merge::state_of(&run.vs)?,
-        moments: Some(run.optimizer.moments()?),
-    };
-    let before = run.model.param_count().total;
-    let grown = event
-        .op
-        .apply(&snapshot, growth_seed(run.config.train.seed, index))?;
-    let vs = nn::VarStore::new(run.device);
-    let model = Gpt::new(&vs.root(), &grown.config)?;
-    let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
-    checkpoint::restore_weights(&vs, &params, &source)?;
-    let mut optimizer = AdamW::new(
-        vs.variables().into_iter().collect(),
-        run.config.train.adamw(),
-    );
-    optimizer.load_moments(
-        grown.moments.unwrap_or_default(),
-        run.optimizer.steps_taken(),
-        &source,
-    )?;
-    let parallel = DataParallel::new(&vs, &model, run.workers, run.threads_per_worker)?;
-    tch::set_num_threads(run.threads_per_worker as i32);
-    tracing::info!(
-        step,
-        op = %event.op.label(),
-        params_before = before,
-        params_after = model.param_count().total,
-        "grew the model"
-    );
-    run.parallel = parallel;
-    run.optimizer = optimizer;
-    run.model = model;
-    run.vs = vs;
-    run.config.model = grown.config;
-    run.growth_applied += 1;
-    Ok(())
 }

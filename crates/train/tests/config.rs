@@ -68,7 +68,7 @@ fn overrides_set_nested_fields_and_unknown_keys_are_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("x.toml with --set") && err.contains("max_iter"),
+        err.contains("x.toml with override train.max_iter=7") && err.contains("max_iter"),
         "{err}"
     );
     let err = RunConfig::parse(

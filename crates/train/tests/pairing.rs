@@ -5,12 +5,11 @@
 mod common;
 
 use common::{corpus, tiny_config};
-use strata_tensor::DeviceChoice;
 use strata_train::evaluation::{EvalTokens, fixed_eval_batches, validation_set};
 use strata_train::metrics::read_records;
 use strata_train::prepare::prepare_data;
 use strata_train::trainer::training_batch;
-use strata_train::{RunConfig, RunOptions, inspect, train};
+use strata_train::{RunConfig, RunOptions, train};
 use tch::Device;
 
 /// The baseline and two DenseFormer arms of one seed, on a fixed validation slice.
@@ -86,12 +85,11 @@ fn arms_of_one_seed_get_identical_batches_and_evaluation_tokens() {
     let train_tokens = base_data.splits.train.size1().unwrap() as f64;
     assert_eq!(trace[0].1, (12 * 8 * 16) as f64 / train_tokens, "epochs");
     // `strata eval` reads the slice as the run did.
-    let loaded = inspect::load(&dir.path().join("arm0"), DeviceChoice::Cpu).unwrap();
-    let report = inspect::evaluate_checkpoint(&loaded, None).unwrap();
+    let val = common::checkpoint_val_loss(&dir.path().join("arm0"));
     let records = read_records(&dir.path().join("arm0/metrics.jsonl")).unwrap();
     let last = records.iter().rev().find(|r| r.kind == "eval").unwrap();
-    assert!((report.val_loss - last.val_loss.unwrap()).abs() < 1e-12);
-    assert!((report.val_loss_se.unwrap() - last.val_loss_se.unwrap()).abs() < 1e-12);
+    assert!((val.mean - last.val_loss.unwrap()).abs() < 1e-12);
+    assert!((val.se.unwrap() - last.val_loss_se.unwrap()).abs() < 1e-12);
     assert!(trace[0].2.iter().all(|(_, n)| n.is_some()));
     assert!(trace.iter().all(|t| *t == trace[0]), "{trace:?}");
 }

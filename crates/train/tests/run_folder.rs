@@ -7,6 +7,7 @@ mod common;
 use common::{corpus, tiny_config};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use strata_tensor::Error;
 use strata_train::checkpoint;
 use strata_train::run_folder::{prune_checkpoints, remove_stale_temporaries};
 use strata_train::run_lock::{LOCK_FILE, RunLock};
@@ -197,24 +198,19 @@ fn resume_before_the_first_checkpoint_says_what_to_run() {
     )
     .unwrap();
 
-    let err = train(config.clone(), &resume(&run))
-        .unwrap_err()
-        .to_string();
+    // Typed refusals, whose facts the command line words with its flags.
+    let err = train(config.clone(), &resume(&run)).unwrap_err();
     assert!(
-        err.contains("no checkpoint") && err.contains("--overwrite"),
-        "{err}"
+        matches!(&err, Error::NothingToResume { dir } if *dir == run),
+        "{err:?}"
     );
-    let err = train(config.clone(), &RunOptions::new("tiny.toml", &run))
-        .unwrap_err()
-        .to_string();
+    assert!(err.to_string().contains("no checkpoint"), "{err}");
+    let err = train(config.clone(), &RunOptions::new("tiny.toml", &run)).unwrap_err();
     assert!(
-        err.contains("left no checkpoint") && err.contains("--overwrite"),
-        "{err}"
+        matches!(&err, Error::RunFolderTaken { dir, has_checkpoint: false } if *dir == run),
+        "there is nothing to resume: {err:?}"
     );
-    assert!(
-        !err.contains("--resume to continue"),
-        "there is nothing to resume: {err}"
-    );
+    assert!(err.to_string().contains("left no checkpoint"), "{err}");
 
     let mut overwrite = RunOptions::new("tiny.toml", &run);
     overwrite.overwrite = true;

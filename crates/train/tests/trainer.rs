@@ -2,11 +2,10 @@
 
 mod common;
 
-use common::{corpus, tiny_config};
-use strata_tensor::DeviceChoice;
+use common::{checkpoint_val_loss, corpus, load_model, tiny_config};
 use strata_tensor::TensorExt;
 use strata_train::metrics::read_records;
-use strata_train::{RunOptions, inspect, train};
+use strata_train::{RunOptions, train};
 
 #[test]
 fn loss_falls_when_overfitting_a_tiny_corpus() {
@@ -59,23 +58,20 @@ fn a_checkpoint_round_trip_gives_identical_logits() {
     let config = tiny_config(&corpus(dir.path()), 12, true, 0.0);
     let run = dir.path().join("run");
     train(config.clone(), &RunOptions::new("tiny.toml", &run)).unwrap();
-    let a = inspect::load(&run, DeviceChoice::Cpu).unwrap();
-    let b = inspect::load(&run.join("checkpoints/step-000012"), DeviceChoice::Cpu).unwrap();
+    let (ckpt, _va, a) = load_model(&run).unwrap();
+    let (_, _vb, b) = load_model(&run.join("checkpoints/step-000012")).unwrap();
     let idx = tch::Tensor::from_slice(&[1i64, 5, 9, 2, 7]).unsqueeze(0);
-    let la = tch::no_grad(|| a.model.forward(&idx, false).unwrap());
-    let lb = tch::no_grad(|| b.model.forward(&idx, false).unwrap());
+    let la = tch::no_grad(|| a.forward(&idx, false).unwrap());
+    let lb = tch::no_grad(|| b.forward(&idx, false).unwrap());
     assert_eq!(la.max_abs_diff(&lb).unwrap(), 0.0);
     // The reloaded model reproduces the loss the run recorded at its last evaluation.
-    let report = inspect::evaluate_checkpoint(&a, None).unwrap();
+    let val = checkpoint_val_loss(&run);
     let records = read_records(&run.join("metrics.jsonl")).unwrap();
     let last_eval = records.iter().rev().find(|r| r.kind == "eval").unwrap();
-    assert_eq!(
-        report.val_loss.to_bits(),
-        last_eval.val_loss.unwrap().to_bits()
-    );
-    assert_eq!(report.step, 12);
+    assert_eq!(val.mean.to_bits(), last_eval.val_loss.unwrap().to_bits());
+    assert_eq!(ckpt.meta.step, 12);
     // DWA weights moved away from the identity and were saved.
-    let dwa = a.model.dwa_weight_matrix().unwrap();
+    let dwa = a.dwa_weight_matrix().unwrap();
     assert!(dwa[1][0].unwrap().abs() > 0.0);
 }
 
@@ -122,20 +118,14 @@ fn truncated_or_corrupt_checkpoints_are_refused_by_name() {
     let bytes = std::fs::read(&model).unwrap();
 
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    let err = inspect::load(&run, DeviceChoice::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_model(&run).err().unwrap().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     let mut flipped = bytes.clone();
     let mid = flipped.len() - 40;
     flipped[mid] ^= 0xFF;
     std::fs::write(&model, &flipped).unwrap();
-    let err = inspect::load(&run, DeviceChoice::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_model(&run).err().unwrap().to_string();
     assert!(
         err.contains("model.safetensors") && err.contains("corrupt"),
         "{err}"

@@ -3,13 +3,13 @@
 //! is evaluated on the validation split of each half.
 
 use super::{Run, StudyArgs, command_line, pm, schedule, write_doc};
+use crate::inspect::{evaluate_on_corpus, load};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use strata_merge::{MergeConfig, MethodKind};
+use strata_plots::comparison::{Series, plot_grouped_bars};
 use strata_tensor::{DeviceChoice, Error, Result};
-use strata_train::comparison_plots::{Series, plot_grouped_bars};
-use strata_train::inspect::{evaluate_on_corpus, load};
 use strata_train::prepare::load_corpus;
 
 /// Validation batches per half for every evaluation.
@@ -99,7 +99,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
                 text += &format!("seed = {seed}\n");
             }
             let config = MergeConfig::parse(&text, label)?;
-            strata_train::merge_run::merge(&config, Path::new(label), Some(&out), true)?;
+            crate::merge_run::merge(&config, Path::new(label), Some(&out), true)?;
             models.push((label.to_owned(), out));
         }
         for (i, (label, run)) in models.iter().enumerate() {

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use strata_compare::stats::{paired, resolvable};
 use strata_core::ModelConfig;
+use strata_plots::comparison::{Series, plot_lines};
 use strata_sweep::registry::{self, Job, Launch};
 use strata_tensor::{Error, Result};
-use strata_train::comparison_plots::{Series, plot_lines};
 use strata_train::metrics::read_records;
 use strata_train::{RunConfig, RunSummary};
 

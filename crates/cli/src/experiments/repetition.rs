@@ -119,7 +119,7 @@ fn grow(source: &Path, out: &Path, plan: &str) -> Result<()> {
         source.display()
     );
     let config = MergeConfig::parse(&text, "repetition study")?;
-    strata_train::merge_run::merge(&config, Path::new("repetition study"), Some(out), true)?;
+    crate::merge_run::merge(&config, Path::new("repetition study"), Some(out), true)?;
     Ok(())
 }
 

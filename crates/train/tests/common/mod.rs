@@ -3,7 +3,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use strata_core::Gpt;
 use strata_train::RunConfig;
+use strata_train::checkpoint::{self, Checkpoint};
+use strata_train::evaluation::{LossEstimate, validation_set};
+use strata_train::prepare::prepare_data;
+use tch::{Device, nn};
 
 /// The smallest complete run config (2 layers of width 8, 10 steps), as TOML text.
 pub const BASE: &str = r#"
@@ -65,4 +70,25 @@ device = "cpu"
         corpus.display()
     );
     RunConfig::parse(&text, "tiny.toml", "tiny", &[]).unwrap()
+}
+
+/// The checkpoint at `path` (a checkpoint folder or a run folder's latest) with its model
+/// built on CPU.
+pub fn load_model(path: &Path) -> strata_tensor::Result<(Checkpoint, nn::VarStore, Gpt)> {
+    let ckpt = checkpoint::load(path)?;
+    let (vs, model) = checkpoint::load_model(&ckpt, Device::Cpu)?;
+    Ok((ckpt, vs, model))
+}
+
+/// The validation loss of the checkpoint at `path` on its run's validation set, measured
+/// apart from any run (as `strata eval` measures it).
+pub fn checkpoint_val_loss(path: &Path) -> LossEstimate {
+    let (ckpt, _vs, model) = load_model(path).unwrap();
+    let config = &ckpt.meta.config;
+    let data = prepare_data(config, Some(ckpt.tokenizer.clone())).unwrap();
+    let block = config.model.block_size;
+    validation_set(&config.train, &data.splits, block, Device::Cpu)
+        .unwrap()
+        .evaluate(&model)
+        .unwrap()
 }

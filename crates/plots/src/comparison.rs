@@ -1,7 +1,7 @@
 //! Charts that compare runs: several loss curves on one axis, and grouped bars. Each is
-//! written as PNG and SVG through [`crate::plots::render_both`].
+//! written as PNG and SVG through [`crate::render_both`].
 
-use crate::plots::{
+use crate::{
     Chart, DrawResult, FAMILY, draw_legend, label_decimals, line_frame, padded_range, render_both,
 };
 use plotters::coord::Shift;
@@ -208,7 +208,7 @@ fn category_frame<'a, DB: DrawingBackend>(
     y_desc: &str,
     categories: &[String],
     y: std::ops::Range<f64>,
-) -> std::result::Result<crate::plots::LineChart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+) -> std::result::Result<crate::LineChart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
     let decimals = label_decimals(y.end - y.start);
     let y_format = move |y: &f64| format!("{y:.decimals$}");
     let n = categories.len();

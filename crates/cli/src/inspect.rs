@@ -1,17 +1,17 @@
 //! Using a finished checkpoint: evaluate it, sample from it, describe it.
 
-use crate::budget;
-use crate::checkpoint::{self, Checkpoint};
-use crate::config::RunConfig;
-use crate::data::{Split, TokenSplits};
-use crate::evaluation::{self, validation_set};
-use crate::finite;
-use crate::prepare::prepare_data;
-use crate::trainer::{Batch, evaluate};
 use serde::Serialize;
 use std::path::Path;
 use strata_core::{Gpt, ParamCount, SampleOptions};
 use strata_tensor::{DeviceChoice, Error, Result};
+use strata_train::budget;
+use strata_train::checkpoint::{self, Checkpoint};
+use strata_train::config::RunConfig;
+use strata_train::data::{Split, TokenSplits};
+use strata_train::evaluation::{self, validation_set};
+use strata_train::finite;
+use strata_train::prepare::prepare_data;
+use strata_train::trainer::{Batch, evaluate};
 use tch::{Tensor, nn};
 
 /// A checkpoint loaded onto a device, ready to use.

@@ -1,8 +1,14 @@
-//! Plots of a run, each written as PNG and SVG: loss curves and the DWA weight heatmap.
+//! strata-plots: the charts strata writes, each as PNG and SVG: a run's loss curves and DWA
+//! weight heatmap here, charts comparing runs in [`comparison`].
 //!
 //! Text is set in DejaVu Sans, embedded in the binary (see `assets/DejaVuSans-LICENSE.txt`)
 //! and registered with plotters once. Every chart implements [`Chart`] once and
 //! [`render_both`] draws it to both backends.
+
+// Library code returns errors and never panics on its own (see strata-train's lib.rs).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod comparison;
 
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};

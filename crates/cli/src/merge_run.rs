@@ -2,20 +2,18 @@
 //! result as a normal run folder whose checkpoint `eval`, `sample`, `info` and
 //! `train --init-from` accept.
 
-use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
-use crate::run_folder;
 use std::path::{Path, PathBuf};
 use strata_core::{Gpt, ModelConfig, ParamCount};
 use strata_merge::{LayerPlan, MergeConfig, State, expand, merge_states, state_from};
 use strata_tensor::{Error, Result};
+use strata_train::checkpoint::{self, Checkpoint, CheckpointMeta};
+use strata_train::run_folder;
 use tch::{Device, nn};
 
 /// What a merge wrote.
 #[derive(Clone, Debug)]
 pub struct MergeOutcome {
-    /// The run folder.
-    pub out_dir: PathBuf,
-    /// The checkpoint folder inside it.
+    /// The checkpoint folder inside the run folder.
     pub checkpoint: PathBuf,
     /// The new model's config.
     pub model: ModelConfig,
@@ -81,7 +79,6 @@ pub fn merge(
     write_text(&out_dir.join("merge.toml"), &recipe)?;
     tracing::info!(out = %out_dir.display(), model = %model.variant_name(), "merged");
     Ok(MergeOutcome {
-        out_dir,
         checkpoint,
         params: gpt.param_count(),
         model,

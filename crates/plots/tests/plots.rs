@@ -1,7 +1,7 @@
 //! Plots: PNG and SVG files exist, decode to the right size and carry their labels.
 
 use std::path::Path;
-use strata_train::plots::{HEATMAP_SIZE, LOSS_SIZE, plot_dwa_heatmap, plot_loss_curves};
+use strata_plots::{HEATMAP_SIZE, LOSS_SIZE, plot_dwa_heatmap, plot_loss_curves};
 
 /// Width and height from a PNG's IHDR chunk, checking the signature.
 fn png_size(path: &Path) -> (u32, u32) {
