@@ -368,7 +368,8 @@ impl Trainer {
 
     /// Whether the schedule checkpoints at the current step.
     fn checkpoint_due(&self) -> bool {
-        self.step.is_multiple_of(self.config.train.checkpoint_every())
+        self.step
+            .is_multiple_of(self.config.train.checkpoint_every())
             || self.branch_steps.contains(&self.step)
     }
 

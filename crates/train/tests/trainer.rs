@@ -179,7 +179,7 @@ fn bad_data_and_folders_are_refused_before_any_file_is_written() {
     .to_string();
     assert!(err.contains("file/run") || err.contains("file"), "{err}");
 
-    // An existing run is not clobbered without --overwrite.
+    // An existing run is not clobbered unless asked to overwrite it.
     let run = dir.path().join("run");
     train(
         tiny_config(&text, 1, false, 0.0),
@@ -190,12 +190,13 @@ fn bad_data_and_folders_are_refused_before_any_file_is_written() {
         tiny_config(&text, 1, false, 0.0),
         &RunOptions::new("t", &run),
     )
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
     assert!(
-        err.contains("--resume") && err.contains("--overwrite"),
+        matches!(&err, strata_tensor::Error::RunFolderTaken { dir, has_checkpoint: true } if dir == &run),
         "{err}"
     );
+    // The library's wording names no command-line flag (the CLI adds those).
+    assert!(err.to_string().contains("already holds a run") && !err.to_string().contains("--"));
 }
 
 #[test]
