@@ -1,6 +1,7 @@
 //! strata-train: everything between a corpus on disk and a trained checkpoint.
 //!
-//! [`RunConfig`] describes a run; [`train`] runs it with AdamW, a warmup-cosine or
+//! [`RunConfig`] describes a run; [`train`] runs it with AdamW (or Muon for the hidden
+//! matrices, [`optimizer`]), a warmup-cosine or
 //! warmup-stable-decay schedule, periodic evaluation on fixed batches or a fixed validation
 //! slice, cooldown branches ([`branch::cooldown`]), atomic checkpoints, exact resume, stopping
 //! on request and on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap
@@ -27,7 +28,9 @@ pub mod inspect;
 pub mod memory;
 pub mod merge_run;
 pub mod metrics;
+pub mod muon;
 pub mod optim;
+pub mod optimizer;
 pub mod parallel;
 pub mod plots;
 pub mod prepare;

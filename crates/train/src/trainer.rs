@@ -1,5 +1,6 @@
-//! The training loop: batches, AdamW, schedule, evaluation, checkpoints, resume, stopping on
-//! request (signals), and stopping when the run diverges.
+//! The training loop: batches, the optimizer (AdamW, or Muon for hidden matrices), schedule,
+//! evaluation, checkpoints, resume, stopping on request (signals), and stopping when the run
+//! diverges.
 //!
 //! Divergence: the training loss is checked every step on CPU (where reading it costs
 //! nothing) and at every log step on other devices (where reading it would add a device
@@ -17,7 +18,7 @@ use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
-use crate::optim::AdamW;
+use crate::optimizer::Optimizer;
 use crate::parallel::{DataParallel, worker_count};
 use crate::plots;
 use crate::prepare::{prepare_data, resolve_model};
@@ -214,7 +215,7 @@ struct Run {
     threads_per_worker: usize,
     vs: nn::VarStore,
     model: Gpt,
-    optimizer: AdamW,
+    optimizer: Optimizer,
     device: Device,
     tokenizer_json: String,
     tokenizer_fingerprint: String,
@@ -293,7 +294,7 @@ fn build_run(config: RunConfig, options: &RunOptions) -> Result<Run> {
     let threads_per_worker = (threads / workers).max(1);
     let vs = nn::VarStore::new(device);
     let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
-    let mut optimizer = AdamW::new(vs.variables().into_iter().collect(), t.adamw());
+    let mut optimizer = new_optimizer(&vs, &model_config, t)?;
     if let Some(init) = &initial {
         checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
     }
@@ -446,7 +447,7 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
             .parallel
             .forward_backward(&run.model, &x, &y, dropout_seed)?;
         let _grad_norm = run.optimizer.clip_grad_norm(t.grad_clip)?;
-        run.optimizer.step(lr);
+        run.optimizer.step(lr)?;
         run.train_flops +=
             train_flops_per_step(&run.config.model, t.batch_size, run.config.model.block_size);
         step += 1;
@@ -614,6 +615,21 @@ fn write_plots(run: &Run, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The optimizer of every variable of `vs`, a model with `model`, under the settings `t`.
+fn new_optimizer(
+    vs: &nn::VarStore,
+    model: &ModelConfig,
+    t: &crate::config::TrainConfig,
+) -> Result<Optimizer> {
+    Optimizer::new(
+        vs.variables().into_iter().collect(),
+        model,
+        &t.optimizer,
+        t.adamw(),
+        t.learning_rate,
+    )
+}
+
 /// Applies the next growth event of the schedule at `step`: the model, its optimizer (with
 /// the moments carried by the operator and the same step count) and the data-parallel
 /// workers are rebuilt at the new size.
@@ -637,12 +653,9 @@ fn grow(run: &mut Run, step: u64) -> Result<()> {
     let model = Gpt::new(&vs.root(), &grown.config)?;
     let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
     checkpoint::restore_weights(&vs, &params, &source)?;
-    let mut optimizer = AdamW::new(
-        vs.variables().into_iter().collect(),
-        run.config.train.adamw(),
-    );
+    let mut optimizer = new_optimizer(&vs, &grown.config, &run.config.train)?;
     optimizer.load_moments(
-        grown.moments.unwrap_or_default(),
+        &grown.moments.unwrap_or_default(),
         run.optimizer.steps_taken(),
         &source,
     )?;
