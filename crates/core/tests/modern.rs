@@ -137,7 +137,10 @@ fn option_configs() -> Vec<(&'static str, ModelConfig)> {
                 c.zero_init_head = true;
             }),
         ),
-        ("zero projections", with(&|c| c.zero_init_projections = true)),
+        (
+            "zero projections",
+            with(&|c| c.zero_init_projections = true),
+        ),
         (
             "modern block",
             with(&|c| {
@@ -184,7 +187,8 @@ fn logits_never_exceed_the_soft_cap() {
     randomise_all(&vs, 4);
     let logits = tch::no_grad(|| model.forward(&tokens(2, 8, 11, 1), false).unwrap());
     let max = logits.abs().max().double_value(&[]);
-    assert!(max < 0.5 && max > 0.1, "largest |logit| {max}");
+    // tanh saturates to 1 in f32 for large logits: the cap is reached, never passed.
+    assert!(max <= 0.5 && max > 0.1, "largest |logit| {max}");
 }
 
 #[test]
@@ -215,7 +219,10 @@ fn zero_initialisation_zeroes_only_its_tensors_and_keeps_every_other_draw() {
     let loss = tch::no_grad(|| model.loss(&idx, &tokens(2, 8, 11, 4), false).unwrap());
     assert!((loss.double_value(&[]) - 11f64.ln()).abs() < 1e-6);
     // Zeroed tensors still learn: every one of them gets a gradient.
-    model.loss(&idx, &tokens(2, 8, 11, 4), true).unwrap().backward();
+    model
+        .loss(&idx, &tokens(2, 8, 11, 4), true)
+        .unwrap()
+        .backward();
     for (name, t) in vs_zero.variables() {
         if name == "lm_head.weight" {
             assert!(t.grad().abs().sum(Kind::Double).double_value(&[]) > 0.0);

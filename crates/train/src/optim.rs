@@ -234,10 +234,7 @@ pub(crate) fn clip_grad_norm<'a>(
     params: impl Iterator<Item = &'a Tensor>,
     max_norm: f64,
 ) -> Result<Tensor> {
-    let grads: Vec<Tensor> = params
-        .map(Tensor::grad)
-        .filter(|g| g.defined())
-        .collect();
+    let grads: Vec<Tensor> = params.map(Tensor::grad).filter(|g| g.defined()).collect();
     if grads.is_empty() {
         return Err(Error::Invalid(
             "clip_grad_norm: no gradients (call backward first)".to_owned(),

@@ -368,7 +368,9 @@ impl Optimizer {
     pub fn step(&mut self, lr: f64) -> Result<()> {
         let factor = lr / self.base_lr;
         for group in &mut self.adamw {
-            group.adamw.step(group.peak.map_or(lr, |peak| peak * factor));
+            group
+                .adamw
+                .step(group.peak.map_or(lr, |peak| peak * factor));
         }
         if let Some((peak, muon)) = &mut self.muon {
             muon.step(*peak * factor)?;

@@ -127,8 +127,19 @@ fn the_modern_preset_has_the_cpu_recipes_size_data_and_budget() {
         let (m, t) = (&c.model, &c.train);
         (
             (m.n_layer, m.n_head, m.d_model, m.block_size, m.mlp_hidden()),
-            (t.batch_size, t.max_iters, t.warmup_iters, t.lr_decay_iters, t.seed),
-            (t.eval_interval, t.eval_iters, t.schedule, t.min_lr / t.learning_rate),
+            (
+                t.batch_size,
+                t.max_iters,
+                t.warmup_iters,
+                t.lr_decay_iters,
+                t.seed,
+            ),
+            (
+                t.eval_interval,
+                t.eval_iters,
+                t.schedule,
+                t.min_lr / t.learning_rate,
+            ),
         )
     };
     assert_eq!(size(&modern), size(&recipe));

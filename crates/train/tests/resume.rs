@@ -8,9 +8,9 @@ use common::{corpus, tiny_config};
 use std::path::Path;
 use strata_core::{MlpKind, NormKind, PositionKind};
 use strata_train::RunConfig;
-use strata_train::optimizer::{OptimizerConfig, OptimizerKind};
 use strata_train::checkpoint;
 use strata_train::metrics::{MetricRecord, read_records};
+use strata_train::optimizer::{OptimizerConfig, OptimizerKind};
 use strata_train::{RunOptions, train};
 
 /// The (step, kind, loss, val_loss) of every metric record, for exact comparisons.
