@@ -16,16 +16,17 @@ use tch::{Device, Kind, Tensor, nn};
 /// A dense matrix of f64 as rows.
 type Matrix = Vec<Vec<f64>>;
 
-/// `a · b` by the textbook triple loop.
+/// `a · b`: every row of `a` dotted with every column of `b`.
 fn matmul(a: &Matrix, b: &Matrix) -> Matrix {
-    let (n, k, m) = (a.len(), b.len(), b[0].len());
-    let mut out = vec![vec![0.0; m]; n];
-    for i in 0..n {
-        for j in 0..m {
-            out[i][j] = (0..k).map(|l| a[i][l] * b[l][j]).sum();
-        }
-    }
-    out
+    let columns = transpose(b);
+    a.iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|col| row.iter().zip(col).map(|(x, y)| x * y).sum())
+                .collect()
+        })
+        .collect()
 }
 
 /// The transpose.
