@@ -30,7 +30,12 @@ fn load(head: &str, arms: &str) -> Result<CompareConfig, String> {
 #[test]
 fn the_shipped_comparisons_load_and_plan() {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    for name in ["compare-dwa-cpu.toml", "compare-smoke.toml"] {
+    for name in [
+        "compare-dwa-cpu.toml",
+        "compare-smoke.toml",
+        "compare-modern-cpu.toml",
+        "compare-modern-lr-cpu.toml",
+    ] {
         let config = CompareConfig::load(&configs.join(name)).unwrap();
         assert!(config.seeds.len() >= 2, "{name}");
         let runs = plan(&config).unwrap();

@@ -20,10 +20,10 @@ pub struct Block {
 
 impl Block {
     /// Creates block parameters under `path` (GPT-2 init: residual projections scaled by
-    /// `1/sqrt(2·n_layer)`).
+    /// `1/sqrt(2·n_layer)`, or zero with `zero_init_projections`).
     pub fn new(path: nn::Path, config: &ModelConfig) -> Self {
         let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
-        Self {
+        let block = Self {
             ln_1: Norm::new(
                 &path / "ln_1",
                 config.norm,
@@ -40,7 +40,14 @@ impl Block {
                 config.norm_eps(),
             ),
             mlp: Mlp::new(&path / "mlp", config, proj_std),
+        };
+        if config.zero_init_projections {
+            // Drawn and then zeroed, so that every other tensor gets the draws it has without
+            // the option (paired runs share their initial values).
+            zero(&block.attn.c_proj.weight);
+            zero(&block.mlp.c_proj.weight);
         }
+        block
     }
 
     /// Applies the block to `x` `[B, T, D]`.
@@ -58,4 +65,11 @@ impl Block {
         let mixed = self.mlp.forward(&self.ln_2.forward(&x)?, config, train)?;
         Ok(x.f_add(&mixed)?)
     }
+}
+
+/// Sets a parameter to zero in place, outside autograd.
+pub(crate) fn zero(param: &Tensor) {
+    tch::no_grad(|| {
+        let _ = param.shallow_clone().zero_();
+    });
 }

@@ -27,6 +27,10 @@ impl Default for ModelConfig {
             positions: PositionKind::Learned,
             bias: false,
             tied_embeddings: true,
+            qk_norm: false,
+            zero_init_projections: false,
+            zero_init_head: false,
+            logit_softcap: None,
             dropout: 0.0,
             dwa: None,
             sharing: None,
@@ -102,6 +106,12 @@ impl ModelConfigBuilder {
         bias: bool,
         /// Share the token embedding with the output head.
         tied_embeddings: bool,
+        /// RMSNorm of every head's queries and keys (no gains).
+        qk_norm: bool,
+        /// Zero initial attention and MLP output projections.
+        zero_init_projections: bool,
+        /// Zero initial untied head.
+        zero_init_head: bool,
         /// Dropout probability.
         dropout: f64,
         /// Dtype of matrix products.
@@ -117,6 +127,8 @@ impl ModelConfigBuilder {
         pattention_tau: f64,
         /// Epsilon of the norms.
         norm_eps: f64,
+        /// Logit soft-cap `cap` in `cap · tanh(logits / cap)`.
+        logit_softcap: f64,
         /// Weight-shared depth.
         sharing: SharingConfig,
         /// Low-rank adapters.

@@ -23,6 +23,8 @@ pub enum MlpKind {
     /// `Θ(x · Kᵀ) · V` with `Θ(a) = gelu(τ · a / ‖a‖₂)`; the keys are `c_fc`, the values
     /// `c_proj`, and `mlp_hidden` is the number of parameter tokens.
     Pattention,
+    /// `W2 · relu(W1 · x)²` (squared ReLU, So et al. 2021; the modded-nanogpt speedrun's MLP).
+    Relu2,
 }
 
 /// Normalisation layer.
@@ -164,6 +166,11 @@ fn yes() -> bool {
     true
 }
 
+/// Serde: an option that is off is not written, so configs without it stay as they were.
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// The architecture of a decoder-only transformer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +220,19 @@ pub struct ModelConfig {
     /// Share the token embedding with the output head.
     #[serde(default = "yes")]
     pub tied_embeddings: bool,
+    /// QK-norm: RMSNorm (without learned gains and with epsilon `f32::EPSILON`, as in
+    /// modded-nanogpt) of every head's queries and keys, before rotary positions.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qk_norm: bool,
+    /// Initialise the output projections of attention and MLP (`c_proj`) to zero.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub zero_init_projections: bool,
+    /// Initialise the untied output head to zero (needs `tied_embeddings = false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub zero_init_head: bool,
+    /// Logit soft-capping: logits become `cap · tanh(logits / cap)`; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_softcap: Option<f64>,
     /// Dropout probability (embeddings, attention, residual branches).
     #[serde(default)]
     pub dropout: f64,
@@ -248,7 +268,7 @@ impl ModelConfig {
         }
         let hidden = (self.mlp_ratio * self.d_model as f64).round() as usize;
         match self.mlp {
-            MlpKind::Gelu | MlpKind::Pattention => hidden,
+            MlpKind::Gelu | MlpKind::Relu2 | MlpKind::Pattention => hidden,
             MlpKind::Swiglu => (2 * hidden / 3).div_ceil(8) * 8,
         }
     }
@@ -409,6 +429,18 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout", "a probability in [0, 1)", &self.dropout);
         }
+        if self.zero_init_head && self.tied_embeddings {
+            return err(
+                "zero_init_head",
+                "false unless tied_embeddings = false (a tied head is the token embedding)",
+                &true,
+            );
+        }
+        if let Some(cap) = self.logit_softcap
+            && !(cap > 0.0 && cap.is_finite())
+        {
+            return err("logit_softcap", "a positive finite cap", &cap);
+        }
         if let Some(sharing) = &self.sharing {
             self.validate_sharing(sharing, file)?;
         }
@@ -548,6 +580,10 @@ fn serde_json_like(c: &ModelConfig) -> Vec<(&'static str, String)> {
         ("positions", format!("{:?}", c.positions)),
         ("bias", c.bias.to_string()),
         ("tied_embeddings", c.tied_embeddings.to_string()),
+        ("qk_norm", c.qk_norm.to_string()),
+        ("zero_init_projections", c.zero_init_projections.to_string()),
+        ("zero_init_head", c.zero_init_head.to_string()),
+        ("logit_softcap", format!("{:?}", c.logit_softcap)),
         (
             "pattention_tau",
             format!(

@@ -90,6 +90,9 @@ impl Gpt {
                 config.lora_for(crate::config::LoraTarget::Head),
             )
         });
+        if let (true, Some(head)) = (config.zero_init_head, &lm_head) {
+            crate::block::zero(&head.weight);
+        }
         let rotary = (config.positions == PositionKind::Rotary)
             .then(|| Rotary::new(config.block_size, config.head_dim(), path.device()));
         Ok(Self {
@@ -137,14 +140,18 @@ impl Gpt {
             self.blocks[self.plan[i]].forward(x, &self.config, self.rotary.as_ref(), train)
         })?;
         let x = self.ln_f.forward(&x)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&x, self.config.precision),
-            None => Ok(self
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(&x, self.config.precision)?,
+            None => self
                 .config
                 .precision
                 .cast(&x)
                 .f_linear::<Tensor>(&self.config.precision.cast(&self.wte), None)?
-                .f_to_kind(Kind::Float)?),
+                .f_to_kind(Kind::Float)?,
+        };
+        match self.config.logit_softcap {
+            Some(cap) => Ok(logits.f_div_scalar(cap)?.f_tanh()?.f_mul_scalar(cap)?),
+            None => Ok(logits),
         }
     }
 

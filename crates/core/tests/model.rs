@@ -45,6 +45,14 @@ fn changing_a_later_token_never_changes_earlier_logits() {
             c.tied_embeddings = false;
             c.bias = true;
         }),
+        Box::new(|c| {
+            c.positions = PositionKind::Rotary;
+            c.norm = NormKind::Rmsnorm;
+            c.qk_norm = true;
+            c.mlp = MlpKind::Relu2;
+            c.tied_embeddings = false;
+            c.logit_softcap = Some(3.0);
+        }),
     ];
     for (v, edit) in variants.iter().enumerate() {
         let mut cfg = tiny(None);

@@ -69,6 +69,22 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
     let mut c = tiny(None);
     c.head_dim = Some(6);
     out.push(("explicit head_dim", c));
+    let mut c = tiny(None);
+    c.mlp = MlpKind::Relu2;
+    c.bias = true;
+    out.push(("relu2 with biases", c));
+    // The modern block: QK-norm has no gains, zero initialisation and the soft-cap add no
+    // tensors, the untied head is `lm_head`.
+    let mut c = tiny(Some((1, 1)));
+    c.positions = PositionKind::Rotary;
+    c.norm = NormKind::Rmsnorm;
+    c.qk_norm = true;
+    c.mlp = MlpKind::Relu2;
+    c.zero_init_projections = true;
+    c.tied_embeddings = false;
+    c.zero_init_head = true;
+    c.logit_softcap = Some(30.0);
+    out.push(("modern block", c));
     out
 }
 

@@ -342,6 +342,13 @@ fn widened_head_dim(config: &ModelConfig, d_model: usize) -> Result<usize> {
                 .to_owned(),
         );
     }
+    if config.qk_norm {
+        return refuse(
+            "widen_heads with model.qk_norm would change every head's normalised queries and \
+             keys; keep the heads (widen_heads = false) or add heads"
+                .to_owned(),
+        );
+    }
     if config.attn_width() != config.d_model {
         return refuse(format!(
             "widen_heads needs heads that span the stream (n_head * head_dim = {} is not \

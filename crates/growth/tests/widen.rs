@@ -42,6 +42,14 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
                 "{base}bias = true\ntied_embeddings = false\n[lora]\nrank = 2\ntargets = [\"attn\", \"attnproj\", \"mlp\", \"mlpproj\", \"head\"]\n"
             )),
         ),
+        (
+            "modern-block",
+            config(&format!(
+                "{base}mlp = \"relu2\"\nnorm = \"rmsnorm\"\npositions = \"rotary\"\nqk_norm = true\n\
+                 tied_embeddings = false\nzero_init_projections = true\nzero_init_head = true\n\
+                 logit_softcap = 3.0\n"
+            )),
+        ),
     ]
 }
 

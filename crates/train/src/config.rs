@@ -4,6 +4,7 @@
 use crate::evaluation::EvalTokens;
 use crate::growth_schedule::GrowthEvent;
 use crate::optim::AdamWConfig;
+use crate::optimizer::OptimizerConfig;
 use crate::schedule::{
     CosineSchedule, DecayShape, Schedule, ScheduleKind, WsdSchedule, wsd_decay_start,
 };
@@ -110,6 +111,10 @@ pub struct TrainConfig {
     /// Decoupled weight decay on matrices.
     #[serde(default)]
     pub weight_decay: f64,
+    /// The optimizer of each parameter group and the groups' learning rates
+    /// (`[train.optimizer]`; by default AdamW for everything at `learning_rate`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub optimizer: OptimizerConfig,
     /// Global gradient-norm clip; 0 disables.
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
@@ -349,6 +354,7 @@ impl RunConfig {
                 &t.weight_decay,
             );
         }
+        t.optimizer.validate(file)?;
         if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
             return err(
                 "train.grad_clip",

@@ -1,8 +1,9 @@
 //! strata-train: everything between a corpus on disk and a trained checkpoint.
 //!
 //! [`RunConfig`] describes a run; a [`Trainer`] runs it one optimizer step at a time with
-//! AdamW, a warmup-cosine or warmup-stable-decay schedule, growth events, periodic evaluation
-//! on fixed batches or a fixed validation slice, atomic checkpoints, exact resume and stopping
+//! AdamW (or Muon for the hidden matrices, [`optimizer`]), a warmup-cosine or
+//! warmup-stable-decay schedule, growth events, periodic evaluation on fixed batches or a
+//! fixed validation slice, atomic checkpoints, exact resume and stopping
 //! on divergence, writing metrics (JSON lines), loss plots and a DWA heatmap into the run
 //! folder, and telling hooks about each evaluation, checkpoint and growth event. [`train`]
 //! drives a trainer from start to end (with a progress bar and stopping on request), and
@@ -27,7 +28,9 @@ pub mod finite;
 pub mod growth_schedule;
 pub mod memory;
 pub mod metrics;
+pub mod muon;
 pub mod optim;
+pub mod optimizer;
 pub mod parallel;
 pub mod prepare;
 pub mod run_folder;

@@ -61,6 +61,11 @@ impl AdamW {
         self.step
     }
 
+    /// Names of the optimised parameters, in update order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|s| s.name.as_str())
+    }
+
     /// Names of the parameters that receive weight decay.
     pub fn decayed(&self) -> Vec<&str> {
         self.slots
@@ -80,37 +85,12 @@ impl AdamW {
     /// Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm
     /// before clipping (a 0-d tensor, so no device synchronisation is forced).
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor> {
-        let grads: Vec<Tensor> = self
-            .slots
-            .iter()
-            .map(|s| s.param.grad())
-            .filter(|g| g.defined())
-            .collect();
-        if grads.is_empty() {
-            return Err(Error::Invalid(
-                "clip_grad_norm: no gradients (call backward first)".to_owned(),
-            ));
-        }
-        let refs: Vec<&Tensor> = grads.iter().collect();
-        if adamw_cpu::eligible(&refs) {
-            let total = adamw_cpu::sum_squares(&grads).sqrt();
-            let coef = max_norm / (total + 1e-6);
-            if max_norm > 0.0 && coef < 1.0 {
-                adamw_cpu::scale(&grads, coef as f32);
-            }
-            return Ok(Tensor::from(total));
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        if max_norm > 0.0 {
-            let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
-            tch::no_grad(|| {
-                for mut g in grads {
-                    let _ = g.g_mul_(&coef);
-                }
-            });
-        }
-        Ok(total)
+        clip_grad_norm(self.params(), max_norm)
+    }
+
+    /// The parameters, for gradient clipping and zeroing across optimizers.
+    pub(crate) fn params(&self) -> impl Iterator<Item = &Tensor> {
+        self.slots.iter().map(|s| &s.param)
     }
 
     /// One AdamW update with learning rate `lr`.
@@ -193,18 +173,18 @@ impl AdamW {
     /// step count; `source` names where they came from in errors.
     pub fn load_moments(
         &mut self,
-        moments: strata_growth::Moments,
+        moments: &strata_growth::Moments,
         steps: u64,
         source: &std::path::Path,
     ) -> Result<()> {
-        let prefixed = |prefix: &str, state: strata_merge::State| {
+        let prefixed = |prefix: &str, state: &strata_merge::State| {
             state
-                .into_iter()
-                .map(move |(name, t)| (format!("{prefix}.{name}"), t))
+                .iter()
+                .map(|(name, t)| (format!("{prefix}.{name}"), t.shallow_clone()))
                 .collect::<Vec<_>>()
         };
-        let mut tensors = prefixed("exp_avg", moments.exp_avg);
-        tensors.extend(prefixed("exp_avg_sq", moments.exp_avg_sq));
+        let mut tensors = prefixed("exp_avg", &moments.exp_avg);
+        tensors.extend(prefixed("exp_avg_sq", &moments.exp_avg_sq));
         self.load_state(&tensors, steps, source)
     }
 
@@ -245,6 +225,41 @@ impl AdamW {
         self.step = steps;
         Ok(())
     }
+}
+
+/// Scales the gradients of `params` so that their global L2 norm is at most `max_norm`
+/// (0: no clipping); returns the norm before clipping (a 0-d tensor, so no device
+/// synchronisation is forced). An error when no parameter has a gradient.
+pub(crate) fn clip_grad_norm<'a>(
+    params: impl Iterator<Item = &'a Tensor>,
+    max_norm: f64,
+) -> Result<Tensor> {
+    let grads: Vec<Tensor> = params.map(Tensor::grad).filter(|g| g.defined()).collect();
+    if grads.is_empty() {
+        return Err(Error::Invalid(
+            "clip_grad_norm: no gradients (call backward first)".to_owned(),
+        ));
+    }
+    let refs: Vec<&Tensor> = grads.iter().collect();
+    if adamw_cpu::eligible(&refs) {
+        let total = adamw_cpu::sum_squares(&grads).sqrt();
+        let coef = max_norm / (total + 1e-6);
+        if max_norm > 0.0 && coef < 1.0 {
+            adamw_cpu::scale(&grads, coef as f32);
+        }
+        return Ok(Tensor::from(total));
+    }
+    let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+    let total = Tensor::stack(&norms, 0).norm();
+    if max_norm > 0.0 {
+        let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+        tch::no_grad(|| {
+            for mut g in grads {
+                let _ = g.g_mul_(&coef);
+            }
+        });
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

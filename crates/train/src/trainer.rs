@@ -1,4 +1,5 @@
-//! [`Trainer`]: one run, driven one optimizer step at a time: batches, the optimizer,
+//! [`Trainer`]: one run, driven one optimizer step at a time: batches, the optimizer (AdamW,
+//! or Muon for the hidden matrices),
 //! schedule, growth, evaluation, checkpoints, exact resume and stopping when the run diverges.
 //! [`train`](crate::train) drives it from the first step to the last.
 //!
@@ -23,7 +24,7 @@ use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
-use crate::optim::AdamW;
+use crate::optimizer::Optimizer;
 use crate::parallel::{DataParallel, worker_count};
 use crate::prepare::{prepare_data, resolve_model};
 use crate::run_folder;
@@ -167,13 +168,25 @@ impl Drop for ThreadCountGuard {
 struct Stage {
     vs: nn::VarStore,
     model: Gpt,
-    optimizer: AdamW,
+    optimizer: Optimizer,
     parallel: DataParallel,
 }
 
-/// The optimizer over every variable of `vs` (the one place a run builds it).
-fn build_optimizer(vs: &nn::VarStore, config: &RunConfig) -> AdamW {
-    AdamW::new(vs.variables().into_iter().collect(), config.train.adamw())
+/// The optimizer over every variable of `vs`, a model with `model`, under the settings of
+/// `config` (AdamW, or Muon for the hidden matrices; the one place a run builds it).
+fn build_optimizer(
+    vs: &nn::VarStore,
+    model: &strata_core::ModelConfig,
+    config: &RunConfig,
+) -> Result<Optimizer> {
+    let t = &config.train;
+    Optimizer::new(
+        vs.variables().into_iter().collect(),
+        model,
+        &t.optimizer,
+        t.adamw(),
+        t.learning_rate,
+    )
 }
 
 /// One training run, stepped by its owner: see the module documentation.
@@ -423,7 +436,7 @@ impl Trainer {
             .parallel
             .forward_backward(&stage.model, &x, &y, dropout_seed)?;
         let _grad_norm = stage.optimizer.clip_grad_norm(t.grad_clip)?;
-        stage.optimizer.step(lr);
+        stage.optimizer.step(lr)?;
         let model = &self.config.model;
         self.train_flops += train_flops_per_step(model, t.batch_size, model.block_size);
         self.step += 1;
@@ -667,9 +680,9 @@ impl Trainer {
         let model = Gpt::new(&vs.root(), &grown.config)?;
         let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
         checkpoint::restore_weights(&vs, &params, &source)?;
-        let mut optimizer = build_optimizer(&vs, &self.config);
+        let mut optimizer = build_optimizer(&vs, &grown.config, &self.config)?;
         optimizer.load_moments(
-            grown.moments.unwrap_or_default(),
+            &grown.moments.unwrap_or_default(),
             self.stage.optimizer.steps_taken(),
             &source,
         )?;
@@ -763,7 +776,7 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     let threads_per_worker = (threads_total / workers).max(1);
     let vs = nn::VarStore::new(device);
     let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
-    let mut optimizer = build_optimizer(&vs, &config);
+    let mut optimizer = build_optimizer(&vs, &model_config, &config)?;
     if let Some(init) = &initial {
         checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
     }

@@ -117,3 +117,48 @@ fn impossible_values_name_field_and_expectation() {
         .to_string();
     assert!(err.contains("data.val_fraction"), "{err}");
 }
+
+#[test]
+fn the_modern_preset_has_the_cpu_recipes_size_data_and_budget() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let recipe = RunConfig::load(&root.join("nanogpt-cpu.toml"), &[]).unwrap();
+    let modern = RunConfig::load(&root.join("modern-cpu.toml"), &[]).unwrap();
+    let size = |c: &RunConfig| {
+        let (m, t) = (&c.model, &c.train);
+        (
+            (m.n_layer, m.n_head, m.d_model, m.block_size, m.mlp_hidden()),
+            (
+                t.batch_size,
+                t.max_iters,
+                t.warmup_iters,
+                t.lr_decay_iters,
+                t.seed,
+            ),
+            (
+                t.eval_interval,
+                t.eval_iters,
+                t.schedule,
+                t.min_lr / t.learning_rate,
+            ),
+        )
+    };
+    assert_eq!(size(&modern), size(&recipe));
+    assert_eq!(modern.data, recipe.data);
+    let m = &modern.model;
+    assert!(m.qk_norm && m.zero_init_projections && m.zero_init_head);
+    assert!(!m.tied_embeddings && m.logit_softcap.is_some());
+    assert_eq!(
+        (m.mlp, m.norm, m.positions),
+        (
+            strata_core::MlpKind::Relu2,
+            strata_core::NormKind::Rmsnorm,
+            strata_core::PositionKind::Rotary
+        )
+    );
+    let t = &modern.train;
+    assert_eq!((t.beta1, t.beta2, t.eps), (0.9, 0.95, 1e-10));
+    assert_eq!(
+        t.optimizer.kind,
+        strata_train::optimizer::OptimizerKind::Muon
+    );
+}

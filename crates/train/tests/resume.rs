@@ -5,8 +5,12 @@
 mod common;
 
 use common::{corpus, tiny_config};
+use std::path::Path;
+use strata_core::{MlpKind, NormKind, PositionKind};
+use strata_train::RunConfig;
 use strata_train::checkpoint;
 use strata_train::metrics::{MetricRecord, read_records};
+use strata_train::optimizer::{OptimizerConfig, OptimizerKind};
 use strata_train::{RunOptions, train};
 
 /// The (step, kind, loss, val_loss) of every metric record, for exact comparisons.
@@ -29,10 +33,30 @@ fn kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     // A DenseFormer with dropout, so the resumed run must also restore random state.
     let config = tiny_config(&corpus(dir.path()), 30, true, 0.1);
-    let whole = dir.path().join("whole");
+    check_resume(config, &dir.path().join("adamw"));
+    // The modern block on Muon (its momentum) and AdamW groups with their own rates.
+    let mut config = tiny_config(&corpus(dir.path()), 30, false, 0.1);
+    let m = &mut config.model;
+    (m.positions, m.norm, m.mlp) = (PositionKind::Rotary, NormKind::Rmsnorm, MlpKind::Relu2);
+    (m.qk_norm, m.zero_init_projections, m.logit_softcap) = (true, true, Some(30.0));
+    (m.tied_embeddings, m.zero_init_head) = (false, true);
+    config.train.optimizer = OptimizerConfig {
+        kind: OptimizerKind::Muon,
+        muon_lr: Some(0.02),
+        head_lr: Some(0.004),
+        embedding_lr: Some(0.05),
+        ..OptimizerConfig::default()
+    };
+    check_resume(config, &dir.path().join("muon"));
+}
+
+/// Trains `config` in one go and stopped at step 13 and resumed, under `dir`; both must
+/// log the same losses and end with the same weights.
+fn check_resume(config: RunConfig, dir: &Path) {
+    let whole = dir.join("whole");
     train(config.clone(), &RunOptions::new("tiny.toml", &whole)).unwrap();
 
-    let split = dir.path().join("split");
+    let split = dir.join("split");
     let mut first = RunOptions::new("tiny.toml", &split);
     first.stop_after = Some(13);
     let stopped = train(config.clone(), &first).unwrap();

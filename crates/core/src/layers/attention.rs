@@ -1,9 +1,14 @@
-//! Causal multi-head self-attention through libtorch's `scaled_dot_product_attention`.
+//! Causal multi-head self-attention through libtorch's `scaled_dot_product_attention`, with
+//! optional QK-norm.
 
 use super::{Linear, Rotary};
 use crate::config::ModelConfig;
 use strata_tensor::Result;
 use tch::{Tensor, nn};
+
+/// Epsilon of QK-norm: PyTorch's `F.rms_norm` default for f32 (the machine epsilon), as in
+/// modded-nanogpt; fixed, so that growth that rescales `norm_eps` leaves QK-norm unchanged.
+pub const QK_NORM_EPS: f64 = f32::EPSILON as f64;
 
 /// Causal self-attention with a fused query/key/value projection.
 #[derive(Debug)]
@@ -15,6 +20,8 @@ pub struct CausalSelfAttention {
     n_head: i64,
     head_dim: i64,
     dropout: f64,
+    /// QK-norm on or off.
+    qk_norm: bool,
 }
 
 impl CausalSelfAttention {
@@ -41,6 +48,7 @@ impl CausalSelfAttention {
             n_head: config.n_head as i64,
             head_dim: config.head_dim() as i64,
             dropout: config.dropout,
+            qk_norm: config.qk_norm,
         }
     }
 
@@ -63,6 +71,11 @@ impl CausalSelfAttention {
                 .f_transpose(1, 2)?)
         };
         let (mut q, mut k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        if self.qk_norm {
+            // modded-nanogpt's QK-norm: RMSNorm over each head's width, no learned gains.
+            q = q.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;
+            k = k.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;
+        }
         if let Some(rotary) = rotary {
             q = rotary.apply(&q)?;
             k = rotary.apply(&k)?;

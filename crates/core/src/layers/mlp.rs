@@ -1,4 +1,4 @@
-//! The feed-forward sublayer: GELU, SwiGLU or Pattention.
+//! The feed-forward sublayer: GELU, squared ReLU, SwiGLU or Pattention.
 
 use super::Linear;
 use crate::config::{MlpKind, ModelConfig};
@@ -11,7 +11,7 @@ pub struct Mlp {
     kind: MlpKind,
     /// Pattention's score scale τ.
     tau: f64,
-    /// Input projection (`c_fc`) for GELU, the gate projection for SwiGLU.
+    /// Input projection (`c_fc`) for GELU and squared ReLU, the gate projection for SwiGLU.
     pub c_fc: Linear,
     /// The up projection of SwiGLU.
     pub w_up: Option<Linear>,
@@ -72,6 +72,7 @@ impl Mlp {
                 .f_silu()?
                 .f_mul(&up.forward(x, p)?)?,
             (MlpKind::Pattention, _) => pattention_scores(&self.c_fc.forward(x, p)?, self.tau)?,
+            (MlpKind::Relu2, _) => self.c_fc.forward(x, p)?.f_relu()?.f_square()?,
             _ => self.c_fc.forward(x, p)?.f_gelu("none")?,
         };
         Ok(self
