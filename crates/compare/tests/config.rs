@@ -30,7 +30,11 @@ fn load(head: &str, arms: &str) -> Result<CompareConfig, String> {
 #[test]
 fn the_shipped_comparisons_load_and_plan() {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    for name in ["compare-dwa-cpu.toml", "compare-smoke.toml"] {
+    for name in [
+        "compare-dwa-cpu.toml",
+        "compare-depth-cpu.toml",
+        "compare-smoke.toml",
+    ] {
         let config = CompareConfig::load(&configs.join(name)).unwrap();
         assert!(config.seeds.len() >= 2, "{name}");
         let runs = plan(&config).unwrap();
@@ -42,6 +46,22 @@ fn the_shipped_comparisons_load_and_plan() {
     let model = &runs[0].config.model;
     assert_eq!(model.n_layer, 12);
     assert!((96..=128).contains(&model.d_model));
+    // Every depth method gets an arm whose model has it on.
+    let depth = CompareConfig::load(&configs.join("compare-depth-cpu.toml")).unwrap();
+    let runs = plan(&depth).unwrap();
+    let labels: std::collections::BTreeSet<String> =
+        runs.iter().map(|r| r.config.model.variant_name()).collect();
+    for want in [
+        "baseline",
+        "denseformer-1x1",
+        "vres",
+        "laurel-rw",
+        "laurel-lr16",
+        "shc4",
+        "dhc4",
+    ] {
+        assert!(labels.contains(want), "{want} missing from {labels:?}");
+    }
 }
 
 #[test]
