@@ -35,6 +35,7 @@ fn the_shipped_comparisons_load_and_plan() {
         "compare-smoke.toml",
         "compare-modern-cpu.toml",
         "compare-modern-lr-cpu.toml",
+        "compare-depth-cpu.toml",
     ] {
         let config = CompareConfig::load(&configs.join(name)).unwrap();
         assert!(config.seeds.len() >= 2, "{name}");
@@ -47,6 +48,22 @@ fn the_shipped_comparisons_load_and_plan() {
     let model = &runs[0].config.model;
     assert_eq!(model.n_layer, 12);
     assert!((96..=128).contains(&model.d_model));
+    // Every depth method gets an arm whose model has it on.
+    let depth = CompareConfig::load(&configs.join("compare-depth-cpu.toml")).unwrap();
+    let runs = plan(&depth).unwrap();
+    let labels: std::collections::BTreeSet<String> =
+        runs.iter().map(|r| r.config.model.variant_name()).collect();
+    for want in [
+        "baseline",
+        "denseformer-1x1",
+        "vres",
+        "laurel-rw",
+        "laurel-lr16",
+        "shc4",
+        "dhc4",
+    ] {
+        assert!(labels.contains(want), "{want} missing from {labels:?}");
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use crate::config::ModelConfig;
 use crate::layers::{CausalSelfAttention, Mlp, Norm, Rotary};
+use crate::value_residual::ValueMix;
 use strata_tensor::Result;
 use tch::{Tensor, nn};
 
@@ -50,17 +51,19 @@ impl Block {
         block
     }
 
-    /// Applies the block to `x` `[B, T, D]`.
+    /// Applies the block to `x` `[B, T, D]`; the attention's values go through `values`
+    /// (the value residual; [`ValueMix::off`] for none).
     pub fn forward(
         &self,
         x: &Tensor,
         config: &ModelConfig,
         rotary: Option<&Rotary>,
         train: bool,
+        values: &mut ValueMix,
     ) -> Result<Tensor> {
         let attended = self
             .attn
-            .forward(&self.ln_1.forward(x)?, config, rotary, train)?;
+            .forward(&self.ln_1.forward(x)?, config, rotary, train, values)?;
         let x = x.f_add(&attended)?;
         let mixed = self.mlp.forward(&self.ln_2.forward(&x)?, config, train)?;
         Ok(x.f_add(&mixed)?)

@@ -33,6 +33,7 @@ impl Default for ModelConfig {
             logit_softcap: None,
             dropout: 0.0,
             dwa: None,
+            depth: crate::config::DepthConfig::default(),
             sharing: None,
             precision: Precision::default(),
             lora: None,
@@ -116,6 +117,8 @@ impl ModelConfigBuilder {
         dropout: f64,
         /// Dtype of matrix products.
         precision: Precision,
+        /// The depth methods of `[model.depth]` (value residual, LAuReL).
+        depth: crate::config::DepthConfig,
     }
 
     optional_setters! {

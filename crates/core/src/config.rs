@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use strata_tensor::{Error, Precision, Result};
 
+pub use crate::depth_config::{DepthConfig, HyperConfig, LaurelConfig, LaurelKind};
+
 /// Largest width, vocabulary or context a config may ask for (2^24); larger values are
 /// refused by [`ModelConfig::validate`] before any size arithmetic or allocation.
 pub const MAX_WIDTH: usize = 1 << 24;
@@ -239,6 +241,10 @@ pub struct ModelConfig {
     /// DenseFormer DWA; absent for the baseline transformer.
     #[serde(default)]
     pub dwa: Option<DwaConfig>,
+    /// The other depth-connection methods (`[model.depth]`: value residual, LAuReL); all
+    /// off by default.
+    #[serde(default, skip_serializing_if = "DepthConfig::is_off")]
+    pub depth: DepthConfig,
     /// Weight-shared depth; absent when every layer has its own block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharing: Option<SharingConfig>,
@@ -485,6 +491,8 @@ impl ModelConfig {
                 return err("dwa.period", "p >= 1", &dwa.period);
             }
         }
+        self.depth
+            .validate(file, self.n_layer, self.d_model, self.dwa.is_some())?;
         Ok(())
     }
 
@@ -557,6 +565,11 @@ impl ModelConfig {
             None => "baseline".to_owned(),
             Some(d) => format!("denseformer-{}x{}", d.dilation, d.period),
         };
+        let base = match self.depth.label() {
+            label if label.is_empty() => base,
+            label if self.dwa.is_none() => label,
+            label => format!("{base}-{label}"),
+        };
         match &self.sharing {
             Some(_) => format!("{base}-shared-{}", self.n_blocks()),
             None => base,
@@ -592,6 +605,7 @@ fn serde_json_like(c: &ModelConfig) -> Vec<(&'static str, String)> {
             ),
         ),
         ("dwa", format!("{:?}", c.dwa)),
+        ("depth", format!("{:?}", c.depth)),
         ("sharing", format!("{:?}", c.block_plan())),
         ("lora", format!("{:?}", c.lora)),
     ]

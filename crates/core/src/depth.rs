@@ -4,7 +4,11 @@
 //! index and its input and returns the layer's output) and does everything between them:
 //! it stores the outputs a DWA will read (in `strata_kernels::LayerStack`, one buffer with
 //! its own autograd), owns the DWA weights (`<path>.<layer>.alpha`, identity at init) and
-//! replaces the stream by each DWA's average. Without DWA it is a plain loop. `Gpt` runs its
+//! replaces the stream by each DWA's average. Without DWA it is a plain loop. It also owns the
+//! other depth methods of `[model.depth]` (see [`DepthStack::with_methods`]): the value
+//! residual ([`crate::value_residual`], handed to each layer as a [`ValueMix`]) and LAuReL
+//! ([`crate::laurel`], applied to each layer's output before a DWA stores it) and
+//! hyper-connections ([`crate::hyper`], n streams around the layers). `Gpt` runs its
 //! blocks through one, and so can a model that is not a strata model:
 //!
 //! ```
@@ -23,13 +27,17 @@
 //! # Ok::<(), strata_tensor::Error>(())
 //! ```
 
-use crate::config::DwaConfig;
+use crate::config::{DepthConfig, DwaConfig};
 use crate::dwa::{self, Dwa};
+use crate::hyper::{self, HyperConnection};
+use crate::laurel::Laurel;
+use crate::value_residual::{self, ValueMix};
 use strata_kernels::LayerStack;
 use strata_tensor::{Error, Result};
 use tch::{Tensor, nn};
 
-/// The layers' orchestration: stored outputs, DWA weights and their order.
+/// The layers' orchestration: stored outputs, DWA weights, the `[model.depth]` methods' weights
+/// and their order.
 #[derive(Debug)]
 pub struct DepthStack {
     n_layer: usize,
@@ -37,6 +45,12 @@ pub struct DepthStack {
     dwas: Vec<Option<Dwa>>,
     /// Which stack entries some DWA reads (the others are never stored).
     reads: Vec<bool>,
+    /// The value residual's `(λ₁, λ₂)` of each layer (`None` for the first); empty when off.
+    value_residual: Vec<Option<Tensor>>,
+    /// LAuReL of each layer; empty when off.
+    laurel: Vec<Laurel>,
+    /// The hyper-connection around each layer; empty when off.
+    hyper: Vec<HyperConnection>,
 }
 
 impl DepthStack {
@@ -70,7 +84,45 @@ impl DepthStack {
             n_layer,
             dwas,
             reads,
+            value_residual: Vec::new(),
+            laurel: Vec::new(),
+            hyper: Vec::new(),
         })
+    }
+
+    /// A stack of `n_layer` layers of width `d_model` with DWA (`root.dwa.<i>.alpha`, as in
+    /// [`DepthStack::new`]) and the methods of `depth`: value residual weights
+    /// `root.vres.<i>.lambda` for layers 1.., LAuReL weights `root.laurel.<i>.*` and
+    /// hyper-connection weights `root.hyper.<i>.*`.
+    /// `anchor`, a tensor drawn from the seeded generator before, keys LAuReL-LR's own draws
+    /// (no other tensor's draw moves). Checks `depth` first (errors name `model.depth.*`).
+    pub fn with_methods(
+        root: &nn::Path,
+        n_layer: usize,
+        d_model: usize,
+        dwa: Option<DwaConfig>,
+        depth: &DepthConfig,
+        anchor: &Tensor,
+    ) -> Result<Self> {
+        depth.validate("depth stack", n_layer, d_model, dwa.is_some())?;
+        let mut stack = Self::new(root / "dwa", n_layer, dwa)?;
+        if depth.value_residual {
+            let path = root / "vres";
+            stack.value_residual = (0..n_layer)
+                .map(|i| (i > 0).then(|| value_residual::lambda(&path, i)))
+                .collect();
+        }
+        if let Some(laurel) = depth.laurel {
+            stack.laurel = (0..n_layer)
+                .map(|i| Laurel::new(root / "laurel" / i, laurel, d_model, anchor))
+                .collect();
+        }
+        if let Some(config) = depth.hyper {
+            stack.hyper = (0..n_layer)
+                .map(|i| HyperConnection::new(root / "hyper" / i, i, config, d_model))
+                .collect();
+        }
+        Ok(stack)
     }
 
     /// Number of layers.
@@ -83,23 +135,81 @@ impl DepthStack {
         &self.dwas
     }
 
+    /// The value residual's `(λ₁, λ₂)` of each layer (`None` for the first; empty when off).
+    pub fn value_residual(&self) -> &[Option<Tensor>] {
+        &self.value_residual
+    }
+
+    /// LAuReL of each layer (empty when off).
+    pub fn laurel(&self) -> &[Laurel] {
+        &self.laurel
+    }
+
+    /// The hyper-connection around each layer (empty when off).
+    pub fn hyper(&self) -> &[HyperConnection] {
+        &self.hyper
+    }
+
     /// Runs the layers on `x`: `layer(i, input)` returns layer `i`'s output, and after it the
     /// DWA (if any) replaces the stream by its average. While autograd records (outside
     /// `tch::no_grad`), the stored outputs are differentiable whether or not `x` requires a
-    /// gradient (a frozen embedding still trains the layers).
+    /// gradient (a frozen embedding still trains the layers). A stack with a value residual
+    /// needs [`DepthStack::forward_mixing`].
     pub fn forward(
         &self,
         x: Tensor,
         mut layer: impl FnMut(usize, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        if !self.value_residual.is_empty() {
+            return Err(Error::Invalid(
+                "depth stack: a value residual needs layers that take its ValueMix \
+                 (DepthStack::forward_mixing)"
+                    .to_owned(),
+            ));
+        }
+        self.forward_mixing(x, |i, x, _| layer(i, x))
+    }
+
+    /// [`DepthStack::forward`] for layers with attention: `layer(i, input, values)` hands
+    /// its attention values to `values` ([`ValueMix::apply`]) and uses what comes back (the
+    /// value residual's mix; the values themselves when the stack has none). LAuReL, if on,
+    /// then augments the layer's output.
+    pub fn forward_mixing(
+        &self,
+        x: Tensor,
+        mut layer: impl FnMut(usize, &Tensor, &mut ValueMix) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let mut first_values = None;
+        let mut run = |i: usize, x: &Tensor| -> Result<Tensor> {
+            let mut values = if self.value_residual.is_empty() {
+                ValueMix::off()
+            } else {
+                let lambda = self.value_residual.get(i).and_then(Option::as_ref);
+                ValueMix::on(lambda, &mut first_values)
+            };
+            let out = layer(i, x, &mut values)?;
+            match self.laurel.get(i) {
+                Some(laurel) => laurel.forward(x, &out),
+                None => Ok(out),
+            }
+        };
+        if let Some(hc) = self.hyper.first() {
+            let streams = hyper::expand(&x, hc.streams())?;
+            let streams = self
+                .hyper
+                .iter()
+                .enumerate()
+                .try_fold(streams, |h, (i, hc)| hc.forward(&h, |input| run(i, input)))?;
+            return hyper::collapse(&streams);
+        }
         if self.dwas.is_empty() {
-            return (0..self.n_layer).try_fold(x, |x, i| layer(i, &x));
+            return (0..self.n_layer).try_fold(x, |x, i| run(i, &x));
         }
         let track_grad = strata_kernels::grad_mode_enabled();
         let mut stack = LayerStack::reading(&x, &self.reads, track_grad)?;
         let mut x = x;
         for (i, dwa) in self.dwas.iter().enumerate() {
-            let out = layer(i, &x)?;
+            let out = run(i, &x)?;
             stack.push(&out)?;
             x = match dwa {
                 Some(dwa) => dwa.forward(&stack)?,

@@ -5,9 +5,14 @@
 //! context of `T`; a training step costs three forward passes. A LoRA adapter `B · A` on a
 //! linear runs `x · Aᵀ` and then `· Bᵀ`, 2 FLOPs per adapter weight, `2 · rank · (in + out)`
 //! per adapted linear per layer (and once for an adapted head). Norms, softmax, DWA averages
-//! and the embedding lookup are left out (they are below 1% at these sizes).
+//! and the embedding lookup are left out (they are below 1% at these sizes). The methods of
+//! `[model.depth]` are counted ([`depth_flops_per_token`]): LAuReL-LR's `B·A·x` as a matrix
+//! product (`2 · 2·r·D` per layer), and the elementwise mixes of LAuReL-RW (`3·D` per layer)
+//! and the value residual (`3·A` per layer after the first), and hyper-connections with `n`
+//! streams: `2·D·(n² + 2n)` per layer for the static read, mix and write, plus
+//! `2·n·D·(n + 2)` for the dynamic projections.
 
-use crate::config::{MlpKind, ModelConfig};
+use crate::config::{LaurelKind, MlpKind, ModelConfig};
 use crate::schema::{self, Location, Role};
 
 /// Weights that one layer multiplies by (attention projections, MLP matrices and their LoRA
@@ -40,7 +45,44 @@ pub fn forward_flops_per_token(config: &ModelConfig, context: usize) -> f64 {
     let head = config.vocab_size as f64 * config.d_model as f64
         + lora_weights(config, |l| l == Location::Head);
     let attn = config.attn_width() as f64;
-    2.0 * (layers * matmul_weights_per_layer(config) + head) + 2.0 * layers * context as f64 * attn
+    2.0 * (layers * matmul_weights_per_layer(config) + head)
+        + 2.0 * layers * context as f64 * attn
+        + depth_flops_per_token(config)
+}
+
+/// Forward FLOPs per token of the `[model.depth]` methods: LAuReL-LR `2 · 2·r·D` per layer
+/// (its two matrices), LAuReL-RW `3·D` per layer (`α·out + (β − α)·x`), the value residual
+/// `3·A` per layer after the first (`λ₁·V + λ₂·V₁`), hyper-connections with `n` streams
+/// `2·D·(n² + 2n)` per layer (read, mix, write) plus `2·n·D·(n + 2)` when dynamic; 0 when
+/// none is on.
+pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
+    let layers = config.n_layer as f64;
+    let d = config.d_model as f64;
+    let laurel = match config.depth.laurel {
+        None => 0.0,
+        Some(l) => match l.kind {
+            LaurelKind::Rw => 3.0 * d,
+            LaurelKind::Lr => 2.0 * 2.0 * l.rank.unwrap_or(0) as f64 * d,
+        },
+    };
+    let value_residual = if config.depth.value_residual {
+        3.0 * config.attn_width() as f64 * (layers - 1.0)
+    } else {
+        0.0
+    };
+    let hyper = match config.depth.hyper {
+        None => 0.0,
+        Some(h) => {
+            let n = h.streams as f64;
+            let dynamic = if h.dynamic {
+                2.0 * n * d * (n + 2.0)
+            } else {
+                0.0
+            };
+            2.0 * d * (n * n + 2.0 * n) + dynamic
+        }
+    };
+    layers * (laurel + hyper) + value_residual
 }
 
 /// Training FLOPs (forward and backward) of one step of `batch` sequences of `context` tokens.

@@ -32,20 +32,25 @@ mod block;
 mod builder;
 pub mod config;
 pub mod depth;
+mod depth_config;
 pub mod dwa;
 pub mod flops;
+pub mod hyper;
+pub mod laurel;
 pub mod layers;
 mod model;
 mod sampling;
 pub mod schema;
+pub mod value_residual;
 
 pub use block::Block;
 pub use builder::ModelConfigBuilder;
 pub use config::{
-    DwaConfig, LoraConfig, LoraTarget, MlpKind, ModelConfig, NormKind, PositionKind, SharingConfig,
-    SharingPattern,
+    DepthConfig, DwaConfig, HyperConfig, LaurelConfig, LaurelKind, LoraConfig, LoraTarget, MlpKind,
+    ModelConfig, NormKind, PositionKind, SharingConfig, SharingPattern,
 };
 pub use depth::DepthStack;
 pub use model::{Gpt, ParamCount};
 pub use sampling::SampleOptions;
 pub use schema::{ParamSpec, Role};
+pub use value_residual::ValueMix;

@@ -72,7 +72,14 @@ impl Gpt {
         let blocks = (0..config.n_blocks())
             .map(|i| Block::new(path / "h" / i, config))
             .collect();
-        let depth = DepthStack::new(path / "dwa", config.n_layer, config.dwa)?;
+        let depth = DepthStack::with_methods(
+            path,
+            config.n_layer,
+            config.d_model,
+            config.dwa,
+            &config.depth,
+            &wte,
+        )?;
         let ln_f = Norm::new(
             path / "ln_f",
             config.norm,
@@ -136,8 +143,8 @@ impl Gpt {
             x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
         }
         x = x.f_dropout(self.config.dropout, train)?;
-        let x = self.depth.forward(x, |i, x| {
-            self.blocks[self.plan[i]].forward(x, &self.config, self.rotary.as_ref(), train)
+        let x = self.depth.forward_mixing(x, |i, x, values| {
+            self.blocks[self.plan[i]].forward(x, &self.config, self.rotary.as_ref(), train, values)
         })?;
         let x = self.ln_f.forward(&x)?;
         let logits = match &self.lm_head {
@@ -209,6 +216,31 @@ impl Gpt {
                 (Some(Some(dwa)), Slot::Alpha) => Some(&dwa.alpha),
                 _ => None,
             },
+            Location::ValueResidual { layer } => {
+                match (self.depth.value_residual().get(layer), slot) {
+                    (Some(Some(lambda)), Slot::Lambda) => Some(lambda),
+                    _ => None,
+                }
+            }
+            Location::Laurel { layer } => match (self.depth.laurel().get(layer)?, slot) {
+                (crate::laurel::Laurel::Rw { alpha }, Slot::Alpha) => Some(alpha),
+                (crate::laurel::Laurel::Lr { down, .. }, Slot::Down) => Some(down),
+                (crate::laurel::Laurel::Lr { up, .. }, Slot::Up) => Some(up),
+                _ => None,
+            },
+            Location::Hyper { layer } => {
+                let hc = self.depth.hyper().get(layer)?;
+                let dynamic = hc.dynamic.as_ref();
+                match slot {
+                    Slot::Read => Some(&hc.read),
+                    Slot::Mix => Some(&hc.mix),
+                    Slot::Write => Some(&hc.write),
+                    Slot::DynAlpha => dynamic.map(|d| &d.alpha),
+                    Slot::DynBeta => dynamic.map(|d| &d.beta),
+                    Slot::Scales => dynamic.map(|d| &d.scales),
+                    _ => None,
+                }
+            }
             Location::FinalNorm => norm_tensor(&self.ln_f, slot),
             Location::Head => self.lm_head.as_ref().and_then(|l| linear_tensor(l, slot)),
         }
@@ -232,7 +264,7 @@ fn linear_tensor(l: &Linear, slot: Slot) -> Option<&Tensor> {
         Slot::Bias => l.bias.as_ref(),
         Slot::LoraA => l.lora.as_ref().map(|a| &a.a),
         Slot::LoraB => l.lora.as_ref().map(|a| &a.b),
-        Slot::Alpha => None,
+        _ => None,
     }
 }
 

@@ -32,6 +32,13 @@ pub enum Role {
     Head,
     /// The weights of one DWA `[count]`.
     DwaWeight,
+    /// Small weight vectors of a depth method (1-D, never decayed): a value residual's
+    /// `(λ₁, λ₂)`, LAuReL-RW's `(α, β)`, a hyper-connection's static read, mix and write
+    /// weights and dynamic scales.
+    DepthScalar,
+    /// A matrix of a depth method outside the blocks: LAuReL-LR's `A` `[r, D]` and
+    /// `B` `[D, r]`, a dynamic hyper-connection's `[1 + n, D]` and `[1, D]`.
+    DepthMatrix,
     /// A LoRA down projection `A` `[rank, in]`.
     LoraA,
     /// A LoRA up projection `B` `[out, rank]`.
@@ -176,6 +183,21 @@ pub enum Location {
         /// The layer the DWA follows.
         after: usize,
     },
+    /// `vres.<layer>`: the value residual's mixing weights of layer `layer` (`>= 1`).
+    ValueResidual {
+        /// The layer whose values are mixed.
+        layer: usize,
+    },
+    /// `laurel.<layer>`: LAuReL around layer `layer`.
+    Laurel {
+        /// The layer whose residual connection it augments.
+        layer: usize,
+    },
+    /// `hyper.<layer>`: the hyper-connection around layer `layer`.
+    Hyper {
+        /// The layer it connects.
+        layer: usize,
+    },
     /// `ln_f`.
     FinalNorm,
     /// `lm_head`.
@@ -190,6 +212,9 @@ impl Location {
             Location::PositionEmbedding => "wpe".to_owned(),
             Location::Block { block, layer } => format!("h.{block}.{}", layer.path()),
             Location::Dwa { after } => format!("dwa.{after}"),
+            Location::ValueResidual { layer } => format!("vres.{layer}"),
+            Location::Laurel { layer } => format!("laurel.{layer}"),
+            Location::Hyper { layer } => format!("hyper.{layer}"),
             Location::FinalNorm => "ln_f".to_owned(),
             Location::Head => "lm_head".to_owned(),
         }
@@ -220,8 +245,26 @@ pub enum Slot {
     LoraA,
     /// `lora_b`, a LoRA up projection.
     LoraB,
-    /// `alpha`, DWA weights.
+    /// `alpha`, DWA weights (and LAuReL-RW's `(α, β)`).
     Alpha,
+    /// `lambda`, a value residual's mixing weights.
+    Lambda,
+    /// `down`, LAuReL-LR's `A`.
+    Down,
+    /// `up`, LAuReL-LR's `B`.
+    Up,
+    /// `read`, a hyper-connection's static read weights.
+    Read,
+    /// `mix`, a hyper-connection's static stream mixing.
+    Mix,
+    /// `write`, a hyper-connection's static write weights.
+    Write,
+    /// `dyn_alpha`, a dynamic hyper-connection's read and mixing projection.
+    DynAlpha,
+    /// `dyn_beta`, a dynamic hyper-connection's write projection.
+    DynBeta,
+    /// `scales`, a dynamic hyper-connection's `(s_α, s_β)`.
+    Scales,
 }
 
 impl Slot {
@@ -233,6 +276,15 @@ impl Slot {
             Slot::LoraA => "lora_a",
             Slot::LoraB => "lora_b",
             Slot::Alpha => "alpha",
+            Slot::Lambda => "lambda",
+            Slot::Down => "down",
+            Slot::Up => "up",
+            Slot::Read => "read",
+            Slot::Mix => "mix",
+            Slot::Write => "write",
+            Slot::DynAlpha => "dyn_alpha",
+            Slot::DynBeta => "dyn_beta",
+            Slot::Scales => "scales",
         }
     }
 
@@ -244,6 +296,15 @@ impl Slot {
             Slot::LoraA,
             Slot::LoraB,
             Slot::Alpha,
+            Slot::Lambda,
+            Slot::Down,
+            Slot::Up,
+            Slot::Read,
+            Slot::Mix,
+            Slot::Write,
+            Slot::DynAlpha,
+            Slot::DynBeta,
+            Slot::Scales,
         ]
         .into_iter()
         .find(|s| s.suffix() == suffix)
@@ -295,6 +356,9 @@ pub fn parse(name: &str) -> Option<(Location, Slot)> {
             };
             match head {
                 "dwa" if rest == index.to_string() => Location::Dwa { after: index },
+                "vres" if rest == index.to_string() => Location::ValueResidual { layer: index },
+                "laurel" if rest == index.to_string() => Location::Laurel { layer: index },
+                "hyper" if rest == index.to_string() => Location::Hyper { layer: index },
                 "h" => {
                     let (_, layer) = rest.split_once('.')?;
                     let layer = BlockLayer::ALL.into_iter().find(|l| l.path() == layer)?;
@@ -312,8 +376,8 @@ pub fn parse(name: &str) -> Option<(Location, Slot)> {
 
 /// Every parameter tensor of a model with `config`, in creation order: `wte`, `wpe`, each
 /// distinct block (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.w_up`,
-/// `mlp.c_proj`; per linear `weight`, `bias`, `lora_a`, `lora_b`), the DWAs, `ln_f`,
-/// `lm_head`. A tied head is the token embedding and is not listed twice.
+/// `mlp.c_proj`; per linear `weight`, `bias`, `lora_a`, `lora_b`), the DWAs, the value
+/// residual weights, the LAuReL weights, the hyper-connections, `ln_f`, `lm_head`. A tied head is the token embedding and is not listed twice.
 pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
     let (v, d) = (config.vocab_size as i64, config.d_model as i64);
     let mut out = Vec::new();
@@ -378,6 +442,47 @@ pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
                 Role::DwaWeight,
                 true,
             );
+        }
+    }
+    if config.depth.value_residual {
+        for layer in 1..config.n_layer {
+            let location = Location::ValueResidual { layer };
+            push(location, Slot::Lambda, vec![2], Role::DepthScalar, true);
+        }
+    }
+    if let Some(laurel) = config.depth.laurel {
+        for layer in 0..config.n_layer {
+            let location = Location::Laurel { layer };
+            match (laurel.kind, laurel.rank) {
+                (crate::config::LaurelKind::Rw, _) => {
+                    push(location, Slot::Alpha, vec![2], Role::DepthScalar, true)
+                }
+                (crate::config::LaurelKind::Lr, rank) => {
+                    let r = rank.unwrap_or(1) as i64;
+                    push(location, Slot::Down, vec![r, d], Role::DepthMatrix, true);
+                    push(location, Slot::Up, vec![d, r], Role::DepthMatrix, true);
+                }
+            }
+        }
+    }
+    if let Some(hyper) = config.depth.hyper {
+        let n = hyper.streams as i64;
+        for layer in 0..config.n_layer {
+            let location = Location::Hyper { layer };
+            push(location, Slot::Read, vec![n], Role::DepthScalar, true);
+            push(location, Slot::Mix, vec![n * n], Role::DepthScalar, true);
+            push(location, Slot::Write, vec![n], Role::DepthScalar, true);
+            if hyper.dynamic {
+                push(
+                    location,
+                    Slot::DynAlpha,
+                    vec![1 + n, d],
+                    Role::DepthMatrix,
+                    true,
+                );
+                push(location, Slot::DynBeta, vec![1, d], Role::DepthMatrix, true);
+                push(location, Slot::Scales, vec![2], Role::DepthScalar, true);
+            }
         }
     }
     push(

@@ -6,8 +6,8 @@ use common::tiny;
 use std::collections::BTreeMap;
 use strata_core::schema::{self, BlockLayer, Location, Role, Slot};
 use strata_core::{
-    Gpt, LoraConfig, LoraTarget, MlpKind, ModelConfig, NormKind, ParamCount, PositionKind,
-    SharingConfig, SharingPattern,
+    Gpt, HyperConfig, LaurelConfig, LaurelKind, LoraConfig, LoraTarget, MlpKind, ModelConfig,
+    NormKind, ParamCount, PositionKind, SharingConfig, SharingPattern,
 };
 use tch::{Device, nn};
 
@@ -85,6 +85,34 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
     c.zero_init_head = true;
     c.logit_softcap = Some(30.0);
     out.push(("modern block", c));
+    let laurel = |kind, rank| Some(LaurelConfig { kind, rank });
+    let mut c = tiny(None);
+    c.depth.value_residual = true;
+    out.push(("value residual", c));
+    let mut c = tiny(Some((2, 1)));
+    c.depth.laurel = laurel(LaurelKind::Rw, None);
+    out.push(("laurel-rw with dwa", c));
+    let mut c = tiny(None);
+    c.depth.laurel = laurel(LaurelKind::Lr, Some(3));
+    c.depth.value_residual = true;
+    c.tied_embeddings = false;
+    out.push(("laurel-lr, value residual, untied head", c));
+    let mut c = tiny(Some((1, 1)));
+    c.n_layer = 4;
+    c.depth.value_residual = true;
+    c.depth.laurel = laurel(LaurelKind::Lr, Some(2));
+    c.sharing = Some(SharingConfig {
+        blocks: Some(2),
+        pattern: SharingPattern::Cycle,
+        plan: None,
+    });
+    out.push(("depth methods on shared blocks", c));
+    for (streams, dynamic) in [(2, false), (3, true)] {
+        let mut c = tiny(None);
+        c.depth.hyper = Some(HyperConfig { streams, dynamic });
+        c.depth.value_residual = dynamic;
+        out.push(("hyper-connections", c));
+    }
     out
 }
 
@@ -153,6 +181,18 @@ fn roles_split_hidden_matrices_from_everything_else() {
     assert_eq!(role("h.0.ln_2.weight"), Role::NormGain);
     assert_eq!(role("h.0.mlp.c_fc.bias"), Role::Bias);
     assert_eq!(role("dwa.1.alpha"), Role::DwaWeight);
+    let mut depth = config.clone();
+    depth.depth.value_residual = true;
+    depth.depth.laurel = Some(LaurelConfig {
+        kind: LaurelKind::Lr,
+        rank: Some(2),
+    });
+    let specs = schema::schema(&depth);
+    let role = |name: &str| specs.iter().find(|s| s.name() == name).unwrap().role;
+    assert_eq!(role("vres.1.lambda"), Role::DepthScalar);
+    assert_eq!(role("laurel.0.down"), Role::DepthMatrix);
+    assert_eq!(role("laurel.2.up"), Role::DepthMatrix);
+    assert!(!specs.iter().any(|s| s.name() == "vres.0.lambda"));
     assert_eq!(role("lm_head.weight"), Role::Head);
     for spec in &specs {
         assert_eq!(
@@ -178,6 +218,8 @@ fn names_are_written_and_read_in_one_place() {
         "h.1.attn.weight",
         "h.1.mlp.c_fc.scale",
         "dwa.1.2.alpha",
+        "vres.1.2.lambda",
+        "laurel.x.alpha",
         "wte",
         "encoder.weight",
     ] {

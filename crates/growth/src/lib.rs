@@ -137,6 +137,7 @@ impl GrowthOp {
     /// The config of the grown model, checked (the tensors are not needed).
     pub fn grown_config(&self, config: &ModelConfig) -> Result<ModelConfig> {
         refuse_sharing(config, self)?;
+        refuse_depth_methods(config, self)?;
         let grown = match self {
             GrowthOp::WidenMlp { hidden, .. } => widen::mlp_config(config, *hidden)?,
             GrowthOp::AddHeads { n_head, .. } => widen::heads_config(config, *n_head)?,
@@ -177,6 +178,21 @@ fn refuse_sharing(config: &ModelConfig, op: &GrowthOp) -> Result<()> {
             "growth {}: models with weight-shared depth (model.sharing) cannot be grown; \
              expand them into separate blocks with `strata merge` first",
             op.label()
+        )));
+    }
+    Ok(())
+}
+
+/// Growth of models with `[model.depth]` methods (value residual, LAuReL, hyper-connections)
+/// is refused: no operator has a rule for their tensors yet (several span the residual
+/// stream, and all are per layer, which block insertion renumbers).
+fn refuse_depth_methods(config: &ModelConfig, op: &GrowthOp) -> Result<()> {
+    if !config.depth.is_off() {
+        return Err(Error::Invalid(format!(
+            "growth {}: models with depth methods (model.depth: {}) cannot be grown yet; no \
+             growth rule covers their tensors",
+            op.label(),
+            config.depth.label()
         )));
     }
     Ok(())

@@ -84,7 +84,7 @@ pub fn grow_rank(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
             vec![Rule::new(0, &extend, Fresh::Normal(std))]
         }
         Slot::LoraB => vec![Rule::new(1, &extend, Fresh::Zero)],
-        Slot::Weight | Slot::Bias | Slot::Alpha => Vec::new(),
+        _ => Vec::new(),
     })
 }
 

@@ -195,7 +195,8 @@ pub(crate) fn linear_rules(slot: Slot, out: Option<Rule>, input: Option<Rule>) -
         Slot::Weight => on(out, 0).into_iter().chain(on(input, 1)).collect(),
         Slot::Bias | Slot::LoraB => on(out, 0).into_iter().collect(),
         Slot::LoraA => on(input, 1).into_iter().collect(),
-        Slot::Alpha => Vec::new(),
+        // Not linear-layer slots (depth-method models are refused before any rule).
+        _ => Vec::new(),
     }
 }
 
@@ -474,7 +475,11 @@ pub fn residual(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<
             Location::FinalNorm if slot == Slot::Weight => vec![final_gain.clone()],
             Location::FinalNorm => vec![final_bias.clone()],
             Location::Head => linear_rules(slot, None, Some(read.clone())),
-            Location::Dwa { .. } => Vec::new(),
+            // Depth-method models are refused before any rule (`refuse_depth_methods`).
+            Location::Dwa { .. }
+            | Location::ValueResidual { .. }
+            | Location::Laurel { .. }
+            | Location::Hyper { .. } => Vec::new(),
             Location::Block { layer, .. } => match layer {
                 BlockLayer::Ln1 | BlockLayer::Ln2 if slot == Slot::Weight => vec![gain.clone()],
                 BlockLayer::Ln1 | BlockLayer::Ln2 => vec![write.clone()],

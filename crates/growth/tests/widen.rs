@@ -363,6 +363,28 @@ fn impossible_widenings_are_refused_with_the_reason() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("weight-shared depth"), "{err}");
+    // No operator has a rule for the depth methods' tensors yet: every one refuses them.
+    let mut deep = config.clone();
+    deep.depth.value_residual = true;
+    deep.depth.laurel = Some(strata_core::LaurelConfig {
+        kind: strata_core::LaurelKind::Lr,
+        rank: Some(2),
+    });
+    for op in [
+        GrowthOp::WidenMlp {
+            hidden: 80,
+            noise: 0.0,
+        },
+        GrowthOp::InsertBlocks { after: vec![0] },
+        GrowthOp::GrowLoraRank { rank: 2 },
+    ] {
+        let err = op.grown_config(&deep).unwrap_err().to_string();
+        assert!(
+            err.contains("model.depth") && err.contains("vres-laurel-lr2"),
+            "{}: {err}",
+            op.label()
+        );
+    }
 }
 
 #[test]
@@ -373,7 +395,13 @@ fn a_tensor_without_a_growth_rule_is_refused_by_name() {
         hidden: 80,
         noise: 0.0,
     };
-    for stray in ["h.0.mlp.gate.weight", "h.7.ln_1.weight", "dwa.0.alpha"] {
+    for stray in [
+        "h.0.mlp.gate.weight",
+        "h.7.ln_1.weight",
+        "dwa.0.alpha",
+        "vres.1.lambda",
+        "laurel.0.down",
+    ] {
         let mut snap = snapshot(&vs, config);
         snap.params.insert(
             stray.to_owned(),

@@ -217,6 +217,13 @@ pub fn expand(
     dwa: DwaInit,
 ) -> Result<Expanded> {
     plan.check(config.n_layer)?;
+    if !config.depth.is_off() {
+        return Err(Error::Invalid(format!(
+            "a layer plan cannot expand a model with depth methods (model.depth: {}): no rule \
+             places their per-layer tensors yet",
+            config.depth.label()
+        )));
+    }
     let origins = block_origins(config, plan);
     let (new_blocks, sharing) = if tied {
         let mut distinct: Vec<BlockOrigin> = Vec::new();

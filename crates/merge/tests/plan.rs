@@ -107,6 +107,25 @@ fn bad_plans_are_refused_with_what_was_expected() {
 }
 
 #[test]
+fn a_model_with_depth_methods_is_refused_not_mangled() {
+    let mut c = config(2, true);
+    c.depth.laurel = Some(strata_core::LaurelConfig {
+        kind: strata_core::LaurelKind::Rw,
+        rank: None,
+    });
+    let (_, _, state) = trained(&c, 3);
+    let plan = LayerPlan::from_spec(&spec("plan = \"1-1-2\""), 2).unwrap();
+    let Err(err) = expand(&c, &state, &plan, false, DwaInit::Map) else {
+        panic!("a layer plan expanded a model with LAuReL");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("model.depth") && err.contains("laurel-rw"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_repetition_plan_places_copies_of_the_right_blocks() {
     let source_config = config(2, false);
     let (_vs, _m, source) = trained(&source_config, 1);

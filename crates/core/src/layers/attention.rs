@@ -3,6 +3,7 @@
 
 use super::{Linear, Rotary};
 use crate::config::ModelConfig;
+use crate::value_residual::ValueMix;
 use strata_tensor::Result;
 use tch::{Tensor, nn};
 
@@ -52,13 +53,15 @@ impl CausalSelfAttention {
         }
     }
 
-    /// Attends over `x` `[B, T, D]`; position `t` sees only positions `<= t`.
+    /// Attends over `x` `[B, T, D]`; position `t` sees only positions `<= t`. The values
+    /// `[B, n_head, T, head_dim]` go through `values` (the value residual) first.
     pub fn forward(
         &self,
         x: &Tensor,
         config: &ModelConfig,
         rotary: Option<&Rotary>,
         train: bool,
+        values: &mut ValueMix,
     ) -> Result<Tensor> {
         let size = x.size();
         let (b, t) = (size[0], size[1]);
@@ -70,7 +73,8 @@ impl CausalSelfAttention {
                 .f_view([b, t, self.n_head, self.head_dim])?
                 .f_transpose(1, 2)?)
         };
-        let (mut q, mut k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        let (mut q, mut k) = (heads(0)?, heads(1)?);
+        let v = values.apply(heads(2)?)?;
         if self.qk_norm {
             // modded-nanogpt's QK-norm: RMSNorm over each head's width, no learned gains.
             q = q.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;

@@ -1,0 +1,171 @@
+//! [`DepthConfig`]: the `[model.depth]` section, the depth-connection methods beyond DWA
+//! (which keeps its own key, `[model.dwa]`, so every existing config and checkpoint loads
+//! unchanged). Every method is off by default; `docs/depth.md` gives their equations.
+
+use serde::{Deserialize, Serialize};
+use strata_tensor::{Error, Result};
+
+/// The depth-connection methods of a model (`[model.depth]`); the default is none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepthConfig {
+    /// Value residual (ResFormer, arXiv 2410.17897): every layer after the first mixes its
+    /// attention values with the first layer's, `V' = λ₁·V + λ₂·V₁`, by learned scalars.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub value_residual: bool,
+    /// LAuReL (arXiv 2411.07501): a learned augmented residual connection around each layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub laurel: Option<LaurelConfig>,
+    /// Hyper-connections (arXiv 2409.19606): `n` residual streams with learned read, write
+    /// and mixing weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyper: Option<HyperConfig>,
+}
+
+/// `[model.depth.hyper]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HyperConfig {
+    /// Number of residual streams n (the paper's expansion rate), at least 1.
+    pub streams: usize,
+    /// Dynamic hyper-connections: per-token weights from the normalised streams (tanh-gated)
+    /// on top of the static ones.
+    #[serde(default)]
+    pub dynamic: bool,
+}
+
+/// Which LAuReL variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaurelKind {
+    /// Residual weights: `x' = α·f(x) + β·x`, learned scalars α, β (1 and 1 at init).
+    Rw,
+    /// Low rank: `x' = f(x) + x + B·A·x`, `A` `[rank, D]`, `B` `[D, rank]` (zero at init).
+    Lr,
+}
+
+/// `[model.depth.laurel]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaurelConfig {
+    /// The variant, `"rw"` or `"lr"`.
+    pub kind: LaurelKind,
+    /// Rank of `A` and `B` (only, and required, for `kind = "lr"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+}
+
+impl DepthConfig {
+    /// True when no method of this section is on (the section is then left out of a
+    /// serialised config, so that configs and checkpoints without it stay byte-identical).
+    pub fn is_off(&self) -> bool {
+        *self == DepthConfig::default()
+    }
+
+    /// The LAuReL-LR rank, when LAuReL-LR is on.
+    pub fn laurel_rank(&self) -> Option<usize> {
+        self.laurel
+            .filter(|l| l.kind == LaurelKind::Lr)
+            .and_then(|l| l.rank)
+    }
+
+    /// A short label of the methods on (`vres`, `laurel-rw`, `laurel-lr4`), joined by `-`;
+    /// empty when none is.
+    pub fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if self.value_residual {
+            parts.push("vres".to_owned());
+        }
+        match self.laurel {
+            Some(LaurelConfig {
+                kind: LaurelKind::Rw,
+                ..
+            }) => parts.push("laurel-rw".to_owned()),
+            Some(LaurelConfig {
+                kind: LaurelKind::Lr,
+                rank,
+            }) => parts.push(format!("laurel-lr{}", rank.unwrap_or(0))),
+            None => {}
+        }
+        if let Some(hyper) = self.hyper {
+            let kind = if hyper.dynamic { "dhc" } else { "shc" };
+            parts.push(format!("{kind}{}", hyper.streams));
+        }
+        parts.join("-")
+    }
+
+    /// Checks the section against the model (`n_layer` layers of width `d_model`, with DWA
+    /// when `dwa`); `file` names the source in errors, whose fields are spelled
+    /// `model.depth.<field>`.
+    pub fn validate(&self, file: &str, n_layer: usize, d_model: usize, dwa: bool) -> Result<()> {
+        let err = |field: &str, expected: String, found: String| {
+            Err(Error::config(
+                file,
+                format!("model.depth.{field}"),
+                expected,
+                found,
+            ))
+        };
+        if self.value_residual && n_layer < 2 {
+            return err(
+                "value_residual",
+                "a model of at least 2 layers (the first layer's values feed the later ones)"
+                    .to_owned(),
+                format!("n_layer = {n_layer}"),
+            );
+        }
+        if let Some(laurel) = self.laurel {
+            match (laurel.kind, laurel.rank) {
+                (LaurelKind::Rw, Some(rank)) => {
+                    return err(
+                        "laurel.rank",
+                        "no rank for kind = \"rw\" (a rank is for \"lr\")".to_owned(),
+                        rank.to_string(),
+                    );
+                }
+                (LaurelKind::Lr, None) => {
+                    return err(
+                        "laurel.rank",
+                        format!("a rank from 1 to d_model = {d_model} for kind = \"lr\""),
+                        "nothing".to_owned(),
+                    );
+                }
+                (LaurelKind::Lr, Some(rank)) if rank == 0 || rank > d_model => {
+                    return err(
+                        "laurel.rank",
+                        format!("a rank from 1 to d_model = {d_model}"),
+                        rank.to_string(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(hyper) = self.hyper {
+            if hyper.streams == 0 || hyper.streams > 64 {
+                return err(
+                    "hyper.streams",
+                    "1 to 64 residual streams".to_owned(),
+                    hyper.streams.to_string(),
+                );
+            }
+            if dwa {
+                return err(
+                    "hyper",
+                    "no [model.dwa] with it (hyper-connections keep n streams, a DWA averages \
+                     one; the model kind \"hyper-connections + DWA\" is not served)"
+                        .to_owned(),
+                    "both".to_owned(),
+                );
+            }
+            if self.laurel.is_some() {
+                return err(
+                    "hyper",
+                    "no [model.depth.laurel] with it (both replace the residual connection)"
+                        .to_owned(),
+                    "both".to_owned(),
+                );
+            }
+        }
+        Ok(())
+    }
+}

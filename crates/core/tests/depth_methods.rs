@@ -1,0 +1,567 @@
+//! The `[model.depth]` methods (value residual, LAuReL RW and LR, alone and with DWA):
+//! identity at init where the paper starts from the baseline, a float64 oracle for the
+//! forward pass and every gradient on random weights, causality, FLOPs, config errors.
+
+mod common;
+
+use common::{build, copy_weights, tiny, tokens};
+use std::collections::BTreeMap;
+use strata_core::schema::{self, Role};
+use strata_core::{DepthConfig, DwaConfig, HyperConfig, LaurelConfig, LaurelKind, ModelConfig};
+use strata_tensor::TensorExt;
+use tch::{Device, Kind, Tensor, nn};
+
+fn laurel(kind: LaurelKind, rank: Option<usize>) -> Option<LaurelConfig> {
+    Some(LaurelConfig { kind, rank })
+}
+
+/// `tiny` with `depth`, and DWA 1x1 when `dwa`.
+fn with_depth(depth: DepthConfig, dwa: bool) -> ModelConfig {
+    let mut c = tiny(dwa.then_some((1, 1)));
+    c.depth = depth;
+    c
+}
+
+/// The method configs under test, labelled.
+fn methods() -> Vec<(&'static str, ModelConfig)> {
+    let vres = DepthConfig {
+        value_residual: true,
+        ..Default::default()
+    };
+    let rw = DepthConfig {
+        laurel: laurel(LaurelKind::Rw, None),
+        ..Default::default()
+    };
+    let lr = DepthConfig {
+        laurel: laurel(LaurelKind::Lr, Some(3)),
+        ..Default::default()
+    };
+    let all = DepthConfig {
+        value_residual: true,
+        laurel: laurel(LaurelKind::Lr, Some(2)),
+        ..Default::default()
+    };
+    let shc = DepthConfig {
+        hyper: Some(HyperConfig {
+            streams: 2,
+            dynamic: false,
+        }),
+        ..Default::default()
+    };
+    let dhc = DepthConfig {
+        value_residual: true,
+        hyper: Some(HyperConfig {
+            streams: 3,
+            dynamic: true,
+        }),
+        ..Default::default()
+    };
+    vec![
+        (
+            "hyper-connections, static, 2 streams",
+            with_depth(shc, false),
+        ),
+        (
+            "hyper-connections, dynamic, 3 streams + value residual",
+            with_depth(dhc, false),
+        ),
+        ("value residual", with_depth(vres, false)),
+        ("laurel-rw", with_depth(rw.clone(), false)),
+        ("laurel-lr", with_depth(lr, false)),
+        ("laurel-rw + dwa", with_depth(rw, true)),
+        ("value residual + laurel-lr + dwa", with_depth(all, true)),
+    ]
+}
+
+/// Sets every depth-method tensor (and DWA weight) to random values away from its init.
+fn randomise_depth_tensors(vs: &nn::VarStore, seed: u64) {
+    strata_tensor::seeded(seed, || {
+        tch::no_grad(|| {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, mut t) in vars {
+                let noise = if ["vres.", "laurel.", "hyper."]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+                {
+                    t.randn_like() * 0.3 + t.copy()
+                } else if name.starts_with("dwa.") {
+                    t.randn_like() * 0.5
+                } else {
+                    continue;
+                };
+                t.copy_(&noise);
+            }
+        })
+    });
+}
+
+#[test]
+fn laurel_starts_as_the_baseline_bit_for_bit() {
+    let idx = tokens(2, 8, 11, 1);
+    for (label, config) in methods()
+        .into_iter()
+        .filter(|(_, c)| !c.depth.value_residual && c.depth.hyper.is_none())
+    {
+        let mut base_cfg = config.clone();
+        base_cfg.depth = DepthConfig::default();
+        let (base_vs, base) = build(&base_cfg, 3);
+        let (vs, model) = build(&config, 4);
+        copy_weights(&base_vs, &vs);
+        let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
+        let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+        assert_eq!(got.max_abs_diff(&want).unwrap(), 0.0, "{label} no-grad");
+        let got = model.forward(&idx, true).unwrap();
+        assert_eq!(got.max_abs_diff(&want).unwrap(), 0.0, "{label} autograd");
+    }
+}
+
+#[test]
+fn hyper_connections_start_as_the_baseline_up_to_the_final_norms_epsilon() {
+    // The streams sum to n·x before the final norm; with a negligible ε, LN(n·x) = LN(x).
+    let idx = tokens(2, 8, 11, 1);
+    for (streams, dynamic) in [(1, false), (2, false), (4, true)] {
+        let mut base_cfg = tiny(None);
+        base_cfg.norm_eps = Some(1e-12);
+        let mut config = base_cfg.clone();
+        config.depth.hyper = Some(HyperConfig { streams, dynamic });
+        let (base_vs, base) = build(&base_cfg, 3);
+        let (vs, model) = build(&config, 4);
+        copy_weights(&base_vs, &vs);
+        let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
+        let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+        let err = got.max_rel_diff(&want).unwrap();
+        assert!(err < 1e-5, "{streams} streams, dynamic {dynamic}: {err}");
+        // The default ε makes a measurable difference: the test above is not vacuous.
+        assert!(streams == 1 || got.max_abs_diff(&want).unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn the_value_residual_starts_at_the_papers_mix_and_equals_the_baseline_at_one_zero() {
+    let idx = tokens(2, 8, 11, 1);
+    for dwa in [false, true] {
+        let config = with_depth(
+            DepthConfig {
+                value_residual: true,
+                ..Default::default()
+            },
+            dwa,
+        );
+        let mut base_cfg = config.clone();
+        base_cfg.depth = DepthConfig::default();
+        let (base_vs, base) = build(&base_cfg, 3);
+        let (vs, model) = build(&config, 4);
+        copy_weights(&base_vs, &vs);
+        let mut lambdas = 0;
+        for (name, mut t) in vs.variables() {
+            if name.starts_with("vres.") {
+                assert_eq!(t.to_f64_vec().unwrap(), [0.5, 0.5], "{name} at init");
+                tch::no_grad(|| t.copy_(&Tensor::from_slice(&[1.0f32, 0.0])));
+                lambdas += 1;
+            }
+        }
+        assert_eq!(
+            lambdas,
+            config.n_layer - 1,
+            "one (λ₁, λ₂) per layer after the first"
+        );
+        let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
+        let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+        assert_eq!(got.max_abs_diff(&want).unwrap(), 0.0, "dwa {dwa}");
+    }
+}
+
+/// Every variable of `vs` as a float64 leaf that records gradients.
+fn leaves(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
+    vs.variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_kind(Kind::Double).detach().set_requires_grad(true)))
+        .collect()
+}
+
+/// The forward pass written out in float64, independently of `DepthStack`: explicit
+/// LayerNorm, per-head masked softmax attention, GELU MLP; the value residual mixes the value
+/// columns of `c_attn`'s output with layer 0's; LAuReL uses its paper form
+/// `α·f(x) + β·x` or `f(x) + x + B·A·x` with `f(x) = out − x`; a DWA 1x1 after every layer
+/// averages the embedding and every (augmented) layer output so far; hyper-connections keep
+/// `n` streams in a `Vec`, with explicit loops over streams for read, mix and write.
+fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) -> Tensor {
+    let d = cfg.d_model as i64;
+    let t = idx.size()[1];
+    let norm = |x: &Tensor, g: Option<&Tensor>| {
+        let mu = x.mean_dim(-1, true, Kind::Double);
+        let var = (x - &mu).square().mean_dim(-1, true, Kind::Double);
+        let y = (x - mu) / (var + 1e-5).sqrt();
+        match g {
+            Some(g) => y * g,
+            None => y,
+        }
+    };
+    let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu));
+    let embedded = w["wte.weight"]
+        .index_select(0, &idx.reshape([-1]))
+        .reshape([idx.size()[0], t, d])
+        + w["wpe.weight"].index_select(0, &pos);
+    let mask = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).triu(1);
+    let mut first_values: Option<Tensor> = None;
+    // One block on its input: x + attention, then + MLP.
+    let mut block = |l: usize, x: &Tensor| -> Tensor {
+        let p = |n: &str| &w[&format!("h.{l}.{n}")];
+        let h = norm(x, Some(p("ln_1.weight")));
+        let qkv = h.matmul(&p("attn.c_attn.weight").tr());
+        let mut values = qkv.narrow(2, 2 * d, d);
+        if cfg.depth.value_residual {
+            match &first_values {
+                None => first_values = Some(values.shallow_clone()),
+                Some(v1) => {
+                    let lambda = &w[&format!("vres.{l}.lambda")];
+                    values = &values * lambda.get(0) + v1 * lambda.get(1);
+                }
+            }
+        }
+        let hd = d / cfg.n_head as i64;
+        let mut heads = Vec::new();
+        for head in 0..cfg.n_head as i64 {
+            let q = qkv.narrow(2, head * hd, hd);
+            let k = qkv.narrow(2, d + head * hd, hd);
+            let v = values.narrow(2, head * hd, hd);
+            let scores = q.matmul(&k.transpose(1, 2)) / (hd as f64).sqrt();
+            let scores = scores.masked_fill(&mask, f64::NEG_INFINITY);
+            heads.push(scores.softmax(-1, Kind::Double).matmul(&v));
+        }
+        let mid = x + Tensor::cat(&heads, -1).matmul(&p("attn.c_proj.weight").tr());
+        let h = norm(&mid, Some(p("ln_2.weight")));
+        let fc = h.matmul(&p("mlp.c_fc.weight").tr());
+        let gelu: Tensor = &fc * 0.5 * ((&fc / 2f64.sqrt()).erf() + 1.0);
+        &mid + gelu.matmul(&p("mlp.c_proj.weight").tr())
+    };
+    let x = if let Some(hyper) = cfg.depth.hyper {
+        let n = hyper.streams;
+        let mut streams: Vec<Tensor> = (0..n).map(|_| embedded.copy()).collect();
+        for l in 0..cfg.n_layer {
+            let q = |name: &str| &w[&format!("hyper.{l}.{name}")];
+            let (a, mix, b) = (q("read"), q("mix"), q("write"));
+            // Per stream k: read weight [B, T, 1], mixing row [B, T, n], write weight [B, T, 1].
+            let mut reads = Vec::new();
+            let mut rows = Vec::new();
+            let mut writes = Vec::new();
+            for (k, h) in streams.iter().enumerate() {
+                let k64 = k as i64;
+                let mut read = a.get(k64).reshape([1, 1, 1]);
+                let mut row = mix.narrow(0, k64 * n as i64, n as i64).reshape([1, 1, -1]);
+                let mut write = b.get(k64).reshape([1, 1, 1]);
+                if hyper.dynamic {
+                    let normed = norm(h, None);
+                    let scales = q("scales");
+                    let alpha = normed.matmul(&q("dyn_alpha").tr()).tanh() * scales.get(0);
+                    let beta = normed.matmul(&q("dyn_beta").tr()).tanh() * scales.get(1);
+                    read = &read + alpha.narrow(2, 0, 1);
+                    row = &row + alpha.narrow(2, 1, n as i64);
+                    write = &write + beta;
+                }
+                reads.push(read);
+                rows.push(row);
+                writes.push(write);
+            }
+            let input = (0..n)
+                .map(|k| &streams[k] * &reads[k])
+                .reduce(|x, y| x + y)
+                .unwrap();
+            let branch = block(l, &input) - &input;
+            streams = (0..n)
+                .map(|j| {
+                    let carried = (0..n)
+                        .map(|k| &streams[k] * rows[k].narrow(2, j as i64, 1))
+                        .reduce(|x, y| x + y)
+                        .unwrap();
+                    carried + &branch * &writes[j]
+                })
+                .collect();
+        }
+        streams.into_iter().reduce(|x, y| x + y).unwrap()
+    } else {
+        let mut x = embedded.shallow_clone();
+        let mut outputs = vec![embedded];
+        for l in 0..cfg.n_layer {
+            let out = block(l, &x);
+            let f = &out - &x;
+            x = match cfg.depth.laurel.map(|l| l.kind) {
+                None => out,
+                Some(LaurelKind::Rw) => {
+                    let ab = &w[&format!("laurel.{l}.alpha")];
+                    f * ab.get(0) + &x * ab.get(1)
+                }
+                Some(LaurelKind::Lr) => {
+                    let a = &w[&format!("laurel.{l}.down")];
+                    let b = &w[&format!("laurel.{l}.up")];
+                    let low = x.matmul(&a.tr()).matmul(&b.tr());
+                    f + &x + low
+                }
+            };
+            if cfg.dwa.is_some() {
+                outputs.push(x.shallow_clone());
+                let alpha = &w[&format!("dwa.{l}.alpha")];
+                x = outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, o)| o * alpha.get(j as i64))
+                    .reduce(|a, b| a + b)
+                    .unwrap();
+            }
+        }
+        x
+    };
+    norm(&x, Some(&w["ln_f.weight"])).matmul(&w["wte.weight"].tr())
+}
+
+/// Mean next-token cross-entropy of float64 logits, written out as logsumexp − target logit.
+fn oracle_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let v = logits.size()[2];
+    let flat = logits.reshape([-1, v]);
+    let picked = flat
+        .gather(1, &targets.reshape([-1, 1]), false)
+        .squeeze_dim(1);
+    (flat.logsumexp([1i64].as_slice(), false) - picked).mean(Kind::Double)
+}
+
+#[test]
+fn every_method_matches_a_float64_oracle_in_logits_and_every_gradient() {
+    let idx = tokens(2, 8, 11, 9);
+    let targets = tokens(2, 8, 11, 10);
+    for (label, config) in methods() {
+        let (vs, model) = build(&config, 8);
+        randomise_depth_tensors(&vs, 12);
+        let w = leaves(&vs);
+        let want = oracle_logits(&w, &config, &idx);
+        let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+        let err = got.max_rel_diff(&want.detach()).unwrap();
+        assert!(err < 1e-5, "{label}: logits relative error {err}");
+
+        oracle_loss(&want, &targets).backward();
+        model.loss(&idx, &targets, true).unwrap().backward();
+        let vars = vs.variables();
+        let mut depth_tensors = 0;
+        for spec in schema::schema(&config) {
+            let name = spec.name();
+            let (mine, oracle) = (vars[&name].grad(), w[&name].grad());
+            assert!(
+                mine.defined() && oracle.defined(),
+                "{label}: {name} gradient"
+            );
+            let err = mine.max_rel_diff(&oracle).unwrap();
+            assert!(err < 1e-4, "{label}: {name} gradient relative error {err}");
+            if matches!(spec.role, Role::DepthScalar | Role::DepthMatrix) {
+                depth_tensors += 1;
+                let size = oracle.abs().sum(Kind::Double).double_value(&[]);
+                assert!(size > 0.0, "{label}: {name} gets no gradient");
+            }
+        }
+        assert!(depth_tensors > 0, "{label}: no depth-method tensor checked");
+    }
+}
+
+#[test]
+fn changing_a_later_token_never_changes_earlier_logits() {
+    for (label, config) in methods() {
+        let (vs, model) = build(&config, 5);
+        randomise_depth_tensors(&vs, 6);
+        let idx = tokens(1, 8, 11, 2);
+        let base = tch::no_grad(|| model.forward(&idx, false).unwrap());
+        for t in 0..7 {
+            let changed = idx.copy();
+            let _ = changed
+                .get(0)
+                .get(t + 1)
+                .fill_((idx.int64_value(&[0, t + 1]) + 1) % 11);
+            let out = tch::no_grad(|| model.forward(&changed, false).unwrap());
+            let earlier = out.narrow(1, 0, t + 1);
+            let diff = earlier.max_abs_diff(&base.narrow(1, 0, t + 1)).unwrap();
+            assert_eq!(diff, 0.0, "{label}: t={t}");
+            let later = out.narrow(1, t + 1, 1);
+            assert!(later.max_abs_diff(&base.narrow(1, t + 1, 1)).unwrap() > 1e-6);
+        }
+    }
+}
+
+#[test]
+fn flops_count_the_methods_from_their_tensors() {
+    let context = 8;
+    let base = tiny(None);
+    let flops = |c: &ModelConfig| strata_core::flops::forward_flops_per_token(c, context);
+    for (label, config) in methods() {
+        let mut plain = config.clone();
+        plain.depth = DepthConfig::default();
+        // Independently: 2 FLOPs per weight of each LAuReL-LR matrix (one product per token);
+        // 3 per element of each mix (two products and a sum): (α, β) over D, (λ₁, λ₂) over A.
+        let specs = schema::schema(&config);
+        let matrices: f64 = specs
+            .iter()
+            .filter(|s| s.role == Role::DepthMatrix)
+            .map(|s| 2.0 * s.numel() as f64)
+            .sum();
+        let rw_layers = specs
+            .iter()
+            .filter(|s| s.role == Role::DepthScalar && s.name().starts_with("laurel."))
+            .count() as f64;
+        let vres_layers = specs
+            .iter()
+            .filter(|s| s.role == Role::DepthScalar && s.name().starts_with("vres."))
+            .count() as f64;
+        // A dynamic hyper-connection's matrices act on each of its n streams. Static
+        // hyper-connections: 2 FLOPs per element of read (n·D), mix (n²·D) and write (n·D).
+        let hyper_layers = specs
+            .iter()
+            .filter(|s| s.name().starts_with("hyper.") && s.name().ends_with(".mix"))
+            .count() as f64;
+        let n = config.depth.hyper.map_or(0.0, |h| h.streams as f64);
+        let d = config.d_model as f64;
+        let want = matrices * if n > 0.0 { n } else { 1.0 }
+            + rw_layers * 3.0 * d
+            + vres_layers * 3.0 * config.attn_width() as f64
+            + hyper_layers * 2.0 * d * (n * n + 2.0 * n);
+        assert!(want > 0.0, "{label}");
+        assert_eq!(flops(&config) - flops(&plain), want, "{label}");
+    }
+    assert_eq!(strata_core::flops::depth_flops_per_token(&base), 0.0);
+}
+
+#[test]
+fn the_depth_section_reads_from_toml_and_old_configs_serialise_unchanged() {
+    let text = "vocab_size = 11\nn_layer = 3\nn_head = 4\nd_model = 16\nblock_size = 8\n\
+                [dwa]\ndilation = 1\nperiod = 1\n\
+                [depth]\nvalue_residual = true\n[depth.laurel]\nkind = \"lr\"\nrank = 4\n";
+    let config: ModelConfig = toml::from_str(text).unwrap();
+    config.validate("t.toml").unwrap();
+    assert!(config.depth.value_residual);
+    assert_eq!(config.depth.laurel_rank(), Some(4));
+    assert_eq!(
+        config.dwa,
+        Some(DwaConfig {
+            dilation: 1,
+            period: 1
+        })
+    );
+    assert_eq!(config.variant_name(), "denseformer-1x1-vres-laurel-lr4");
+    let back: ModelConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(back, config);
+    // Without the section nothing new is written: old checkpoints' configs stay identical.
+    let written = toml::to_string(&tiny(Some((1, 1)))).unwrap();
+    assert!(!written.contains("depth"), "{written}");
+    assert_eq!(tiny(None).variant_name(), "baseline");
+}
+
+/// A change to a model config.
+type Edit = Box<dyn Fn(&mut ModelConfig)>;
+
+#[test]
+fn bad_depth_settings_are_refused_naming_the_field() {
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "value residual on one layer",
+            Box::new(|c| {
+                c.n_layer = 1;
+                c.depth.value_residual = true;
+            }),
+            "model.depth.value_residual",
+        ),
+        (
+            "lr without a rank",
+            Box::new(|c| c.depth.laurel = laurel(LaurelKind::Lr, None)),
+            "model.depth.laurel.rank",
+        ),
+        (
+            "lr rank 0",
+            Box::new(|c| c.depth.laurel = laurel(LaurelKind::Lr, Some(0))),
+            "model.depth.laurel.rank",
+        ),
+        (
+            "lr rank above d_model",
+            Box::new(|c| c.depth.laurel = laurel(LaurelKind::Lr, Some(17))),
+            "model.depth.laurel.rank",
+        ),
+        (
+            "rw with a rank",
+            Box::new(|c| c.depth.laurel = laurel(LaurelKind::Rw, Some(2))),
+            "model.depth.laurel.rank",
+        ),
+        (
+            "no streams",
+            Box::new(|c| {
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 0,
+                    dynamic: false,
+                })
+            }),
+            "model.depth.hyper.streams",
+        ),
+        (
+            "hyper-connections with DWA",
+            Box::new(|c| {
+                c.dwa = Some(DwaConfig {
+                    dilation: 1,
+                    period: 1,
+                });
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 2,
+                    dynamic: false,
+                })
+            }),
+            "model.depth.hyper",
+        ),
+        (
+            "hyper-connections with LAuReL",
+            Box::new(|c| {
+                c.depth.laurel = laurel(LaurelKind::Rw, None);
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 2,
+                    dynamic: true,
+                })
+            }),
+            "model.depth.hyper",
+        ),
+    ];
+    for (label, edit, field) in cases {
+        let mut c = tiny(None);
+        edit(&mut c);
+        let err = c.validate("bad.toml").unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains("bad.toml"),
+            "{label}: {err}"
+        );
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = strata_core::Gpt::new(&vs.root(), &c)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{label} (Gpt::new): {err}");
+    }
+    for (text, field) in [
+        ("[depth]\nstreams = 2\n", "streams"),
+        ("[depth.hyper]\ndynamic = true\n", "streams"),
+        ("[depth.laurel]\nkind = \"xx\"\n", "xx"),
+        ("[depth.laurel]\nrank = 2\n", "kind"),
+    ] {
+        let text = format!(
+            "vocab_size = 11\nn_layer = 3\nn_head = 4\nd_model = 16\nblock_size = 8\n{text}"
+        );
+        let err = toml::from_str::<ModelConfig>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_plain_depth_stack_refuses_a_value_residual_its_layers_cannot_take() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let depth = DepthConfig {
+        value_residual: true,
+        ..Default::default()
+    };
+    let anchor = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+    let stack =
+        strata_core::DepthStack::with_methods(&vs.root(), 3, 8, None, &depth, &anchor).unwrap();
+    let x = Tensor::zeros([2, 8], (Kind::Float, Device::Cpu));
+    let err = stack.forward(x, |_, x| Ok(x + 1)).unwrap_err().to_string();
+    assert!(err.contains("forward_mixing"), "{err}");
+}
