@@ -347,7 +347,10 @@ fn the_default_optimizer_is_the_plain_adamw_bit_for_bit() {
         let model = strata_tensor::seeded(3, || Gpt::new(&vs.root(), &config).unwrap());
         (vs, model)
     };
-    let ((vs_a, model_a), (vs_b, model_b)) = (make(), make());
+    let ((vs_a, model_a), (mut vs_b, model_b)) = (make(), make());
+    // Identical starting values whatever other tests draw from libtorch's global generator
+    // meanwhile (tests of one binary run concurrently).
+    vs_b.copy(&vs_a).unwrap();
     let named =
         |vs: &nn::VarStore| -> Vec<(String, Tensor)> { vs.variables().into_iter().collect() };
     let mut plain = AdamW::new(named(&vs_a), adamw());
