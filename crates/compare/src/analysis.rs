@@ -9,9 +9,10 @@
 //! (multipliers as logs, reported as ratios). A budget where any seed's curve cannot answer
 //! without extrapolating is reported with the reason instead of a number.
 
-use crate::curve::Curve;
-use crate::stats::{Paired, paired, pairs_needed, resolvable};
 use serde::{Deserialize, Serialize};
+use strata_stats::{
+    Curve, Paired, Power, aggregate, describe_multiplier, multiplier_verdict, paired,
+};
 
 /// What every finished run contributes to the results file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,21 +92,6 @@ pub struct TargetSteps {
     pub log_speedup: Option<Paired>,
 }
 
-/// How small a multiplier the comparison resolves.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Power {
-    /// Seed pairs.
-    pub n: usize,
-    /// Spread of the paired log multipliers.
-    pub sd_log: f64,
-    /// The smallest multiplier resolved with 80% power at the 95% level.
-    pub resolvable: f64,
-    /// Seeds needed to resolve the settings' effect (`None`: more than 10000).
-    pub seeds_for_effect: Option<usize>,
-    /// The effect the seed count is for.
-    pub effect: f64,
-}
-
 /// One arm against the baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArmComparison {
@@ -150,30 +136,6 @@ fn seeds(records: &[CompareRecord]) -> Vec<u64> {
     seeds.sort_unstable();
     seeds.dedup();
     seeds
-}
-
-/// The paired estimate of `values` (one per seed), or the first seed's reason why there is
-/// none.
-fn aggregate(
-    values: Vec<(u64, Result<f64, String>)>,
-    settings: &Settings,
-) -> Result<Paired, String> {
-    let n = values.len();
-    let failed: Vec<&(u64, Result<f64, String>)> =
-        values.iter().filter(|(_, v)| v.is_err()).collect();
-    if let Some((seed, Err(why))) = failed.first() {
-        return Err(format!(
-            "{} of {n} seeds give none (seed {seed}: {why})",
-            failed.len()
-        ));
-    }
-    let values: Vec<f64> = values.into_iter().filter_map(|(_, v)| v.ok()).collect();
-    paired(&values, settings.bootstrap, settings.bootstrap_seed).ok_or_else(|| {
-        format!(
-            "{} seed pair(s): at least 2 are needed for an interval",
-            values.len()
-        )
-    })
 }
 
 /// `arm` against `baseline` at every budget of `arm`.
@@ -231,14 +193,16 @@ fn compare_budgets(
                     .iter()
                     .map(|p| (p.seed, p.multiplier.clone().map(f64::ln)))
                     .collect(),
-                settings,
+                settings.bootstrap,
+                settings.bootstrap_seed,
             );
             let loss_difference = aggregate(
                 pairs
                     .iter()
                     .map(|p| (p.seed, p.loss_difference.clone()))
                     .collect(),
-                settings,
+                settings.bootstrap,
+                settings.bootstrap_seed,
             );
             BudgetComparison {
                 iters,
@@ -303,52 +267,6 @@ fn target_steps(
         .collect()
 }
 
-/// The power of the comparison from the spread of its paired log multipliers.
-pub fn power(estimate: &Paired, effect: f64) -> Power {
-    Power {
-        n: estimate.n,
-        sd_log: estimate.sd,
-        resolvable: resolvable(estimate.sd, estimate.n).exp(),
-        seeds_for_effect: pairs_needed(estimate.sd, effect.ln(), 10_000),
-        effect,
-    }
-}
-
-/// A multiplier estimate as `m [lo, hi]` ratios with both intervals and the p-value.
-pub fn describe(estimate: &Paired) -> String {
-    let e = |v: f64| v.exp();
-    format!(
-        "{:.3}× (95% t interval {:.3} to {:.3}; bootstrap {:.3} to {:.3}; {} for > 1)",
-        e(estimate.mean),
-        e(estimate.t_interval.0),
-        e(estimate.t_interval.1),
-        e(estimate.bootstrap_interval.0),
-        e(estimate.bootstrap_interval.1),
-        p_value(estimate.p_greater)
-    )
-}
-
-/// A p-value in three decimals, `p < 0.001` below that (never `p = 0.000`).
-pub fn p_value(p: f64) -> String {
-    if p < 0.001 {
-        "p < 0.001".to_owned()
-    } else {
-        format!("p = {p:.3}")
-    }
-}
-
-/// The seed-count sentence of a power estimate.
-pub fn power_sentence(p: &Power) -> String {
-    let needed = p
-        .seeds_for_effect
-        .map_or_else(|| "more than 10000".to_owned(), |n| n.to_string());
-    format!(
-        "with {} seeds the smallest multiplier this comparison can resolve is {:.3}×; to \
-         resolve {:.2}× you need {needed} seeds",
-        p.n, p.resolvable, p.effect
-    )
-}
-
 /// The verdict on `arm` at the headline budget, in plain words.
 fn verdict(arm: &ArmComparison, baseline: &str, headline: u64) -> String {
     let Some(budget) = arm.budgets.iter().find(|b| b.iters == headline) else {
@@ -366,9 +284,13 @@ fn verdict(arm: &ArmComparison, baseline: &str, headline: u64) -> String {
             );
         }
     };
-    let power = arm.power.as_ref().map(power_sentence).unwrap_or_default();
-    let m = describe(estimate);
+    let m = describe_multiplier(estimate);
     if arm.aa {
+        let power = arm
+            .power
+            .as_ref()
+            .map(strata_stats::power_sentence)
+            .unwrap_or_default();
         return if estimate.excludes_zero() {
             format!(
                 "A/A check FAILED: the baseline against itself gives {m}; the arms are not \
@@ -382,27 +304,13 @@ fn verdict(arm: &ArmComparison, baseline: &str, headline: u64) -> String {
             format!("A/A check passed: the baseline against itself gives {m}; {power}")
         };
     }
-    if !estimate.excludes_zero() {
-        return format!(
-            "no difference resolved between `{}` and `{baseline}` at {headline} steps: the \
-             multiplier is {m}, and its interval includes 1; {power}",
-            arm.arm
-        );
-    }
-    if estimate.mean > 0.0 {
-        format!(
-            "`{}` is worth {m} the compute of `{baseline}` at {headline} steps: the baseline \
-             needs that many times the compute to reach its loss; {power}",
-            arm.arm
-        )
-    } else {
-        format!(
-            "`{}` is worse than `{baseline}` at {headline} steps: it is worth only {m} of the \
-             baseline's compute (the baseline reaches its loss with {:.3}× less compute); {power}",
-            arm.arm,
-            (-estimate.mean).exp()
-        )
-    }
+    multiplier_verdict(
+        &arm.arm,
+        baseline,
+        &format!("at {headline} steps"),
+        estimate,
+        arm.power.as_ref(),
+    )
 }
 
 /// Analyses `records` of the arms `arms` (baseline first; `aa`: the A/A arm's name, if any)
@@ -426,7 +334,7 @@ pub fn analyse(
                 .iter()
                 .find(|b| b.iters == headline_iters)
                 .and_then(|b| b.log_multiplier.as_ref().ok())
-                .map(|e| power(e, settings.effect));
+                .map(|e| strata_stats::power(e, settings.effect));
             let mut out = ArmComparison {
                 arm: arm.clone(),
                 aa: aa == Some(arm.as_str()),

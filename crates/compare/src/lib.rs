@@ -5,19 +5,17 @@
 //! seed, budget) run through the sweep's run registry (resumable, parallel), pairing the
 //! arms of a seed on the identical token stream. [`analysis::analyse`] turns the final
 //! losses into per-seed compute multipliers read off the baseline's loss-against-compute
-//! curve ([`curve`]) and aggregates them with paired intervals, p-values and a power
-//! statement ([`stats`]); [`report::write_report`] writes the markdown report and plots.
+//! curve ([`strata_stats::curve`]) and aggregates them with paired intervals, p-values and a
+//! power statement ([`strata_stats::paired`]); [`report::write_report`] writes the markdown report and plots.
 
 // Library code returns errors and never panics on its own (see strata-train's lib.rs).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod analysis;
 pub mod config;
-pub mod curve;
 pub mod plan;
 pub mod report;
 pub mod runner;
-pub mod stats;
 
 pub use analysis::{Analysis, CompareRecord, Settings, analyse};
 pub use config::CompareConfig;

@@ -9,11 +9,9 @@
 
 use crate::config::{BudgetUnit, CompareConfig};
 use strata_sweep::Variant;
-use strata_sweep::plan::budget_overrides;
+use strata_sweep::plan::budget_row;
 use strata_tensor::Result;
 use strata_train::RunConfig;
-use strata_train::branch::branch_config;
-use strata_train::schedule::ScheduleKind;
 
 /// One planned run.
 #[derive(Clone, Debug)]
@@ -54,12 +52,11 @@ pub fn budget_iters(compare: &CompareConfig, base: &RunConfig, extra: bool) -> V
 }
 
 /// Every run of `compare`: arms outermost, then seeds, then budgets (longest first, so that
-/// the source of the branches comes before them).
+/// the source of the branches comes before them; [`budget_row`]).
 pub fn plan(compare: &CompareConfig) -> Result<Vec<PlannedRun>> {
     let base = RunConfig::load(&compare.base, &compare.set)?;
     let baseline = compare.baseline().name.clone();
     let mut runs = Vec::new();
-    let wsd = base.train.schedule == ScheduleKind::Wsd;
     let shortest = budget_iters(compare, &base, true)
         .first()
         .copied()
@@ -68,47 +65,26 @@ pub fn plan(compare: &CompareConfig) -> Result<Vec<PlannedRun>> {
         let is_baseline = arm.name == baseline || arm.name == compare.aa_name();
         let budgets = budget_iters(compare, &base, is_baseline);
         for &seed in &compare.seeds {
-            let mut source: Option<(String, RunConfig)> = None;
-            for (k, &iters) in budgets.iter().rev().enumerate() {
-                let id = format!("{}-s{seed}-i{iters}", arm.name);
-                let (config, branch_of) = match &source {
-                    Some((source_id, source_config)) if wsd => (
-                        branch_config(source_config, iters, &compare.base)?,
-                        Some(source_id.clone()),
-                    ),
-                    _ => {
-                        let mut overrides = compare.set.clone();
-                        overrides.extend(arm.set.iter().cloned());
-                        overrides.push(format!("name=\"{id}\""));
-                        overrides.push(format!("train.seed={seed}"));
-                        overrides.extend(budget_overrides(&base, iters, compare.evals_per_run));
-                        // A WSD source keeps a checkpoint where each smaller budget branches.
-                        if wsd {
-                            // One warmup for every arm and budget, so that paired runs share
-                            // their schedule up to each branch point.
-                            let warmup = base.train.warmup_iters.min(shortest / 10);
-                            overrides.push(format!("train.warmup_iters={warmup}"));
-                            let smaller: Vec<String> = budgets
-                                .iter()
-                                .filter(|&&b| b < iters)
-                                .map(u64::to_string)
-                                .collect();
-                            overrides.push(format!("train.branch_budgets=[{}]", smaller.join(",")));
-                        }
-                        (RunConfig::load(&compare.base, &overrides)?, None)
-                    }
-                };
-                if source.is_none() {
-                    source = Some((id.clone(), config.clone()));
-                }
+            let mut overrides = compare.set.clone();
+            overrides.extend(arm.set.iter().cloned());
+            overrides.push(format!("train.seed={seed}"));
+            let row = budget_row(
+                &compare.base,
+                &overrides,
+                &budgets,
+                compare.evals_per_run,
+                shortest,
+                |iters| format!("{}-s{seed}-i{iters}", arm.name),
+            )?;
+            for (k, run) in row.into_iter().enumerate() {
                 runs.push(PlannedRun {
-                    id,
+                    id: run.id,
                     arm: arm.clone(),
                     seed,
-                    iters,
+                    iters: run.iters,
                     source: k == 0,
-                    branch_of,
-                    config,
+                    branch_of: run.branch_of,
+                    config: run.config,
                 });
             }
         }

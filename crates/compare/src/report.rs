@@ -5,11 +5,12 @@
 //! with its 95% t interval) and `<name>-paired-differences` (per variant and seed, the loss
 //! difference at equal compute against compute).
 
-use crate::analysis::{Analysis, CompareRecord, describe};
+use crate::analysis::{Analysis, CompareRecord};
 use crate::config::CompareConfig;
-use crate::stats::Paired;
 use std::path::{Path, PathBuf};
 use strata_plots::comparison::{Interval, Series, plot_intervals, plot_lines_log_x};
+use strata_stats::Paired;
+use strata_stats::describe_multiplier as describe;
 use strata_tensor::{Error, Result};
 use strata_train::RunConfig;
 

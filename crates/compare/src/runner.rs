@@ -3,14 +3,15 @@
 //! skipped, interrupted ones resumed, `jobs` at once in child processes), then one results
 //! file, `<out>/results.jsonl`.
 //!
-//! The sources (each arm and seed's longest run) train first, then the smaller budgets.
+//! Runs trained from their first step train first, then the cooldown branches of WSD sources.
 
 use crate::analysis::CompareRecord;
 use crate::config::CompareConfig;
 use crate::plan::{PlannedRun, plan};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use strata_sweep::registry::{Job, Launch, pending, read_records, train_jobs, write_records};
+use strata_sweep::registry::{
+    Job, Launch, own_wall_s, read_records, train_in_phases, write_records,
+};
 use strata_tensor::{Error, Result};
 use strata_train::RunSummary;
 
@@ -48,35 +49,13 @@ pub fn run_compare(compare: &CompareConfig, out: &Path, launch: &Launch) -> Resu
     let _lock = strata_train::run_lock::RunLock::acquire(out, "compare")?;
     let root = out.join("runs");
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
-    let (sources, branches): (Vec<&PlannedRun>, Vec<&PlannedRun>) =
-        runs.iter().partition(|r| r.source);
-    let mut trained = 0;
-    let mut skipped = 0;
-    for (phase, group) in [("source", sources), ("budget", branches)] {
-        let jobs: Vec<Job> = group.iter().map(|r| run_budget(r, &root)).collect();
-        let todo = pending(&jobs);
-        skipped += jobs.len() - todo.len();
-        trained += todo.len();
-        tracing::info!(
-            compare = %compare.name,
-            phase,
-            runs = jobs.len(),
-            finished = jobs.len() - todo.len(),
-            "compare planned"
-        );
-        train_jobs(&todo, launch, "compare")?;
-        if launch.stop.load(Ordering::SeqCst) {
-            return Err(Error::Invalid(format!(
-                "compare interrupted; run the same command again to continue ({skipped} runs \
-                 were finished before)"
-            )));
-        }
-    }
+    let jobs: Vec<Job> = runs.iter().map(|r| run_budget(r, &root)).collect();
+    let done = train_in_phases(&jobs, launch, "compare", &compare.name)?;
     let records = collect(&runs, &root)?;
     write_records(&results_path(out), &records)?;
     Ok(CompareOutcome {
-        trained,
-        skipped,
+        trained: done.trained,
+        skipped: done.skipped,
         records,
     })
 }
@@ -109,32 +88,11 @@ fn collect(runs: &[PlannedRun], root: &Path) -> Result<Vec<CompareRecord>> {
             tokens: summary.tokens,
             train_flops: summary.train_flops,
             final_val_loss,
-            wall_s: own_wall(run, root, &summary),
+            wall_s: own_wall_s(&run_budget(run, root), &summary),
             params_total: summary.params.total,
         });
     }
     Ok(records)
-}
-
-/// The wall seconds a run spent itself. A cooldown branch's summary also counts its source's
-/// time up to the branch point (the checkpoint it resumed); that time is taken off. When the
-/// source's checkpoint cannot be read, the summary's figure is kept with a warning.
-fn own_wall(run: &PlannedRun, root: &Path, summary: &RunSummary) -> f64 {
-    let Some(source) = &run.branch_of else {
-        return summary.wall_s;
-    };
-    let step = run.config.train.decay_start(run.iters);
-    let at = root
-        .join(source)
-        .join("checkpoints")
-        .join(strata_train::checkpoint::checkpoint_name(step));
-    match strata_train::checkpoint::load(&at) {
-        Ok(ckpt) => summary.wall_s - ckpt.meta.elapsed_s,
-        Err(err) => {
-            tracing::warn!(run = %run.id, "wall time includes the source's: {err}");
-            summary.wall_s
-        }
-    }
 }
 
 /// Reads a results file written by [`run_compare`].

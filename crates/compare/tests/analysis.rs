@@ -2,10 +2,8 @@
 //! interval across many trials, an A/A comparison centred on 1, the verdict's wording, and
 //! the refusals (a target loss never reached, a curve that cannot answer).
 
-mod common;
-
-use common::Normal;
 use strata_compare::analysis::{Analysis, CompareRecord, Settings, analyse};
+use strata_stats::Normal;
 
 /// The true loss at compute `c`: `E + A · c^-α`.
 fn law(c: f64) -> f64 {
@@ -219,7 +217,7 @@ fn steps_to_target_and_a_target_never_reached() {
 
 #[test]
 fn tiny_p_values_are_bounded_not_rounded_to_zero() {
-    use strata_compare::analysis::p_value;
+    use strata_stats::p_value;
     assert_eq!(p_value(0.0004), "p < 0.001");
     assert_eq!(p_value(0.0), "p < 0.001");
     assert_eq!(p_value(0.001), "p = 0.001");

@@ -14,6 +14,8 @@
 //! [[variants]]
 //! name = "baseline"
 //!
+//! seeds = [1, 2, 3]                 # paired seeds (optional)
+//!
 //! [[variants]]
 //! name = "denseformer-1x1"
 //! set = ["model.dwa.dilation=1", "model.dwa.period=1"]
@@ -65,6 +67,12 @@ pub struct SweepConfig {
     pub tokens: Vec<u64>,
     /// Architecture variants; the first is the baseline.
     pub variants: Vec<Variant>,
+    /// Seeds: every (variant, size, budget) is trained once per seed, and the variants of a
+    /// seed are paired (the same token stream and the same initial values for every shared
+    /// parameter), so multipliers get paired intervals over seeds. Empty: the base config's
+    /// seed, one run per point.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
     /// Evaluations per run (at least the final one).
     #[serde(default = "default_evals")]
     pub evals_per_run: u64,
@@ -126,6 +134,11 @@ impl SweepConfig {
             );
         }
         validate_variants(&self.variants, "variants", file)?;
+        let mut seeds = self.seeds.clone();
+        seeds.sort_unstable();
+        if let Some(w) = seeds.windows(2).find(|w| w[0] == w[1]) {
+            return err("seeds", "distinct seeds", format!("{} twice", w[0]));
+        }
         if self.evals_per_run == 0 {
             return err("evals_per_run", "at least 1", "0".to_owned());
         }

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod law;
+pub mod measured;
 pub mod multiplier;
 pub mod plan;
 pub mod registry;

@@ -135,8 +135,13 @@ pub struct Multiplier {
     pub compute: f64,
     /// The variant's frontier loss at `C`.
     pub loss: f64,
-    /// Bootstrap refits that gave a multiplier.
+    /// Bootstrap refits that gave a multiplier (0 for a paired reading).
     pub resamples: usize,
+    /// With several seeds: the paired estimate of the log multiplier over seed pairs, each
+    /// seed's variant fit read against the same seed's baseline fit (`low` and `high` are then
+    /// its Student-t interval).
+    #[serde(default)]
+    pub paired: Option<strata_stats::Paired>,
 }
 
 /// A multiplier, or why none is reported.
@@ -327,22 +332,33 @@ fn summarise(
         compute,
         loss,
         resamples: samples.len(),
+        paired: None,
     })
 }
 
-/// The compute multipliers of `variant` over `baseline` (module docs).
-pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettings) -> Multipliers {
+/// A multiplier with the variant's loss there, or why it is refused.
+type Reading = std::result::Result<(f64, f64), String>;
+
+/// The full-data readings of `variant` over `baseline`: in grid and on the frontier.
+type Readings = (Reading, Reading);
+
+/// The readings with the FLOPs-per-N·D factors and the N range the bootstrap repeats them in.
+type PointReadings = (Readings, (f64, f64), (f64, f64));
+
+/// The readings from the fits to all runs of both groups (module docs), with what the
+/// bootstrap needs to repeat them on resampled fits.
+fn point_readings(
+    baseline: &Group,
+    variant: &Group,
+    settings: &MultiplierSettings,
+) -> std::result::Result<PointReadings, String> {
     for group in [baseline, variant] {
         if let Some(why) = poor_fit(group, settings) {
-            return Multipliers {
-                in_grid: Outcome::Refused(why.clone()),
-                frontier: Outcome::Refused(why),
-            };
+            return Err(why);
         }
     }
     let kappas = (baseline.kappa(), variant.kappa());
     let compute = variant.reference_compute();
-    let at = &variant.observations;
     let grid = Grid::of([baseline, variant]);
     let mut frontier = frontier_point(&baseline.fit, &variant.fit, kappas, compute);
     if let Ok((m, _)) = frontier {
@@ -356,7 +372,30 @@ pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettin
         }
     }
     let n_range = (grid.n.0 / 2.0, grid.n.1 * 2.0);
-    let in_grid = in_grid_point(&baseline.fit, &variant.fit, kappas, at, n_range);
+    let in_grid = in_grid_point(
+        &baseline.fit,
+        &variant.fit,
+        kappas,
+        &variant.observations,
+        n_range,
+    );
+    Ok(((in_grid, frontier), kappas, n_range))
+}
+
+/// The compute multipliers of `variant` over `baseline` (module docs), with bootstrap
+/// intervals over runs: the reading of a sweep with one seed.
+pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettings) -> Multipliers {
+    let ((in_grid, frontier), kappas, n_range) = match point_readings(baseline, variant, settings) {
+        Ok(r) => r,
+        Err(why) => {
+            return Multipliers {
+                in_grid: Outcome::Refused(why.clone()),
+                frontier: Outcome::Refused(why),
+            };
+        }
+    };
+    let compute = variant.reference_compute();
+    let at = &variant.observations;
     let mut rng = rand_pcg::Pcg64::seed_from_u64(settings.seed);
     let (mut in_grid_samples, mut frontier_samples) = (Vec::new(), Vec::new());
     for _ in 0..settings.bootstrap {
@@ -374,5 +413,57 @@ pub fn multiplier(baseline: &Group, variant: &Group, settings: &MultiplierSettin
     Multipliers {
         in_grid: summarise(in_grid, in_grid_samples, settings, geometric_compute),
         frontier: summarise(frontier, frontier_samples, settings, compute),
+    }
+}
+
+/// The compute multipliers of each seed's variant fit over the same seed's baseline fit
+/// (`pairs`: seed, baseline group, variant group), aggregated over the seed pairs as logs with
+/// [`strata_stats::aggregate`]: the estimate is the geometric mean over seeds and the interval
+/// the paired Student-t one (the bootstrap over seeds is kept in [`Multiplier::paired`]).
+pub fn paired_multiplier(
+    pairs: &[(u64, Group, Group)],
+    settings: &MultiplierSettings,
+) -> Multipliers {
+    let mut in_grid = Vec::new();
+    let mut frontier = Vec::new();
+    let mut computes = (Vec::new(), Vec::new());
+    for (seed, baseline, variant) in pairs {
+        let (g, f) = match point_readings(baseline, variant, settings) {
+            Ok((readings, _, _)) => readings,
+            Err(why) => (Err(why.clone()), Err(why)),
+        };
+        in_grid.push((*seed, g));
+        frontier.push((*seed, f));
+        computes
+            .0
+            .push(geometric_mean(variant.flops.iter().copied()));
+        computes.1.push(variant.reference_compute());
+    }
+    let combine = |readings: Vec<(u64, Reading)>, compute: f64| {
+        let loss = readings
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(|p| p.1))
+            .sum::<f64>()
+            / readings.len().max(1) as f64;
+        let logs = readings
+            .into_iter()
+            .map(|(s, r)| (s, r.map(|p| p.0.ln())))
+            .collect();
+        match strata_stats::aggregate(logs, settings.bootstrap, settings.seed) {
+            Ok(p) => Outcome::Reported(Multiplier {
+                estimate: p.mean.exp(),
+                low: p.t_interval.0.exp(),
+                high: p.t_interval.1.exp(),
+                compute,
+                loss,
+                resamples: 0,
+                paired: Some(p),
+            }),
+            Err(why) => Outcome::Refused(why),
+        }
+    };
+    Multipliers {
+        in_grid: combine(in_grid, geometric_mean(computes.0.into_iter())),
+        frontier: combine(frontier, geometric_mean(computes.1.into_iter())),
     }
 }

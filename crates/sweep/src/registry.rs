@@ -117,6 +117,73 @@ pub fn train_jobs(pending: &[&Job], launch: &Launch, what: &str) -> Result<()> {
     }
 }
 
+/// What [`train_in_phases`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trained {
+    /// Jobs trained (or continued) now.
+    pub trained: usize,
+    /// Jobs that were already finished.
+    pub skipped: usize,
+}
+
+/// Trains every job of `jobs` that is not done, in two phases: first the runs trained from
+/// their first step (among them the sources of cooldown branches), then the branches. `what`
+/// and `name` word the log and the interruption error ("sweep", its name).
+pub fn train_in_phases(jobs: &[Job], launch: &Launch, what: &str, name: &str) -> Result<Trained> {
+    let mut done = Trained {
+        trained: 0,
+        skipped: 0,
+    };
+    let (sources, branches): (Vec<&Job>, Vec<&Job>) =
+        jobs.iter().partition(|j| j.branch_of.is_none());
+    for (phase, group) in [("runs", sources), ("branches", branches)] {
+        if group.is_empty() {
+            continue;
+        }
+        let todo: Vec<&Job> = group.iter().copied().filter(|j| !is_done(j)).collect();
+        done.skipped += group.len() - todo.len();
+        done.trained += todo.len();
+        tracing::info!(
+            name,
+            phase,
+            runs = group.len(),
+            finished = group.len() - todo.len(),
+            "{what} planned"
+        );
+        train_jobs(&todo, launch, what)?;
+        if launch.stop.load(Ordering::SeqCst) {
+            return Err(Error::Invalid(format!(
+                "{what} interrupted; run the same command again to continue ({} runs were \
+                 finished before)",
+                done.skipped
+            )));
+        }
+    }
+    Ok(done)
+}
+
+/// The wall seconds a finished job spent itself. A cooldown branch's summary also counts its
+/// source's time up to the branch point (the checkpoint it resumed); that time is taken off.
+/// When the source's checkpoint cannot be read, the summary's figure is kept with a warning.
+pub fn own_wall_s(job: &Job, summary: &RunSummary) -> f64 {
+    let Some(source) = &job.branch_of else {
+        return summary.wall_s;
+    };
+    let train = &job.config.train;
+    let at = source
+        .join("checkpoints")
+        .join(strata_train::checkpoint::checkpoint_name(
+            train.decay_start(train.max_iters),
+        ));
+    match strata_train::checkpoint::load_meta(&at) {
+        Ok(meta) => summary.wall_s - meta.elapsed_s,
+        Err(err) => {
+            tracing::warn!(run = %job.id, "wall time includes the source's: {err}");
+            summary.wall_s
+        }
+    }
+}
+
 /// Writes the folder's `run.toml` (with `threads`) and returns whether its checkpoint is
 /// continued.
 fn prepare(job: &Job, threads: Option<usize>) -> Result<(PathBuf, bool)> {

@@ -3,8 +3,9 @@
 
 use crate::config::SweepConfig;
 use crate::law::Observation;
+use crate::measured::{MeasuredMultiplier, measured};
 use crate::multiplier::{
-    Group, Multipliers, Outcome, in_grid_frontier, multiplier, poor_fit, range,
+    Group, Multipliers, Outcome, in_grid_frontier, multiplier, paired_multiplier, poor_fit, range,
 };
 use crate::runner::SweepRecord;
 use std::path::{Path, PathBuf};
@@ -25,15 +26,24 @@ pub struct VariantFit {
 pub struct Analysis {
     /// One entry per variant, in config order.
     pub fits: Vec<VariantFit>,
-    /// Every variant but the baseline with its multipliers.
+    /// Every variant but the baseline with its multipliers from the fitted laws.
     pub multipliers: Vec<(String, Multipliers)>,
+    /// Every variant but the baseline with its measured multipliers, paired over seeds.
+    pub measured: Vec<MeasuredMultiplier>,
+    /// The seeds of the records.
+    pub seeds: Vec<u64>,
 }
 
-/// The observations (non-embedding N, tokens, final val loss) and FLOPs of one variant.
-pub fn observations(records: &[SweepRecord], variant: &str) -> (Vec<Observation>, Vec<f64>) {
+/// The observations (non-embedding N, tokens, final val loss) and FLOPs of one variant
+/// (of one seed, when `seed` is given).
+pub fn observations(
+    records: &[SweepRecord],
+    variant: &str,
+    seed: Option<u64>,
+) -> (Vec<Observation>, Vec<f64>) {
     records
         .iter()
-        .filter(|r| r.variant == variant)
+        .filter(|r| r.variant == variant && seed.is_none_or(|s| r.seed == s))
         .map(|r| {
             (
                 Observation {
@@ -53,7 +63,7 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
         .variants
         .iter()
         .map(|v| {
-            let (obs, flops) = observations(records, &v.name);
+            let (obs, flops) = observations(records, &v.name, None);
             match Group::new(&v.name, obs, flops) {
                 Ok(group) => VariantFit {
                     name: v.name.clone(),
@@ -68,6 +78,9 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
             }
         })
         .collect();
+    let mut seeds: Vec<u64> = records.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
     let baseline = &fits[0];
     let multipliers = fits[1..]
         .iter()
@@ -77,6 +90,12 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
                 frontier: Outcome::Refused(why),
             };
             let outcome = match (&baseline.group, &v.group) {
+                (Some(_), Some(_)) if seeds.len() > 1 => {
+                    match per_seed_groups(records, &baseline.name, &v.name, &seeds) {
+                        Ok(pairs) => paired_multiplier(&pairs, &sweep.fit),
+                        Err(why) => refused(why),
+                    }
+                }
                 (Some(b), Some(g)) => multiplier(b, g, &sweep.fit),
                 (None, _) => refused(format!("no fit for the baseline `{}`", baseline.name)),
                 (_, None) => refused(format!("no fit for `{}`", v.name)),
@@ -84,7 +103,32 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
             (v.name.clone(), outcome)
         })
         .collect();
-    Analysis { fits, multipliers }
+    Analysis {
+        fits,
+        multipliers,
+        measured: measured(sweep, records),
+        seeds,
+    }
+}
+
+/// Each seed's fits of the baseline and the variant, or why one failed.
+fn per_seed_groups(
+    records: &[SweepRecord],
+    baseline: &str,
+    variant: &str,
+    seeds: &[u64],
+) -> std::result::Result<Vec<(u64, Group, Group)>, String> {
+    seeds
+        .iter()
+        .map(|&seed| {
+            let fit = |name: &str| {
+                let (obs, flops) = observations(records, name, Some(seed));
+                Group::new(name, obs, flops)
+                    .map_err(|e| format!("no fit for `{name}` at seed {seed}: {e}"))
+            };
+            Ok((seed, fit(baseline)?, fit(variant)?))
+        })
+        .collect()
 }
 
 /// Writes `<stem>.md` with the fits and multipliers, and the plots (PNG and SVG) into
@@ -101,31 +145,44 @@ pub fn write_report(
     let stem = &sweep.name;
     plot_loss_vs_flops(sweep, records, analysis, docs, stem)?;
     plot_loss_vs_params(sweep, records, docs, stem)?;
-    let intervals: Vec<Interval> = analysis
-        .multipliers
+    let mut intervals: Vec<Interval> = analysis
+        .measured
         .iter()
-        .flat_map(|(name, m)| {
-            [
-                (name, "in grid", &m.in_grid),
-                (name, "frontier", &m.frontier),
-            ]
-        })
-        .filter_map(|(name, reading, o)| match o {
-            Outcome::Reported(m) => Some(Interval {
-                label: format!("{name} ({reading})"),
-                low: m.low,
-                estimate: m.estimate,
-                high: m.high,
-            }),
-            Outcome::Refused(_) => None,
+        .filter_map(|m| {
+            m.log_multiplier.as_ref().ok().map(|p| Interval {
+                label: format!("{} (measured, paired)", m.variant),
+                low: p.t_interval.0.exp(),
+                estimate: p.mean.exp(),
+                high: p.t_interval.1.exp(),
+            })
         })
         .collect();
+    intervals.extend(
+        analysis
+            .multipliers
+            .iter()
+            .flat_map(|(name, m)| {
+                [
+                    (name, "law, in grid", &m.in_grid),
+                    (name, "law, frontier", &m.frontier),
+                ]
+            })
+            .filter_map(|(name, reading, o)| match o {
+                Outcome::Reported(m) => Some(Interval {
+                    label: format!("{name} ({reading})"),
+                    low: m.low,
+                    estimate: m.estimate,
+                    high: m.high,
+                }),
+                Outcome::Refused(_) => None,
+            }),
+    );
     if !intervals.is_empty() {
         plot_intervals(
             docs,
             &format!("{stem}-multipliers"),
             &format!(
-                "Compute multiplier over {} (95% bootstrap interval)",
+                "Compute multiplier over {} (95% interval)",
                 sweep.variants[0].name
             ),
             "baseline compute needed / variant compute",
@@ -252,27 +309,71 @@ fn markdown(
 ) -> String {
     let stem = &sweep.name;
     let wall: f64 = records.iter().map(|r| r.wall_s).sum();
+    let seeds = &analysis.seeds;
+    let wsd = records
+        .first()
+        .is_some_and(|r| r.config.train.schedule == strata_train::schedule::ScheduleKind::Wsd);
+    let schedule = if wsd {
+        "a warmup-stable-decay schedule: each (variant, size, seed) trains its longest budget \
+         once, and every shorter budget is a cooldown branch of it, resumed from the stable \
+         phase and decayed over its own last steps (bit for bit what a dedicated run of that \
+         length computes)"
+    } else {
+        "a cosine over those steps and warmup cut to a tenth of them"
+    };
+    let evaluation = match records
+        .first()
+        .map(|r| (&r.config.train.eval_tokens, r.config.train.eval_iters))
+    {
+        Some((Some(strata_train::evaluation::EvalTokens::Count(n)), _)) => {
+            format!("the same {n} held-out tokens for every run")
+        }
+        Some((Some(_), _)) => "the whole held-out split for every run".to_owned(),
+        Some((None, iters)) => format!("the base config's {iters} fixed validation batches"),
+        None => "none".to_owned(),
+    };
+    let pairing = if seeds.len() > 1 {
+        format!(
+            "Seeds {}: the variants of one seed are paired (the same token stream, and the same \
+             initial values for every parameter they share). Every multiplier below is \
+             aggregated over the seed pairs as a log ratio, with a 95% Student-t interval, a \
+             seed-pair bootstrap interval and a one-sided p-value for \"more than 1\" \
+             (`strata_stats`, as `strata compare` does).",
+            seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "One seed ({}): no multiplier here has a paired interval; list `seeds` in the sweep \
+             file to get one. The law readings' intervals are bootstraps over runs ({} \
+             resamples).",
+            seeds.first().copied().unwrap_or_default(),
+            sweep.fit.bootstrap
+        )
+    };
     let mut s = format!(
         "# Sweep `{stem}`\n\n\
          Command: `{command}` ({} runs, {:.1} minutes of training wall time).\n\n\
          Every run is `{}` with the sweep's overrides. Its steps are its token budget over \
-         batch × context, with a cosine over those steps and warmup cut to a tenth of them. \
-         Each variant gets its own fit of `L(N, D) = E + A/N^α + B/D^β`: N counts non-embedding \
-         parameters, D the tokens trained on, and L is the final validation loss. The fit \
-         minimises a Huber loss (δ = 1e-3) on log loss from 432 starting points with L-BFGS, as \
-         in Hoffmann et al. (2022), approach 3. Compute multipliers come in two readings, \
-         explained with their table below. Their intervals are 95% bootstraps over runs \
-         ({} resamples). No multiplier is reported when a fit has RMSE above {} or R² below {} \
-         in log loss. Results per run: `results.jsonl` in the sweep folder.\n\n\
-         ## Fits\n\n\
-         | variant | runs | E | A | α | B | β | RMSE (log) | R² (log) |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         batch × context, with {schedule}. Validation: {evaluation}. {pairing}\n\n",
         records.len(),
         wall / 60.0,
         sweep.base.display(),
-        sweep.fit.bootstrap,
-        sweep.fit.max_rmse_log,
-        sweep.fit.min_r2_log,
+    );
+    s += &measured_section(&analysis.measured, &sweep.variants[0].name);
+    s += &format!(
+        "## Fits\n\n\
+         Each variant gets its own fit of `L(N, D) = E + A/N^α + B/D^β` to all its runs: N \
+         counts non-embedding parameters, D the tokens trained on, and L is the final validation \
+         loss. The fit minimises a Huber loss (δ = 1e-3) on log loss from 432 starting points \
+         with L-BFGS, as in Hoffmann et al. (2022), approach 3. No multiplier is read from a fit \
+         with RMSE above {} or R² below {} in log loss.\n\n\
+         | variant | runs | E | A | α | B | β | RMSE (log) | R² (log) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        sweep.fit.max_rmse_log, sweep.fit.min_r2_log,
     );
     for fit in &analysis.fits {
         match &fit.group {
@@ -310,8 +411,9 @@ fn markdown(
         }
     }
     s += &format!(
-        "\n## Compute multipliers over `{}`\n\n\
-         How much more compute the baseline needs to reach each variant's loss. *In grid* takes \
+        "\n## Compute multipliers from the fitted laws, over `{}`\n\n\
+         How much more compute the baseline needs to reach each variant's loss, read from the \
+         fits (with several seeds: each seed's fits, paired). *In grid* takes \
          the fitted loss of each of the variant's runs. It divides the least compute with which \
          the baseline reaches that loss, using a model size inside the grid (2× slack), by the \
          same for the variant, and takes the geometric mean over the runs. *Frontier* compares the compute-optimal frontiers at \
@@ -325,9 +427,24 @@ fn markdown(
         for (reading, outcome) in [("in grid", &m.in_grid), ("frontier", &m.frontier)] {
             match outcome {
                 Outcome::Reported(m) => {
+                    let interval = match &m.paired {
+                        Some(p) => format!(
+                            "{:.3} to {:.3} (paired t over {} seeds; bootstrap {:.3} to {:.3}; {})",
+                            m.low,
+                            m.high,
+                            p.n,
+                            p.bootstrap_interval.0.exp(),
+                            p.bootstrap_interval.1.exp(),
+                            strata_stats::p_value(p.p_greater)
+                        ),
+                        None => format!(
+                            "{:.3} to {:.3} (bootstrap over runs, {} resamples)",
+                            m.low, m.high, m.resamples
+                        ),
+                    };
                     s += &format!(
-                        "| {name} | {reading} | {:.3} | {:.3} to {:.3} ({} resamples) | {:.3e} | {:.4} |\n",
-                        m.estimate, m.low, m.high, m.resamples, m.compute, m.loss
+                        "| {name} | {reading} | {:.3} | {interval} | {:.3e} | {:.4} |\n",
+                        m.estimate, m.compute, m.loss
                     )
                 }
                 Outcome::Refused(why) => {
@@ -347,12 +464,14 @@ fn markdown(
     if !intervals_empty(analysis) {
         s += &format!("![compute multipliers]({stem}-multipliers.png)\n\n");
     }
-    s += "## Runs\n\n| run | N (non-emb.) | N (total) | tokens | FLOPs | final val | best val | wall s |\n\
-          |---|---|---|---|---|---|---|---|\n";
+    s += "## Runs\n\nA cooldown branch's wall time counts only its own steps.\n\n\
+          | run | seed | N (non-emb.) | N (total) | tokens | FLOPs | final val | best val | wall s |\n\
+          |---|---|---|---|---|---|---|---|---|\n";
     for r in records {
         s += &format!(
-            "| {} | {} | {} | {} | {:.3e} | {:.4} | {:.4} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {:.3e} | {:.4} | {:.4} | {:.0} |\n",
             r.run,
+            r.seed,
             r.params_non_embedding,
             r.params_total,
             r.tokens,
@@ -365,9 +484,97 @@ fn markdown(
     s
 }
 
+/// The measured multipliers: per variant a verdict, the grid's paired multiplier and loss
+/// difference, and one row per size.
+fn measured_section(measured: &[MeasuredMultiplier], baseline: &str) -> String {
+    let mut s = format!(
+        "## Measured multipliers over `{baseline}`\n\n\
+         No law here, only the runs. At each size and seed, the baseline's runs form a \
+         loss-against-compute curve over the token budgets (linear in log compute between \
+         runs). A variant run's multiplier is the compute at which the baseline's curve of the \
+         same size and seed reaches the variant's loss, over the variant's compute: read by \
+         interpolation, never extrapolated, so a variant that beats the baseline's longest run \
+         of a size has no reading there. A budget counts only when every seed reads it. The \
+         loss difference is the baseline's final loss minus the variant's at the same size, \
+         seed and budget (more than 0: the variant is better).\n\n"
+    );
+    let paired = |p: &std::result::Result<strata_stats::Paired, String>, ratio: bool| match p {
+        Ok(p) if ratio => format!(
+            "{:.3} | {:.3} to {:.3} (bootstrap {:.3} to {:.3}) | {}",
+            p.mean.exp(),
+            p.t_interval.0.exp(),
+            p.t_interval.1.exp(),
+            p.bootstrap_interval.0.exp(),
+            p.bootstrap_interval.1.exp(),
+            strata_stats::p_value(p.p_greater)
+        ),
+        Ok(p) => format!(
+            "{:+.4} | {:+.4} to {:+.4}",
+            p.mean, p.t_interval.0, p.t_interval.1
+        ),
+        Err(why) if ratio => format!("none: {why} | | "),
+        Err(why) => format!("none: {why} | "),
+    };
+    for m in measured {
+        s += &format!("**{}**: {}.\n\n", m.variant, m.verdict);
+        s += "| size | budgets counted | multiplier | 95% interval (t) | p for > 1 | loss difference | 95% interval |\n\
+               |---|---|---|---|---|---|---|\n";
+        for size in &m.sizes {
+            s += &format!(
+                "| L{} d{} | {} | {} | {} |\n",
+                size.n_layer,
+                size.d_model,
+                if size.counted_budgets.is_empty() {
+                    "none".to_owned()
+                } else {
+                    size.counted_budgets
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                paired(&size.log_multiplier, true),
+                paired(&size.loss_difference, false)
+            );
+        }
+        s += &format!(
+            "| whole grid | | {} | {} |\n\n",
+            paired(&m.log_multiplier, true),
+            paired(&m.loss_difference, false)
+        );
+        let refused: Vec<String> = m
+            .sizes
+            .iter()
+            .flat_map(|size| {
+                size.cells.iter().filter_map(move |c| {
+                    c.multiplier.as_ref().err().map(|why| {
+                        format!(
+                            "L{} d{}, {} tokens, seed {}: {why}",
+                            size.n_layer, size.d_model, c.token_budget, c.seed
+                        )
+                    })
+                })
+            })
+            .collect();
+        if !refused.is_empty() {
+            s += &format!(
+                "Cells without a reading ({}):\n\n{}\n\n",
+                refused.len(),
+                refused
+                    .iter()
+                    .map(|r| format!("- {r}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    s
+}
+
 /// True when no multiplier of any reading is reported.
 fn intervals_empty(analysis: &Analysis) -> bool {
-    !analysis.multipliers.iter().any(|(_, m)| {
-        matches!(m.in_grid, Outcome::Reported(_)) || matches!(m.frontier, Outcome::Reported(_))
-    })
+    analysis.measured.iter().all(|m| m.log_multiplier.is_err())
+        && !analysis.multipliers.iter().any(|(_, m)| {
+            matches!(m.in_grid, Outcome::Reported(_)) || matches!(m.frontier, Outcome::Reported(_))
+        })
 }

@@ -6,11 +6,11 @@
 
 use crate::config::SweepConfig;
 use crate::plan::{PlannedRun, plan};
-use crate::registry::{Job, Launch, pending, read_records, train_jobs, write_records};
+use crate::registry::{Job, Launch, own_wall_s, read_records, train_in_phases, write_records};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use strata_tensor::{Error, Result};
 use strata_train::run_lock::RunLock;
 use strata_train::{RunConfig, RunSummary};
@@ -28,6 +28,9 @@ pub struct SweepRecord {
     pub d_model: usize,
     /// Heads.
     pub n_head: usize,
+    /// Seed (the variants of one seed are paired).
+    #[serde(default)]
+    pub seed: u64,
     /// Every parameter (tied embedding once).
     pub params_total: usize,
     /// Parameters without embeddings: the N of the fits.
@@ -96,44 +99,32 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
     let _lock = RunLock::acquire(&options.out, "sweep")?;
     let root = options.out.join("runs");
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
-    let jobs: Vec<Job> = runs
-        .iter()
-        .map(|r| Job {
-            id: r.id.clone(),
-            dir: root.join(&r.id),
-            config: r.config.clone(),
-            branch_of: None,
-            init_from: None,
-        })
-        .collect();
-    let pending = pending(&jobs);
-    let skipped = runs.len() - pending.len();
-    tracing::info!(
-        sweep = %sweep.name,
-        runs = runs.len(),
-        finished = skipped,
-        "sweep planned"
-    );
+    let jobs: Vec<Job> = runs.iter().map(|r| job_of(r, &root)).collect();
     let launch = Launch {
         jobs: options.jobs,
         executable: options.executable.clone(),
         progress: options.progress,
         stop: options.stop.clone(),
     };
-    train_jobs(&pending, &launch, "sweep")?;
-    if options.stop.load(Ordering::SeqCst) {
-        return Err(Error::Invalid(format!(
-            "sweep interrupted; run the same command again to continue ({} runs were finished before)",
-            skipped
-        )));
-    }
+    let done = train_in_phases(&jobs, &launch, "sweep", &sweep.name)?;
     let records = collect(&runs, &root)?;
     write_records(&options.out.join("results.jsonl"), &records)?;
     Ok(SweepOutcome {
-        trained: pending.len(),
-        skipped,
+        trained: done.trained,
+        skipped: done.skipped,
         records,
     })
+}
+
+/// The job of a planned run in the sweep's `runs` folder.
+fn job_of(run: &PlannedRun, root: &Path) -> Job {
+    Job {
+        id: run.id.clone(),
+        dir: root.join(&run.id),
+        config: run.config.clone(),
+        branch_of: run.branch_of.as_ref().map(|id| root.join(id)),
+        init_from: None,
+    }
 }
 
 /// The records of every finished run, in plan order.
@@ -157,16 +148,17 @@ fn collect(runs: &[PlannedRun], root: &Path) -> Result<Vec<SweepRecord>> {
             n_layer: run.size.n_layer,
             d_model: run.size.d_model,
             n_head: run.size.n_head,
+            seed: run.seed,
             params_total: summary.params.total,
             params_non_embedding: summary.params.non_embedding,
             token_budget: run.tokens,
             tokens: summary.tokens,
             steps: summary.steps,
             train_flops: summary.train_flops,
-            wall_s: summary.wall_s,
+            wall_s: own_wall_s(&job_of(run, root), &summary),
             final_val_loss: final_val,
             best_val_loss: best_val,
-            config: strata_train::checkpoint::load(&dir)?.meta.config,
+            config: strata_train::checkpoint::load_meta(&dir)?.config,
         });
     }
     Ok(records)

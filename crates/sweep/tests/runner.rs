@@ -136,7 +136,7 @@ fn bad_sweep_files_are_refused_naming_the_field() {
 #[test]
 fn the_shipped_sweeps_parse_and_plan_every_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    for (file, runs) in [("sweep-cpu.toml", 32), ("sweep-gpu.toml", 80)] {
+    for (file, runs) in [("sweep-cpu.toml", 72), ("sweep-gpu.toml", 80)] {
         let sweep = SweepConfig::load(&root.join(file)).unwrap();
         let plan = strata_sweep::plan::plan(&sweep).unwrap();
         assert_eq!(plan.len(), runs, "{file}");
@@ -164,4 +164,44 @@ fn a_sweep_folder_in_use_is_refused_before_anything_is_trained() {
     );
     assert!(!out.join("runs").exists(), "nothing may be trained");
     drop(lock);
+}
+
+#[test]
+fn a_seeded_wsd_sweep_branches_each_row_and_pairs_its_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tiny_sweep(dir.path());
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "evals_per_run = 2\n",
+        "evals_per_run = 2\nseeds = [1, 2]\nset = ['train.schedule=\"wsd\"']\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let sweep = SweepConfig::load(&file).unwrap();
+    let plan = strata_sweep::plan::plan(&sweep).unwrap();
+    assert_eq!(plan.len(), 16);
+    // Each row: the 1280-token run is the source, the 640-token run a branch of it.
+    for run in &plan {
+        let expected = (run.tokens == 640).then(|| run.id.replace("-D640", "-D1280"));
+        assert_eq!(run.branch_of, expected, "{}", run.id);
+        assert!(run.id.contains(&format!("-s{}-", run.seed)), "{}", run.id);
+        assert_eq!(run.config.train.seed, run.seed);
+    }
+    let out = dir.path().join("out");
+    let done = run_sweep(&sweep, &SweepOptions::new(&out)).unwrap();
+    assert_eq!((done.trained, done.records.len()), (16, 16));
+    let branch = done.records.iter().find(|r| r.token_budget == 640).unwrap();
+    assert_eq!(branch.steps, 10);
+    let analysis = analyse(&sweep, &done.records);
+    assert_eq!(analysis.seeds, vec![1, 2]);
+    assert_eq!(analysis.measured[0].sizes.len(), 2);
+    let docs = dir.path().join("docs");
+    let report = write_report(&sweep, &done.records, &analysis, &docs, "strata sweep").unwrap();
+    let text = std::fs::read_to_string(report).unwrap();
+    for expected in [
+        "Measured multipliers",
+        "cooldown branch",
+        "Seeds 1, 2",
+        "paired",
+    ] {
+        assert!(text.contains(expected), "the report lacks `{expected}`");
+    }
 }

@@ -119,6 +119,22 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// Reads and verifies only the metadata of a checkpoint (folder or run folder): its step,
+/// elapsed time and run config, without loading a tensor.
+pub fn load_meta(path: &Path) -> Result<CheckpointMeta> {
+    let dir = resolve(path)?;
+    let meta: CheckpointMeta =
+        serde_json::from_value(checkpoint_io::read_meta(&dir)?).map_err(|e| {
+            Error::checkpoint(
+                &dir,
+                format!("meta.json does not describe a strata run: {e}"),
+            )
+        })?;
+    meta.config
+        .validate(&dir.join("meta.json").display().to_string())?;
+    Ok(meta)
+}
+
 /// Refuses metadata whose run config is invalid or whose tokenizer has more tokens than the
 /// model's vocabulary, before any model is built from it.
 fn check_meta(meta: &CheckpointMeta, tokenizer: &Tokenizer, dir: &Path) -> Result<()> {

@@ -204,6 +204,25 @@ fn install(dir: &Path, tmp: &Path, parent: &Path, name: &str, pid: u32) -> Resul
 
 /// Reads and verifies the checkpoint folder `dir`.
 pub fn read_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
+    let (envelope, meta) = read_verified_envelope(dir)?;
+    let model = read_tensors(dir, MODEL_FILE, &envelope.model)?;
+    let optimizer = read_tensors(dir, OPTIMIZER_FILE, &envelope.optimizer)?;
+    Ok(LoadedCheckpoint {
+        model,
+        optimizer,
+        meta,
+        path: dir.to_path_buf(),
+    })
+}
+
+/// The caller's metadata of the checkpoint folder `dir`, verified against its checksum,
+/// without reading any tensor (for the figures of a finished run: steps, time, config).
+pub fn read_meta(dir: &Path) -> Result<serde_json::Value> {
+    read_verified_envelope(dir).map(|(_, meta)| meta)
+}
+
+/// The envelope of the checkpoint folder `dir` and its verified metadata.
+fn read_verified_envelope(dir: &Path) -> Result<(Envelope, serde_json::Value)> {
     if !dir.is_dir() {
         let message = if dir.exists() {
             "is not a folder".to_owned()
@@ -214,14 +233,7 @@ pub fn read_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     }
     let envelope = read_envelope(dir)?;
     let meta = verified_meta(dir, &envelope)?;
-    let model = read_tensors(dir, MODEL_FILE, &envelope.model)?;
-    let optimizer = read_tensors(dir, OPTIMIZER_FILE, &envelope.optimizer)?;
-    Ok(LoadedCheckpoint {
-        model,
-        optimizer,
-        meta,
-        path: dir.to_path_buf(),
-    })
+    Ok((envelope, meta))
 }
 
 /// Reads and checks the `meta.json` envelope of `dir`.

@@ -11,9 +11,9 @@ mod repetition;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use strata_compare::stats::{paired, resolvable};
 use strata_core::ModelConfig;
 use strata_plots::comparison::{Series, plot_lines};
+use strata_stats::{paired, resolvable};
 use strata_sweep::registry::{self, Job, Launch};
 use strata_tensor::{Error, Result};
 use strata_train::metrics::read_records;
@@ -162,7 +162,7 @@ fn val_curve(run: &Path) -> Result<Vec<(u64, f64)>> {
 
 /// The model config a finished run trained.
 fn trained_model(run: &Path) -> Result<ModelConfig> {
-    Ok(strata_train::checkpoint::load(run)?.meta.config.model)
+    Ok(strata_train::checkpoint::load_meta(run)?.config.model)
 }
 
 /// One variant's results over the seeds.

@@ -1,10 +1,9 @@
-//! Shared helpers for the compare tests: a seeded normal generator.
-
-#![allow(dead_code)]
+//! [`Normal`]: standard normal samples from a seeded generator, for simulating paired
+//! designs (synthetic curves, coverage and power checks) reproducibly.
 
 use rand::{Rng, SeedableRng};
 
-/// Standard normal samples (Box-Muller) from a seeded generator.
+/// Standard normal samples (Box-Muller, one of each pair) from a seeded generator.
 pub struct Normal(rand_pcg::Pcg64);
 
 impl Normal {

@@ -1,7 +1,7 @@
 //! The loss-against-compute curve: reads off a known curve exactly, takes the first crossing,
 //! and never extrapolates.
 
-use strata_compare::curve::{Curve, OutOfRange};
+use strata_stats::curve::{Curve, OutOfRange};
 
 /// A curve that is exactly linear in log compute: `L = 3 - 0.1 ln c`.
 fn log_linear(c: f64) -> f64 {

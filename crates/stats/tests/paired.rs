@@ -1,10 +1,8 @@
 //! Paired statistics checked against references computed another way: hand-computed means
 //! and intervals, a numerically integrated t tail, and simulated coverage and power.
 
-mod common;
-
-use common::Normal;
-use strata_compare::stats::{paired, pairs_needed, resolvable, t_quantile};
+use strata_stats::Normal;
+use strata_stats::paired::{paired, pairs_needed, resolvable, t_quantile};
 
 /// Student's t density with `df` degrees of freedom (through the log-gamma of Lanczos).
 fn t_density(x: f64, df: f64) -> f64 {
