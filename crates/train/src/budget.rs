@@ -9,6 +9,7 @@
 
 use crate::config::{RunConfig, TrainConfig};
 use crate::growth_schedule;
+use crate::optimizer::{OptimizerKind, ParamGroup};
 use strata_core::ModelConfig;
 use strata_tensor::{Error, Result};
 use tch::Device;
@@ -21,7 +22,7 @@ const I64: f64 = 8.0;
 /// Estimated bytes of one use of a model, by what holds them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MemoryNeed {
-    /// Weights (and, for training, gradients and both AdamW moments).
+    /// Weights (and, for training, gradients and the optimizer state).
     pub model: f64,
     /// Activations of one step: kept for the backward pass when training, one layer's and
     /// the logits when evaluating.
@@ -69,11 +70,31 @@ fn batch_bytes(model: &ModelConfig, batch_size: usize, count: f64) -> f64 {
     2.0 * I64 * count * batch_size as f64 * model.block_size as f64
 }
 
-/// What training `model` with the settings `t` needs: weights, gradients and moments, one
-/// step's activations, a batch being drawn and both splits' fixed evaluation batches.
+/// Bytes of the weights, gradients and optimizer state of `model` trained with `t`'s
+/// optimizer: AdamW keeps two moments per value, Muon one momentum buffer per value of the
+/// hidden matrices it takes (`[train.optimizer] kind = "muon"`).
+pub fn model_state_bytes(model: &ModelConfig, t: &TrainConfig) -> f64 {
+    let muon = t.optimizer.kind == OptimizerKind::Muon;
+    strata_core::schema::schema(model)
+        .iter()
+        .map(|spec| {
+            let values = spec.shape.iter().map(|&n| n as f64).product::<f64>();
+            let state = if muon && ParamGroup::of(spec.role) == ParamGroup::Hidden {
+                1.0
+            } else {
+                2.0
+            };
+            F32 * (2.0 + state) * values
+        })
+        .sum()
+}
+
+/// What training `model` with the settings `t` needs: weights, gradients and optimizer
+/// state, one step's activations, a batch being drawn and both splits' fixed evaluation
+/// batches.
 pub fn training_need(model: &ModelConfig, t: &TrainConfig) -> MemoryNeed {
     MemoryNeed {
-        model: 4.0 * F32 * parameter_count(model),
+        model: model_state_bytes(model, t),
         activations: activation_bytes(model, t.batch_size, true),
         // The batch drawn (index, windows, inputs and targets) and the evaluation batches.
         batches: batch_bytes(model, t.batch_size, 2.0 + 2.0 * t.eval_iters as f64),

@@ -201,6 +201,35 @@ pub fn load_model(ckpt: &Checkpoint, device: Device) -> Result<(nn::VarStore, Gp
     Ok((vs, model))
 }
 
+/// Fails when a checkpoint to be resumed was trained with another optimizer kind than
+/// `config` asks for: its state belongs to that optimizer and cannot continue in another.
+pub fn ensure_same_optimizer(
+    ckpt: &Checkpoint,
+    config: &RunConfig,
+    config_file: &Path,
+) -> Result<()> {
+    let (saved, wanted) = (
+        ckpt.meta.config.train.optimizer.kind,
+        config.train.optimizer.kind,
+    );
+    if saved == wanted {
+        return Ok(());
+    }
+    let name = |k: crate::optimizer::OptimizerKind| format!("{k:?}").to_lowercase();
+    Err(Error::checkpoint(
+        &ckpt.loaded.path,
+        format!(
+            "was trained with train.optimizer.kind = \"{}\", but {} asks for \"{}\": an \
+             optimizer's state cannot continue in another kind; resume with \"{}\", or start a \
+             new run from this checkpoint's weights",
+            name(saved),
+            config_file.display(),
+            name(wanted),
+            name(saved)
+        ),
+    ))
+}
+
 /// Fails when a checkpoint's model or tokenizer differs from the run that wants to resume it.
 pub fn ensure_compatible(
     ckpt: &Checkpoint,

@@ -757,6 +757,9 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     if let Some(ckpt) = start_from {
         checkpoint::ensure_compatible(ckpt, &model_config, &config, &options.config_file)?;
     }
+    if let Some(ckpt) = &resumed {
+        checkpoint::ensure_same_optimizer(ckpt, &config, &options.config_file)?;
+    }
     let lock = run_folder::prepare(
         &options.out_dir,
         "train",

@@ -541,3 +541,53 @@ fn bad_optimizer_settings_are_refused_naming_the_field() {
     let plain = RunConfig::parse(BASE, "run.toml", "run", &[]).unwrap();
     assert!(!plain.to_toml().contains("optimizer"));
 }
+
+#[test]
+fn the_memory_budget_counts_the_state_each_optimizer_really_keeps() {
+    // Weights and gradients, plus the state tensors the optimizers hold after a step:
+    // two AdamW moments per value, one Muon momentum per hidden-matrix value.
+    let train = |kind: &str| {
+        let section = match kind {
+            "muon" => "kind = \"muon\"\nmuon_lr = 0.02\n",
+            _ => "kind = \"adamw\"\n",
+        };
+        let text = format!("{BASE}[train.optimizer]\n{section}");
+        RunConfig::parse(&text, "run.toml", "run", &[])
+            .unwrap()
+            .train
+    };
+    for (kind, config) in kinds() {
+        if config.lora.as_ref().is_some_and(|l| l.freeze_base) {
+            continue; // frozen weights keep no state; the estimate stays an upper bound there
+        }
+        for optimizer in ["adamw", "muon"] {
+            let t = train(optimizer);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = Gpt::new(&vs.root(), &config).unwrap();
+            let mut opt = Optimizer::new(
+                vs.variables().into_iter().collect(),
+                &config,
+                &t.optimizer,
+                adamw(),
+                1e-3,
+            )
+            .unwrap();
+            let x = Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]);
+            let y = Tensor::from_slice(&[2i64, 3, 4, 5]).view([1, 4]);
+            model.loss(&x, &y, false).unwrap().backward();
+            opt.step(1e-3).unwrap();
+            let values = |ts: Vec<Tensor>| ts.iter().map(|t| t.numel() as f64).sum::<f64>();
+            let vars = values(vs.variables().into_values().collect());
+            let state = values(
+                opt.state_tensors()
+                    .into_iter()
+                    .filter(|(_, t)| t.kind() == Kind::Float)
+                    .map(|(_, t)| t)
+                    .collect(),
+            );
+            let expected = 4.0 * (2.0 * vars + state);
+            let estimate = strata_train::budget::model_state_bytes(&config, &t);
+            assert_eq!(estimate, expected, "{kind}, {optimizer}");
+        }
+    }
+}

@@ -64,6 +64,22 @@ fn check_resume(config: RunConfig, dir: &Path) {
     assert_eq!(stopped.steps, 13);
     let mut second = RunOptions::new("tiny.toml", &split);
     second.resume = Some(split.clone());
+    // Resuming with the other optimizer kind is refused before the folder is touched: the
+    // saved state belongs to the optimizer that wrote it.
+    let mut other = config.clone();
+    other.train.optimizer = match config.train.optimizer.kind {
+        OptimizerKind::Muon => OptimizerConfig::default(),
+        OptimizerKind::Adamw => OptimizerConfig {
+            kind: OptimizerKind::Muon,
+            muon_lr: Some(0.02),
+            ..OptimizerConfig::default()
+        },
+    };
+    let err = train(other, &second).unwrap_err().to_string();
+    assert!(
+        err.contains("train.optimizer.kind") && err.contains("cannot continue"),
+        "{err}"
+    );
     let resumed = train(config, &second).unwrap();
     assert!(!resumed.interrupted);
 
