@@ -1,6 +1,7 @@
 //! The pre-norm transformer block.
 
 use crate::config::ModelConfig;
+use crate::kv_cache::LayerKv;
 use crate::layers::{CausalSelfAttention, Mlp, Norm, Rotary};
 use crate::value_residual::ValueMix;
 use strata_tensor::Result;
@@ -52,7 +53,8 @@ impl Block {
     }
 
     /// Applies the block to `x` `[B, T, D]`; the attention's values go through `values`
-    /// (the value residual; [`ValueMix::off`] for none).
+    /// (the value residual; [`ValueMix::off`] for none), and with `kv` the tokens of `x`
+    /// follow the cached ones ([`CausalSelfAttention::forward`]).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -60,10 +62,11 @@ impl Block {
         rotary: Option<&Rotary>,
         train: bool,
         values: &mut ValueMix,
+        kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
-        let attended = self
-            .attn
-            .forward(&self.ln_1.forward(x)?, config, rotary, train, values)?;
+        let attended =
+            self.attn
+                .forward(&self.ln_1.forward(x)?, config, rotary, train, values, kv)?;
         let x = x.f_add(&attended)?;
         let mixed = self.mlp.forward(&self.ln_2.forward(&x)?, config, train)?;
         Ok(x.f_add(&mixed)?)

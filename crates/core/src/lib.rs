@@ -36,6 +36,7 @@ mod depth_config;
 pub mod dwa;
 pub mod flops;
 pub mod hyper;
+pub mod kv_cache;
 pub mod laurel;
 pub mod layers;
 mod model;
@@ -50,6 +51,7 @@ pub use config::{
     ModelConfig, NormKind, PositionKind, SharingConfig, SharingPattern,
 };
 pub use depth::DepthStack;
+pub use kv_cache::KvCache;
 pub use model::{Gpt, ParamCount};
 pub use sampling::SampleOptions;
 pub use schema::{ParamSpec, Role};

@@ -3,6 +3,7 @@
 use crate::block::Block;
 use crate::config::{ModelConfig, PositionKind};
 use crate::depth::DepthStack;
+use crate::kv_cache::KvCache;
 use crate::layers::{Linear, Norm, Rotary};
 use crate::schema::{self, BlockLayer, Location, ParamSpec, Slot};
 use strata_tensor::{Error, Result, TensorExt};
@@ -128,23 +129,61 @@ impl Gpt {
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]` (T <= block_size).
     pub fn forward(&self, idx: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(idx, train, None)
+    }
+
+    /// An empty KV cache for this model (batch of any size, up to `block_size` tokens).
+    pub fn kv_cache(&self) -> KvCache {
+        KvCache::new(self.plan.len(), self.config.block_size)
+    }
+
+    /// Logits `[B, T, vocab]` (evaluation mode) for the token ids `[B, T]` that follow the
+    /// tokens already in `cache`, which then holds them too. Equal, to float rounding, to
+    /// the last `T` positions of [`Gpt::forward`] over the whole sequence.
+    pub fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let t = idx.size().get(1).copied().unwrap_or(0);
+        cache.check_room(t)?;
+        let logits = self.forward_with(idx, false, Some(&mut *cache))?;
+        cache.advance(t);
+        Ok(logits)
+    }
+
+    /// The forward pass, over the tokens after `cache`'s when one is given.
+    fn forward_with(
+        &self,
+        idx: &Tensor,
+        train: bool,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         idx.expect_shape("model input (token ids [batch, time])", &[None, None])?;
         let t = idx.size()[1];
-        if t == 0 || t > self.config.block_size as i64 {
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if t == 0 || past + t > self.config.block_size as i64 {
             return Err(Error::Shape {
                 op: "model input".to_owned(),
                 expected: format!("1..={} tokens (block_size)", self.config.block_size),
-                got: format!("{t} tokens"),
+                got: format!("{} tokens", past + t),
             });
         }
         let mut x = Tensor::f_embedding(&self.wte, idx, -1, false, false)?;
         if let Some(wpe) = &self.wpe {
-            let positions = Tensor::f_arange(t, (Kind::Int64, self.device))?;
+            let positions = Tensor::f_arange_start(past, past + t, (Kind::Int64, self.device))?;
             x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
         }
         x = x.f_dropout(self.config.dropout, train)?;
         let x = self.depth.forward_mixing(x, |i, x, values| {
-            self.blocks[self.plan[i]].forward(x, &self.config, self.rotary.as_ref(), train, values)
+            let kv = match cache.as_deref_mut() {
+                Some(cache) => Some(cache.layer(i)?),
+                None => None,
+            };
+            self.blocks[self.plan[i]].forward(
+                x,
+                &self.config,
+                self.rotary.as_ref(),
+                train,
+                values,
+                kv,
+            )
         })?;
         let x = self.ln_f.forward(&x)?;
         let logits = match &self.lm_head {

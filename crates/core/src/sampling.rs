@@ -17,13 +17,48 @@ pub struct SampleOptions {
     pub seed: u64,
 }
 
+/// Where the next token's logits come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Context {
+    /// The KV cache: each token is fed once. Once the sequence outgrows the block size, the
+    /// cache is refilled with the window the uncached path sees (the last `block_size`
+    /// tokens) for every token, so both paths always condition on the same tokens and past
+    /// the block size cached sampling costs what uncached sampling does.
+    Cached,
+    /// The whole context (the last `block_size` tokens) is re-run for every token.
+    Uncached,
+}
+
 impl Gpt {
-    /// Extends `prompt` by `new_tokens` sampled tokens and returns the whole sequence.
+    /// Extends `prompt` by `new_tokens` sampled tokens and returns the whole sequence,
+    /// feeding each token once through a KV cache ([`Gpt::forward_cached`]).
     pub fn generate(
         &self,
         prompt: &[i64],
         new_tokens: usize,
         options: &SampleOptions,
+    ) -> Result<Vec<i64>> {
+        self.sample(prompt, new_tokens, options, Context::Cached)
+    }
+
+    /// [`Gpt::generate`] without the cache: the whole context is re-run for every token
+    /// (the reference the cached path is tested and benchmarked against).
+    pub fn generate_uncached(
+        &self,
+        prompt: &[i64],
+        new_tokens: usize,
+        options: &SampleOptions,
+    ) -> Result<Vec<i64>> {
+        self.sample(prompt, new_tokens, options, Context::Uncached)
+    }
+
+    /// The sampling loop over either context.
+    fn sample(
+        &self,
+        prompt: &[i64],
+        new_tokens: usize,
+        options: &SampleOptions,
+        context: Context,
     ) -> Result<Vec<i64>> {
         if prompt.is_empty() {
             return Err(Error::Invalid(
@@ -40,12 +75,32 @@ impl Gpt {
         let mut rng = rand_pcg::Pcg64::seed_from_u64(options.seed);
         let block = self.config().block_size;
         let mut ids = prompt.to_vec();
-        for _ in 0..new_tokens {
-            let context = &ids[ids.len().saturating_sub(block)..];
-            let input = Tensor::from_slice(context)
+        let mut cache = self.kv_cache();
+        let input = |tokens: &[i64]| {
+            Tensor::from_slice(tokens)
                 .to_device(self.device())
-                .unsqueeze(0);
-            let logits = self.forward(&input, false)?.get(0).get(-1);
+                .unsqueeze(0)
+        };
+        for _ in 0..new_tokens {
+            let logits = match context {
+                Context::Uncached => {
+                    let window = &ids[ids.len().saturating_sub(block)..];
+                    self.forward(&input(window), false)?
+                }
+                Context::Cached => {
+                    let fed = cache.len() as usize;
+                    if fed > 0 && cache.room() >= (ids.len() - fed) as i64 {
+                        self.forward_cached(&input(&ids[fed..]), &mut cache)?
+                    } else {
+                        // First token, or the cache is full: refill it with the window
+                        // the uncached path would see.
+                        cache = self.kv_cache();
+                        let window = &ids[ids.len().saturating_sub(block)..];
+                        self.forward_cached(&input(window), &mut cache)?
+                    }
+                }
+            };
+            let logits = logits.get(0).get(-1);
             let next = if options.temperature == 0.0 {
                 logits.argmax(-1, false).int64_value(&[])
             } else {

@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
-use strata_core::{DwaConfig, Gpt, ModelConfig};
+use strata_core::{
+    DepthConfig, DwaConfig, Gpt, HyperConfig, LaurelConfig, LaurelKind, ModelConfig,
+};
+use tch::Tensor;
 use tch::{Device, nn};
 
 /// A small config: 3 blocks, 4 heads, width 16, block 8, vocab 11.
@@ -61,5 +64,91 @@ pub fn copy_weights(from: &nn::VarStore, to: &nn::VarStore) {
                 t.copy_(s);
             }
         }
+    });
+}
+
+/// A LAuReL config of `kind` (and `rank` for LR).
+pub fn laurel(kind: LaurelKind, rank: Option<usize>) -> Option<LaurelConfig> {
+    Some(LaurelConfig { kind, rank })
+}
+
+/// `tiny` with `depth`, and DWA 1x1 when `dwa`.
+pub fn with_depth(depth: DepthConfig, dwa: bool) -> ModelConfig {
+    let mut c = tiny(dwa.then_some((1, 1)));
+    c.depth = depth;
+    c
+}
+
+/// The method configs under test, labelled.
+pub fn methods() -> Vec<(&'static str, ModelConfig)> {
+    let vres = DepthConfig {
+        value_residual: true,
+        ..Default::default()
+    };
+    let rw = DepthConfig {
+        laurel: laurel(LaurelKind::Rw, None),
+        ..Default::default()
+    };
+    let lr = DepthConfig {
+        laurel: laurel(LaurelKind::Lr, Some(3)),
+        ..Default::default()
+    };
+    let all = DepthConfig {
+        value_residual: true,
+        laurel: laurel(LaurelKind::Lr, Some(2)),
+        ..Default::default()
+    };
+    let shc = DepthConfig {
+        hyper: Some(HyperConfig {
+            streams: 2,
+            dynamic: false,
+        }),
+        ..Default::default()
+    };
+    let dhc = DepthConfig {
+        value_residual: true,
+        hyper: Some(HyperConfig {
+            streams: 3,
+            dynamic: true,
+        }),
+        ..Default::default()
+    };
+    vec![
+        (
+            "hyper-connections, static, 2 streams",
+            with_depth(shc, false),
+        ),
+        (
+            "hyper-connections, dynamic, 3 streams + value residual",
+            with_depth(dhc, false),
+        ),
+        ("value residual", with_depth(vres, false)),
+        ("laurel-rw", with_depth(rw.clone(), false)),
+        ("laurel-lr", with_depth(lr, false)),
+        ("laurel-rw + dwa", with_depth(rw, true)),
+        ("value residual + laurel-lr + dwa", with_depth(all, true)),
+    ]
+}
+
+/// Sets every depth-method tensor (and DWA weight) to random values away from its init.
+pub fn randomise_depth_tensors(vs: &nn::VarStore, seed: u64) {
+    strata_tensor::seeded(seed, || {
+        tch::no_grad(|| {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, mut t) in vars {
+                let noise = if ["vres.", "laurel.", "hyper."]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+                {
+                    t.randn_like() * 0.3 + t.copy()
+                } else if name.starts_with("dwa.") {
+                    t.randn_like() * 0.5
+                } else {
+                    continue;
+                };
+                t.copy_(&noise);
+            }
+        })
     });
 }

@@ -3,6 +3,7 @@
 
 use super::{Linear, Rotary};
 use crate::config::ModelConfig;
+use crate::kv_cache::LayerKv;
 use crate::value_residual::ValueMix;
 use strata_tensor::Result;
 use tch::{Tensor, nn};
@@ -54,7 +55,9 @@ impl CausalSelfAttention {
     }
 
     /// Attends over `x` `[B, T, D]`; position `t` sees only positions `<= t`. The values
-    /// `[B, n_head, T, head_dim]` go through `values` (the value residual) first.
+    /// `[B, n_head, T, head_dim]` go through `values` (the value residual) first. With `kv`,
+    /// `x` holds the tokens after the cached ones: they sit at positions `past..past + T`, see
+    /// every cached token, and their keys and values join the cache.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -62,6 +65,7 @@ impl CausalSelfAttention {
         rotary: Option<&Rotary>,
         train: bool,
         values: &mut ValueMix,
+        kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let size = x.size();
         let (b, t) = (size[0], size[1]);
@@ -80,14 +84,45 @@ impl CausalSelfAttention {
             q = q.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;
             k = k.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;
         }
+        let past = kv.as_ref().map_or(0, |kv| kv.len());
         if let Some(rotary) = rotary {
-            q = rotary.apply(&q)?;
-            k = rotary.apply(&k)?;
+            q = rotary.apply_from(&q, past)?;
+            k = rotary.apply_from(&k, past)?;
         }
+        let (k, v) = match kv {
+            Some(kv) => kv.extend(k, v)?,
+            None => (k, v),
+        };
         let dropout = if train { self.dropout } else { 0.0 };
-        let y = Tensor::f_scaled_dot_product_attention::<Tensor>(
-            &q, &k, &v, None, dropout, true, None, false,
-        )?;
+        let y = if past == 0 {
+            Tensor::f_scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, dropout, true, None, false,
+            )?
+        } else {
+            // New token i (at position past + i) sees keys 0..=past + i. SDPA's own causal
+            // mask aligns to the top left, so the mask is spelled out (one new token sees all).
+            let mask = (t > 1)
+                .then(|| -> Result<Tensor> {
+                    let device = q.device();
+                    let rows = Tensor::f_arange(t, (tch::Kind::Int64, device))?
+                        .f_add_scalar(past)?
+                        .f_unsqueeze(1)?;
+                    let cols =
+                        Tensor::f_arange(past + t, (tch::Kind::Int64, device))?.f_unsqueeze(0)?;
+                    Ok(cols.f_le_tensor(&rows)?)
+                })
+                .transpose()?;
+            Tensor::f_scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                dropout,
+                false,
+                None,
+                false,
+            )?
+        };
         let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, a])?;
         Ok(self
             .c_proj

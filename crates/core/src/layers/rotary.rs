@@ -29,10 +29,16 @@ impl Rotary {
 
     /// Rotates `x` of shape `[B, H, T, head_dim]` by its positions `0..T`.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply_from(x, 0)
+    }
+
+    /// Rotates `x` of shape `[B, H, T, head_dim]` by the positions `start..start + T` (the
+    /// new tokens of a cached forward pass).
+    pub fn apply_from(&self, x: &Tensor, start: i64) -> Result<Tensor> {
         let size = x.size();
         let (t, d) = (size[2], size[3]);
-        let cos = self.cos.f_narrow(0, 0, t)?;
-        let sin = self.sin.f_narrow(0, 0, t)?;
+        let cos = self.cos.f_narrow(0, start, t)?;
+        let sin = self.sin.f_narrow(0, start, t)?;
         let first = x.f_narrow(-1, 0, d / 2)?;
         let second = x.f_narrow(-1, d / 2, d / 2)?;
         let rotated = Tensor::f_cat(&[&second.f_neg()?, &first], -1)?;
