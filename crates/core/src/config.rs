@@ -169,7 +169,7 @@ fn yes() -> bool {
 }
 
 /// Serde: an option that is off is not written, so configs without it stay as they were.
-fn is_false(value: &bool) -> bool {
+pub(crate) fn is_false(value: &bool) -> bool {
     !*value
 }
 

@@ -23,7 +23,7 @@ pub struct DepthConfig {
 }
 
 /// `[model.depth.hyper]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HyperConfig {
     /// Number of residual streams n (the paper's expansion rate), at least 1.
@@ -32,6 +32,34 @@ pub struct HyperConfig {
     /// on top of the static ones.
     #[serde(default)]
     pub dynamic: bool,
+    /// mHC (arXiv 2512.24880): the weights become logits of constrained maps, the read
+    /// weights `σ(·)`, the write weights `2σ(·)` and the stream mixing a doubly stochastic
+    /// matrix by Sinkhorn-Knopp iterations ([`crate::hyper`]).
+    #[serde(default, skip_serializing_if = "crate::config::is_false")]
+    pub manifold: bool,
+    /// mHC: Sinkhorn-Knopp iterations (row and column normalisations) per mixing matrix
+    /// (0: the default, 20).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sinkhorn_iters: usize,
+}
+
+/// Default Sinkhorn-Knopp iterations of mHC.
+pub const DEFAULT_SINKHORN_ITERS: usize = 20;
+
+impl HyperConfig {
+    /// The Sinkhorn-Knopp iterations mHC runs.
+    pub fn sinkhorn_iterations(&self) -> usize {
+        if self.sinkhorn_iters == 0 {
+            DEFAULT_SINKHORN_ITERS
+        } else {
+            self.sinkhorn_iters
+        }
+    }
+}
+
+/// Serde helper: leave `0` out.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Which LAuReL variant.
@@ -88,7 +116,12 @@ impl DepthConfig {
             None => {}
         }
         if let Some(hyper) = self.hyper {
-            let kind = if hyper.dynamic { "dhc" } else { "shc" };
+            let kind = match (hyper.dynamic, hyper.manifold) {
+                (false, false) => "shc",
+                (true, false) => "dhc",
+                (false, true) => "mhc",
+                (true, true) => "dmhc",
+            };
             parts.push(format!("{kind}{}", hyper.streams));
         }
         parts.join("-")
@@ -146,6 +179,22 @@ impl DepthConfig {
                     "hyper.streams",
                     "1 to 64 residual streams".to_owned(),
                     hyper.streams.to_string(),
+                );
+            }
+            if hyper.manifold && hyper.streams < 2 {
+                return err(
+                    "hyper.manifold",
+                    "at least 2 streams for mHC (a 1x1 doubly stochastic matrix is 1, and \
+                     σ(read) < 1 could never start as the baseline)"
+                        .to_owned(),
+                    format!("{} stream", hyper.streams),
+                );
+            }
+            if hyper.sinkhorn_iters > 200 || (hyper.sinkhorn_iters > 0 && !hyper.manifold) {
+                return err(
+                    "hyper.sinkhorn_iters",
+                    "1 to 200 iterations, and only with manifold = true".to_owned(),
+                    hyper.sinkhorn_iters.to_string(),
                 );
             }
             if dwa {

@@ -23,6 +23,18 @@
 //! At init every stream carries the baseline's residual stream, so the model computes the
 //! baseline's function up to the final sum `n · x` (which the final norm removes up to its ε)
 //! and rounding. The "layer" is a whole block here (attention and MLP together).
+//!
+//! **mHC** (`manifold = true`, Xie et al., arXiv 2512.24880) keeps the same tensors and
+//! dynamic terms but reads them as logits of constrained maps: the read weights are `σ(a)`,
+//! the write weights `2σ(b)` and the mixing matrix is `SK(A)`, the doubly stochastic matrix
+//! that `sinkhorn_iters` Sinkhorn-Knopp iterations (normalise every row, then every column,
+//! in the log domain) make of `exp(A)`; with dynamic weights, per token. A doubly stochastic
+//! mixing keeps the streams' mean and cannot amplify them, which is the paper's point. Init:
+//! `A` is 0 on the diagonal and [`MHC_OFF_DIAGONAL`] off it, `b = 0` (write weight 1), and `a`
+//! is [`MHC_READ_LOGIT`] on stream `i mod n` and, on the others, the logit that makes the read
+//! weights sum to exactly 1. Streams that are all equal then stay equal (the columns of a
+//! doubly stochastic matrix sum to 1), so mHC, too, starts as the baseline up to the final
+//! norm's ε and rounding.
 
 use crate::config::HyperConfig;
 use strata_tensor::Result;
@@ -30,6 +42,29 @@ use tch::{Tensor, nn};
 
 /// The starting value of the dynamic scales `s_α` and `s_β`.
 pub const DYNAMIC_SCALE_INIT: f64 = 0.01;
+
+/// mHC: the initial read logit of the stream a layer reads first (`σ(4) ≈ 0.982`).
+pub const MHC_READ_LOGIT: f64 = 4.0;
+
+/// mHC: the initial off-diagonal mixing logit (`exp(-4) ≈ 0.018` before normalisation).
+pub const MHC_OFF_DIAGONAL: f64 = -4.0;
+
+/// Logit of `p` (in (0, 1)).
+fn logit(p: f64) -> f64 {
+    (p / (1.0 - p)).ln()
+}
+
+/// The doubly stochastic matrix that `iterations` Sinkhorn-Knopp iterations make of
+/// `exp(logits)`: `logits` `[n, ..., n]` (axis 0: from stream, last axis: to stream; any
+/// token axes between), normalised in the log domain over the last axis, then over axis 0.
+pub fn sinkhorn(logits: &Tensor, iterations: usize) -> Result<Tensor> {
+    let mut l = logits.shallow_clone();
+    for _ in 0..iterations {
+        l = l.f_sub(&l.f_logsumexp([-1i64].as_slice(), true)?)?;
+        l = l.f_sub(&l.f_logsumexp([0i64].as_slice(), true)?)?;
+    }
+    Ok(l.f_exp()?)
+}
 
 /// The dynamic part of one hyper-connection.
 #[derive(Debug)]
@@ -54,6 +89,8 @@ pub struct HyperConnection {
     /// The dynamic weights, when `dynamic = true`.
     pub dynamic: Option<Dynamic>,
     width: i64,
+    /// mHC: the Sinkhorn-Knopp iterations (`None`: plain hyper-connections).
+    sinkhorn: Option<usize>,
 }
 
 impl HyperConnection {
@@ -63,13 +100,30 @@ impl HyperConnection {
         let (n, d) = (config.streams as i64, d_model as i64);
         let read = path.zeros("read", &[n]);
         let mix = path.zeros("mix", &[n * n]);
+        let first = layer as i64 % n;
         tch::no_grad(|| {
-            let _ = read.get(layer as i64 % n).fill_(1.0);
-            for k in 0..n {
-                let _ = mix.get(k * n + k).fill_(1.0);
+            if config.manifold {
+                // σ(read) sums to 1: the rest of σ(MHC_READ_LOGIT) shared by the others.
+                let main = 1.0 / (1.0 + (-MHC_READ_LOGIT).exp());
+                let other = logit((1.0 - main) / (n - 1).max(1) as f64);
+                let _ = read.shallow_clone().fill_(other);
+                let _ = read.get(first).fill_(MHC_READ_LOGIT);
+                let _ = mix.shallow_clone().fill_(MHC_OFF_DIAGONAL);
+                for k in 0..n {
+                    let _ = mix.get(k * n + k).fill_(0.0);
+                }
+            } else {
+                let _ = read.get(first).fill_(1.0);
+                for k in 0..n {
+                    let _ = mix.get(k * n + k).fill_(1.0);
+                }
             }
         });
-        let write = path.ones("write", &[n]);
+        let write = if config.manifold {
+            path.zeros("write", &[n])
+        } else {
+            path.ones("write", &[n])
+        };
         let dynamic = config.dynamic.then(|| Dynamic {
             alpha: path.zeros("dyn_alpha", &[1 + n, d]),
             beta: path.zeros("dyn_beta", &[1, d]),
@@ -81,6 +135,7 @@ impl HyperConnection {
             write,
             dynamic,
             width: d,
+            sinkhorn: config.manifold.then(|| config.sinkhorn_iterations()),
         }
     }
 
@@ -124,6 +179,12 @@ impl HyperConnection {
             read = read.f_add(&alpha.f_narrow(-1, 0, 1)?)?;
             mix = mix.f_add(&alpha.f_narrow(-1, 1, n)?)?;
             write = write.f_add(&beta)?;
+        }
+        if let Some(iterations) = self.sinkhorn {
+            read = read.f_sigmoid()?;
+            write = write.f_sigmoid()?.f_mul_scalar(2.0)?;
+            // The mixing [n, ..., n] with its token axes in the middle, as `sinkhorn` takes it.
+            mix = sinkhorn(&mix, iterations)?;
         }
         let input =
             streams

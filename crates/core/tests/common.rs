@@ -101,7 +101,7 @@ pub fn methods() -> Vec<(&'static str, ModelConfig)> {
     let shc = DepthConfig {
         hyper: Some(HyperConfig {
             streams: 2,
-            dynamic: false,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -110,6 +110,24 @@ pub fn methods() -> Vec<(&'static str, ModelConfig)> {
         hyper: Some(HyperConfig {
             streams: 3,
             dynamic: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mhc = DepthConfig {
+        hyper: Some(HyperConfig {
+            streams: 3,
+            manifold: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dmhc = DepthConfig {
+        hyper: Some(HyperConfig {
+            streams: 2,
+            dynamic: true,
+            manifold: true,
+            sinkhorn_iters: 7,
         }),
         ..Default::default()
     };
@@ -121,6 +139,11 @@ pub fn methods() -> Vec<(&'static str, ModelConfig)> {
         (
             "hyper-connections, dynamic, 3 streams + value residual",
             with_depth(dhc, false),
+        ),
+        ("mHC, static, 3 streams", with_depth(mhc, false)),
+        (
+            "mHC, dynamic, 2 streams, 7 iterations",
+            with_depth(dmhc, false),
         ),
         ("value residual", with_depth(vres, false)),
         ("laurel-rw", with_depth(rw.clone(), false)),

@@ -37,18 +37,34 @@ fn laurel_starts_as_the_baseline_bit_for_bit() {
 fn hyper_connections_start_as_the_baseline_up_to_the_final_norms_epsilon() {
     // The streams sum to n·x before the final norm; with a negligible ε, LN(n·x) = LN(x).
     let idx = tokens(2, 8, 11, 1);
-    for (streams, dynamic) in [(1, false), (2, false), (4, true)] {
+    let cases = [
+        (1, false, false),
+        (2, false, false),
+        (4, true, false),
+        (2, false, true),
+        (3, false, true),
+        (4, true, true),
+    ];
+    for (streams, dynamic, manifold) in cases {
         let mut base_cfg = tiny(None);
         base_cfg.norm_eps = Some(1e-12);
         let mut config = base_cfg.clone();
-        config.depth.hyper = Some(HyperConfig { streams, dynamic });
+        config.depth.hyper = Some(HyperConfig {
+            streams,
+            dynamic,
+            manifold,
+            ..Default::default()
+        });
         let (base_vs, base) = build(&base_cfg, 3);
         let (vs, model) = build(&config, 4);
         copy_weights(&base_vs, &vs);
         let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
         let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
         let err = got.max_rel_diff(&want).unwrap();
-        assert!(err < 1e-5, "{streams} streams, dynamic {dynamic}: {err}");
+        assert!(
+            err < 1e-5,
+            "{streams} streams, dynamic {dynamic}, mHC {manifold}: {err}"
+        );
         // The default ε makes a measurable difference: the test above is not vacuous.
         assert!(streams == 1 || got.max_abs_diff(&want).unwrap() > 0.0);
     }
@@ -102,7 +118,8 @@ fn leaves(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
 /// columns of `c_attn`'s output with layer 0's; LAuReL uses its paper form
 /// `α·f(x) + β·x` or `f(x) + x + B·A·x` with `f(x) = out − x`; a DWA 1x1 after every layer
 /// averages the embedding and every (augmented) layer output so far; hyper-connections keep
-/// `n` streams in a `Vec`, with explicit loops over streams for read, mix and write.
+/// `n` streams in a `Vec`, with explicit loops over streams for read, mix and write (mHC:
+/// sigmoids and Sinkhorn-Knopp as explicit divisions).
 fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) -> Tensor {
     let d = cfg.d_model as i64;
     let t = idx.size()[1];
@@ -180,6 +197,30 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
                 reads.push(read);
                 rows.push(row);
                 writes.push(write);
+            }
+            if hyper.manifold {
+                // mHC, in the probability domain: σ reads, 2σ writes, and the mixing matrix
+                // (entry [k][j] from stream k to stream j) made doubly stochastic by explicit
+                // row and column divisions.
+                reads = reads.iter().map(|r| r.sigmoid()).collect();
+                writes = writes.iter().map(|b| b.sigmoid() * 2.0).collect();
+                let mut m: Vec<Vec<Tensor>> = rows
+                    .iter()
+                    .map(|row| (0..n).map(|j| row.narrow(2, j as i64, 1).exp()).collect())
+                    .collect();
+                for _ in 0..hyper.sinkhorn_iterations() {
+                    for row in m.iter_mut() {
+                        let sum = row.iter().fold(Tensor::from(0.0), |acc, v| acc + v);
+                        *row = row.iter().map(|v| v / &sum).collect();
+                    }
+                    for j in 0..n {
+                        let sum = (0..n).fold(Tensor::from(0.0), |acc, k| acc + &m[k][j]);
+                        for row in m.iter_mut() {
+                            row[j] = &row[j] / &sum;
+                        }
+                    }
+                }
+                rows = m.iter().map(|row| Tensor::cat(row, 2)).collect();
             }
             let input = (0..n)
                 .map(|k| &streams[k] * &reads[k])
@@ -266,6 +307,19 @@ fn every_method_matches_a_float64_oracle_in_logits_and_every_gradient() {
                 mine.defined() && oracle.defined(),
                 "{label}: {name} gradient"
             );
+            // mHC's mixing at layer 0 acts on n identical copies of the embedding, which a
+            // doubly stochastic matrix leaves unchanged: its true gradient is 0, and the
+            // model's may only be float noise.
+            let manifold = config.depth.hyper.is_some_and(|h| h.manifold);
+            if manifold && name == "hyper.0.mix" {
+                let oracle_size = oracle.abs().max().double_value(&[]);
+                let noise = mine.abs().max().double_value(&[]);
+                assert!(
+                    oracle_size < 1e-12 && noise < 1e-6,
+                    "{label}: {name} {noise}"
+                );
+                continue;
+            }
             let err = mine.max_rel_diff(&oracle).unwrap();
             assert!(err < 1e-4, "{label}: {name} gradient relative error {err}");
             if matches!(spec.role, Role::DepthScalar | Role::DepthMatrix) {
@@ -407,10 +461,32 @@ fn bad_depth_settings_are_refused_naming_the_field() {
             Box::new(|c| {
                 c.depth.hyper = Some(HyperConfig {
                     streams: 0,
-                    dynamic: false,
+                    ..Default::default()
                 })
             }),
             "model.depth.hyper.streams",
+        ),
+        (
+            "Sinkhorn iterations without mHC",
+            Box::new(|c| {
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 2,
+                    sinkhorn_iters: 5,
+                    ..Default::default()
+                })
+            }),
+            "model.depth.hyper.sinkhorn_iters",
+        ),
+        (
+            "mHC on one stream",
+            Box::new(|c| {
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 1,
+                    manifold: true,
+                    ..Default::default()
+                })
+            }),
+            "model.depth.hyper.manifold",
         ),
         (
             "hyper-connections with DWA",
@@ -421,7 +497,7 @@ fn bad_depth_settings_are_refused_naming_the_field() {
                 });
                 c.depth.hyper = Some(HyperConfig {
                     streams: 2,
-                    dynamic: false,
+                    ..Default::default()
                 })
             }),
             "model.depth.hyper",
@@ -433,6 +509,7 @@ fn bad_depth_settings_are_refused_naming_the_field() {
                 c.depth.hyper = Some(HyperConfig {
                     streams: 2,
                     dynamic: true,
+                    ..Default::default()
                 })
             }),
             "model.depth.hyper",
@@ -481,4 +558,24 @@ fn a_plain_depth_stack_refuses_a_value_residual_its_layers_cannot_take() {
     let x = Tensor::zeros([2, 8], (Kind::Float, Device::Cpu));
     let err = stack.forward(x, |_, x| Ok(x + 1)).unwrap_err().to_string();
     assert!(err.contains("forward_mixing"), "{err}");
+}
+
+#[test]
+fn sinkhorn_makes_a_doubly_stochastic_matrix_and_keeps_one_that_is() {
+    // Random logits with token axes: every row and column sums to 1 after the iterations.
+    let logits = strata_tensor::seeded(3, || {
+        Tensor::randn([4, 2, 3, 4], (Kind::Double, Device::Cpu)) * 2.0
+    });
+    let m = strata_core::hyper::sinkhorn(&logits, 200).unwrap();
+    let rows = m.sum_dim_intlist([-1i64].as_slice(), false, Kind::Double);
+    let cols = m.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+    let row_err = (rows - 1.0).abs().max().double_value(&[]);
+    assert!(row_err < 1e-6, "rows are {row_err} from 1");
+    // The last normalisation is over columns: they sum to 1 up to rounding.
+    assert!((cols - 1.0).abs().max().double_value(&[]) < 1e-12);
+    assert!(m.min().double_value(&[]) > 0.0);
+    // A matrix that is already doubly stochastic (uniform) stays as it is.
+    let uniform = Tensor::zeros([3, 3], (Kind::Double, Device::Cpu));
+    let u = strata_core::hyper::sinkhorn(&uniform, 5).unwrap();
+    assert!((u - 1.0 / 3.0).abs().max().double_value(&[]) < 1e-15);
 }

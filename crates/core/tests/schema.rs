@@ -107,9 +107,14 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
         plan: None,
     });
     out.push(("depth methods on shared blocks", c));
-    for (streams, dynamic) in [(2, false), (3, true)] {
+    for (streams, dynamic, manifold) in [(2, false, false), (3, true, false), (2, true, true)] {
         let mut c = tiny(None);
-        c.depth.hyper = Some(HyperConfig { streams, dynamic });
+        c.depth.hyper = Some(HyperConfig {
+            streams,
+            dynamic,
+            manifold,
+            ..Default::default()
+        });
         c.depth.value_residual = dynamic;
         out.push(("hyper-connections", c));
     }
