@@ -47,6 +47,10 @@ enum Command {
         /// model) with a fresh optimizer at step 0.
         #[arg(long, value_name = "CHECKPOINT")]
         init_from: Option<PathBuf>,
+        /// With --init-from: keep this config's model, the checkpoint's plus depth methods
+        /// ([model.dwa], [model.depth]), whose new weights start at their init.
+        #[arg(long, requires = "init_from")]
+        retrofit: bool,
         /// Replace an existing run in the run folder.
         #[arg(long)]
         overwrite: bool,
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             resume,
             init_from,
+            retrofit,
             overwrite,
             quiet,
         } => {
@@ -164,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut options = RunOptions::new(&config, &out);
             options.resume = resume.map(|p| p.unwrap_or_else(|| out.clone()));
             options.init_from = init_from;
+            options.retrofit = retrofit;
             options.overwrite = overwrite;
             options.progress = !quiet;
             options.stop = signals::stop_flag();

@@ -33,6 +33,7 @@ pub mod optim;
 pub mod optimizer;
 pub mod parallel;
 pub mod prepare;
+pub mod retrofit;
 pub mod run_folder;
 pub mod run_lock;
 mod run_summary;

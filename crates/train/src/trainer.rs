@@ -54,6 +54,9 @@ pub struct RunOptions {
     /// Start a new run from this checkpoint's weights, model config and tokenizer (e.g. a
     /// merged or expanded model) with a fresh optimizer at step 0.
     pub init_from: Option<PathBuf>,
+    /// With `init_from`: keep the run config's model, the checkpoint's plus depth methods,
+    /// whose new tensors start at their init ([`crate::retrofit`]).
+    pub retrofit: bool,
     /// Replace an existing run in `out_dir`.
     pub overwrite: bool,
     /// Show a progress bar ([`train`](crate::train) only).
@@ -74,6 +77,7 @@ impl RunOptions {
             out_dir: out_dir.into(),
             resume: None,
             init_from: None,
+            retrofit: false,
             overwrite: false,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
@@ -737,7 +741,23 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     }
     let start_from = resumed.as_ref().or(initial.as_ref());
     let data = prepare_data(&config, start_from.map(|c| c.tokenizer.clone()))?;
+    if options.retrofit && initial.is_none() {
+        return Err(Error::Invalid(
+            "a retrofit starts from a checkpoint: give init_from with it".to_owned(),
+        ));
+    }
     let base_model = match &initial {
+        Some(init) if options.retrofit => {
+            let wanted = resolve_model(&config, &data.tokenizer, &options.config_file)?;
+            let file = options.config_file.display().to_string();
+            crate::retrofit::check(init, &wanted, &file)?;
+            tracing::info!(
+                checkpoint = %init.loaded.path.display(),
+                model = %wanted.variant_name(),
+                "retrofitting depth methods onto a checkpoint"
+            );
+            wanted
+        }
         Some(init) => {
             let model = init.meta.config.model.clone();
             tracing::info!(
@@ -755,7 +775,13 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     let growth_applied = resumed.as_ref().map_or(0, |c| c.meta.growth_applied);
     let model_config = growth_schedule::model_after(&config.growth, &base_model, growth_applied)?;
     if let Some(ckpt) = start_from {
-        checkpoint::ensure_compatible(ckpt, &model_config, &config, &options.config_file)?;
+        // A retrofit's model differs from the checkpoint's by design (checked above).
+        let model = if options.retrofit {
+            &ckpt.meta.config.model
+        } else {
+            &model_config
+        };
+        checkpoint::ensure_compatible(ckpt, model, &config, &options.config_file)?;
     }
     if let Some(ckpt) = &resumed {
         checkpoint::ensure_same_optimizer(ckpt, &config, &options.config_file)?;
@@ -781,7 +807,15 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
     let mut optimizer = build_optimizer(&vs, &model_config, &config)?;
     if let Some(init) = &initial {
-        checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
+        if options.retrofit {
+            let added = crate::retrofit::restore(&vs, init, &model_config)?;
+            tracing::info!(
+                tensors = added.len(),
+                "new depth-method tensors at their init"
+            );
+        } else {
+            checkpoint::restore_weights(&vs, &init.loaded.model, &init.loaded.path)?;
+        }
     }
     let (mut start, mut best_val, mut elapsed_before) = (0, None, 0.0);
     let train_flops = resumed.as_ref().map_or(0.0, |c| c.meta.train_flops);
