@@ -64,12 +64,30 @@ impl Block {
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
-        let attended =
-            self.attn
-                .forward(&self.ln_1.forward(x)?, config, rotary, train, values, kv)?;
+        let attended = self.attention_branch(x, config, rotary, train, values, kv)?;
         let x = x.f_add(&attended)?;
-        let mixed = self.mlp.forward(&self.ln_2.forward(&x)?, config, train)?;
+        let mixed = self.mlp_branch(&x, config, train)?;
         Ok(x.f_add(&mixed)?)
+    }
+
+    /// The attention branch alone, `attn(ln_1(x))`, without the residual add (arguments as
+    /// for [`Block::forward`]).
+    pub fn attention_branch(
+        &self,
+        x: &Tensor,
+        config: &ModelConfig,
+        rotary: Option<&Rotary>,
+        train: bool,
+        values: &mut ValueMix,
+        kv: Option<&mut LayerKv>,
+    ) -> Result<Tensor> {
+        self.attn
+            .forward(&self.ln_1.forward(x)?, config, rotary, train, values, kv)
+    }
+
+    /// The MLP branch alone, `mlp(ln_2(x))`, without the residual add.
+    pub fn mlp_branch(&self, x: &Tensor, config: &ModelConfig, train: bool) -> Result<Tensor> {
+        self.mlp.forward(&self.ln_2.forward(x)?, config, train)
     }
 }
 

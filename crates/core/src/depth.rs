@@ -7,8 +7,9 @@
 //! replaces the stream by each DWA's average. Without DWA it is a plain loop. It also owns the
 //! other depth methods of `[model.depth]` (see [`DepthStack::with_methods`]): the value
 //! residual ([`crate::value_residual`], handed to each layer as a [`ValueMix`]) and LAuReL
-//! ([`crate::laurel`], applied to each layer's output before a DWA stores it) and
-//! hyper-connections ([`crate::hyper`], n streams around the layers). `Gpt` runs its
+//! ([`crate::laurel`], applied to each layer's output before a DWA stores it),
+//! hyper-connections ([`crate::hyper`], n streams around the layers) and attention residuals
+//! ([`crate::attn_res`], run by [`DepthStack::forward_sublayers`]). `Gpt` runs its
 //! blocks through one, and so can a model that is not a strata model:
 //!
 //! ```
@@ -27,6 +28,7 @@
 //! # Ok::<(), strata_tensor::Error>(())
 //! ```
 
+use crate::attn_res::{AttnRes, DepthValues};
 use crate::config::{DepthConfig, DwaConfig};
 use crate::dwa::{self, Dwa};
 use crate::hyper::{self, HyperConnection};
@@ -51,6 +53,8 @@ pub struct DepthStack {
     laurel: Vec<Laurel>,
     /// The hyper-connection around each layer; empty when off.
     hyper: Vec<HyperConnection>,
+    /// The attention residuals' queries, when on.
+    attn_res: Option<AttnRes>,
 }
 
 impl DepthStack {
@@ -87,6 +91,7 @@ impl DepthStack {
             value_residual: Vec::new(),
             laurel: Vec::new(),
             hyper: Vec::new(),
+            attn_res: None,
         })
     }
 
@@ -122,6 +127,9 @@ impl DepthStack {
                 .map(|i| HyperConnection::new(root / "hyper" / i, i, config, d_model))
                 .collect();
         }
+        if depth.attn_res {
+            stack.attn_res = Some(AttnRes::new(&(root / "attnres"), n_layer, d_model));
+        }
         Ok(stack)
     }
 
@@ -148,6 +156,47 @@ impl DepthStack {
     /// The hyper-connection around each layer (empty when off).
     pub fn hyper(&self) -> &[HyperConnection] {
         &self.hyper
+    }
+
+    /// The attention residuals' queries, when on.
+    pub fn attn_res(&self) -> Option<&AttnRes> {
+        self.attn_res.as_ref()
+    }
+
+    /// Runs the layers as attention residuals ([`crate::attn_res`]): `attention(i, input,
+    /// values)` and `mlp(i, input)` return block `i`'s attention and MLP branches without the
+    /// residual add, and every sublayer (and the final output) reads a softmax over depth of
+    /// the embedding `x` and the branches so far. The value residual, if on, reaches the
+    /// attention branches through `values`.
+    pub fn forward_sublayers(
+        &self,
+        x: Tensor,
+        mut attention: impl FnMut(usize, &Tensor, &mut ValueMix) -> Result<Tensor>,
+        mut mlp: impl FnMut(usize, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let Some(attn_res) = &self.attn_res else {
+            return Err(Error::Invalid(
+                "depth stack: forward_sublayers needs attention residuals (model.depth.attn_res)"
+                    .to_owned(),
+            ));
+        };
+        let width = attn_res.width();
+        let mut seen = DepthValues::default();
+        seen.push(x, width)?;
+        let mut first_values = None;
+        for i in 0..self.n_layer {
+            let mut values = if self.value_residual.is_empty() {
+                ValueMix::off()
+            } else {
+                let lambda = self.value_residual.get(i).and_then(Option::as_ref);
+                ValueMix::on(lambda, &mut first_values)
+            };
+            let input = attn_res.read(2 * i, &seen)?;
+            seen.push(attention(i, &input, &mut values)?, width)?;
+            let input = attn_res.read(2 * i + 1, &seen)?;
+            seen.push(mlp(i, &input)?, width)?;
+        }
+        attn_res.read(2 * self.n_layer, &seen)
     }
 
     /// Runs the layers on `x`: `layer(i, input)` returns layer `i`'s output, and after it the
@@ -179,6 +228,13 @@ impl DepthStack {
         x: Tensor,
         mut layer: impl FnMut(usize, &Tensor, &mut ValueMix) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        if self.attn_res.is_some() {
+            return Err(Error::Invalid(
+                "depth stack: attention residuals run attention and MLP branches separately \
+                 (DepthStack::forward_sublayers)"
+                    .to_owned(),
+            ));
+        }
         let mut first_values = None;
         let mut run = |i: usize, x: &Tensor| -> Result<Tensor> {
             let mut values = if self.value_residual.is_empty() {

@@ -20,6 +20,10 @@ pub struct DepthConfig {
     /// and mixing weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hyper: Option<HyperConfig>,
+    /// Attention residuals (arXiv 2603.15031): every sublayer reads a softmax over depth of
+    /// the earlier sublayers' outputs, scored by one learned query each ([`crate::attn_res`]).
+    #[serde(default, skip_serializing_if = "crate::config::is_false")]
+    pub attn_res: bool,
 }
 
 /// `[model.depth.hyper]`.
@@ -124,6 +128,9 @@ impl DepthConfig {
             };
             parts.push(format!("{kind}{}", hyper.streams));
         }
+        if self.attn_res {
+            parts.push("attnres".to_owned());
+        }
         parts.join("-")
     }
 
@@ -171,6 +178,27 @@ impl DepthConfig {
                     );
                 }
                 _ => {}
+            }
+        }
+        if self.attn_res {
+            let other = if dwa {
+                Some("[model.dwa]")
+            } else if self.laurel.is_some() {
+                Some("[model.depth.laurel]")
+            } else if self.hyper.is_some() {
+                Some("[model.depth.hyper]")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return err(
+                    "attn_res",
+                    format!(
+                        "no {other} with it (attention residuals replace the residual stream \
+                         that it acts on)"
+                    ),
+                    "both".to_owned(),
+                );
             }
         }
         if let Some(hyper) = self.hyper {

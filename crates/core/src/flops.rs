@@ -10,7 +10,8 @@
 //! product (`2 · 2·r·D` per layer), and the elementwise mixes of LAuReL-RW (`3·D` per layer)
 //! and the value residual (`3·A` per layer after the first), and hyper-connections with `n`
 //! streams: `2·D·(n² + 2n)` per layer for the static read, mix and write, plus
-//! `2·n·D·(n + 2)` for the dynamic projections.
+//! `2·n·D·(n + 2)` for the dynamic projections; attention residuals as in
+//! [`depth_flops_per_token`].
 
 use crate::config::{LaurelKind, MlpKind, ModelConfig};
 use crate::schema::{self, Location, Role};
@@ -53,8 +54,10 @@ pub fn forward_flops_per_token(config: &ModelConfig, context: usize) -> f64 {
 /// Forward FLOPs per token of the `[model.depth]` methods: LAuReL-LR `2 · 2·r·D` per layer
 /// (its two matrices), LAuReL-RW `3·D` per layer (`α·out + (β − α)·x`), the value residual
 /// `3·A` per layer after the first (`λ₁·V + λ₂·V₁`), hyper-connections with `n` streams
-/// `2·D·(n² + 2n)` per layer (read, mix, write) plus `2·n·D·(n + 2)` when dynamic; 0 when
-/// none is on.
+/// `2·D·(n² + 2n)` per layer (read, mix, write) plus `2·n·D·(n + 2)` when dynamic, attention
+/// residuals with `Q = 2L` queries `D·(3·(Q + 1) + 2·Q·(Q + 3))` (an RMSNorm of `3·D` per value,
+/// and per query `k = 1..=Q` a dot product and a weighted sum of `2·D` each over `k + 1`
+/// values); 0 when none is on.
 pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
     let layers = config.n_layer as f64;
     let d = config.d_model as f64;
@@ -82,7 +85,13 @@ pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
             2.0 * d * (n * n + 2.0 * n) + dynamic
         }
     };
-    layers * (laurel + hyper) + value_residual
+    let attn_res = if config.depth.attn_res {
+        let q = 2.0 * layers;
+        d * (3.0 * (q + 1.0) + 2.0 * q * (q + 3.0))
+    } else {
+        0.0
+    };
+    layers * (laurel + hyper) + value_residual + attn_res
 }
 
 /// Training FLOPs (forward and backward) of one step of `batch` sequences of `context` tokens.

@@ -28,6 +28,7 @@
 // value that is not a libtorch result, needs an `#[allow]` that gives the reason.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod attn_res;
 mod block;
 mod builder;
 pub mod config;

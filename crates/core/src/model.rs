@@ -171,20 +171,28 @@ impl Gpt {
             x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
         }
         x = x.f_dropout(self.config.dropout, train)?;
-        let x = self.depth.forward_mixing(x, |i, x, values| {
-            let kv = match cache.as_deref_mut() {
-                Some(cache) => Some(cache.layer(i)?),
-                None => None,
-            };
-            self.blocks[self.plan[i]].forward(
+        let (config, rotary) = (&self.config, self.rotary.as_ref());
+        let x = if self.depth.attn_res().is_some() {
+            self.depth.forward_sublayers(
                 x,
-                &self.config,
-                self.rotary.as_ref(),
-                train,
-                values,
-                kv,
-            )
-        })?;
+                |i, x, values| {
+                    let kv = match cache.as_deref_mut() {
+                        Some(cache) => Some(cache.layer(i)?),
+                        None => None,
+                    };
+                    self.blocks[self.plan[i]].attention_branch(x, config, rotary, train, values, kv)
+                },
+                |i, x| self.blocks[self.plan[i]].mlp_branch(x, config, train),
+            )?
+        } else {
+            self.depth.forward_mixing(x, |i, x, values| {
+                let kv = match cache.as_deref_mut() {
+                    Some(cache) => Some(cache.layer(i)?),
+                    None => None,
+                };
+                self.blocks[self.plan[i]].forward(x, config, rotary, train, values, kv)
+            })?
+        };
         let x = self.ln_f.forward(&x)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&x, self.config.precision)?,
@@ -280,6 +288,10 @@ impl Gpt {
                     _ => None,
                 }
             }
+            Location::AttnRes { query } => match (self.depth.attn_res(), slot) {
+                (Some(a), Slot::Query) => a.query(query),
+                _ => None,
+            },
             Location::FinalNorm => norm_tensor(&self.ln_f, slot),
             Location::Head => self.lm_head.as_ref().and_then(|l| linear_tensor(l, slot)),
         }

@@ -198,6 +198,12 @@ pub enum Location {
         /// The layer it connects.
         layer: usize,
     },
+    /// `attnres.<query>`: the attention residuals' pseudo-query before sublayer `query`
+    /// (`2i`: block `i`'s attention, `2i + 1`: its MLP, `2L`: the final norm).
+    AttnRes {
+        /// The sublayer it feeds.
+        query: usize,
+    },
     /// `ln_f`.
     FinalNorm,
     /// `lm_head`.
@@ -215,6 +221,7 @@ impl Location {
             Location::ValueResidual { layer } => format!("vres.{layer}"),
             Location::Laurel { layer } => format!("laurel.{layer}"),
             Location::Hyper { layer } => format!("hyper.{layer}"),
+            Location::AttnRes { query } => format!("attnres.{query}"),
             Location::FinalNorm => "ln_f".to_owned(),
             Location::Head => "lm_head".to_owned(),
         }
@@ -265,6 +272,8 @@ pub enum Slot {
     DynBeta,
     /// `scales`, a dynamic hyper-connection's `(s_α, s_β)`.
     Scales,
+    /// `query`, an attention residual's pseudo-query.
+    Query,
 }
 
 impl Slot {
@@ -285,6 +294,7 @@ impl Slot {
             Slot::DynAlpha => "dyn_alpha",
             Slot::DynBeta => "dyn_beta",
             Slot::Scales => "scales",
+            Slot::Query => "query",
         }
     }
 
@@ -305,6 +315,7 @@ impl Slot {
             Slot::DynAlpha,
             Slot::DynBeta,
             Slot::Scales,
+            Slot::Query,
         ]
         .into_iter()
         .find(|s| s.suffix() == suffix)
@@ -359,6 +370,7 @@ pub fn parse(name: &str) -> Option<(Location, Slot)> {
                 "vres" if rest == index.to_string() => Location::ValueResidual { layer: index },
                 "laurel" if rest == index.to_string() => Location::Laurel { layer: index },
                 "hyper" if rest == index.to_string() => Location::Hyper { layer: index },
+                "attnres" if rest == index.to_string() => Location::AttnRes { query: index },
                 "h" => {
                     let (_, layer) = rest.split_once('.')?;
                     let layer = BlockLayer::ALL.into_iter().find(|l| l.path() == layer)?;
@@ -377,7 +389,8 @@ pub fn parse(name: &str) -> Option<(Location, Slot)> {
 /// Every parameter tensor of a model with `config`, in creation order: `wte`, `wpe`, each
 /// distinct block (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.w_up`,
 /// `mlp.c_proj`; per linear `weight`, `bias`, `lora_a`, `lora_b`), the DWAs, the value
-/// residual weights, the LAuReL weights, the hyper-connections, `ln_f`, `lm_head`. A tied head is the token embedding and is not listed twice.
+/// residual weights, the LAuReL weights, the hyper-connections, the attention residuals'
+/// queries, `ln_f`, `lm_head`. A tied head is the token embedding and is not listed twice.
 pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
     let (v, d) = (config.vocab_size as i64, config.d_model as i64);
     let mut out = Vec::new();
@@ -483,6 +496,12 @@ pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
                 push(location, Slot::DynBeta, vec![1, d], Role::DepthMatrix, true);
                 push(location, Slot::Scales, vec![2], Role::DepthScalar, true);
             }
+        }
+    }
+    if config.depth.attn_res {
+        for query in 1..=2 * config.n_layer {
+            let location = Location::AttnRes { query };
+            push(location, Slot::Query, vec![d], Role::DepthScalar, true);
         }
     }
     push(

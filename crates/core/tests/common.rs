@@ -146,6 +146,27 @@ pub fn methods() -> Vec<(&'static str, ModelConfig)> {
             with_depth(dmhc, false),
         ),
         ("value residual", with_depth(vres, false)),
+        (
+            "attention residuals",
+            with_depth(
+                DepthConfig {
+                    attn_res: true,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ),
+        (
+            "attention residuals + value residual",
+            with_depth(
+                DepthConfig {
+                    attn_res: true,
+                    value_residual: true,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ),
         ("laurel-rw", with_depth(rw.clone(), false)),
         ("laurel-lr", with_depth(lr, false)),
         ("laurel-rw + dwa", with_depth(rw, true)),
@@ -160,7 +181,7 @@ pub fn randomise_depth_tensors(vs: &nn::VarStore, seed: u64) {
             let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, mut t) in vars {
-                let noise = if ["vres.", "laurel.", "hyper."]
+                let noise = if ["vres.", "laurel.", "hyper.", "attnres."]
                     .iter()
                     .any(|p| name.starts_with(p))
                 {

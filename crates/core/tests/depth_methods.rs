@@ -18,7 +18,7 @@ fn laurel_starts_as_the_baseline_bit_for_bit() {
     let idx = tokens(2, 8, 11, 1);
     for (label, config) in methods()
         .into_iter()
-        .filter(|(_, c)| !c.depth.value_residual && c.depth.hyper.is_none())
+        .filter(|(_, c)| c.depth.laurel.is_some() && !c.depth.value_residual)
     {
         let mut base_cfg = config.clone();
         base_cfg.depth = DepthConfig::default();
@@ -138,16 +138,17 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
         .reshape([idx.size()[0], t, d])
         + w["wpe.weight"].index_select(0, &pos);
     let mask = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).triu(1);
-    let mut first_values: Option<Tensor> = None;
-    // One block on its input: x + attention, then + MLP.
-    let mut block = |l: usize, x: &Tensor| -> Tensor {
+    let first_values: std::cell::RefCell<Option<Tensor>> = Default::default();
+    // A block's attention branch on its input (the value residual keeps layer 0's values).
+    let attention_branch = |l: usize, x: &Tensor| -> Tensor {
         let p = |n: &str| &w[&format!("h.{l}.{n}")];
         let h = norm(x, Some(p("ln_1.weight")));
         let qkv = h.matmul(&p("attn.c_attn.weight").tr());
         let mut values = qkv.narrow(2, 2 * d, d);
         if cfg.depth.value_residual {
-            match &first_values {
-                None => first_values = Some(values.shallow_clone()),
+            let mut first = first_values.borrow_mut();
+            match first.as_ref() {
+                None => *first = Some(values.shallow_clone()),
                 Some(v1) => {
                     let lambda = &w[&format!("vres.{l}.lambda")];
                     values = &values * lambda.get(0) + v1 * lambda.get(1);
@@ -164,13 +165,55 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
             let scores = scores.masked_fill(&mask, f64::NEG_INFINITY);
             heads.push(scores.softmax(-1, Kind::Double).matmul(&v));
         }
-        let mid = x + Tensor::cat(&heads, -1).matmul(&p("attn.c_proj.weight").tr());
-        let h = norm(&mid, Some(p("ln_2.weight")));
+        Tensor::cat(&heads, -1).matmul(&p("attn.c_proj.weight").tr())
+    };
+    // A block's MLP branch on its input.
+    let mlp_branch = |l: usize, x: &Tensor| -> Tensor {
+        let p = |n: &str| &w[&format!("h.{l}.{n}")];
+        let h = norm(x, Some(p("ln_2.weight")));
         let fc = h.matmul(&p("mlp.c_fc.weight").tr());
         let gelu: Tensor = &fc * 0.5 * ((&fc / 2f64.sqrt()).erf() + 1.0);
-        &mid + gelu.matmul(&p("mlp.c_proj.weight").tr())
+        gelu.matmul(&p("mlp.c_proj.weight").tr())
     };
-    let x = if let Some(hyper) = cfg.depth.hyper {
+    // One block on its input: x + attention, then + MLP.
+    let block = |l: usize, x: &Tensor| -> Tensor {
+        let mid = x + attention_branch(l, x);
+        &mid + mlp_branch(l, &mid)
+    };
+    let x = if cfg.depth.attn_res {
+        // Attention residuals: every sublayer reads Σⱼ softmaxⱼ(w·RMSNorm(vⱼ))·vⱼ over the
+        // embedding and the branch outputs so far, written as explicit loops over the values.
+        let rms = |v: &Tensor| v / (v.square().mean_dim(-1, true, Kind::Double) + 1e-6).sqrt();
+        let mut vals: Vec<Tensor> = vec![embedded.shallow_clone()];
+        let read = |k: usize, vals: &[Tensor]| -> Tensor {
+            if k == 0 {
+                return vals[0].shallow_clone(); // the first attention reads the embedding
+            }
+            let w = &w[&format!("attnres.{k}.query")];
+            let scores: Vec<Tensor> = vals
+                .iter()
+                .map(|v| (rms(v) * w).sum_dim_intlist(-1, true, Kind::Double))
+                .collect();
+            let top = scores
+                .iter()
+                .fold(scores[0].shallow_clone(), |m, s| m.maximum(s));
+            let exps: Vec<Tensor> = scores.iter().map(|s| (s - &top).exp()).collect();
+            let total = exps.iter().fold(Tensor::from(0.0), |a, e| a + e);
+            vals.iter()
+                .zip(&exps)
+                .map(|(v, e)| v * e / &total)
+                .reduce(|a, b| a + b)
+                .unwrap()
+        };
+        for l in 0..cfg.n_layer {
+            let input = read(2 * l, &vals);
+            let attn = attention_branch(l, &input);
+            vals.push(attn);
+            let input = read(2 * l + 1, &vals);
+            vals.push(mlp_branch(l, &input));
+        }
+        read(2 * cfg.n_layer, &vals)
+    } else if let Some(hyper) = cfg.depth.hyper {
         let n = hyper.streams;
         let mut streams: Vec<Tensor> = (0..n).map(|_| embedded.copy()).collect();
         for l in 0..cfg.n_layer {
@@ -387,10 +430,26 @@ fn flops_count_the_methods_from_their_tensors() {
             .count() as f64;
         let n = config.depth.hyper.map_or(0.0, |h| h.streams as f64);
         let d = config.d_model as f64;
+        // Attention residuals: an RMSNorm (3 FLOPs per element) per value (one more value than
+        // queries), and per query k = 1, 2, .. a dot product and a weighted sum over the k + 1
+        // values so far.
+        let queries = specs
+            .iter()
+            .filter(|s| s.name().starts_with("attnres."))
+            .count();
+        let attn_res: f64 = if queries == 0 {
+            0.0
+        } else {
+            3.0 * d * (queries as f64 + 1.0)
+                + (1..=queries)
+                    .map(|k| (k as f64 + 1.0) * 2.0 * (2.0 * d))
+                    .sum::<f64>()
+        };
         let want = matrices * if n > 0.0 { n } else { 1.0 }
             + rw_layers * 3.0 * d
             + vres_layers * 3.0 * config.attn_width() as f64
-            + hyper_layers * 2.0 * d * (n * n + 2.0 * n);
+            + hyper_layers * 2.0 * d * (n * n + 2.0 * n)
+            + attn_res;
         assert!(want > 0.0, "{label}");
         assert_eq!(flops(&config) - flops(&plain), want, "{label}");
     }
@@ -476,6 +535,28 @@ fn bad_depth_settings_are_refused_naming_the_field() {
                 })
             }),
             "model.depth.hyper.sinkhorn_iters",
+        ),
+        (
+            "attention residuals with DWA",
+            Box::new(|c| {
+                c.dwa = Some(DwaConfig {
+                    dilation: 1,
+                    period: 1,
+                });
+                c.depth.attn_res = true;
+            }),
+            "model.depth.attn_res",
+        ),
+        (
+            "attention residuals with hyper-connections",
+            Box::new(|c| {
+                c.depth.attn_res = true;
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 2,
+                    ..Default::default()
+                })
+            }),
+            "model.depth.attn_res",
         ),
         (
             "mHC on one stream",
@@ -578,4 +659,44 @@ fn sinkhorn_makes_a_doubly_stochastic_matrix_and_keeps_one_that_is() {
     let uniform = Tensor::zeros([3, 3], (Kind::Double, Device::Cpu));
     let u = strata_core::hyper::sinkhorn(&uniform, 5).unwrap();
     assert!((u - 1.0 / 3.0).abs().max().double_value(&[]) < 1e-15);
+}
+
+#[test]
+fn attention_residuals_start_as_the_baseline_up_to_the_norms_epsilon() {
+    // Zero queries average the values: the baseline's stream over their count, which every
+    // pre-norm and the final norm remove (up to ε, made negligible here).
+    let idx = tokens(2, 8, 11, 1);
+    let mut base_cfg = tiny(None);
+    base_cfg.norm_eps = Some(1e-12);
+    let mut config = base_cfg.clone();
+    config.depth.attn_res = true;
+    let (base_vs, base) = build(&base_cfg, 3);
+    let (vs, model) = build(&config, 4);
+    copy_weights(&base_vs, &vs);
+    let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
+    let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+    let err = got.max_rel_diff(&want).unwrap();
+    assert!(err < 1e-5, "{err}");
+    assert!(
+        got.max_abs_diff(&want).unwrap() > 0.0,
+        "the stream is not the baseline's"
+    );
+    // The plain depth loop refuses a stack with attention residuals.
+    let stack = strata_core::DepthStack::with_methods(
+        &vs.root(),
+        3,
+        16,
+        None,
+        &config.depth,
+        &Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    )
+    .unwrap();
+    let err = stack
+        .forward(
+            Tensor::zeros([1, 16], (Kind::Float, Device::Cpu)),
+            |_, x| Ok(x.copy()),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward_sublayers"), "{err}");
 }

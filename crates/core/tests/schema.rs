@@ -118,6 +118,10 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
         c.depth.value_residual = dynamic;
         out.push(("hyper-connections", c));
     }
+    let mut c = tiny(None);
+    c.depth.attn_res = true;
+    c.depth.value_residual = true;
+    out.push(("attention residuals", c));
     out
 }
 

@@ -479,7 +479,8 @@ pub fn residual(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<
             Location::Dwa { .. }
             | Location::ValueResidual { .. }
             | Location::Laurel { .. }
-            | Location::Hyper { .. } => Vec::new(),
+            | Location::Hyper { .. }
+            | Location::AttnRes { .. } => Vec::new(),
             Location::Block { layer, .. } => match layer {
                 BlockLayer::Ln1 | BlockLayer::Ln2 if slot == Slot::Weight => vec![gain.clone()],
                 BlockLayer::Ln1 | BlockLayer::Ln2 => vec![write.clone()],
