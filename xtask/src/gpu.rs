@@ -389,9 +389,15 @@ mod tests {
         results
     }
 
+    /// A fresh folder per call: tests run concurrently in one process, so the pid alone
+    /// would let one test delete the folder another is reading.
     fn tempfile_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("strata-gpu-report-{tag}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "strata-gpu-report-{tag}-{}-{n}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
