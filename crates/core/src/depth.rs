@@ -158,6 +158,17 @@ impl DepthStack {
         &self.hyper
     }
 
+    /// Layer `i`'s view of the value residual (`first` keeps layer 0's values); the
+    /// identity when the stack has none.
+    fn value_mix<'a>(&'a self, i: usize, first: &'a mut Option<Tensor>) -> ValueMix<'a> {
+        if self.value_residual.is_empty() {
+            ValueMix::off()
+        } else {
+            let lambda = self.value_residual.get(i).and_then(Option::as_ref);
+            ValueMix::on(lambda, first)
+        }
+    }
+
     /// The attention residuals' queries, when on.
     pub fn attn_res(&self) -> Option<&AttnRes> {
         self.attn_res.as_ref()
@@ -185,12 +196,7 @@ impl DepthStack {
         seen.push(x, width)?;
         let mut first_values = None;
         for i in 0..self.n_layer {
-            let mut values = if self.value_residual.is_empty() {
-                ValueMix::off()
-            } else {
-                let lambda = self.value_residual.get(i).and_then(Option::as_ref);
-                ValueMix::on(lambda, &mut first_values)
-            };
+            let mut values = self.value_mix(i, &mut first_values);
             let input = attn_res.read(2 * i, &seen)?;
             seen.push(attention(i, &input, &mut values)?, width)?;
             let input = attn_res.read(2 * i + 1, &seen)?;
@@ -237,12 +243,7 @@ impl DepthStack {
         }
         let mut first_values = None;
         let mut run = |i: usize, x: &Tensor| -> Result<Tensor> {
-            let mut values = if self.value_residual.is_empty() {
-                ValueMix::off()
-            } else {
-                let lambda = self.value_residual.get(i).and_then(Option::as_ref);
-                ValueMix::on(lambda, &mut first_values)
-            };
+            let mut values = self.value_mix(i, &mut first_values);
             let out = layer(i, x, &mut values)?;
             match self.laurel.get(i) {
                 Some(laurel) => laurel.forward(x, &out),

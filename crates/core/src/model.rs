@@ -3,7 +3,7 @@
 use crate::block::Block;
 use crate::config::{ModelConfig, PositionKind};
 use crate::depth::DepthStack;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, LayerKv};
 use crate::layers::{Linear, Norm, Rotary};
 use crate::schema::{self, BlockLayer, Location, ParamSpec, Slot};
 use strata_tensor::{Error, Result, TensorExt};
@@ -176,20 +176,14 @@ impl Gpt {
             self.depth.forward_sublayers(
                 x,
                 |i, x, values| {
-                    let kv = match cache.as_deref_mut() {
-                        Some(cache) => Some(cache.layer(i)?),
-                        None => None,
-                    };
+                    let kv = layer_cache(&mut cache, i)?;
                     self.blocks[self.plan[i]].attention_branch(x, config, rotary, train, values, kv)
                 },
                 |i, x| self.blocks[self.plan[i]].mlp_branch(x, config, train),
             )?
         } else {
             self.depth.forward_mixing(x, |i, x, values| {
-                let kv = match cache.as_deref_mut() {
-                    Some(cache) => Some(cache.layer(i)?),
-                    None => None,
-                };
+                let kv = layer_cache(&mut cache, i)?;
                 self.blocks[self.plan[i]].forward(x, config, rotary, train, values, kv)
             })?
         };
@@ -305,6 +299,17 @@ impl Gpt {
     /// The learned DWA weights (rows: DWA after block i; columns: stack index j).
     pub fn dwa_weight_matrix(&self) -> Result<Vec<Vec<Option<f64>>>> {
         self.depth.weight_matrix()
+    }
+}
+
+/// Layer application `i`'s entry of the KV cache, when there is a cache.
+fn layer_cache<'a>(
+    cache: &'a mut Option<&mut KvCache>,
+    i: usize,
+) -> Result<Option<&'a mut LayerKv>> {
+    match cache.as_deref_mut() {
+        Some(cache) => Ok(Some(cache.layer(i)?)),
+        None => Ok(None),
     }
 }
 
