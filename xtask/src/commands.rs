@@ -1,6 +1,6 @@
 //! The subcommands `env`, `test`, `demo` and `strata` (`bench` lives in its own module).
 
-use crate::plan::{self, Child, Step};
+use crate::plan::{self, Child, Program, Step};
 use crate::run::Failure;
 use crate::torch_env::{self, TorchEnv};
 use std::io::Write;
@@ -121,16 +121,55 @@ pub fn test_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
             "warnings",
         ])));
     }
-    steps.push(Step::Run(Child::cargo(&cargo_test_args(
-        &parsed.cargo_test,
-    ))));
+    let cargo_test = cargo_test_args(&parsed.cargo_test);
+    let whole_workspace = cargo_test.iter().any(|a| a == "--workspace");
+    steps.push(Step::Run(Child::cargo(&cargo_test)));
+    if !parsed.quick && whole_workspace {
+        steps.extend(parity_steps());
+    }
     Ok(steps)
+}
+
+/// The reference implementations the parity harness loads strata's models into, pinned.
+pub const PARITY_PACKAGES: [&str; 2] = ["transformers==4.57.6", "safetensors==0.8.0"];
+
+/// The reference parity harness (xtask/parity/parity.py): install its packages into the
+/// cached torch environment, then run it against the debug `strata` that `cargo test` built.
+pub fn parity_steps() -> Vec<Step> {
+    let mut install = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    install.extend(PARITY_PACKAGES);
+    vec![
+        Step::Run(Child::python(&install)),
+        Step::BuildDebug {
+            package: "strata-cli",
+            bin: "strata",
+        },
+        Step::Run(Child::python(&[
+            "xtask/parity/parity.py",
+            "{strata}",
+            "target/parity",
+        ])),
+    ]
 }
 
 /// `cargo xtask test [--quick] [-- <cargo test args>]`, all with the libtorch environment.
 pub fn test(args: &[String]) -> Result<(), Failure> {
-    let steps = test_plan(args)?;
+    let mut steps = test_plan(args)?;
     let env = torch()?;
+    if env.venv.is_none() {
+        steps.retain(|s| !matches!(s, Step::Run(c) if c.program == Program::Python));
+        steps.retain(|s| !matches!(s, Step::BuildDebug { .. }));
+        eprintln!(
+            "xtask: the reference parity checks are skipped: LIBTORCH is set, so there is no \
+             cached PyTorch environment to run them in"
+        );
+    }
     plan::execute(&env, &steps)?;
     eprintln!("xtask: test passed");
     Ok(())

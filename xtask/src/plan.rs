@@ -14,8 +14,8 @@ use std::process::Command;
 pub enum Program {
     /// The cargo that started xtask.
     Cargo,
-    /// Binary `bin` of workspace package `package`, built in release mode by an earlier
-    /// [`Step::Build`].
+    /// Binary `bin` of workspace package `package`, built by an earlier [`Step::Build`]
+    /// (release) or [`Step::BuildDebug`].
     Release {
         /// The package, e.g. `strata-cli`.
         package: &'static str,
@@ -32,7 +32,7 @@ pub enum Program {
 pub struct Child {
     /// What runs.
     pub program: Program,
-    /// Its arguments.
+    /// Its arguments; `{bin}` stands for the path of the binary `bin` an earlier step built.
     pub args: Vec<String>,
     /// Extra variables, e.g. `STRATA_WEIGHTED_SUM=reference`.
     pub env: Vec<(String, String)>,
@@ -108,13 +108,21 @@ impl Child {
                 .ok_or("LIBTORCH is set, so there is no PyTorch to run")?,
         };
         let mut cmd = run::command(env, program);
-        cmd.args(&self.args);
+        cmd.args(self.args.iter().map(|a| built_path(a, built)));
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
     }
 }
 
-/// The release binaries built so far, by binary name.
+/// An argument `{bin}` names the path of the binary `bin` built so far; others stay as they are.
+fn built_path(arg: &str, built: &Built) -> std::ffi::OsString {
+    arg.strip_prefix('{')
+        .and_then(|a| a.strip_suffix('}'))
+        .and_then(|bin| built.get(bin))
+        .map_or_else(|| arg.into(), |path| path.clone().into_os_string())
+}
+
+/// The binaries built so far, by binary name.
 pub type Built = BTreeMap<&'static str, PathBuf>;
 
 /// One step of a command.
@@ -122,6 +130,14 @@ pub type Built = BTreeMap<&'static str, PathBuf>;
 pub enum Step {
     /// Build a release binary (`cargo build --release -p <package> --bin <bin>`).
     Build {
+        /// The package.
+        package: &'static str,
+        /// The binary.
+        bin: &'static str,
+    },
+    /// Build a debug binary (`cargo build -p <package> --bin <bin>`; what `cargo test` already
+    /// built, so usually nothing to do).
+    BuildDebug {
         /// The package.
         package: &'static str,
         /// The binary.
@@ -140,6 +156,7 @@ impl Step {
             Step::Build { package, bin } => {
                 format!("cargo build --release -p {package} --bin {bin}")
             }
+            Step::BuildDebug { package, bin } => format!("cargo build -p {package} --bin {bin}"),
             Step::Run(child) => child.line(),
             Step::Own(what) => format!("(xtask) {what}"),
         }
@@ -159,6 +176,9 @@ pub fn execute(env: &TorchEnv, steps: &[Step]) -> Result<(), Failure> {
         match step {
             Step::Build { package, bin } => {
                 built.insert(bin, run::build_release_bin(env, package, bin)?);
+            }
+            Step::BuildDebug { package, bin } => {
+                built.insert(bin, run::build_debug_bin(env, package, bin)?);
             }
             Step::Run(child) => run::step(child.command(env, &built)?, &child.line())?,
             Step::Own(what) => {

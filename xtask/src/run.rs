@@ -185,6 +185,13 @@ pub fn build_release_bin(env: &TorchEnv, package: &str, bin: &str) -> Result<Pat
         .ok_or_else(|| format!("cargo built {package} but named no `{bin}` executable"))
 }
 
+/// Builds binary `bin` of `package` in debug mode and returns its path.
+pub fn build_debug_bin(env: &TorchEnv, package: &str, bin: &str) -> Result<PathBuf, String> {
+    let messages = cargo_messages(env, &["build", "-p", package, "--bin", bin])?;
+    executable(&messages, bin)
+        .ok_or_else(|| format!("cargo built {package} but named no `{bin}` executable"))
+}
+
 /// Runs `cargo <args> --message-format=json-render-diagnostics` (diagnostics still reach the
 /// terminal) and returns cargo's JSON messages; Ctrl-C is left to cargo meanwhile.
 pub fn cargo_messages(env: &TorchEnv, args: &[&str]) -> Result<String, String> {

@@ -124,6 +124,10 @@ fn test_runs_fmt_clippy_and_the_workspace_tests() {
             "cargo fmt --all -- --check",
             "cargo clippy --workspace --all-targets -- -D warnings",
             "cargo test --workspace",
+            "python3 -m pip install --quiet --disable-pip-version-check transformers==4.57.6 \
+             safetensors==0.8.0",
+            "cargo build -p strata-cli --bin strata",
+            "python3 xtask/parity/parity.py {strata} target/parity",
         ]
     );
 }
@@ -148,7 +152,7 @@ fn test_passes_its_arguments_after_the_separator_to_cargo_test() {
         ["cargo test -p strata-core -- --nocapture"]
     );
     let all = dry(&["test", "--", "--release"]);
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 6, "{all:?}");
     assert_eq!(all[2], "cargo test --workspace --release");
     let err = refused(&["test", "-p", "strata-core"]);
     assert!(err.contains("unknown test option `-p`"), "{err}");

@@ -154,7 +154,7 @@ pub fn run(args: DemoArgs, stop: &AtomicBool) -> Result<()> {
     };
     for row in &rows {
         let loaded = inspect::load(&row.out_dir, DeviceChoice::Cpu)?;
-        let text = inspect::sample(&loaded, "\n", args.sample_tokens, &options)?;
+        let text = inspect::sample(&loaded, "\n", args.sample_tokens, &options)?.text;
         println!(
             "\n--- sample from {} ({}) ---{}",
             row.name, row.variant, text

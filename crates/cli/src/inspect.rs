@@ -63,8 +63,15 @@ pub struct EvalReport {
 /// Evaluates a loaded checkpoint on its own corpus, optionally with `batches` batches per
 /// split (the `--batches` of `strata eval`: at least 1, and at most as many batches as the
 /// smaller split has distinct windows to fill); a checkpoint with non-finite weights, or whose
-/// losses are not finite, is an error.
-pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Result<EvalReport> {
+/// losses are not finite, is an error. With `save`, also writes the train split's evaluation
+/// batches there (a safetensors file of `x` and `y`, `[batches, batch_size, block_size]`
+/// int64 token ids, `y` shifted by one): `train_loss` is the mean over these batches of each
+/// batch's mean cross-entropy, so another implementation can recompute it.
+pub fn evaluate_checkpoint(
+    loaded: &LoadedModel,
+    batches: Option<usize>,
+    save: Option<&Path>,
+) -> Result<EvalReport> {
     loaded.ensure_finite()?;
     let path = &loaded.checkpoint.loaded.path;
     let mut config = loaded.checkpoint.meta.config.clone();
@@ -75,6 +82,9 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
     }
     let device = loaded.model.device();
     let train = fixed_eval_batches(loaded, &config, &data.splits.train)?;
+    if let Some(file) = save {
+        save_batches(&train, file)?;
+    }
     let val = validation_set(&config.train, &data.splits, config.model.block_size, device)?
         .evaluate(&loaded.model)?;
     Ok(EvalReport {
@@ -88,6 +98,17 @@ pub fn evaluate_checkpoint(loaded: &LoadedModel, batches: Option<usize>) -> Resu
         val_loss_se: val.se,
         batches: config.train.eval_iters,
     })
+}
+
+/// Writes evaluation batches as the safetensors tensors `x` and `y` (stacked, on the CPU).
+fn save_batches(batches: &[Batch], file: &Path) -> Result<()> {
+    let stack = |pick: fn(&Batch) -> &Tensor| -> Result<Tensor> {
+        let parts: Vec<&Tensor> = batches.iter().map(pick).collect();
+        Ok(Tensor::f_stack(&parts, 0)?.f_to_device(tch::Device::Cpu)?)
+    };
+    let tensors = [("x", stack(|b| &b.0)?), ("y", stack(|b| &b.1)?)];
+    Tensor::write_safetensors(&tensors, file)
+        .map_err(|e| Error::Invalid(format!("{}: cannot write the batches: {e}", file.display())))
 }
 
 /// Mean loss of a loaded checkpoint on `batches` fixed batches of the validation split (the
@@ -149,24 +170,36 @@ fn fixed_eval_batches(
     evaluation::fixed_eval_batches(t, tokens, config.model.block_size, device)
 }
 
-/// Continues `prompt` by `tokens` tokens and returns the decoded text (prompt included); a
-/// checkpoint with non-finite weights is an error.
+/// A continuation: the prompt's token ids, all ids (prompt included) and their text.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// The prompt's token ids.
+    pub prompt_ids: Vec<u32>,
+    /// The prompt's ids followed by the generated ones.
+    pub ids: Vec<u32>,
+    /// `ids` decoded.
+    pub text: String,
+}
+
+/// Continues `prompt` by `tokens` tokens (prompt included in the result); a checkpoint with
+/// non-finite weights is an error.
 pub fn sample(
     loaded: &LoadedModel,
     prompt: &str,
     tokens: usize,
     options: &SampleOptions,
-) -> Result<String> {
+) -> Result<Sample> {
     loaded.ensure_finite()?;
     let tokenizer = &loaded.checkpoint.tokenizer;
-    let ids: Vec<i64> = tokenizer
-        .encode(prompt)?
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let out = loaded.model.generate(&ids, tokens, options)?;
-    let out: Vec<u32> = out.into_iter().map(|i| i as u32).collect();
-    Ok(tokenizer.decode(&out))
+    let prompt_ids = tokenizer.encode(prompt)?;
+    let context: Vec<i64> = prompt_ids.iter().map(|&i| i64::from(i)).collect();
+    let out = loaded.model.generate(&context, tokens, options)?;
+    let ids: Vec<u32> = out.into_iter().map(|i| i as u32).collect();
+    Ok(Sample {
+        text: tokenizer.decode(&ids),
+        prompt_ids,
+        ids,
+    })
 }
 
 /// A description of a checkpoint for `strata info`.

@@ -68,6 +68,13 @@ enum Command {
         /// Device: cpu, cuda or auto.
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the train split's evaluation batches (safetensors `x`, `y`) to this
+        /// file, to recompute the train loss with another implementation.
+        #[arg(long, value_name = "FILE")]
+        save_batches: Option<PathBuf>,
     },
     /// Generate text from a checkpoint.
     Sample {
@@ -91,6 +98,22 @@ enum Command {
         /// Device: cpu, cuda or auto.
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
+        /// Print the prompt's and the continuation's token ids and text as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint's model (weights, architecture, tokenizer) in another layout.
+    Export {
+        /// Checkpoint folder or run folder.
+        checkpoint: PathBuf,
+        /// `hf-gpt2` (Hugging Face transformers' GPT2LMHeadModel) or `strata` (any model).
+        #[arg(long)]
+        format: strata_train::interop::ExportFormat,
+        /// The folder to write.
+        out: PathBuf,
+        /// Replace an earlier export in `out`.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Describe a checkpoint: config, parameters, step, losses, tokenizer.
     Info {
@@ -187,13 +210,22 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             batches,
             device,
+            json,
+            save_batches,
         } => {
             let loaded = inspect::load(&checkpoint, device)?;
-            let report = inspect::evaluate_checkpoint(&loaded, batches)?;
-            println!(
-                "step {}: train loss {:.4}, val loss {:.4} ({} batches per split)",
-                report.step, report.train_loss, report.val_loss, report.batches
-            );
+            let report = inspect::evaluate_checkpoint(&loaded, batches, save_batches.as_deref())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "step {}: train loss {:.4}, val loss {:.4} ({} batches per split)",
+                    report.step, report.train_loss, report.val_loss, report.batches
+                );
+            }
             Ok(())
         }
         Command::Sample {
@@ -204,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
             top_k,
             seed,
             device,
+            json,
         } => {
             let loaded = inspect::load(&checkpoint, device)?;
             let options = SampleOptions {
@@ -211,7 +244,23 @@ fn run(cli: Cli) -> Result<()> {
                 top_k,
                 seed,
             };
-            println!("{}", inspect::sample(&loaded, &prompt, tokens, &options)?);
+            let sample = inspect::sample(&loaded, &prompt, tokens, &options)?;
+            if json {
+                println!("{}", serde_json::to_string(&sample).unwrap_or_default());
+            } else {
+                println!("{}", sample.text);
+            }
+            Ok(())
+        }
+        Command::Export {
+            checkpoint,
+            format,
+            out,
+            overwrite,
+        } => {
+            let ckpt = strata_train::checkpoint::load(&checkpoint)?;
+            strata_train::interop::export(&ckpt, format, &out, overwrite)?;
+            println!("wrote {}", out.display());
             Ok(())
         }
         Command::Info { checkpoint, json } => {

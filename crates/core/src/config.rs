@@ -19,6 +19,9 @@ pub enum MlpKind {
     /// `W2 · gelu(W1 · x)`.
     #[default]
     Gelu,
+    /// `W2 · gelu_tanh(W1 · x)` with GELU's tanh approximation (GPT-2's `gelu_new`).
+    #[serde(rename = "gelu_tanh")]
+    GeluTanh,
     /// `W2 · (silu(Wg · x) ⊙ (Wu · x))`.
     Swiglu,
     /// TokenFormer's Pattention: the input attends over learned key/value parameter tokens,
@@ -274,7 +277,7 @@ impl ModelConfig {
         }
         let hidden = (self.mlp_ratio * self.d_model as f64).round() as usize;
         match self.mlp {
-            MlpKind::Gelu | MlpKind::Relu2 | MlpKind::Pattention => hidden,
+            MlpKind::Gelu | MlpKind::GeluTanh | MlpKind::Relu2 | MlpKind::Pattention => hidden,
             MlpKind::Swiglu => (2 * hidden / 3).div_ceil(8) * 8,
         }
     }

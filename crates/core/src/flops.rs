@@ -23,7 +23,7 @@ pub fn matmul_weights_per_layer(config: &ModelConfig) -> f64 {
     let attn = config.attn_width() as f64;
     let hidden = config.mlp_hidden() as f64;
     let mlp_matrices = match config.mlp {
-        MlpKind::Gelu | MlpKind::Relu2 | MlpKind::Pattention => 2.0,
+        MlpKind::Gelu | MlpKind::GeluTanh | MlpKind::Relu2 | MlpKind::Pattention => 2.0,
         MlpKind::Swiglu => 3.0,
     };
     4.0 * d * attn + mlp_matrices * d * hidden + lora_weights(config, |l| l.block() == Some(0))

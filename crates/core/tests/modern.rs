@@ -1,4 +1,4 @@
-//! The modern block's options (QK-norm, squared ReLU, zero-initialised projections and head,
+//! The modern block's options (QK-norm, squared ReLU, GPT-2's tanh GELU, zero-initialised projections and head,
 //! logit soft-capping): each against a float64 forward pass written out here, independently of
 //! the model's layers, plus their initial values and their errors.
 
@@ -103,6 +103,12 @@ fn oracle(vs: &nn::VarStore, cfg: &ModelConfig, idx: &Tensor) -> Tensor {
         let act = match cfg.mlp {
             MlpKind::Relu2 => fc.clamp_min(0.0).square(),
             MlpKind::Gelu => &fc * 0.5 * ((&fc / 2f64.sqrt()).erf() + 1.0),
+            // GPT-2's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+            MlpKind::GeluTanh => {
+                let inner = (&fc + fc.pow_tensor_scalar(3) * 0.044715)
+                    * (2.0 / std::f64::consts::PI).sqrt();
+                &fc * 0.5 * (inner.tanh() + 1.0)
+            }
             other => panic!("the oracle has no {other:?} MLP"),
         };
         x = &x + act.matmul(&p("mlp.c_proj.weight").tr());
@@ -154,6 +160,7 @@ fn option_configs() -> Vec<(&'static str, ModelConfig)> {
                 c.logit_softcap = Some(2.0);
             }),
         ),
+        ("gelu_tanh", with(&|c| c.mlp = MlpKind::GeluTanh)),
     ]
 }
 

@@ -80,9 +80,16 @@ pub fn write_checkpoint(
     optimizer: &[(String, Tensor)],
     meta: &serde_json::Value,
 ) -> Result<()> {
-    let (parent, name) = split_dir(dir)?;
     check_names(dir, MODEL_FILE, model)?;
     check_names(dir, OPTIMIZER_FILE, optimizer)?;
+    write_folder_atomically(dir, |tmp| write_contents(dir, tmp, model, optimizer, meta))
+}
+
+/// Writes a folder at `dir` atomically: `fill` writes the files into a temporary sibling
+/// folder, which is synced and renamed into place (replacing an existing `dir`, which is
+/// restored if the rename fails); nothing is left behind on failure.
+pub fn write_folder_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let (parent, name) = split_dir(dir)?;
     std::fs::create_dir_all(&parent).map_err(|e| {
         Error::checkpoint(
             dir,
@@ -100,14 +107,14 @@ pub fn write_checkpoint(
             format!("cannot create temporary folder {}: {e}", tmp.display()),
         )
     })?;
-    let result = write_contents(dir, &tmp, model, optimizer, meta)
+    let result = fill(&tmp)
         .and_then(|()| sync_dir(&tmp))
         .and_then(|()| install(dir, &tmp, &parent, &name, pid));
     if result.is_err()
         && tmp.exists()
         && let Err(e) = std::fs::remove_dir_all(&tmp)
     {
-        tracing::warn!(folder = %tmp.display(), error = %e, "cannot remove temporary checkpoint folder");
+        tracing::warn!(folder = %tmp.display(), error = %e, "cannot remove temporary folder");
     }
     result
 }
@@ -139,8 +146,9 @@ fn write_contents(
     file.sync_all().map_err(Error::io(&path))
 }
 
-/// Writes `tensors` (moved to the CPU, contiguous) to a synced safetensors file at `path`.
-fn write_tensors(dir: &Path, path: &Path, tensors: &[(String, Tensor)]) -> Result<FileRecord> {
+/// Writes `tensors` (moved to the CPU, contiguous) to a synced safetensors file at `path`
+/// (inside the folder `dir`, named in errors), returning its size, checksum and names.
+pub fn write_tensors(dir: &Path, path: &Path, tensors: &[(String, Tensor)]) -> Result<FileRecord> {
     let file_name = file_label(path);
     let prepared = tensors
         .iter()

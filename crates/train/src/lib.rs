@@ -26,6 +26,7 @@ mod driver;
 pub mod evaluation;
 pub mod finite;
 pub mod growth_schedule;
+pub mod interop;
 pub mod memory;
 pub mod metrics;
 pub mod muon;

@@ -194,6 +194,22 @@ impl Tokenizer {
         }
     }
 
+    /// The characters of a char-level vocabulary in id order (`None` for other kinds).
+    pub fn chars(&self) -> Option<&[char]> {
+        match &self.inner {
+            Inner::Char(vocab) => Some(&vocab.chars),
+            _ => None,
+        }
+    }
+
+    /// The `tokenizers` crate's tokenizer of a BPE vocabulary (`None` for other kinds).
+    pub fn bpe(&self) -> Option<&tokenizers::Tokenizer> {
+        match &self.inner {
+            Inner::Bpe(tok) => Some(tok),
+            _ => None,
+        }
+    }
+
     /// Serialises the tokenizer to a self-describing JSON document that [`Self::from_json`]
     /// restores exactly.
     #[allow(
@@ -340,7 +356,7 @@ fn encode_bpe(tok: &tokenizers::Tokenizer, text: &str, chunk_bytes: usize) -> Re
 
 /// The byte-level pre-tokenizer/decoder configuration: no prefix space, so that
 /// `decode(encode(s)) == s`.
-fn byte_level() -> ByteLevel {
+pub(crate) fn byte_level() -> ByteLevel {
     ByteLevel::new(false, true, true)
 }
 

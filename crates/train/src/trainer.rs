@@ -731,7 +731,7 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     let initial: Option<Checkpoint> = options
         .init_from
         .as_deref()
-        .map(checkpoint::load)
+        .map(|path| crate::interop::load_initial(path, &config))
         .transpose()?;
     for ckpt in resumed.iter().chain(&initial) {
         finite::ensure_finite_weights(&ckpt.loaded.model, &ckpt.loaded.path)?;

@@ -1,4 +1,5 @@
-//! The feed-forward sublayer: GELU, squared ReLU, SwiGLU or Pattention.
+//! The feed-forward sublayer: GELU (exact or tanh-approximated), squared ReLU, SwiGLU or
+//! Pattention.
 
 use super::Linear;
 use crate::config::{MlpKind, ModelConfig};
@@ -73,6 +74,7 @@ impl Mlp {
                 .f_mul(&up.forward(x, p)?)?,
             (MlpKind::Pattention, _) => pattention_scores(&self.c_fc.forward(x, p)?, self.tau)?,
             (MlpKind::Relu2, _) => self.c_fc.forward(x, p)?.f_relu()?.f_square()?,
+            (MlpKind::GeluTanh, _) => self.c_fc.forward(x, p)?.f_gelu("tanh")?,
             _ => self.c_fc.forward(x, p)?.f_gelu("none")?,
         };
         Ok(self
