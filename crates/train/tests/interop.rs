@@ -43,6 +43,25 @@ fn imported(config: RunConfig, init_from: &Path, out: &Path) -> (strata_core::Mo
     (trainer.model().config().clone(), logits)
 }
 
+/// Checks that a run of `config` started from the export `out` of `run` has `run`'s model
+/// config and computes `run`'s logits bit for bit; returns that model config.
+fn assert_round_trip(
+    label: &str,
+    config: &RunConfig,
+    run: &Path,
+    out: &Path,
+    dir: &Path,
+) -> strata_core::ModelConfig {
+    let (model, got) = imported(config.clone(), out, &dir.join(format!("{label}-import")));
+    let saved = checkpoint::load(run).unwrap().meta.config.model;
+    assert_eq!(model, saved, "{label}: the config came back");
+    assert!(
+        got.equal(&logits_of(run)),
+        "{label}: the import changed the function"
+    );
+    model
+}
+
 /// The run configs exported to GPT-2: nanoGPT's recipe shape, and GPT-2's own (biases, tanh
 /// GELU, an untied head).
 fn gpt2_shapes(data: &Path) -> Vec<(&'static str, RunConfig)> {
@@ -107,22 +126,10 @@ fn a_gpt2_export_reads_back_as_the_same_model_and_function() {
             "{label}"
         );
 
-        let (model, got) = imported(
-            config.clone(),
-            &out,
-            &dir.path().join(format!("{label}-import")),
-        );
-        assert_eq!(
-            model, ckpt.meta.config.model,
-            "{label}: the config came back"
-        );
+        let model = assert_round_trip(label, &config, &run, &out, dir.path());
         assert_eq!(
             model.bias, config.model.bias,
             "{label}: zero biases read back as bias-free"
-        );
-        assert!(
-            got.equal(&logits_of(&run)),
-            "{label}: the import changed the function"
         );
     }
 }
@@ -154,16 +161,7 @@ fn strata_layout_carries_any_model_and_gpt2_refuses_what_it_cannot_express() {
         assert!(!hf.exists(), "{label}: a refused export wrote nothing");
         let out = dir.path().join(format!("{label}-strata"));
         interop::export(&ckpt, ExportFormat::Strata, &out, false).unwrap();
-        let (model, got) = imported(
-            config.clone(),
-            &out,
-            &dir.path().join(format!("{label}-import")),
-        );
-        assert_eq!(model, ckpt.meta.config.model, "{label}");
-        assert!(
-            got.equal(&logits_of(&run)),
-            "{label}: the import changed the function"
-        );
+        assert_round_trip(label, &config, &run, &out, dir.path());
     }
 }
 
