@@ -1,12 +1,15 @@
-//! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`) and the
-//! accelerator memory statistics (`csrc/device_memory.cpp`) against the libtorch that torch-sys
-//! found.
+//! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`), the
+//! accelerator memory statistics (`csrc/device_memory.cpp`) and the c10d process group
+//! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`) against the libtorch
+//! that torch-sys found.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/stack_autograd.cpp");
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
+    println!("cargo:rerun-if-changed=csrc/process_group.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo_decl");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = PathBuf::from(
@@ -22,11 +25,14 @@ fn main() {
         .cpp(true)
         .file("csrc/stack_autograd.cpp")
         .file("csrc/device_memory.cpp")
+        .file("csrc/process_group.cpp")
+        .include("csrc/gloo_decl")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag("-DUSE_C10D_GLOO")
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
         .compile("strata_stack_autograd");

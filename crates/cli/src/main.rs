@@ -6,6 +6,7 @@ mod demo;
 mod errors;
 mod experiments;
 mod inspect;
+mod launch;
 mod merge_run;
 mod signals;
 mod study_args;
@@ -57,6 +58,11 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Train with N processes on this machine (data parallel over libtorch's c10d, Gloo):
+        /// each rank takes an equal share of every batch. Under torchrun or Slurm, leave it
+        /// out: the ranks read RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT.
+        #[arg(long, value_name = "N", value_parser = bounds::count(1024))]
+        nproc: Option<usize>,
     },
     /// Evaluate a checkpoint (or a run folder's latest) on its run's fixed batches.
     Eval {
@@ -186,7 +192,11 @@ fn run(cli: Cli) -> Result<()> {
             retrofit,
             overwrite,
             quiet,
+            nproc,
         } => {
+            if let Some(nproc) = nproc.filter(|&n| n > 1) {
+                return launch::run(nproc, &signals::stop_flag());
+            }
             let run_config = RunConfig::load(&config, &overrides)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&run_config.name));
             let mut options = RunOptions::new(&config, &out);
@@ -196,7 +206,15 @@ fn run(cli: Cli) -> Result<()> {
             options.overwrite = overwrite;
             options.progress = !quiet;
             options.stop = signals::stop_flag();
+            options.world = strata_train::World::from_env()?;
+            let writes = options
+                .world
+                .as_ref()
+                .is_none_or(strata_train::World::writes);
             let summary = strata_train::train(run_config, &options)?;
+            if !writes {
+                return Ok(());
+            }
             if summary.interrupted {
                 tracing::warn!(steps = summary.steps, "stopped early; resume with --resume");
             }

@@ -7,7 +7,8 @@
 //! Implementations ([`Implementation`]): the reference loop (the oracle), a fused matrix
 //! product (differentiable, used in training), a rayon CPU kernel and a single-GEMV CUDA
 //! path for evaluation; `Auto` picks one per call. [`device_memory`] reads the GPU allocator's
-//! peak memory through the same C++ shim.
+//! peak memory through the same C++ shim, and [`process_group`] joins a c10d process group
+//! (libtorch's Gloo backend) for multi-process training.
 
 // Library code returns errors and never panics on its own: no `unwrap`/`expect` outside
 // tests. A clippy lint rather than a test that scans sources: it sees method calls, not text,
@@ -19,6 +20,7 @@ mod cpu;
 pub mod device_memory;
 mod ffi;
 mod layer_stack;
+pub mod process_group;
 mod selection;
 mod weighted_sum;
 

@@ -117,6 +117,15 @@ pub enum Error {
         /// The last good checkpoint of the run, if any.
         last_good: Option<PathBuf>,
     },
+    /// A rank of a multi-process run could not reach the others, lost one, or disagrees with
+    /// them.
+    #[error("distributed run, rank {rank}: {message}")]
+    Distributed {
+        /// This process's rank.
+        rank: usize,
+        /// What went wrong, and what to check.
+        message: String,
+    },
     /// A `key=value` override of a configuration file does not fit it.
     #[error("{file} with override {items}: {message}{}", quote_hint(.quoted.as_deref()))]
     Override {

@@ -1,10 +1,10 @@
 //! [`train`]: a [`Trainer`] driven from its first step to its last, with a progress bar and
-//! stopping on request (a signal's flag, or a step count).
+//! stopping on request (a signal's flag, or a step count; in a multi-process run, the stop all
+//! ranks agreed on).
 
 use crate::config::RunConfig;
 use crate::trainer::{RunOptions, RunSummary, StepReport, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::sync::atomic::Ordering;
 use strata_tensor::Result;
 
 /// Trains `config` as described by `options`; returns the summary also written to
@@ -18,9 +18,10 @@ pub fn train(config: RunConfig, options: &RunOptions) -> Result<RunSummary> {
         max_iters,
         &trainer.config().name,
     );
-    let stop_requested =
-        |steps: u64| options.stop.load(Ordering::SeqCst) || options.stop_after == Some(steps);
-    while !trainer.is_finished() && !stop_requested(trainer.steps_done()) {
+    let stop_requested = |trainer: &Trainer| {
+        trainer.stop_requested() || options.stop_after == Some(trainer.steps_done())
+    };
+    while !trainer.is_finished() && !stop_requested(&trainer) {
         let report = if trainer.events_due() {
             bar.suspend(|| trainer.step())?
         } else {

@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod checkpoint_io;
 pub mod config;
 pub mod data;
+pub mod distributed;
 mod driver;
 pub mod evaluation;
 pub mod finite;
@@ -43,5 +44,6 @@ pub mod tokenizer;
 pub mod trainer;
 
 pub use config::{DataConfig, RunConfig, TrainConfig};
+pub use distributed::World;
 pub use driver::train;
 pub use trainer::{RunOptions, RunSummary, Trainer, evaluate};

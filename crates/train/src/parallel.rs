@@ -60,6 +60,16 @@ pub struct DataParallel {
     threads_per_worker: i32,
 }
 
+/// Where a batch's rows sit in its step's global batch, when several processes each train
+/// on a share of it ([`crate::distributed`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchShare {
+    /// Rows of the global batch: each chunk's loss is weighted by its rows over these.
+    pub global_rows: i64,
+    /// Index of this share's first chunk among the global batch's chunks (dropout seeds).
+    pub first_chunk: u64,
+}
+
 /// How many single-threaded workers to use for `threads` cores and `batch_size` rows.
 pub fn worker_count(device: Device, threads: usize, batch_size: usize) -> usize {
     if device != Device::Cpu {
@@ -204,10 +214,29 @@ impl DataParallel {
         y: &Tensor,
         dropout_seed: Option<u64>,
     ) -> Result<Tensor> {
+        let share = BatchShare {
+            global_rows: x.size()[0],
+            first_chunk: 0,
+        };
+        self.forward_backward_share(master, x, y, dropout_seed, share)
+    }
+
+    /// [`Self::forward_backward`] of a share of a global batch: each chunk's loss is weighted
+    /// by its rows over `share.global_rows`, and chunk `i` seeds its dropout with
+    /// `dropout_seed + share.first_chunk + i`, so that the shares' gradients and losses add up
+    /// to the global batch's.
+    pub fn forward_backward_share(
+        &mut self,
+        master: &Gpt,
+        x: &Tensor,
+        y: &Tensor,
+        dropout_seed: Option<u64>,
+        share: BatchShare,
+    ) -> Result<Tensor> {
         let chunks = split_rows(x, y, self.workers())?;
-        let rows = x.size()[0] as f64;
+        let rows = share.global_rows as f64;
         let weight = |x: &Tensor| x.size()[0] as f64 / rows;
-        let seed = |i: usize| dropout_seed.map(|s| s.wrapping_add(i as u64));
+        let seed = |i: usize| dropout_seed.map(|s| s.wrapping_add(share.first_chunk + i as u64));
         let mut chunks = chunks.into_iter();
         let (x0, y0) = chunks
             .next()

@@ -14,25 +14,30 @@
 //! weight and optimizer moment before every checkpoint. Anything NaN or infinite stops the run
 //! with [`Error::Diverged`], naming the step and the last good checkpoint: no checkpoint,
 //! `LATEST` or metrics line is written from a diverged state.
+//!
+//! Several processes: with [`RunOptions::world`] set, the trainer is one rank of a
+//! data-parallel run ([`crate::distributed`]): it trains on its share of every batch, the
+//! ranks sum their gradients, and only rank 0 evaluates and writes the run folder.
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
 use crate::data::random_batch;
+use crate::distributed::{Ranks, World};
 use crate::evaluation::{Evaluator, UnseenLoss};
 use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
 use crate::memory;
 use crate::metrics::{MetricRecord, MetricsLog};
 use crate::optimizer::Optimizer;
-use crate::parallel::{DataParallel, worker_count};
+use crate::parallel::{BatchShare, DataParallel, worker_count};
 use crate::prepare::{prepare_data, resolve_model};
 use crate::run_folder;
 use crate::run_lock::RunLock;
 use crate::schedule::Schedule;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use strata_core::flops::train_flops_per_step;
 use strata_core::{Gpt, ModelConfig};
@@ -67,6 +72,9 @@ pub struct RunOptions {
     /// Stop (with a checkpoint) once this many steps are done, as if interrupted
     /// ([`train`](crate::train) only).
     pub stop_after: Option<u64>,
+    /// This process's place in a multi-process run (e.g. [`World::from_env`]); `None` for a
+    /// single process.
+    pub world: Option<World>,
 }
 
 impl RunOptions {
@@ -82,6 +90,7 @@ impl RunOptions {
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
             stop_after: None,
+            world: None,
         }
     }
 }
@@ -237,8 +246,14 @@ pub struct Trainer {
     /// The step of the checkpoint this process saved last.
     saved_at: Option<u64>,
     hooks: Hooks,
-    /// The run folder's lock, held until the trainer is dropped.
-    _lock: RunLock,
+    /// The other ranks of a multi-process run.
+    ranks: Option<Ranks>,
+    /// This process's stop request ([`RunOptions::stop`]).
+    stop: Arc<AtomicBool>,
+    /// Whether some rank asked to stop, as agreed at the last step of a multi-process run.
+    stop_agreed: bool,
+    /// The run folder's lock, held until the trainer is dropped (rank 0's only).
+    _lock: Option<RunLock>,
     _threads: ThreadCountGuard,
 }
 
@@ -286,13 +301,32 @@ pub fn evaluate(model: &Gpt, batches: &[(Tensor, Tensor)]) -> Result<f64> {
 impl Trainer {
     /// A run of `config` into `options.out_dir`: new, from `options.init_from`'s weights, or
     /// continuing `options.resume`. The run folder is locked until the trainer is dropped;
-    /// `options.progress`, `stop` and `stop_after` are for [`train`](crate::train) and are
-    /// not read here.
+    /// `options.progress` and `stop_after` are for [`train`](crate::train) and are not read
+    /// here. With `options.world`, joins the other ranks first (see [`crate::distributed`]).
     pub fn new(config: RunConfig, options: &RunOptions) -> Result<Self> {
         let threads = ThreadCountGuard(tch::get_num_threads());
-        let mut trainer = build(config, options, threads)?;
+        let file = options.config_file.display().to_string();
+        let ranks = match &options.world {
+            Some(world) => Some(Ranks::join(world, &config, &file, &run_key(options))?),
+            None => None,
+        };
+        let mut built = build(config, options, threads, options.world.as_ref());
+        if let Some(ranks) = &ranks {
+            let agreed = ranks.agree(built.is_ok(), "to start the run");
+            built = built.and_then(|trainer| agreed.map(|()| trainer));
+        }
+        let mut trainer = built?;
+        trainer.stop = options.stop.clone();
+        if let Some(ranks) = &ranks {
+            let weights: Vec<Tensor> = finite::sorted_variables(&trainer.stage.vs)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            ranks.broadcast_from_writer(&weights)?;
+        }
+        trainer.ranks = ranks;
         trainer.finished_before = already_finished(&trainer, options);
-        if trainer.finished_before.is_some() {
+        if trainer.finished_before.is_some() || !trainer.writes() {
             return Ok(trainer);
         }
         let out = &options.out_dir;
@@ -334,6 +368,22 @@ impl Trainer {
     /// Calls `hook` with each checkpoint folder saved.
     pub fn on_checkpoint(&mut self, hook: impl FnMut(&Path) + Send + 'static) {
         self.hooks.checkpoint.push(Box::new(hook));
+    }
+
+    /// Whether this process writes the run folder: always, except on the ranks other than 0
+    /// of a multi-process run.
+    pub fn writes(&self) -> bool {
+        self.ranks.as_ref().is_none_or(|r| r.world().writes())
+    }
+
+    /// Whether the run was asked to stop: this process's [`RunOptions::stop`] flag, or, in a
+    /// multi-process run, any rank's, as agreed by all ranks at the last step (so that every
+    /// rank stops after the same step).
+    pub fn stop_requested(&self) -> bool {
+        match self.ranks {
+            Some(_) => self.stop_agreed,
+            None => self.stop.load(Ordering::SeqCst),
+        }
     }
 
     /// Optimizer steps done.
@@ -406,7 +456,7 @@ impl Trainer {
         let t = &self.config.train;
         let due_eval = step.is_multiple_of(t.eval_interval) || step == t.max_iters || grew;
         let evaluated = self.last_eval.is_some_and(|e| e.step == step);
-        if due_eval && (grew || !evaluated) {
+        if due_eval && (grew || !evaluated) && self.writes() {
             self.evaluate()?;
         }
         if self.checkpoint_due() && step != self.start {
@@ -434,11 +484,33 @@ impl Trainer {
         let (x, y) = training_batch(&self.config, &self.train_tokens, step, self.device)?;
         self.evaluator.observe_step(step);
         let stage = &mut self.stage;
+        let global_rows = x.size()[0];
+        let ((x, y), first_chunk) = match &self.ranks {
+            Some(ranks) => {
+                let chunks = ranks.world().rank * stage.parallel.workers();
+                (ranks.shard(&x, &y)?, chunks as u64)
+            }
+            None => ((x, y), 0),
+        };
         stage.optimizer.zero_grad();
         let dropout_seed = (self.config.model.dropout > 0.0).then(|| step_seed(t.seed, step));
-        let loss = stage
-            .parallel
-            .forward_backward(&stage.model, &x, &y, dropout_seed)?;
+        let share = BatchShare {
+            global_rows,
+            first_chunk,
+        };
+        let mut loss =
+            stage
+                .parallel
+                .forward_backward_share(&stage.model, &x, &y, dropout_seed, share)?;
+        if let Some(ranks) = &self.ranks {
+            let params: Vec<Tensor> = finite::sorted_variables(&stage.vs)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            let sum = ranks.sum_step(&params, &loss, self.stop.load(Ordering::SeqCst))?;
+            self.stop_agreed = sum.stop;
+            loss = sum.loss;
+        }
         let _grad_norm = stage.optimizer.clip_grad_norm(t.grad_clip)?;
         stage.optimizer.step(lr)?;
         let model = &self.config.model;
@@ -521,6 +593,12 @@ impl Trainer {
     /// is written, `LATEST` included, and the run has diverged).
     pub fn save(&mut self) -> Result<PathBuf> {
         let step = self.step;
+        if !self.writes() {
+            return Ok(self
+                .out_dir
+                .join("checkpoints")
+                .join(checkpoint::checkpoint_name(step)));
+        }
         if let (Some(saved), Some(dir)) = (self.saved_at, &self.last_checkpoint)
             && saved == step
         {
@@ -572,7 +650,9 @@ impl Trainer {
             tracing::warn!(step = self.step, "stopped early; the run can be resumed");
         }
         let wall_s = self.elapsed();
-        self.write_plots()?;
+        if self.writes() {
+            self.write_plots()?;
+        }
         let (step, done) = (self.step, self.step - self.start);
         let last = self.last_eval;
         let summary = RunSummary {
@@ -601,9 +681,11 @@ impl Trainer {
             interrupted,
             out_dir: self.out_dir.clone(),
         };
-        let json =
-            serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
-        checkpoint_io::write_atomic(&self.out_dir.join("summary.json"), json.as_bytes())?;
+        if self.writes() {
+            let json = serde_json::to_string_pretty(&summary)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            checkpoint_io::write_atomic(&self.out_dir.join("summary.json"), json.as_bytes())?;
+        }
         Ok(summary)
     }
 
@@ -614,6 +696,9 @@ impl Trainer {
 
     /// Appends `record` to the metrics log.
     fn record(&mut self, record: &MetricRecord) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         match &mut self.metrics {
             Some(metrics) => metrics.record(record),
             None => Err(Error::Invalid(
@@ -720,9 +805,25 @@ impl Trainer {
     }
 }
 
+/// What every rank of a multi-process run must have been given alike, besides the config.
+fn run_key(options: &RunOptions) -> String {
+    format!(
+        "resume={} init_from={} retrofit={}",
+        options.resume.is_some(),
+        options.init_from.is_some(),
+        options.retrofit
+    )
+}
+
 /// Builds the trainer, from scratch or from a checkpoint, and locks (and readies) its run
-/// folder; the metrics log is opened by the caller.
-fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> Result<Trainer> {
+/// folder (only rank 0 of a multi-process run `world` touches it); the metrics log is opened
+/// by the caller.
+fn build(
+    config: RunConfig,
+    options: &RunOptions,
+    threads: ThreadCountGuard,
+    world: Option<&World>,
+) -> Result<Trainer> {
     let resumed: Option<Checkpoint> = options
         .resume
         .as_deref()
@@ -786,16 +887,29 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
     if let Some(ckpt) = &resumed {
         checkpoint::ensure_same_optimizer(ckpt, &config, &options.config_file)?;
     }
-    let lock = run_folder::prepare(
-        &options.out_dir,
-        "train",
-        options.resume.is_some(),
-        options.overwrite,
-        Some(&options.config_file),
-    )?;
+    let lock = match world {
+        Some(world) if !world.writes() => None,
+        _ => Some(run_folder::prepare(
+            &options.out_dir,
+            "train",
+            options.resume.is_some(),
+            options.overwrite,
+            Some(&options.config_file),
+        )?),
+    };
     let t = &config.train;
-    set_cpu_threads(t.threads);
-    let device = t.device.resolve()?;
+    set_cpu_threads(match world {
+        // Ranks on one machine share its cores, unless the config says otherwise.
+        Some(world) if t.threads == 0 && world.local_size > 1 => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            (cores / world.local_size).max(1)
+        }
+        _ => t.threads,
+    });
+    let device = match (t.device.resolve()?, world) {
+        (Device::Cuda(_), Some(world)) => Device::Cuda(world.local_rank),
+        (device, _) => device,
+    };
     let threads_total = tch::get_num_threads().max(1) as usize;
     let workers = if t.data_parallel {
         worker_count(device, threads_total, t.batch_size)
@@ -868,6 +982,9 @@ fn build(config: RunConfig, options: &RunOptions, threads: ThreadCountGuard) -> 
         last_checkpoint: resumed.map(|c| c.loaded.path),
         saved_at: None,
         hooks: Hooks::default(),
+        ranks: None,
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_agreed: false,
         _lock: lock,
         _threads: threads,
     })
