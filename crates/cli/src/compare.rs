@@ -6,7 +6,9 @@ use std::sync::atomic::AtomicBool;
 use strata_compare::analysis::{Settings, analyse};
 use strata_compare::plan::budget_iters;
 use strata_compare::report::write_report;
-use strata_compare::{CompareConfig, read_results, results_path, run_compare};
+use strata_compare::{
+    CompareConfig, collect_results, plan_jobs, read_results, results_path, run_compare,
+};
 use strata_sweep::registry::Launch;
 use strata_tensor::Result;
 use strata_train::RunConfig;
@@ -15,7 +17,12 @@ use strata_train::RunConfig;
 pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let compare = CompareConfig::load(&args.config)?;
     let out = args.out("compare", &compare.name);
-    let records = if args.report_only {
+    if let Some(list) = &args.write_jobs {
+        return crate::jobs::write_list(&plan_jobs(&compare, &out)?, list);
+    }
+    let records = if args.report_only && out.join("runs").is_dir() {
+        collect_results(&compare, &out)?
+    } else if args.report_only {
         read_results(&results_path(&out))?
     } else {
         let launch = Launch {

@@ -6,6 +6,7 @@ mod demo;
 mod errors;
 mod experiments;
 mod inspect;
+mod jobs;
 mod launch;
 mod merge_run;
 mod signals;
@@ -81,6 +82,13 @@ enum Command {
         /// file, to recompute the train loss with another implementation.
         #[arg(long, value_name = "FILE")]
         save_batches: Option<PathBuf>,
+    },
+    /// Train runs from job files (`job.json`) that `sweep` or `compare --write-jobs` wrote:
+    /// finished runs are skipped, runs another process is training are left to it.
+    Job {
+        /// Job files, trained one after another.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Generate text from a checkpoint.
     Sample {
@@ -321,6 +329,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Job { files } => jobs::run(&files, &signals::stop_flag()),
         Command::Experiment { study } => experiments::run(study, &signals::stop_flag()),
         Command::Sweep(args) => sweep::run(&args, &signals::stop_flag()),
         Command::Compare(args) => compare::run(&args, &signals::stop_flag()),

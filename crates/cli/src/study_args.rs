@@ -18,9 +18,14 @@ pub struct StudyArgs {
     /// Runs at once, each in its own process with its share of the cores (1 to 1024).
     #[arg(long, default_value_t = 1, value_parser = crate::bounds::count(crate::bounds::MAX_JOBS))]
     pub jobs: usize,
-    /// Analyse the finished runs of results.jsonl without training.
+    /// Analyse the finished runs (read from the study's run folders) without training.
     #[arg(long)]
     pub report_only: bool,
+    /// Write the study's runs as a job list instead of training them: one `strata job` line
+    /// per run (runs from their first step, then cooldown branches), for a Slurm array or
+    /// any job runner sharing the study folder; then `--report-only`.
+    #[arg(long, value_name = "FILE", conflicts_with = "report_only")]
+    pub write_jobs: Option<PathBuf>,
     /// Hide progress bars.
     #[arg(long)]
     pub quiet: bool,

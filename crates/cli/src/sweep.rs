@@ -4,14 +4,21 @@ use crate::study_args::StudyArgs;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use strata_sweep::report::{analyse, write_report};
-use strata_sweep::{SweepConfig, SweepOptions, read_results, run_sweep};
+use strata_sweep::{
+    SweepConfig, SweepOptions, collect_results, plan_jobs, read_results, run_sweep,
+};
 use strata_tensor::Result;
 
 /// Runs the sweep (or only its report) and prints where the report went.
 pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let sweep = SweepConfig::load(&args.config)?;
     let out = args.out("sweeps", &sweep.name);
-    let records = if args.report_only {
+    if let Some(list) = &args.write_jobs {
+        return crate::jobs::write_list(&plan_jobs(&sweep, &out)?, list);
+    }
+    let records = if args.report_only && out.join("runs").is_dir() {
+        collect_results(&sweep, &out)?
+    } else if args.report_only {
         read_results(&out.join("results.jsonl"))?
     } else {
         let mut options = SweepOptions::new(&out);

@@ -161,3 +161,88 @@ fn with_a_wsd_base_the_smaller_budgets_are_cooldown_branches_of_the_longest_run(
     let again = strata_run(fx.path(), &args).ok();
     assert!(again.stderr.contains("trained=0"), "{}", again.stderr);
 }
+
+#[test]
+fn a_job_list_trains_each_run_once_wherever_it_runs_and_report_only_collects_them() {
+    let fx = Fixture::new(10);
+    let wsd = COMPARE.replace(
+        "seeds = [1, 2]",
+        "set = ['train.schedule=\"wsd\"']\nseeds = [1, 2]",
+    );
+    std::fs::write(fx.path().join("cmp.toml"), wsd).unwrap();
+    let cmp = ["compare", "--config", "cmp.toml", "--out", "cmp"];
+    let listed = strata_run(
+        fx.path(),
+        &[&cmp[..], &["--write-jobs", "jobs.txt"]].concat(),
+    )
+    .ok();
+    assert!(
+        listed.stdout.contains("cooldown branches"),
+        "{}",
+        listed.stdout
+    );
+    let list = std::fs::read_to_string(fx.path().join("jobs.txt")).unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    // 4 source runs (2 arms x 2 seeds, each its longest budget), then 6 branches.
+    assert_eq!(lines.len(), 10, "{list}");
+    let job_file = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_matches('\'')
+            .to_owned()
+    };
+    let sh = |line: &str| {
+        let mut cmd = common::strata(fx.path());
+        cmd.arg("job").arg(job_file(line));
+        cmd
+    };
+    // A branch before its source: refused, naming the source.
+    common::run(&mut sh(lines[9])).fails_with(&[
+        "cooldown branch",
+        "has not finished",
+        "run that run's line first",
+    ]);
+    // Two workers on the same line at once: one trains it, the other skips it (the run
+    // folder's lock, or the finished summary), and the run is trained once.
+    let (a, b) = (sh(lines[0]).spawn().unwrap(), sh(lines[0]).spawn().unwrap());
+    let (a, b) = (
+        common::wait(a, "worker a", common::TIMEOUT).ok(),
+        common::wait(b, "worker b", common::TIMEOUT).ok(),
+    );
+    let trained = [&a, &b]
+        .iter()
+        .filter(|o| o.stderr.contains("trained job="))
+        .count();
+    let skipped = [&a, &b]
+        .iter()
+        .filter(|o| o.stderr.contains("skipped"))
+        .count();
+    assert_eq!(
+        (trained, skipped),
+        (1, 1),
+        "{}\n---\n{}",
+        a.stderr,
+        b.stderr
+    );
+    let run = job_file(lines[0]);
+    let run = std::path::Path::new(&run).parent().unwrap();
+    let steps: Vec<u64> = common::records(&common::metrics(run), "train")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let mut unique = steps.clone();
+    unique.dedup();
+    assert_eq!(steps, unique, "a step was logged twice");
+    for line in &lines {
+        common::run(&mut sh(line)).ok();
+    }
+    let report = strata_run(fx.path(), &[&cmp[..], &["--report-only"]].concat()).ok();
+    assert!(
+        report.stdout.contains("cli-compare.md"),
+        "{}",
+        report.stdout
+    );
+    let results = std::fs::read_to_string(fx.path().join("cmp/results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 10, "{results}");
+}

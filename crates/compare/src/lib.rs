@@ -19,4 +19,6 @@ pub mod runner;
 
 pub use analysis::{Analysis, CompareRecord, Settings, analyse};
 pub use config::CompareConfig;
-pub use runner::{CompareOutcome, read_results, results_path, run_compare};
+pub use runner::{
+    CompareOutcome, collect_results, plan_jobs, read_results, results_path, run_compare,
+};

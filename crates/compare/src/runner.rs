@@ -44,20 +44,33 @@ pub fn run_budget(run: &PlannedRun, runs: &Path) -> Job {
 /// Trains every planned run of `compare` that is not finished yet into `out`, then writes
 /// `results.jsonl` (one [`CompareRecord`] per finished run).
 pub fn run_compare(compare: &CompareConfig, out: &Path, launch: &Launch) -> Result<CompareOutcome> {
-    let runs = plan(compare)?;
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
     let _lock = strata_train::run_lock::RunLock::acquire(out, "compare")?;
-    let root = out.join("runs");
-    std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
-    let jobs: Vec<Job> = runs.iter().map(|r| run_budget(r, &root)).collect();
+    let jobs = plan_jobs(compare, out)?;
     let done = train_in_phases(&jobs, launch, "compare", &compare.name)?;
-    let records = collect(&runs, &root)?;
-    write_records(&results_path(out), &records)?;
+    let records = collect_results(compare, out)?;
     Ok(CompareOutcome {
         trained: done.trained,
         skipped: done.skipped,
         records,
     })
+}
+
+/// The jobs of every planned run of `compare`, in run folders under `out/runs` (created).
+pub fn plan_jobs(compare: &CompareConfig, out: &Path) -> Result<Vec<Job>> {
+    let runs = plan(compare)?;
+    let root = out.join("runs");
+    std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+    Ok(runs.iter().map(|r| run_budget(r, &root)).collect())
+}
+
+/// The records of every finished run of `compare` in `out`, read from the run folders (so
+/// runs trained elsewhere, e.g. from job files, count), also written to `results.jsonl`.
+pub fn collect_results(compare: &CompareConfig, out: &Path) -> Result<Vec<CompareRecord>> {
+    let runs = plan(compare)?;
+    let records = collect(&runs, &out.join("runs"))?;
+    write_records(&results_path(out), &records)?;
+    Ok(records)
 }
 
 /// The results file of the comparison folder `out`.

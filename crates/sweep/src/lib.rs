@@ -16,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod job_files;
 pub mod law;
 pub mod measured;
 pub mod multiplier;
@@ -25,4 +26,6 @@ pub mod report;
 pub mod runner;
 
 pub use config::{Size, SweepConfig, Variant};
-pub use runner::{SweepOptions, SweepOutcome, SweepRecord, read_results, run_sweep};
+pub use runner::{
+    SweepOptions, SweepOutcome, SweepRecord, collect_results, plan_jobs, read_results, run_sweep,
+};

@@ -50,29 +50,29 @@ pub struct Launch {
 
 /// What a child process is asked to do (the contents of `job.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct ChildJob {
+pub(crate) struct ChildJob {
     /// The run config file (the folder's `run.toml`).
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// The run folder.
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Continue the folder's latest checkpoint instead of starting afresh.
-    resume: bool,
+    pub(crate) resume: bool,
     /// The source run folder when the job is a cooldown branch.
     #[serde(default)]
-    branch_of: Option<PathBuf>,
+    pub(crate) branch_of: Option<PathBuf>,
     /// The checkpoint the run starts from, if any.
     #[serde(default)]
-    init_from: Option<PathBuf>,
+    pub(crate) init_from: Option<PathBuf>,
 }
 
 /// True when `dir` holds a checkpoint to continue.
-fn resumable(dir: &Path) -> bool {
+pub(crate) fn resumable(dir: &Path) -> bool {
     strata_train::run_folder::has_checkpoint(dir)
 }
 
 /// True when the run in `dir` was trained with `config` (its `run.toml`; the thread count
 /// of a child process aside).
-fn same_run(dir: &Path, config: &RunConfig) -> bool {
+pub(crate) fn same_run(dir: &Path, config: &RunConfig) -> bool {
     match RunConfig::load(&dir.join("run.toml"), &[]) {
         Ok(mut saved) => {
             saved.train.threads = config.train.threads;
@@ -186,7 +186,7 @@ pub fn own_wall_s(job: &Job, summary: &RunSummary) -> f64 {
 
 /// Writes the folder's `run.toml` (with `threads`) and returns whether its checkpoint is
 /// continued.
-fn prepare(job: &Job, threads: Option<usize>) -> Result<(PathBuf, bool)> {
+pub(crate) fn prepare(job: &Job, threads: Option<usize>) -> Result<(PathBuf, bool)> {
     std::fs::create_dir_all(&job.dir).map_err(Error::io(&job.dir))?;
     let continuing = resumable(&job.dir) && same_run(&job.dir, &job.config);
     let mut config = job.config.clone();
@@ -200,7 +200,7 @@ fn prepare(job: &Job, threads: Option<usize>) -> Result<(PathBuf, bool)> {
 
 /// The training options of a job in `dir` from its `run.toml`: continuing its checkpoint,
 /// or starting afresh (from `init_from`'s weights when given).
-fn run_options(
+pub(crate) fn run_options(
     file: &Path,
     dir: &Path,
     continuing: bool,
@@ -233,7 +233,11 @@ fn run_in_process(job: &Job, launch: &Launch) -> Result<()> {
 }
 
 /// Trains one run: a cooldown branch of `branch_of` when given, else `config` itself.
-fn train_one(config: RunConfig, options: &RunOptions, branch_of: Option<&Path>) -> Result<()> {
+pub(crate) fn train_one(
+    config: RunConfig,
+    options: &RunOptions,
+    branch_of: Option<&Path>,
+) -> Result<()> {
     match branch_of {
         Some(source) => strata_train::branch::cooldown(
             source,

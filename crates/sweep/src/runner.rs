@@ -95,11 +95,8 @@ pub struct SweepOutcome {
 /// Runs every planned run of `sweep` that is not finished yet, then writes
 /// `results.jsonl` (one [`SweepRecord`] per finished run) in the sweep folder.
 pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOutcome> {
-    let runs = plan(sweep)?;
     let _lock = RunLock::acquire(&options.out, "sweep")?;
-    let root = options.out.join("runs");
-    std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
-    let jobs: Vec<Job> = runs.iter().map(|r| job_of(r, &root)).collect();
+    let jobs = plan_jobs(sweep, &options.out)?;
     let launch = Launch {
         jobs: options.jobs,
         executable: options.executable.clone(),
@@ -107,13 +104,29 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
         stop: options.stop.clone(),
     };
     let done = train_in_phases(&jobs, &launch, "sweep", &sweep.name)?;
-    let records = collect(&runs, &root)?;
-    write_records(&options.out.join("results.jsonl"), &records)?;
+    let records = collect_results(sweep, &options.out)?;
     Ok(SweepOutcome {
         trained: done.trained,
         skipped: done.skipped,
         records,
     })
+}
+
+/// The jobs of every planned run of `sweep`, in run folders under `out/runs` (created).
+pub fn plan_jobs(sweep: &SweepConfig, out: &Path) -> Result<Vec<Job>> {
+    let runs = plan(sweep)?;
+    let root = out.join("runs");
+    std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+    Ok(runs.iter().map(|r| job_of(r, &root)).collect())
+}
+
+/// The records of every finished run of `sweep` in `out`, read from the run folders (so
+/// runs trained elsewhere, e.g. from job files, count), also written to `results.jsonl`.
+pub fn collect_results(sweep: &SweepConfig, out: &Path) -> Result<Vec<SweepRecord>> {
+    let runs = plan(sweep)?;
+    let records = collect(&runs, &out.join("runs"))?;
+    write_records(&out.join("results.jsonl"), &records)?;
+    Ok(records)
 }
 
 /// The job of a planned run in the sweep's `runs` folder.

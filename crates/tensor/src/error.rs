@@ -117,6 +117,18 @@ pub enum Error {
         /// The last good checkpoint of the run, if any.
         last_good: Option<PathBuf>,
     },
+    /// A run folder is locked by another process that is writing to it.
+    #[error(
+        "{} is in use: {holder} is writing to it; wait for it to finish, stop it, or use \
+         another folder",
+        .dir.display()
+    )]
+    RunFolderLocked {
+        /// The run folder.
+        dir: PathBuf,
+        /// Who holds the lock (pid, what and command, when recorded).
+        holder: String,
+    },
     /// A rank of a multi-process run could not reach the others, lost one, or disagrees with
     /// them.
     #[error("distributed run, rank {rank}: {message}")]

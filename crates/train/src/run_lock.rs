@@ -121,10 +121,10 @@ fn refusal(dir: &Path, file: &mut File) -> Error {
         Some(h) => format!("process {} ({}: `{}`)", h.pid, h.what, h.command),
         None => "another process (its pid is not recorded yet)".to_owned(),
     };
-    Error::Invalid(format!(
-        "{} is in use: {holder} is writing to it; wait for it to finish, stop it, or use another folder",
-        dir.display()
-    ))
+    Error::RunFolderLocked {
+        dir: dir.to_path_buf(),
+        holder,
+    }
 }
 
 /// Parses the holder recorded in an open lock file.
