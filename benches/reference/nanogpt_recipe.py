@@ -7,7 +7,11 @@ AdamW (lr 1e-3, betas 0.9/0.99, weight decay 0.1 on matrices), warmup 100 then c
 GELU, `scaled_dot_product_attention`; evaluation every 250 iterations on 20 random batches of
 each split, as nanoGPT does. `cargo xtask bench` runs it next to strata and records both.
 
-Usage: python nanogpt_recipe.py CORPUS [--iters N] [--seed S]  -> prints one JSON line.
+With --bf16 the forward passes run under `torch.autocast("cpu", dtype=torch.bfloat16)`
+(f32 weights and optimizer state; the loss in f32), to set beside strata's
+`model.precision = "bf16_autocast"`.
+
+Usage: python nanogpt_recipe.py CORPUS [--iters N] [--seed S] [--bf16]  -> prints one JSON line.
 """
 import argparse, json, math, resource, time
 
@@ -22,6 +26,8 @@ ap.add_argument("--iters", type=int, default=2000)
 ap.add_argument("--seed", type=int, default=1337)
 ap.add_argument("--final-eval-batches", type=int, default=0,
                 help="also report the final losses over this many random batches per split")
+ap.add_argument("--bf16", action="store_true",
+                help="forward passes under torch.autocast(cpu, bfloat16)")
 args = ap.parse_args()
 torch.manual_seed(args.seed)
 
@@ -88,7 +94,7 @@ class Model(nn.Module):
         for block in self.blocks:
             x = block(x)
         logits = self.head(self.ln_f(x))
-        return F.cross_entropy(logits.view(-1, V), targets.view(-1))
+        return F.cross_entropy(logits.float().view(-1, V), targets.view(-1))
 
 
 model = Model()
@@ -106,10 +112,16 @@ def lr_at(it):
     return MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (LR - MIN_LR)
 
 
+def autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+
+
 @torch.no_grad()
 def estimate(batches=20):
     model.eval()
-    out = {s: torch.stack([model(*batch(s)) for _ in range(batches)]).mean().item() for s in splits}
+    with autocast():
+        out = {s: torch.stack([model(*batch(s)) for _ in range(batches)]).mean().item()
+               for s in splits}
     model.train()
     return out
 
@@ -124,7 +136,8 @@ for it in range(args.iters + 1):
         break
     t0 = time.time()
     x, y = batch("train")
-    loss = model(x, y)
+    with autocast():
+        loss = model(x, y)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
@@ -133,7 +146,7 @@ for it in range(args.iters + 1):
 
 large = estimate(args.final_eval_batches) if args.final_eval_batches > 0 else None
 print(json.dumps({
-    "implementation": "pytorch-eager reference",
+    "implementation": "pytorch-eager reference" + (" (bf16 autocast)" if args.bf16 else ""),
     "torch": torch.__version__,
     "threads": torch.get_num_threads(),
     "iters": args.iters,

@@ -1,4 +1,5 @@
-//! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`), the
+//! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`), autocast
+//! regions (`csrc/autocast.cpp`), the
 //! accelerator memory statistics (`csrc/device_memory.cpp`) and the c10d process group
 //! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`) against the libtorch
 //! that torch-sys found.
@@ -9,6 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/stack_autograd.cpp");
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     println!("cargo:rerun-if-changed=csrc/process_group.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/gloo_decl");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -26,6 +28,7 @@ fn main() {
         .file("csrc/stack_autograd.cpp")
         .file("csrc/device_memory.cpp")
         .file("csrc/process_group.cpp")
+        .file("csrc/autocast.cpp")
         .include("csrc/gloo_decl")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))

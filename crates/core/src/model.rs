@@ -165,6 +165,10 @@ impl Gpt {
                 got: format!("{} tokens", past + t),
             });
         }
+        let _autocast = match self.config.precision.autocast() {
+            true => Some(strata_kernels::autocast::Autocast::bf16(self.device)?),
+            false => None,
+        };
         let mut x = Tensor::f_embedding(&self.wte, idx, -1, false, false)?;
         if let Some(wpe) = &self.wpe {
             let positions = Tensor::f_arange_start(past, past + t, (Kind::Int64, self.device))?;
@@ -197,6 +201,8 @@ impl Gpt {
                 .f_linear::<Tensor>(&self.config.precision.cast(&self.wte), None)?
                 .f_to_kind(Kind::Float)?,
         };
+        // Under autocast the head's product is bf16; the logits (and the loss) are f32.
+        let logits = logits.f_to_kind(Kind::Float)?;
         match self.config.logit_softcap {
             Some(cap) => Ok(logits.f_div_scalar(cap)?.f_tanh()?.f_mul_scalar(cap)?),
             None => Ok(logits),

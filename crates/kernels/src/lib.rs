@@ -16,6 +16,7 @@
 // value that is not a libtorch result, needs an `#[allow]` that gives the reason.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod autocast;
 mod cpu;
 pub mod device_memory;
 mod ffi;

@@ -13,15 +13,25 @@ pub enum Precision {
     F32,
     /// Matrix products in bf16 against f32 master weights.
     Bf16,
+    /// libtorch's autocast (as `torch.autocast(dtype=torch.bfloat16)`): every op on its
+    /// lower-precision list (linear layers, matrix products, attention) in bf16, the rest
+    /// (norms, softmax statistics, the loss) in f32, against f32 master weights.
+    #[serde(rename = "bf16_autocast")]
+    Bf16Autocast,
 }
 
 impl Precision {
-    /// The libtorch kind used for compute.
+    /// The libtorch kind explicit casts use (f32 under autocast, which casts by itself).
     pub fn kind(self) -> Kind {
         match self {
-            Self::F32 => Kind::Float,
+            Self::F32 | Self::Bf16Autocast => Kind::Float,
             Self::Bf16 => Kind::BFloat16,
         }
+    }
+
+    /// Whether the forward pass runs in a libtorch autocast region.
+    pub fn autocast(self) -> bool {
+        self == Self::Bf16Autocast
     }
 
     /// Casts `t` to the compute dtype; a no-op (no copy) when it already has it.
