@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Fixture, Output, checkpoint_name, metrics, records, strata, wait};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use strata_train::checkpoint;
@@ -117,6 +117,25 @@ fn a_run_resumes_under_another_world_size() {
     assert!(diff <= 1e-6, "weights differ by {diff}");
 }
 
+/// Starts a practically endless `--nproc 2` run into `run` and waits for its first checkpoint;
+/// returns the launcher and the run's `LATEST` file.
+fn long_run_with_a_checkpoint(fx: &Fixture, run: &Path) -> (std::process::Child, PathBuf) {
+    let mut cmd = fx.train_cmd(run, &["--nproc", "2"]);
+    cmd.env("STRATA_DIST_TIMEOUT_S", RANK_TIMEOUT_S);
+    let launcher = cmd.spawn().unwrap();
+    let latest = run.join("checkpoints").join("LATEST");
+    let deadline = Instant::now() + common::TIMEOUT;
+    while !latest.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint within {:?}",
+            common::TIMEOUT
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (launcher, latest)
+}
+
 /// The process ids of `pid`'s children.
 fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -139,19 +158,7 @@ fn has_rank(pid: u32, rank: &str) -> bool {
 fn killing_a_rank_stops_the_others_and_keeps_the_last_checkpoint() {
     let fx = Fixture::new(1_000_000);
     let run = fx.path().join("run");
-    let mut cmd = fx.train_cmd(&run, &["--nproc", "2"]);
-    cmd.env("STRATA_DIST_TIMEOUT_S", RANK_TIMEOUT_S);
-    let launcher = cmd.spawn().unwrap();
-    let latest = run.join("checkpoints").join("LATEST");
-    let deadline = Instant::now() + common::TIMEOUT;
-    while !latest.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint within {:?}",
-            common::TIMEOUT
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (launcher, latest) = long_run_with_a_checkpoint(&fx, &run);
     let rank1 = children(launcher.id())
         .into_iter()
         .find(|&pid| has_rank(pid, "1"))
@@ -261,19 +268,7 @@ fn a_world_size_that_does_not_divide_the_batch_is_refused() {
 fn a_stop_signal_stops_every_rank_after_the_same_step_and_rank_0_saves() {
     let fx = Fixture::new(1_000_000);
     let run = fx.path().join("run");
-    let mut cmd = fx.train_cmd(&run, &["--nproc", "2"]);
-    cmd.env("STRATA_DIST_TIMEOUT_S", RANK_TIMEOUT_S);
-    let launcher = cmd.spawn().unwrap();
-    let latest = run.join("checkpoints").join("LATEST");
-    let deadline = Instant::now() + common::TIMEOUT;
-    while !latest.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint within {:?}",
-            common::TIMEOUT
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (launcher, latest) = long_run_with_a_checkpoint(&fx, &run);
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &launcher.id().to_string()])
         .status()

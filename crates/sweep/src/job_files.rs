@@ -7,7 +7,7 @@
 //! After the jobs, the study's `--report-only` collects the finished runs from their folders.
 
 use crate::registry::{
-    ChildJob, Job, is_done, prepare, resumable, run_options, same_run, train_one,
+    ChildJob, Job, is_done, resumable, run_options, same_run, train_one, write_job_file,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,24 +40,14 @@ pub enum JobOutcome {
 }
 
 /// Writes each job's `run.toml` and `job.json` into its run folder; returns the job files,
-/// the runs trained from their first step before the cooldown branches.
+/// the runs trained from their first step before the cooldown branches. (A job file's
+/// `resume` is decided again when it runs.)
 pub fn write_job_files(jobs: &[Job]) -> Result<Vec<JobFile>> {
     let (sources, branches): (Vec<&Job>, Vec<&Job>) =
         jobs.iter().partition(|j| j.branch_of.is_none());
     let mut files = Vec::with_capacity(jobs.len());
     for job in sources.into_iter().chain(branches) {
-        let (config, _) = prepare(job, None)?;
-        let order = ChildJob {
-            config,
-            out: job.dir.clone(),
-            resume: false,
-            branch_of: job.branch_of.clone(),
-            init_from: job.init_from.clone(),
-        };
-        let path = job.dir.join("job.json");
-        let json =
-            serde_json::to_string_pretty(&order).map_err(|e| Error::Invalid(e.to_string()))?;
-        strata_train::checkpoint_io::write_atomic(&path, json.as_bytes())?;
+        let path = write_job_file(job, None)?;
         files.push(JobFile {
             path,
             id: job.id.clone(),

@@ -250,6 +250,23 @@ pub(crate) fn train_one(
     Ok(())
 }
 
+/// Writes `job`'s `run.toml` (with `threads`) and its `job.json` (continuing its checkpoint
+/// when it has one with the same settings) into its run folder; returns the job file.
+pub(crate) fn write_job_file(job: &Job, threads: Option<usize>) -> Result<PathBuf> {
+    let (config, resume) = prepare(job, threads)?;
+    let order = ChildJob {
+        config,
+        out: job.dir.clone(),
+        resume,
+        branch_of: job.branch_of.clone(),
+        init_from: job.init_from.clone(),
+    };
+    let file = job.dir.join("job.json");
+    let json = serde_json::to_string_pretty(&order).map_err(|e| Error::Invalid(e.to_string()))?;
+    strata_train::checkpoint_io::write_atomic(&file, json.as_bytes())?;
+    Ok(file)
+}
+
 /// Trains the pending jobs in up to `launch.jobs` child processes.
 fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -260,18 +277,7 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
     loop {
         while children.len() < launch.jobs && !launch.stop.load(Ordering::SeqCst) {
             let Some(job) = queue.next() else { break };
-            let (config, resume) = prepare(job, Some(threads))?;
-            let order = ChildJob {
-                config,
-                out: job.dir.clone(),
-                resume,
-                branch_of: job.branch_of.clone(),
-                init_from: job.init_from.clone(),
-            };
-            let file = job.dir.join("job.json");
-            let json =
-                serde_json::to_string_pretty(&order).map_err(|e| Error::Invalid(e.to_string()))?;
-            strata_train::checkpoint_io::write_atomic(&file, json.as_bytes())?;
+            let file = write_job_file(job, Some(threads))?;
             let child = Command::new(exe)
                 .env(CHILD_ENV, &file)
                 .spawn()
