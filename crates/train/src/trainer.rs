@@ -316,13 +316,8 @@ impl Trainer {
             built = built.and_then(|trainer| agreed.map(|()| trainer));
         }
         let mut trainer = built?;
-        trainer.stop = options.stop.clone();
         if let Some(ranks) = &ranks {
-            let weights: Vec<Tensor> = finite::sorted_variables(&trainer.stage.vs)
-                .into_iter()
-                .map(|(_, t)| t)
-                .collect();
-            ranks.broadcast_from_writer(&weights)?;
+            ranks.broadcast_from_writer(&sorted_tensors(&trainer.stage.vs))?;
         }
         trainer.ranks = ranks;
         trainer.finished_before = already_finished(&trainer, options);
@@ -503,10 +498,7 @@ impl Trainer {
                 .parallel
                 .forward_backward_share(&stage.model, &x, &y, dropout_seed, share)?;
         if let Some(ranks) = &self.ranks {
-            let params: Vec<Tensor> = finite::sorted_variables(&stage.vs)
-                .into_iter()
-                .map(|(_, t)| t)
-                .collect();
+            let params = sorted_tensors(&stage.vs);
             let sum = ranks.sum_step(&params, &loss, self.stop.load(Ordering::SeqCst))?;
             self.stop_agreed = sum.stop;
             loss = sum.loss;
@@ -805,6 +797,14 @@ impl Trainer {
     }
 }
 
+/// The variables of `vs` in name order: the same order in every rank's process.
+fn sorted_tensors(vs: &nn::VarStore) -> Vec<Tensor> {
+    finite::sorted_variables(vs)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
 /// What every rank of a multi-process run must have been given alike, besides the config.
 fn run_key(options: &RunOptions) -> String {
     format!(
@@ -983,7 +983,7 @@ fn build(
         saved_at: None,
         hooks: Hooks::default(),
         ranks: None,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: options.stop.clone(),
         stop_agreed: false,
         _lock: lock,
         _threads: threads,
