@@ -1,6 +1,7 @@
 //! One measurement of DenseFormer's training overhead: median step time and peak memory of a
 //! model with `--layers` blocks of width `--width`, as a baseline (`--dwa none`) or with DWA
-//! `KxP`, on the CPU (data-parallel workers, peak = the process's VmHWM) or a GPU (peak = the
+//! `KxP`, or with a `[model.depth]` method (`--depth`, named as `DepthConfig::label` names it:
+//! `vres`, `laurel-rw`, `laurel-lr16`, `shc4`, `dhc4`, `mhc4`, `dmhc4`, `attnres`, `mudd`), on the CPU (data-parallel workers, peak = the process's VmHWM) or a GPU (peak = the
 //! caching allocator's peak bytes; steps timed between device synchronisations).
 //! `cargo xtask bench` runs it once per configuration, each in a fresh process so that peak
 //! memory belongs to one configuration only, and prints one JSON line.
@@ -8,7 +9,7 @@
 use clap::Parser;
 use std::time::Instant;
 use strata_benches::{adamw, batch, build_on};
-use strata_core::ModelConfig;
+use strata_core::{DepthConfig, HyperConfig, LaurelConfig, LaurelKind, ModelConfig};
 use strata_kernels::device_memory;
 use strata_tensor::DeviceChoice;
 use strata_train::memory::{current_rss_bytes, mib, peak_rss_bytes};
@@ -27,6 +28,9 @@ struct Options {
     /// `none`, or DWA dilation x period such as `4x5`.
     #[arg(long, default_value = "none", value_parser = parse_dwa)]
     dwa: Dwa,
+    /// `none`, or a depth method by its label (`mudd`, `dhc4`, `laurel-lr16`, ...).
+    #[arg(long, default_value = "none", value_parser = parse_depth)]
+    depth: DepthConfig,
     /// Sequences per step.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..))]
     batch: i64,
@@ -66,6 +70,53 @@ fn parse_dwa(value: &str) -> Result<Dwa, String> {
         .ok_or(format!("expected none or KxP (e.g. 4x5), got `{value}`"))
 }
 
+/// Parses `none` or a depth method label into its `[model.depth]` section.
+fn parse_depth(value: &str) -> Result<DepthConfig, String> {
+    let hyper = |rest: &str, dynamic, manifold| -> Option<DepthConfig> {
+        let streams = rest.parse().ok()?;
+        Some(DepthConfig {
+            hyper: Some(HyperConfig {
+                streams,
+                dynamic,
+                manifold,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    let laurel = |kind, rank| DepthConfig {
+        laurel: Some(LaurelConfig { kind, rank }),
+        ..Default::default()
+    };
+    let depth = match value {
+        "none" => Some(DepthConfig::default()),
+        "vres" => Some(DepthConfig {
+            value_residual: true,
+            ..Default::default()
+        }),
+        "attnres" => Some(DepthConfig {
+            attn_res: true,
+            ..Default::default()
+        }),
+        "mudd" => Some(DepthConfig {
+            mudd: true,
+            ..Default::default()
+        }),
+        "laurel-rw" => Some(laurel(LaurelKind::Rw, None)),
+        _ => value
+            .strip_prefix("laurel-lr")
+            .and_then(|r| Some(laurel(LaurelKind::Lr, Some(r.parse().ok()?))))
+            .or_else(|| hyper(value.strip_prefix("shc")?, false, false))
+            .or_else(|| hyper(value.strip_prefix("dhc")?, true, false))
+            .or_else(|| hyper(value.strip_prefix("mhc")?, false, true))
+            .or_else(|| hyper(value.strip_prefix("dmhc")?, true, true)),
+    };
+    depth.ok_or(format!(
+        "expected none, vres, laurel-rw, laurel-lrR, shcN, dhcN, mhcN, dmhcN, attnres or mudd, \
+         got `{value}`"
+    ))
+}
+
 /// The model config for the options: byte vocabulary, 64-wide heads.
 fn model_config(o: &Options) -> ModelConfig {
     let dwa = o.dwa.0.map_or(String::new(), |(k, p)| {
@@ -78,7 +129,9 @@ fn model_config(o: &Options) -> ModelConfig {
         o.width,
         o.block
     );
-    toml::from_str(&text).expect("the benchmark model config parses")
+    let mut config: ModelConfig = toml::from_str(&text).expect("the benchmark model config parses");
+    config.depth = o.depth.clone();
+    config
 }
 
 /// A memory reading in bytes: on the CPU `cpu_reading` (the resident set now, or its peak),
@@ -122,11 +175,16 @@ fn main() -> Result<(), String> {
     }
     times.sort_by(f64::total_cmp);
     let json = format!(
-        "{{\"layers\": {}, \"width\": {}, \"dwa\": \"{}\", \"device\": \"{}\", \"params\": {}, \
+        "{{\"layers\": {}, \"width\": {}, \"dwa\": \"{}\", \"depth\": \"{}\", \"device\": \"{}\", \"params\": {}, \
          \"ms_per_step\": {:.3}, \"peak_mib\": {:.1}, \"before_mib\": {:.1}}}",
         o.layers,
         o.width,
         o.dwa,
+        if o.depth.is_off() {
+            "none".to_owned()
+        } else {
+            o.depth.label()
+        },
         if device.is_cuda() { "cuda" } else { "cpu" },
         model.param_count().total,
         times[times.len() / 2],

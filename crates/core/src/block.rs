@@ -3,6 +3,7 @@
 use crate::config::ModelConfig;
 use crate::kv_cache::LayerKv;
 use crate::layers::{CausalSelfAttention, Mlp, Norm, Rotary};
+use crate::mudd::LayerInput;
 use crate::value_residual::ValueMix;
 use strata_tensor::Result;
 use tch::{Tensor, nn};
@@ -68,6 +69,41 @@ impl Block {
         let x = x.f_add(&attended)?;
         let mixed = self.mlp_branch(&x, config, train)?;
         Ok(x.f_add(&mixed)?)
+    }
+
+    /// [`Block::forward`] on a layer input of the depth stack: one stream, or MUDD's ways,
+    /// where the block computes `h = residual + attn(ln_1(query), ln_1(key), ln_1(value))`
+    /// and then `h + mlp(ln_2(h))`.
+    pub fn forward_input(
+        &self,
+        input: &LayerInput,
+        config: &ModelConfig,
+        rotary: Option<&Rotary>,
+        train: bool,
+        values: &mut ValueMix,
+        kv: Option<&mut LayerKv>,
+    ) -> Result<Tensor> {
+        match input {
+            LayerInput::One(x) => self.forward(x, config, rotary, train, values, kv),
+            LayerInput::Ways {
+                query,
+                key,
+                value,
+                residual,
+            } => {
+                let (q, k, v) = (
+                    self.ln_1.forward(query)?,
+                    self.ln_1.forward(key)?,
+                    self.ln_1.forward(value)?,
+                );
+                let attended =
+                    self.attn
+                        .forward_separate((&q, &k, &v), config, rotary, train, values, kv)?;
+                let x = residual.f_add(&attended)?;
+                let mixed = self.mlp_branch(&x, config, train)?;
+                Ok(x.f_add(&mixed)?)
+            }
+        }
     }
 
     /// The attention branch alone, `attn(ln_1(x))`, without the residual add (arguments as

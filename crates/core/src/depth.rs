@@ -9,7 +9,8 @@
 //! residual ([`crate::value_residual`], handed to each layer as a [`ValueMix`]) and LAuReL
 //! ([`crate::laurel`], applied to each layer's output before a DWA stores it),
 //! hyper-connections ([`crate::hyper`], n streams around the layers) and attention residuals
-//! ([`crate::attn_res`], run by [`DepthStack::forward_sublayers`]). `Gpt` runs its
+//! ([`crate::attn_res`], run by [`DepthStack::forward_sublayers`]) and MUDD ([`crate::mudd`],
+//! run by [`DepthStack::forward_multiway`]). `Gpt` runs its
 //! blocks through one, and so can a model that is not a strata model:
 //!
 //! ```
@@ -33,6 +34,7 @@ use crate::config::{DepthConfig, DwaConfig};
 use crate::dwa::{self, Dwa};
 use crate::hyper::{self, HyperConnection};
 use crate::laurel::Laurel;
+use crate::mudd::{LayerInput, Mudd};
 use crate::value_residual::{self, ValueMix};
 use strata_kernels::LayerStack;
 use strata_tensor::{Error, Result};
@@ -55,6 +57,8 @@ pub struct DepthStack {
     hyper: Vec<HyperConnection>,
     /// The attention residuals' queries, when on.
     attn_res: Option<AttnRes>,
+    /// The MUDD connection after each layer; empty when off.
+    mudd: Vec<Mudd>,
 }
 
 impl DepthStack {
@@ -92,14 +96,17 @@ impl DepthStack {
             laurel: Vec::new(),
             hyper: Vec::new(),
             attn_res: None,
+            mudd: Vec::new(),
         })
     }
 
     /// A stack of `n_layer` layers of width `d_model` with DWA (`root.dwa.<i>.alpha`, as in
     /// [`DepthStack::new`]) and the methods of `depth`: value residual weights
     /// `root.vres.<i>.lambda` for layers 1.., LAuReL weights `root.laurel.<i>.*` and
-    /// hyper-connection weights `root.hyper.<i>.*`.
-    /// `anchor`, a tensor drawn from the seeded generator before, keys LAuReL-LR's own draws
+    /// hyper-connection weights `root.hyper.<i>.*`, attention residuals' queries
+    /// `root.attnres.<k>.query` and MUDD weights `root.mudd.<i>.*`.
+    /// `anchor`, a tensor drawn from the seeded generator before, keys LAuReL-LR's and MUDD's
+    /// own draws
     /// (no other tensor's draw moves). Checks `depth` first (errors name `model.depth.*`).
     pub fn with_methods(
         root: &nn::Path,
@@ -129,6 +136,11 @@ impl DepthStack {
         }
         if depth.attn_res {
             stack.attn_res = Some(AttnRes::new(&(root / "attnres"), n_layer, d_model));
+        }
+        if depth.mudd {
+            stack.mudd = (0..n_layer)
+                .map(|i| Mudd::new(root / "mudd" / i, i, n_layer, d_model, anchor))
+                .collect();
         }
         Ok(stack)
     }
@@ -172,6 +184,45 @@ impl DepthStack {
     /// The attention residuals' queries, when on.
     pub fn attn_res(&self) -> Option<&AttnRes> {
         self.attn_res.as_ref()
+    }
+
+    /// The MUDD connection after each layer (empty when off).
+    pub fn mudd(&self) -> &[Mudd] {
+        &self.mudd
+    }
+
+    /// Runs the layers with MUDD connections ([`crate::mudd`]): `layer(i, input, values)`
+    /// returns layer `i`'s output from its input, one stream for the first layer and MUDD's
+    /// query, key, value and residual ways for the others; the value residual, if on, reaches
+    /// the attention through `values`. Returns the last connection's single way.
+    pub fn forward_multiway(
+        &self,
+        x: Tensor,
+        mut layer: impl FnMut(usize, &LayerInput, &mut ValueMix) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if self.mudd.is_empty() {
+            return Err(Error::Invalid(
+                "depth stack: forward_multiway needs MUDD connections (model.depth.mudd)"
+                    .to_owned(),
+            ));
+        }
+        let track_grad = strata_kernels::grad_mode_enabled();
+        let mut stack = LayerStack::per_token(&x, self.n_layer + 1, track_grad)?;
+        let mut input = LayerInput::One(x);
+        let mut first_values = None;
+        for (i, mudd) in self.mudd.iter().enumerate() {
+            let mut values = self.value_mix(i, &mut first_values);
+            let out = layer(i, &input, &mut values)?;
+            stack.push(&out)?;
+            let mixes = stack.token_weighted_sum(&mudd.weights(&out)?)?;
+            input = LayerInput::from_mixes(&mixes)?;
+        }
+        match input {
+            LayerInput::One(x) => Ok(x),
+            LayerInput::Ways { .. } => Err(Error::Invalid(
+                "depth stack: the last MUDD connection made several ways".to_owned(),
+            )),
+        }
     }
 
     /// Runs the layers as attention residuals ([`crate::attn_res`]): `attention(i, input,
@@ -238,6 +289,13 @@ impl DepthStack {
             return Err(Error::Invalid(
                 "depth stack: attention residuals run attention and MLP branches separately \
                  (DepthStack::forward_sublayers)"
+                    .to_owned(),
+            ));
+        }
+        if !self.mudd.is_empty() {
+            return Err(Error::Invalid(
+                "depth stack: MUDD hands each layer separate query, key, value and residual \
+                 inputs (DepthStack::forward_multiway)"
                     .to_owned(),
             ));
         }

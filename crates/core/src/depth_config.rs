@@ -24,6 +24,11 @@ pub struct DepthConfig {
     /// the earlier sublayers' outputs, scored by one learned query each ([`crate::attn_res`]).
     #[serde(default, skip_serializing_if = "crate::config::is_false")]
     pub attn_res: bool,
+    /// MUDD (arXiv 2502.12170): after each layer, per-token weights over every earlier
+    /// output, from a small MLP, make separate query, key, value and residual inputs for the
+    /// next block ([`crate::mudd`]).
+    #[serde(default, skip_serializing_if = "crate::config::is_false")]
+    pub mudd: bool,
 }
 
 /// `[model.depth.hyper]`.
@@ -131,6 +136,9 @@ impl DepthConfig {
         if self.attn_res {
             parts.push("attnres".to_owned());
         }
+        if self.mudd {
+            parts.push("mudd".to_owned());
+        }
         parts.join("-")
     }
 
@@ -196,6 +204,29 @@ impl DepthConfig {
                     format!(
                         "no {other} with it (attention residuals replace the residual stream \
                          that it acts on)"
+                    ),
+                    "both".to_owned(),
+                );
+            }
+        }
+        if self.mudd {
+            let other = if dwa {
+                Some("[model.dwa]")
+            } else if self.laurel.is_some() {
+                Some("[model.depth.laurel]")
+            } else if self.hyper.is_some() {
+                Some("[model.depth.hyper]")
+            } else if self.attn_res {
+                Some("model.depth.attn_res")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return err(
+                    "mudd",
+                    format!(
+                        "no {other} with it (MUDD makes each block's inputs from every earlier \
+                         output itself; it combines only with value_residual)"
                     ),
                     "both".to_owned(),
                 );

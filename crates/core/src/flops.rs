@@ -10,7 +10,7 @@
 //! product (`2 · 2·r·D` per layer), and the elementwise mixes of LAuReL-RW (`3·D` per layer)
 //! and the value residual (`3·A` per layer after the first), and hyper-connections with `n`
 //! streams: `2·D·(n² + 2n)` per layer for the static read, mix and write, plus
-//! `2·n·D·(n + 2)` for the dynamic projections; attention residuals as in
+//! `2·n·D·(n + 2)` for the dynamic projections; attention residuals and MUDD as in
 //! [`depth_flops_per_token`].
 
 use crate::config::{LaurelKind, MlpKind, ModelConfig};
@@ -57,7 +57,9 @@ pub fn forward_flops_per_token(config: &ModelConfig, context: usize) -> f64 {
 /// `2·D·(n² + 2n)` per layer (read, mix, write) plus `2·n·D·(n + 2)` when dynamic, attention
 /// residuals with `Q = 2L` queries `D·(3·(Q + 1) + 2·Q·(Q + 3))` (an RMSNorm of `3·D` per value,
 /// and per query `k = 1..=Q` a dot product and a weighted sum of `2·D` each over `k + 1`
-/// values); 0 when none is on.
+/// values), MUDD per layer `i` with `C` ways over `J = i + 2` outputs (`H = C·J`) `3·D` for
+/// the RMSNorm, `2·H·D + 2·H²` for the weight MLP and `2·C·J·D` for the weighted sums; 0 when
+/// none is on.
 pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
     let layers = config.n_layer as f64;
     let d = config.d_model as f64;
@@ -91,7 +93,17 @@ pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
     } else {
         0.0
     };
-    layers * (laurel + hyper) + value_residual + attn_res
+    let mudd: f64 = if config.depth.mudd {
+        (0..config.n_layer)
+            .map(|i| {
+                let h = (crate::mudd::ways(i, config.n_layer) * (i + 2)) as f64;
+                3.0 * d + 2.0 * h * d + 2.0 * h * h + 2.0 * h * d
+            })
+            .sum()
+    } else {
+        0.0
+    };
+    layers * (laurel + hyper) + value_residual + attn_res + mudd
 }
 
 /// Training FLOPs (forward and backward) of one step of `batch` sequences of `context` tokens.

@@ -41,6 +41,7 @@ pub mod kv_cache;
 pub mod laurel;
 pub mod layers;
 mod model;
+pub mod mudd;
 mod sampling;
 pub mod schema;
 pub mod value_residual;

@@ -185,6 +185,11 @@ impl Gpt {
                 },
                 |i, x| self.blocks[self.plan[i]].mlp_branch(x, config, train),
             )?
+        } else if !self.depth.mudd().is_empty() {
+            self.depth.forward_multiway(x, |i, input, values| {
+                let kv = layer_cache(&mut cache, i)?;
+                self.blocks[self.plan[i]].forward_input(input, config, rotary, train, values, kv)
+            })?
         } else {
             self.depth.forward_mixing(x, |i, x, values| {
                 let kv = layer_cache(&mut cache, i)?;
@@ -292,6 +297,15 @@ impl Gpt {
                 (Some(a), Slot::Query) => a.query(query),
                 _ => None,
             },
+            Location::Mudd { layer } => {
+                let mudd = self.depth.mudd().get(layer)?;
+                match slot {
+                    Slot::Static => Some(&mudd.static_weights),
+                    Slot::Down => Some(&mudd.down),
+                    Slot::Up => Some(&mudd.up),
+                    _ => None,
+                }
+            }
             Location::FinalNorm => norm_tensor(&self.ln_f, slot),
             Location::Head => self.lm_head.as_ref().and_then(|l| linear_tensor(l, slot)),
         }

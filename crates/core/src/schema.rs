@@ -34,10 +34,10 @@ pub enum Role {
     DwaWeight,
     /// Small weight vectors of a depth method (1-D, never decayed): a value residual's
     /// `(λ₁, λ₂)`, LAuReL-RW's `(α, β)`, a hyper-connection's static read, mix and write
-    /// weights and dynamic scales.
+    /// weights and dynamic scales, attention residuals' queries, MUDD's static weights.
     DepthScalar,
     /// A matrix of a depth method outside the blocks: LAuReL-LR's `A` `[r, D]` and
-    /// `B` `[D, r]`, a dynamic hyper-connection's `[1 + n, D]` and `[1, D]`.
+    /// `B` `[D, r]`, a dynamic hyper-connection's `[1 + n, D]` and `[1, D]`, MUDD's weight MLP.
     DepthMatrix,
     /// A LoRA down projection `A` `[rank, in]`.
     LoraA,
@@ -204,6 +204,11 @@ pub enum Location {
         /// The sublayer it feeds.
         query: usize,
     },
+    /// `mudd.<layer>`: the MUDD connection after layer `layer`.
+    Mudd {
+        /// The layer it follows.
+        layer: usize,
+    },
     /// `ln_f`.
     FinalNorm,
     /// `lm_head`.
@@ -222,6 +227,7 @@ impl Location {
             Location::Laurel { layer } => format!("laurel.{layer}"),
             Location::Hyper { layer } => format!("hyper.{layer}"),
             Location::AttnRes { query } => format!("attnres.{query}"),
+            Location::Mudd { layer } => format!("mudd.{layer}"),
             Location::FinalNorm => "ln_f".to_owned(),
             Location::Head => "lm_head".to_owned(),
         }
@@ -274,6 +280,8 @@ pub enum Slot {
     Scales,
     /// `query`, an attention residual's pseudo-query.
     Query,
+    /// `static`, a MUDD connection's static weights.
+    Static,
 }
 
 impl Slot {
@@ -295,6 +303,7 @@ impl Slot {
             Slot::DynBeta => "dyn_beta",
             Slot::Scales => "scales",
             Slot::Query => "query",
+            Slot::Static => "static",
         }
     }
 
@@ -316,6 +325,7 @@ impl Slot {
             Slot::DynBeta,
             Slot::Scales,
             Slot::Query,
+            Slot::Static,
         ]
         .into_iter()
         .find(|s| s.suffix() == suffix)
@@ -371,6 +381,7 @@ pub fn parse(name: &str) -> Option<(Location, Slot)> {
                 "laurel" if rest == index.to_string() => Location::Laurel { layer: index },
                 "hyper" if rest == index.to_string() => Location::Hyper { layer: index },
                 "attnres" if rest == index.to_string() => Location::AttnRes { query: index },
+                "mudd" if rest == index.to_string() => Location::Mudd { layer: index },
                 "h" => {
                     let (_, layer) = rest.split_once('.')?;
                     let layer = BlockLayer::ALL.into_iter().find(|l| l.path() == layer)?;
@@ -390,7 +401,7 @@ pub fn parse(name: &str) -> Option<(Location, Slot)> {
 /// distinct block (`ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.w_up`,
 /// `mlp.c_proj`; per linear `weight`, `bias`, `lora_a`, `lora_b`), the DWAs, the value
 /// residual weights, the LAuReL weights, the hyper-connections, the attention residuals'
-/// queries, `ln_f`, `lm_head`. A tied head is the token embedding and is not listed twice.
+/// queries, the MUDD connections, `ln_f`, `lm_head`. A tied head is the token embedding and is not listed twice.
 pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
     let (v, d) = (config.vocab_size as i64, config.d_model as i64);
     let mut out = Vec::new();
@@ -502,6 +513,15 @@ pub fn schema(config: &ModelConfig) -> Vec<ParamSpec> {
         for query in 1..=2 * config.n_layer {
             let location = Location::AttnRes { query };
             push(location, Slot::Query, vec![d], Role::DepthScalar, true);
+        }
+    }
+    if config.depth.mudd {
+        for layer in 0..config.n_layer {
+            let location = Location::Mudd { layer };
+            let cj = (crate::mudd::ways(layer, config.n_layer) * (layer + 2)) as i64;
+            push(location, Slot::Static, vec![cj], Role::DepthScalar, true);
+            push(location, Slot::Down, vec![cj, d], Role::DepthMatrix, true);
+            push(location, Slot::Up, vec![cj, cj], Role::DepthMatrix, true);
         }
     }
     push(

@@ -167,6 +167,27 @@ pub fn methods() -> Vec<(&'static str, ModelConfig)> {
                 false,
             ),
         ),
+        (
+            "MUDD",
+            with_depth(
+                DepthConfig {
+                    mudd: true,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ),
+        (
+            "MUDD + value residual",
+            with_depth(
+                DepthConfig {
+                    mudd: true,
+                    value_residual: true,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ),
         ("laurel-rw", with_depth(rw.clone(), false)),
         ("laurel-lr", with_depth(lr, false)),
         ("laurel-rw + dwa", with_depth(rw, true)),
@@ -181,7 +202,7 @@ pub fn randomise_depth_tensors(vs: &nn::VarStore, seed: u64) {
             let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, mut t) in vars {
-                let noise = if ["vres.", "laurel.", "hyper.", "attnres."]
+                let noise = if ["vres.", "laurel.", "hyper.", "attnres.", "mudd."]
                     .iter()
                     .any(|p| name.starts_with(p))
                 {

@@ -119,7 +119,8 @@ fn leaves(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
 /// `α·f(x) + β·x` or `f(x) + x + B·A·x` with `f(x) = out − x`; a DWA 1x1 after every layer
 /// averages the embedding and every (augmented) layer output so far; hyper-connections keep
 /// `n` streams in a `Vec`, with explicit loops over streams for read, mix and write (mHC:
-/// sigmoids and Sinkhorn-Knopp as explicit divisions).
+/// sigmoids and Sinkhorn-Knopp as explicit divisions); MUDD keeps every output in a `Vec` and
+/// sums them per way in loops, feeding each block its query, key and value inputs apart.
 fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) -> Tensor {
     let d = cfg.d_model as i64;
     let t = idx.size()[1];
@@ -139,12 +140,16 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
         + w["wpe.weight"].index_select(0, &pos);
     let mask = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).triu(1);
     let first_values: std::cell::RefCell<Option<Tensor>> = Default::default();
-    // A block's attention branch on its input (the value residual keeps layer 0's values).
-    let attention_branch = |l: usize, x: &Tensor| -> Tensor {
+    // A block's attention branch with its query, key and value inputs (one stream passes the
+    // same tensor three times; MUDD passes its ways); the value residual keeps layer 0's values.
+    let attention_ways = |l: usize, xq: &Tensor, xk: &Tensor, xv: &Tensor| -> Tensor {
         let p = |n: &str| &w[&format!("h.{l}.{n}")];
-        let h = norm(x, Some(p("ln_1.weight")));
-        let qkv = h.matmul(&p("attn.c_attn.weight").tr());
-        let mut values = qkv.narrow(2, 2 * d, d);
+        let project = |x: &Tensor, part: i64| {
+            norm(x, Some(p("ln_1.weight")))
+                .matmul(&p("attn.c_attn.weight").narrow(0, part * d, d).tr())
+        };
+        let (queries, keys) = (project(xq, 0), project(xk, 1));
+        let mut values = project(xv, 2);
         if cfg.depth.value_residual {
             let mut first = first_values.borrow_mut();
             match first.as_ref() {
@@ -158,8 +163,8 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
         let hd = d / cfg.n_head as i64;
         let mut heads = Vec::new();
         for head in 0..cfg.n_head as i64 {
-            let q = qkv.narrow(2, head * hd, hd);
-            let k = qkv.narrow(2, d + head * hd, hd);
+            let q = queries.narrow(2, head * hd, hd);
+            let k = keys.narrow(2, head * hd, hd);
             let v = values.narrow(2, head * hd, hd);
             let scores = q.matmul(&k.transpose(1, 2)) / (hd as f64).sqrt();
             let scores = scores.masked_fill(&mask, f64::NEG_INFINITY);
@@ -167,6 +172,7 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
         }
         Tensor::cat(&heads, -1).matmul(&p("attn.c_proj.weight").tr())
     };
+    let attention_branch = |l: usize, x: &Tensor| attention_ways(l, x, x, x);
     // A block's MLP branch on its input.
     let mlp_branch = |l: usize, x: &Tensor| -> Tensor {
         let p = |n: &str| &w[&format!("h.{l}.{n}")];
@@ -213,6 +219,42 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
             vals.push(mlp_branch(l, &input));
         }
         read(2 * cfg.n_layer, &vals)
+    } else if cfg.depth.mudd {
+        // MUDD: after layer l, weights per token (static + up·GELU(down·RMSNorm(newest))) over
+        // the embedding and every layer output so far, one weighted sum per way (query, key,
+        // value, residual; one way after the last layer), written as loops.
+        let rms = |v: &Tensor| v / (v.square().mean_dim(-1, true, Kind::Double) + 1e-6).sqrt();
+        let gelu = |x: &Tensor| x * 0.5 * ((x / 2f64.sqrt()).erf() + 1.0);
+        let mut outputs = vec![embedded.shallow_clone()];
+        let mut ways = vec![embedded.shallow_clone()];
+        for l in 0..cfg.n_layer {
+            let out = match ways.as_slice() {
+                [x] => block(l, x),
+                [q, k, v, r] => {
+                    let mid = r + attention_ways(l, q, k, v);
+                    &mid + mlp_branch(l, &mid)
+                }
+                _ => unreachable!("MUDD makes one or four ways"),
+            };
+            let m = |n: &str| &w[&format!("mudd.{l}.{n}")];
+            let hidden = gelu(&rms(&out).matmul(&m("down").tr()));
+            let dynamic = hidden.matmul(&m("up").tr());
+            outputs.push(out);
+            let count = if l + 1 == cfg.n_layer { 1 } else { 4 };
+            let j = outputs.len();
+            ways = (0..count)
+                .map(|way| {
+                    (0..j)
+                        .map(|i| {
+                            let at = (way * j + i) as i64;
+                            &outputs[i] * (dynamic.narrow(2, at, 1) + m("static").get(at))
+                        })
+                        .reduce(|a, b| a + b)
+                        .unwrap()
+                })
+                .collect();
+        }
+        ways.pop().unwrap()
     } else if let Some(hyper) = cfg.depth.hyper {
         let n = hyper.streams;
         let mut streams: Vec<Tensor> = (0..n).map(|_| embedded.copy()).collect();
@@ -445,7 +487,16 @@ fn flops_count_the_methods_from_their_tensors() {
                     .map(|k| (k as f64 + 1.0) * 2.0 * (2.0 * d))
                     .sum::<f64>()
         };
+        // MUDD: an RMSNorm (3 FLOPs per element) per layer, and per static weight one weighted
+        // term over D (its weight MLP's matrices are in `matrices`).
+        let mudd_static: Vec<f64> = specs
+            .iter()
+            .filter(|s| s.name().starts_with("mudd.") && s.name().ends_with(".static"))
+            .map(|s| s.numel() as f64)
+            .collect();
+        let mudd = mudd_static.len() as f64 * 3.0 * d + mudd_static.iter().sum::<f64>() * 2.0 * d;
         let want = matrices * if n > 0.0 { n } else { 1.0 }
+            + mudd
             + rw_layers * 3.0 * d
             + vres_layers * 3.0 * config.attn_width() as f64
             + hyper_layers * 2.0 * d * (n * n + 2.0 * n)
@@ -557,6 +608,44 @@ fn bad_depth_settings_are_refused_naming_the_field() {
                 })
             }),
             "model.depth.attn_res",
+        ),
+        (
+            "MUDD with DWA",
+            Box::new(|c| {
+                c.dwa = Some(DwaConfig {
+                    dilation: 1,
+                    period: 1,
+                });
+                c.depth.mudd = true;
+            }),
+            "model.depth.mudd",
+        ),
+        (
+            "MUDD with attention residuals",
+            Box::new(|c| {
+                c.depth.mudd = true;
+                c.depth.attn_res = true;
+            }),
+            "model.depth.mudd",
+        ),
+        (
+            "MUDD with hyper-connections",
+            Box::new(|c| {
+                c.depth.mudd = true;
+                c.depth.hyper = Some(HyperConfig {
+                    streams: 2,
+                    ..Default::default()
+                })
+            }),
+            "model.depth.mudd",
+        ),
+        (
+            "MUDD with LAuReL",
+            Box::new(|c| {
+                c.depth.mudd = true;
+                c.depth.laurel = laurel(LaurelKind::Rw, None);
+            }),
+            "model.depth.mudd",
         ),
         (
             "mHC on one stream",
@@ -699,4 +788,55 @@ fn attention_residuals_start_as_the_baseline_up_to_the_norms_epsilon() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("forward_sublayers"), "{err}");
+}
+
+#[test]
+fn mudd_starts_as_the_baseline_up_to_rounding() {
+    // One-hot static weights and a zero `up` make every way the newest output; only the
+    // query, key and value projections, run as three products, round differently.
+    let idx = tokens(2, 8, 11, 1);
+    let base_cfg = tiny(None);
+    let mut config = base_cfg.clone();
+    config.depth.mudd = true;
+    let (base_vs, base) = build(&base_cfg, 3);
+    let (vs, model) = build(&config, 4);
+    copy_weights(&base_vs, &vs);
+    let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
+    let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+    let err = got.max_rel_diff(&want).unwrap();
+    assert!(err < 1e-5, "no-grad: {err}");
+    let got = model.forward(&idx, true).unwrap();
+    let err = got.max_rel_diff(&want).unwrap();
+    assert!(err < 1e-5, "autograd: {err}");
+    // Every connection's static weights are one-hot on the newest output, per way.
+    for layer in 0..config.n_layer {
+        let ways = strata_core::mudd::ways(layer, config.n_layer);
+        let j = layer + 2;
+        let weights = vs.variables()[&format!("mudd.{layer}.static")]
+            .to_f64_vec()
+            .unwrap();
+        let want: Vec<f64> = (0..ways * j)
+            .map(|k| f64::from(u8::from(k % j == j - 1)))
+            .collect();
+        assert_eq!(weights, want, "layer {layer}");
+    }
+    // The plain depth loop refuses a stack with MUDD, and MUDD's loop a stack without it.
+    let anchor = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+    let stack =
+        strata_core::DepthStack::with_methods(&vs.root(), 3, 16, None, &config.depth, &anchor)
+            .unwrap();
+    let x = Tensor::zeros([1, 16], (Kind::Float, Device::Cpu));
+    let err = stack
+        .forward(x.copy(), |_, x| Ok(x.copy()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward_multiway"), "{err}");
+    let plain = strata_core::DepthStack::new(vs.root() / "plain", 3, None).unwrap();
+    let err = plain
+        .forward_multiway(x, |_, _, _| {
+            Ok(Tensor::zeros([1, 16], (Kind::Float, Device::Cpu)))
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.depth.mudd"), "{err}");
 }

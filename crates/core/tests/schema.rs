@@ -122,6 +122,17 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
     c.depth.attn_res = true;
     c.depth.value_residual = true;
     out.push(("attention residuals", c));
+    let mut c = tiny(None);
+    c.n_layer = 4;
+    c.depth.mudd = true;
+    c.depth.value_residual = true;
+    c.tied_embeddings = false;
+    c.sharing = Some(SharingConfig {
+        blocks: Some(2),
+        pattern: SharingPattern::Cycle,
+        plan: None,
+    });
+    out.push(("MUDD on shared blocks, untied head", c));
     out
 }
 

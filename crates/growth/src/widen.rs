@@ -480,7 +480,8 @@ pub fn residual(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<
             | Location::ValueResidual { .. }
             | Location::Laurel { .. }
             | Location::Hyper { .. }
-            | Location::AttnRes { .. } => Vec::new(),
+            | Location::AttnRes { .. }
+            | Location::Mudd { .. } => Vec::new(),
             Location::Block { layer, .. } => match layer {
                 BlockLayer::Ln1 | BlockLayer::Ln2 if slot == Slot::Weight => vec![gain.clone()],
                 BlockLayer::Ln1 | BlockLayer::Ln2 => vec![write.clone()],

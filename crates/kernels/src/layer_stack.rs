@@ -57,6 +57,15 @@ impl LayerStack {
         Self::build(first, reads.len(), track_grad, Some(reads.to_vec()))
     }
 
+    /// A stack for `capacity` outputs shaped like `first` (holding it as layer 0) whose
+    /// [`LayerStack::token_weighted_sum`] takes a weight per position: while autograd records
+    /// it keeps the live tensors (libtorch differentiates the sums), otherwise one buffer.
+    pub fn per_token(first: &Tensor, capacity: usize, track_grad: bool) -> Result<Self> {
+        crate::with_implementation(Implementation::Reference, || {
+            Self::build(first, capacity, track_grad, None)
+        })
+    }
+
     /// The constructors' common body.
     fn build(
         first: &Tensor,
@@ -138,6 +147,51 @@ impl LayerStack {
         }
         self.len += 1;
         Ok(())
+    }
+
+    /// Sums of every stored output with weights per position: `weights` `[..., C, J]` (the
+    /// outputs' shape without its last axis, then `C` sums of the `J = len` outputs) gives
+    /// `[..., C, D]`, sum `c` at each position being `Σⱼ weights[.., c, j] · xⱼ`, in the
+    /// outputs' dtype. Needs a stack made by [`LayerStack::per_token`] (or without autograd).
+    pub fn token_weighted_sum(&self, weights: &Tensor) -> Result<Tensor> {
+        let values = match &self.storage {
+            Storage::Buffer(buffer) => buffer.f_narrow(0, 0, self.len as i64)?.f_movedim(0, -2)?,
+            Storage::Live(list) => Tensor::f_stack(list, -2)?,
+            Storage::Chain { .. } => {
+                return Err(Error::Invalid(
+                    "layer stack: a sum with weights per position needs a stack made by \
+                     LayerStack::per_token"
+                        .to_owned(),
+                ));
+            }
+        };
+        let (size, shape) = (weights.size(), values.size());
+        let lead = shape.len().saturating_sub(2);
+        if size.len() != shape.len()
+            || size[..lead] != shape[..lead]
+            || size.last() != Some(&(self.len as i64))
+        {
+            return Err(Error::Shape {
+                op: "layer stack: weights per position".to_owned(),
+                expected: format!(
+                    "[{}, C, {}] (the outputs' shape without its last axis, then C sums of {} \
+                     outputs)",
+                    shape[..lead]
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.len,
+                    self.len
+                ),
+                got: format!("{size:?}"),
+            });
+        }
+        let kind = values.kind();
+        Ok(weights
+            .f_to_kind(kind)?
+            .f_matmul(&values)?
+            .f_to_kind(kind)?)
     }
 
     /// Weighted sum of the selected stored outputs.

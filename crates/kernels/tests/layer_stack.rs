@@ -269,3 +269,94 @@ fn irregular_sums_give_the_reference_gradients() {
         assert!(err < 1e-12, "parameter {i}: {err}");
     }
 }
+
+#[test]
+fn per_token_sums_match_a_float64_loop_in_value_and_gradient() {
+    // Three outputs [2, 3, 4] and weights [2, 3, C = 2, J = 3] per position: each sum, and
+    // every gradient, against an explicit loop in float64; with and without autograd.
+    let outputs: Vec<Tensor> = (0..3)
+        .map(|i| Tensor::randn([2, 3, 4], (Kind::Double, Device::Cpu)) + f64::from(i))
+        .map(|t| t.to_kind(Kind::Float))
+        .collect();
+    let weights = Tensor::randn([2, 3, 2, 3], (Kind::Float, Device::Cpu));
+    let leaves = |ts: &[Tensor]| -> Vec<Tensor> {
+        ts.iter()
+            .map(|t| t.to_kind(Kind::Double).detach().set_requires_grad(true))
+            .collect()
+    };
+    let (xs, w) = (
+        leaves(&outputs),
+        leaves(std::slice::from_ref(&weights)).remove(0),
+    );
+    let want: Vec<Tensor> = (0..2)
+        .map(|c| {
+            (0..3)
+                .map(|j| &xs[j] * w.select(-2, c).select(-1, j as i64).unsqueeze(-1))
+                .reduce(|a, b| a + b)
+                .unwrap()
+        })
+        .collect();
+    let want = Tensor::stack(&want, -2);
+    let probe = Tensor::randn([2, 3, 2, 4], (Kind::Double, Device::Cpu));
+    (&want * &probe).sum(Kind::Double).backward();
+
+    let no_grad = tch::no_grad(|| {
+        let mut stack = LayerStack::per_token(&outputs[0], 3, false).unwrap();
+        stack.push(&outputs[1]).unwrap();
+        stack.push(&outputs[2]).unwrap();
+        stack.token_weighted_sum(&weights).unwrap()
+    });
+    assert!(
+        no_grad
+            .to_kind(Kind::Double)
+            .max_abs_diff(&want.detach())
+            .unwrap()
+            < 1e-5
+    );
+
+    let xs32: Vec<Tensor> = outputs
+        .iter()
+        .map(|t| t.detach().set_requires_grad(true))
+        .collect();
+    let w32 = weights.detach().set_requires_grad(true);
+    let mut stack = LayerStack::per_token(&xs32[0], 3, true).unwrap();
+    stack.push(&xs32[1]).unwrap();
+    stack.push(&xs32[2]).unwrap();
+    let got = stack.token_weighted_sum(&w32).unwrap();
+    assert!(
+        got.to_kind(Kind::Double)
+            .max_abs_diff(&want.detach())
+            .unwrap()
+            < 1e-5
+    );
+    (&got * probe.to_kind(Kind::Float))
+        .sum(Kind::Float)
+        .backward();
+    for (mine, oracle) in xs32.iter().zip(&xs) {
+        let err = mine
+            .grad()
+            .to_kind(Kind::Double)
+            .max_abs_diff(&oracle.grad())
+            .unwrap();
+        assert!(err < 1e-5, "output gradient {err}");
+    }
+    let err = w32
+        .grad()
+        .to_kind(Kind::Double)
+        .max_abs_diff(&w.grad())
+        .unwrap();
+    assert!(err < 1e-4, "weight gradient {err}");
+
+    // Weights of the wrong shape, and a fused recording stack, are refused.
+    let err = stack
+        .token_weighted_sum(&Tensor::zeros([2, 3, 2, 2], (Kind::Float, Device::Cpu)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[2, 3, C, 3]"), "{err}");
+    let fused = LayerStack::new(&xs32[0], 3, true).unwrap();
+    let err = fused
+        .token_weighted_sum(&Tensor::zeros([2, 3, 2, 1], (Kind::Float, Device::Cpu)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("per_token"), "{err}");
+}

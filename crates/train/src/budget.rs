@@ -62,7 +62,32 @@ fn activation_bytes(model: &ModelConfig, batch_size: usize, training: bool) -> f
         0.0
     };
     let logits = tokens * model.vocab_size as f64 * if training { 2.0 } else { 1.0 };
-    F32 * (layers * per_layer + stack + logits)
+    let depth = tokens * depth_floats_per_token(model, training);
+    F32 * (layers * per_layer + stack + depth + logits)
+}
+
+/// Floats per token that the `[model.depth]` methods hold beyond the layers' own
+/// activations: hyper-connections their `n` streams (per layer when `training`), attention
+/// residuals every value and its normalised key (`2·(2L + 1)·D`), MUDD its stored outputs
+/// outside autograd (`(L + 1)·D`) and, when `training`, the outputs each layer's sums stack
+/// (`i + 2` at layer `i`) and the four ways they make.
+pub fn depth_floats_per_token(model: &ModelConfig, training: bool) -> f64 {
+    let (l, d) = (model.n_layer as f64, model.d_model as f64);
+    let mut floats = 0.0;
+    if let Some(hyper) = model.depth.hyper {
+        floats += hyper.streams as f64 * d * if training { l } else { 1.0 };
+    }
+    if model.depth.attn_res {
+        floats += 2.0 * (2.0 * l + 1.0) * d;
+    }
+    if model.depth.mudd {
+        floats += if training {
+            (0..model.n_layer).map(|i| (i as f64 + 2.0 + 4.0) * d).sum()
+        } else {
+            (l + 1.0) * d
+        };
+    }
+    floats
 }
 
 /// Bytes of `count` batches of inputs and targets, `batch_size × block_size` token ids each.

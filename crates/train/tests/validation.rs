@@ -218,3 +218,36 @@ fn the_parameter_estimate_is_exact_without_extras_and_never_above_the_model() {
         }
     }
 }
+
+#[test]
+fn the_activation_estimate_counts_what_depth_methods_hold() {
+    // 3 layers of width 16: hyper-connections with 4 streams hold 4·16 floats per token and
+    // layer; attention residuals 7 values and their keys of 16; MUDD the outputs stacked at
+    // each layer (2, 3, 4) and 4 ways, or its 4 stored outputs outside autograd.
+    let base = "vocab_size = 50\nn_layer = 3\nn_head = 2\nd_model = 16\nblock_size = 8\n";
+    let cases = [
+        ("[depth.hyper]\nstreams = 4\n", 192.0, 64.0),
+        ("[depth]\nattn_res = true\n", 224.0, 224.0),
+        ("[depth]\nmudd = true\n", 336.0, 64.0),
+        ("[depth]\nvalue_residual = true\n", 0.0, 0.0),
+    ];
+    let plain: ModelConfig = toml::from_str(base).unwrap();
+    for (extra, training, evaluating) in cases {
+        let config: ModelConfig = toml::from_str(&format!("{base}{extra}")).unwrap();
+        assert_eq!(
+            budget::depth_floats_per_token(&config, true),
+            training,
+            "{extra}"
+        );
+        assert_eq!(
+            budget::depth_floats_per_token(&config, false),
+            evaluating,
+            "{extra}"
+        );
+        // It enters the evaluation need: 4 bytes per float for each of 2 × 8 tokens.
+        let more = budget::evaluation_need(&config, 2, 1).activations
+            - budget::evaluation_need(&plain, 2, 1).activations;
+        assert_eq!(more, 4.0 * 16.0 * evaluating, "{extra}");
+    }
+    assert_eq!(budget::depth_floats_per_token(&plain, true), 0.0);
+}

@@ -67,18 +67,59 @@ impl CausalSelfAttention {
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
-        let size = x.size();
-        let (b, t) = (size[0], size[1]);
         let a = self.n_head * self.head_dim;
         let qkv = self.c_attn.forward(x, config.precision)?;
-        let heads = |i: i64| -> Result<Tensor> {
-            Ok(qkv
-                .f_narrow(2, i * a, a)?
-                .f_view([b, t, self.n_head, self.head_dim])?
+        let (q, k, v) = (
+            qkv.f_narrow(2, 0, a)?,
+            qkv.f_narrow(2, a, a)?,
+            qkv.f_narrow(2, 2 * a, a)?,
+        );
+        self.attend(q, k, v, config, rotary, train, values, kv)
+    }
+
+    /// [`CausalSelfAttention::forward`] with separate inputs `[B, T, D]` for the queries, keys
+    /// and values (MUDD's ways): each goes through its own rows of `c_attn`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_separate(
+        &self,
+        (query, key, value): (&Tensor, &Tensor, &Tensor),
+        config: &ModelConfig,
+        rotary: Option<&Rotary>,
+        train: bool,
+        values: &mut ValueMix,
+        kv: Option<&mut LayerKv>,
+    ) -> Result<Tensor> {
+        let a = self.n_head * self.head_dim;
+        let p = config.precision;
+        let q = self.c_attn.forward_rows(query, 0, a, p)?;
+        let k = self.c_attn.forward_rows(key, a, a, p)?;
+        let v = self.c_attn.forward_rows(value, 2 * a, a, p)?;
+        self.attend(q, k, v, config, rotary, train, values, kv)
+    }
+
+    /// Attention from projected queries, keys and values `[B, T, A]`, through the output
+    /// projection.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        config: &ModelConfig,
+        rotary: Option<&Rotary>,
+        train: bool,
+        values: &mut ValueMix,
+        kv: Option<&mut LayerKv>,
+    ) -> Result<Tensor> {
+        let size = q.size();
+        let (b, t) = (size[0], size[1]);
+        let a = self.n_head * self.head_dim;
+        let heads = |x: Tensor| -> Result<Tensor> {
+            Ok(x.f_view([b, t, self.n_head, self.head_dim])?
                 .f_transpose(1, 2)?)
         };
-        let (mut q, mut k) = (heads(0)?, heads(1)?);
-        let v = values.apply(heads(2)?)?;
+        let (mut q, mut k) = (heads(q)?, heads(k)?);
+        let v = values.apply(heads(v)?)?;
         if self.qk_norm {
             // modded-nanogpt's QK-norm: RMSNorm over each head's width, no learned gains.
             q = q.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;

@@ -83,13 +83,41 @@ impl Linear {
 
     /// Applies the layer; the result is f32 whatever the compute dtype.
     pub fn forward(&self, x: &Tensor, precision: Precision) -> Result<Tensor> {
-        let weight = precision.cast(&self.weight);
-        let bias = self.bias.as_ref().map(|b| precision.cast(b));
+        self.forward_with(x, None, precision)
+    }
+
+    /// Output features `start..start + len` of the layer alone (the product with those rows
+    /// of the weight, bias and LoRA `B`), f32.
+    pub fn forward_rows(
+        &self,
+        x: &Tensor,
+        start: i64,
+        len: i64,
+        precision: Precision,
+    ) -> Result<Tensor> {
+        self.forward_with(x, Some((start, len)), precision)
+    }
+
+    /// The product over all output features, or over `rows` `(start, len)` of them.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        rows: Option<(i64, i64)>,
+        precision: Precision,
+    ) -> Result<Tensor> {
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            Ok(match rows {
+                Some((start, len)) => precision.cast(&t.f_narrow(0, start, len)?),
+                None => precision.cast(t),
+            })
+        };
+        let weight = pick(&self.weight)?;
+        let bias = self.bias.as_ref().map(pick).transpose()?;
         let x = precision.cast(x);
         let mut y = x.f_linear(&weight, bias.as_ref())?;
         if let Some(lora) = &self.lora {
             let down = x.f_linear::<Tensor>(&precision.cast(&lora.a), None)?;
-            let up = down.f_linear::<Tensor>(&precision.cast(&lora.b), None)?;
+            let up = down.f_linear::<Tensor>(&pick(&lora.b)?, None)?;
             y = y.f_add(&up.f_mul_scalar(lora.scale)?)?;
         }
         Ok(if y.kind() == Kind::Float {
