@@ -200,6 +200,9 @@ impl Chart for BarsChart {
     }
 }
 
+/// Categories a chart names side by side; with more, the names stand upright.
+const ROTATE_AFTER: usize = 6;
+
 /// The axes of a chart with one slot per category on x: caption, category names under the
 /// slots, `y_desc` and a light horizontal grid over `y`.
 fn category_frame<'a, DB: DrawingBackend>(
@@ -212,7 +215,16 @@ fn category_frame<'a, DB: DrawingBackend>(
     let decimals = label_decimals(y.end - y.start);
     let y_format = move |y: &f64| format!("{y:.decimals$}");
     let n = categories.len();
-    let names = categories.to_vec();
+    let upright = n > ROTATE_AFTER;
+    // An upright name turns about its middle: leading spaces (two per character, a space
+    // being about half a letter wide) put the visible name below the axis.
+    let names: Vec<String> = categories
+        .iter()
+        .map(|c| match upright {
+            true => format!("{}{c}", " ".repeat(2 * c.chars().count())),
+            false => c.clone(),
+        })
+        .collect();
     let x_format = move |x: &f64| {
         let i = x.round();
         if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
@@ -221,10 +233,21 @@ fn category_frame<'a, DB: DrawingBackend>(
             String::new()
         }
     };
+    // More categories than fit side by side: their names stand upright under the slots.
+    let longest = categories
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
+    let label_area = if upright { 16 + 7 * longest } else { 60 };
+    let mut x_style = TextStyle::from((FAMILY, 12).into_font());
+    if upright {
+        x_style = x_style.transform(FontTransform::Rotate90);
+    }
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FAMILY, 22))
         .margin(16)
-        .x_label_area_size(60)
+        .x_label_area_size(label_area)
         .y_label_area_size(70)
         .build_cartesian_2d(-0.6..(n as f64 - 0.4), y)?;
     chart
@@ -232,6 +255,7 @@ fn category_frame<'a, DB: DrawingBackend>(
         .x_labels(n)
         .y_desc(y_desc)
         .label_style((FAMILY, 12))
+        .x_label_style(x_style)
         .axis_desc_style((FAMILY, 15))
         .x_label_formatter(&x_format)
         .y_label_formatter(&y_format)
