@@ -142,6 +142,21 @@ impl DepthConfig {
         parts.join("-")
     }
 
+    /// The first method on that acts on the one residual stream (DWA when `dwa`, LAuReL,
+    /// hyper-connections), named as its config section: what attention residuals and MUDD,
+    /// which replace that stream, cannot combine with.
+    fn residual_method(&self, dwa: bool) -> Option<&'static str> {
+        if dwa {
+            Some("[model.dwa]")
+        } else if self.laurel.is_some() {
+            Some("[model.depth.laurel]")
+        } else if self.hyper.is_some() {
+            Some("[model.depth.hyper]")
+        } else {
+            None
+        }
+    }
+
     /// Checks the section against the model (`n_layer` layers of width `d_model`, with DWA
     /// when `dwa`); `file` names the source in errors, whose fields are spelled
     /// `model.depth.<field>`.
@@ -188,39 +203,22 @@ impl DepthConfig {
                 _ => {}
             }
         }
-        if self.attn_res {
-            let other = if dwa {
-                Some("[model.dwa]")
-            } else if self.laurel.is_some() {
-                Some("[model.depth.laurel]")
-            } else if self.hyper.is_some() {
-                Some("[model.depth.hyper]")
-            } else {
-                None
-            };
-            if let Some(other) = other {
-                return err(
-                    "attn_res",
-                    format!(
-                        "no {other} with it (attention residuals replace the residual stream \
-                         that it acts on)"
-                    ),
-                    "both".to_owned(),
-                );
-            }
+        if self.attn_res
+            && let Some(other) = self.residual_method(dwa)
+        {
+            return err(
+                "attn_res",
+                format!(
+                    "no {other} with it (attention residuals replace the residual stream that \
+                     it acts on)"
+                ),
+                "both".to_owned(),
+            );
         }
         if self.mudd {
-            let other = if dwa {
-                Some("[model.dwa]")
-            } else if self.laurel.is_some() {
-                Some("[model.depth.laurel]")
-            } else if self.hyper.is_some() {
-                Some("[model.depth.hyper]")
-            } else if self.attn_res {
-                Some("model.depth.attn_res")
-            } else {
-                None
-            };
+            let other = self
+                .residual_method(dwa)
+                .or(self.attn_res.then_some("model.depth.attn_res"));
             if let Some(other) = other {
                 return err(
                     "mudd",
