@@ -1,6 +1,7 @@
 //! The DenseFormer overhead part of `cargo xtask bench`: median training-step time and peak
 //! memory of a baseline, DenseFormer 1x1 and DenseFormer 4x5 of the same width at 12, 24 and
-//! 48 layers, each configuration in a fresh process (`benches/src/bin/dwa_overhead.rs`).
+//! 48 layers, and of every `[model.depth]` method at 12 layers, each configuration in a fresh
+//! process (`benches/src/bin/dwa_overhead.rs`).
 
 use crate::bench::last_json;
 use crate::plan::{Built, Child};
@@ -15,22 +16,37 @@ const IMPLEMENTATION_ENV: &str = "STRATA_WEIGHTED_SUM";
 const WIDTH: usize = 256;
 /// Timed steps per process (after 2 warm-up steps).
 const STEPS: usize = 10;
-/// The variants (DWA, weighted-sum path), baseline first; the reference path shows what the
-/// fused layer stack saves.
+/// The DWA variants (pattern, weighted-sum path), baseline first; the reference path shows
+/// what the fused layer stack saves.
 const VARIANTS: [(&str, &str); 4] = [
     ("none", "auto"),
     ("1x1", "auto"),
     ("1x1", "reference"),
     ("4x5", "auto"),
 ];
+/// The `[model.depth]` methods (`dwa_overhead --depth` labels), the configurations of
+/// docs/experiments/depth.md, measured at [`DEPTH_METHOD_LAYERS`] next to DWA.
+const DEPTH_METHODS: [&str; 9] = [
+    "vres",
+    "laurel-rw",
+    "laurel-lr16",
+    "shc4",
+    "dhc4",
+    "mhc4",
+    "dmhc4",
+    "attnres",
+    "mudd",
+];
+/// The depth at which the `[model.depth]` methods are measured.
+const DEPTH_METHOD_LAYERS: usize = 12;
 
 /// One configuration's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Overhead {
     /// Number of blocks.
     pub layers: usize,
-    /// `none` or the DWA's `KxP`.
-    pub dwa: String,
+    /// `none`, the DWA's `KxP` or a depth method's label (`mudd`, `dhc4`, ...).
+    pub variant: String,
     /// The weighted-sum path (`auto`: the fused layer stack; `reference`).
     pub path: String,
     /// Median milliseconds per optimizer step.
@@ -49,13 +65,15 @@ impl Overhead {
                 .and_then(Value::as_f64)
                 .ok_or(format!("dwa_overhead printed no `{k}`"))
         };
+        let dwa = v
+            .get("dwa")
+            .and_then(Value::as_str)
+            .ok_or("dwa_overhead printed no `dwa`")?;
+        // Lines without `depth` come from before the depth methods were measured.
+        let depth = v.get("depth").and_then(Value::as_str).unwrap_or("none");
         Ok(Self {
             layers: num("layers")? as usize,
-            dwa: v
-                .get("dwa")
-                .and_then(Value::as_str)
-                .ok_or("dwa_overhead printed no `dwa`")?
-                .to_owned(),
+            variant: if depth == "none" { dwa } else { depth }.to_owned(),
             path: path.to_owned(),
             ms_per_step: num("ms_per_step")?,
             peak_mib: num("peak_mib")?,
@@ -75,13 +93,13 @@ pub(crate) fn medians(rounds: &[Overhead]) -> Vec<Overhead> {
     for r in rounds {
         if out
             .iter()
-            .any(|o| (o.layers, &o.dwa, &o.path) == (r.layers, &r.dwa, &r.path))
+            .any(|o| (o.layers, &o.variant, &o.path) == (r.layers, &r.variant, &r.path))
         {
             continue;
         }
         let same: Vec<&Overhead> = rounds
             .iter()
-            .filter(|o| (o.layers, &o.dwa, &o.path) == (r.layers, &r.dwa, &r.path))
+            .filter(|o| (o.layers, &o.variant, &o.path) == (r.layers, &r.variant, &r.path))
             .collect();
         let median =
             |f: fn(&Overhead) -> f64| crate::bench::median(same.iter().map(|o| f(o)).collect());
@@ -102,12 +120,24 @@ pub struct DwaRun {
     pub round: usize,
     /// Number of blocks.
     pub layers: usize,
-    /// `none` or the DWA's `KxP`.
-    pub dwa: &'static str,
+    /// The `dwa_overhead` option naming the variant: `--dwa` or `--depth`.
+    pub flag: &'static str,
+    /// `none`, the DWA's `KxP` or a depth method's label.
+    pub variant: &'static str,
     /// The weighted-sum path.
     pub path: &'static str,
     /// `dwa_overhead` with its arguments and the path's variable.
     pub child: Child,
+}
+
+/// The configurations at `layers` blocks: the DWA variants, then (at
+/// [`DEPTH_METHOD_LAYERS`]) the depth methods, as (flag, variant, path).
+fn configurations(layers: usize) -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut all: Vec<_> = VARIANTS.iter().map(|&(v, p)| ("--dwa", v, p)).collect();
+    if layers == DEPTH_METHOD_LAYERS {
+        all.extend(DEPTH_METHODS.iter().map(|&m| ("--depth", m, "auto")));
+    }
+    all
 }
 
 /// Every configuration `rounds` times, alternating configurations within a round and
@@ -116,19 +146,19 @@ pub fn runs(quick: bool, rounds: usize) -> Vec<DwaRun> {
     let depths: &[usize] = if quick { &[12] } else { &[12, 24, 48] };
     let mut all = Vec::new();
     for round in 1..=rounds {
-        // Every other round runs the configurations in reverse, so that no configuration
-        // always follows the same one (the VM's speed drifts within a round).
-        let mut order = VARIANTS.to_vec();
-        if round % 2 == 0 {
-            order.reverse();
-        }
         for &layers in depths {
-            for &(dwa, path) in &order {
+            // Every other round runs the configurations in reverse, so that no configuration
+            // always follows the same one (the VM's speed drifts within a round).
+            let mut order = configurations(layers);
+            if round % 2 == 0 {
+                order.reverse();
+            }
+            for (flag, variant, path) in order {
                 let args = [
                     "--layers".to_owned(),
                     layers.to_string(),
-                    "--dwa".to_owned(),
-                    dwa.to_owned(),
+                    flag.to_owned(),
+                    variant.to_owned(),
                     "--width".to_owned(),
                     WIDTH.to_string(),
                     "--steps".to_owned(),
@@ -139,7 +169,8 @@ pub fn runs(quick: bool, rounds: usize) -> Vec<DwaRun> {
                 all.push(DwaRun {
                     round,
                     layers,
-                    dwa,
+                    flag,
+                    variant,
                     path,
                     child,
                 });
@@ -154,9 +185,9 @@ pub fn runs(quick: bool, rounds: usize) -> Vec<DwaRun> {
 pub fn measure(env: &TorchEnv, built: &Built, runs: &[DwaRun]) -> Result<Vec<Overhead>, String> {
     let mut all = Vec::new();
     for r in runs {
-        let (round, layers, dwa, path) = (r.round, r.layers, r.dwa, r.path);
+        let (round, layers, flag, variant, path) = (r.round, r.layers, r.flag, r.variant, r.path);
         eprintln!(
-            "xtask: DenseFormer overhead, round {round}: {layers} layers, dwa {dwa} ({path})"
+            "xtask: DenseFormer overhead, round {round}: {layers} layers, {flag} {variant} ({path})"
         );
         let output = r
             .child
@@ -165,7 +196,7 @@ pub fn measure(env: &TorchEnv, built: &Built, runs: &[DwaRun]) -> Result<Vec<Ove
             .map_err(|e| format!("cannot start dwa_overhead: {e}"))?;
         if !output.status.success() {
             return Err(format!(
-                "dwa_overhead --layers {layers} --dwa {dwa} failed ({}): {}",
+                "dwa_overhead --layers {layers} {flag} {variant} failed ({}): {}",
                 run::describe(&output.status),
                 String::from_utf8_lossy(&output.stderr)
             ));
@@ -189,7 +220,13 @@ pub fn section(results: &[Overhead]) -> String {
          uses); `reference` keeps live tensors and sums them op by op \
          (`STRATA_WEIGHTED_SUM=reference`). Peak is the process's VmHWM; training memory \
          is the peak minus what was resident before the first step. Targets: 4x5 within 1.05x \
-         of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n"
+         of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n\
+         At {DEPTH_METHOD_LAYERS} layers the `[model.depth]` methods of docs/depth.md \
+         (`dwa_overhead --depth M`) are measured the same way, in the same rounds: `vres` the \
+         value residual, `laurel-rw` and `laurel-lr16` LAuReL, `shc4`/`dhc4` static and \
+         dynamic hyper-connections with 4 streams, `mhc4`/`dmhc4` mHC, `attnres` attention \
+         residuals, `mudd` MUDD. They have no targets; their FLOPs per step are counted in \
+         docs/experiments/depth.md.\n\n"
     );
     s += &table(results);
     s
@@ -205,14 +242,14 @@ pub fn table(results: &[Overhead]) -> String {
     for r in results {
         let Some(base) = results
             .iter()
-            .find(|b| b.layers == r.layers && b.dwa == "none")
+            .find(|b| b.layers == r.layers && b.variant == "none")
         else {
             continue;
         };
         let time = r.ms_per_step / base.ms_per_step;
         let peak = r.peak_mib / base.peak_mib;
         let training = r.training_mib() / base.training_mib();
-        let path = match (r.dwa.as_str(), r.path.as_str()) {
+        let path = match (r.variant.as_str(), r.path.as_str()) {
             ("none", _) => "",
             (_, "auto") => "fused",
             (_, other) => other,
@@ -220,12 +257,16 @@ pub fn table(results: &[Overhead]) -> String {
         s += &format!(
             "| {} | {} | {path} | {:.1} | {time:.3} | {:.0} | {peak:.3} | {:.0} | {training:.3} |\n",
             r.layers,
-            if r.dwa == "none" { "baseline" } else { &r.dwa },
+            if r.variant == "none" {
+                "baseline"
+            } else {
+                &r.variant
+            },
             r.ms_per_step,
             r.peak_mib,
             r.training_mib(),
         );
-        let time_target = match (r.dwa.as_str(), r.path.as_str()) {
+        let time_target = match (r.variant.as_str(), r.path.as_str()) {
             ("1x1", "auto") => Some(1.15),
             ("4x5", "auto") => Some(1.05),
             _ => None,
@@ -234,13 +275,13 @@ pub fn table(results: &[Overhead]) -> String {
             verdicts.push(format!(
                 "| {} layers, {}: step time <= {target}x | {time:.3}x | {} |\n",
                 r.layers,
-                r.dwa,
+                r.variant,
                 if time <= target { "met" } else { "**not met**" }
             ));
             verdicts.push(format!(
                 "| {} layers, {}: peak memory <= 1.10x | {peak:.3}x | {} |\n",
                 r.layers,
-                r.dwa,
+                r.variant,
                 if peak <= 1.10 { "met" } else { "**not met**" }
             ));
         }
@@ -256,10 +297,10 @@ pub fn table(results: &[Overhead]) -> String {
 mod tests {
     use super::*;
 
-    fn row(layers: usize, dwa: &str, ms: f64, peak: f64) -> Overhead {
+    fn row(layers: usize, variant: &str, ms: f64, peak: f64) -> Overhead {
         Overhead {
             layers,
-            dwa: dwa.to_owned(),
+            variant: variant.to_owned(),
             path: "auto".to_owned(),
             ms_per_step: ms,
             peak_mib: peak,
@@ -301,6 +342,51 @@ mod tests {
         let o = Overhead::parse(&v, "auto").unwrap();
         assert_eq!(o, row(24, "4x5", 12.5, 400.0).with_before(150.0));
         assert!(Overhead::parse(&serde_json::json!({"layers": 1}), "auto").is_err());
+    }
+
+    #[test]
+    fn a_depth_method_line_is_its_own_variant_without_targets() {
+        let v: Value = serde_json::from_str(
+            r#"{"layers": 12, "width": 256, "dwa": "none", "depth": "mudd", "params": 1, "ms_per_step": 120.0, "peak_mib": 330.0, "before_mib": 100.0}"#,
+        )
+        .unwrap();
+        let mudd = Overhead::parse(&v, "auto").unwrap();
+        assert_eq!(mudd, row(12, "mudd", 120.0, 330.0));
+        let text = table(&[row(12, "none", 100.0, 300.0), mudd]);
+        assert!(
+            text.contains("| 12 | mudd | fused | 120.0 | 1.200 | 330 | 1.100 | 230 | 1.150 |"),
+            "{text}"
+        );
+        assert!(!text.contains("mudd: step time"), "{text}");
+    }
+
+    #[test]
+    fn depth_methods_run_at_twelve_layers_in_every_round_next_to_the_baseline() {
+        let all = runs(false, 2);
+        for round in 1..=2 {
+            let of_round: Vec<&DwaRun> = all.iter().filter(|r| r.round == round).collect();
+            let depth: Vec<&str> = of_round
+                .iter()
+                .filter(|r| r.flag == "--depth")
+                .map(|r| r.variant)
+                .collect();
+            assert_eq!(depth.len(), DEPTH_METHODS.len());
+            assert!(DEPTH_METHODS.iter().all(|m| depth.contains(m)));
+            assert!(
+                of_round
+                    .iter()
+                    .filter(|r| r.flag == "--depth")
+                    .all(|r| r.layers == 12)
+            );
+            // 4 DWA variants at each of 3 depths, and the depth methods.
+            assert_eq!(of_round.len(), 3 * VARIANTS.len() + DEPTH_METHODS.len());
+        }
+        let first = all.iter().find(|r| r.variant == "mudd").unwrap();
+        assert!(
+            first.child.line().contains("--depth mudd"),
+            "{}",
+            first.child.line()
+        );
     }
 
     #[test]

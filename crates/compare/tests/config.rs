@@ -36,6 +36,7 @@ fn the_shipped_comparisons_load_and_plan() {
         "compare-modern-cpu.toml",
         "compare-modern-lr-cpu.toml",
         "compare-depth-cpu.toml",
+        "compare-depth-modern-cpu.toml",
     ] {
         let config = CompareConfig::load(&configs.join(name)).unwrap();
         assert!(config.seeds.len() >= 2, "{name}");
@@ -64,6 +65,29 @@ fn the_shipped_comparisons_load_and_plan() {
     ] {
         assert!(labels.contains(want), "{want} missing from {labels:?}");
     }
+    // The retrofit arms switch DWA on inside their 600-step run, and a budget that ends at
+    // the switch or before is a plain branch of it.
+    for (arm, at) in [
+        ("denseformer-1x1-late-150", 150),
+        ("denseformer-1x1-late-450", 450),
+    ] {
+        let of_arm: Vec<_> = runs.iter().filter(|r| r.arm.name == arm).collect();
+        let source = of_arm.iter().find(|r| r.source).unwrap();
+        assert_eq!(source.config.growth.len(), 1, "{arm}");
+        assert_eq!(source.config.growth[0].step, at);
+        assert_eq!(source.config.growth[0].op.label(), "add_depth(dwa 1x1)");
+        let short = of_arm.iter().find(|r| r.iters == 150).unwrap();
+        assert!(
+            short.config.growth.is_empty(),
+            "{arm}: the 150-step budget grew"
+        );
+    }
+    let modern = CompareConfig::load(&configs.join("compare-depth-modern-cpu.toml")).unwrap();
+    let runs = plan(&modern).unwrap();
+    assert!(
+        runs.iter()
+            .all(|r| r.config.model.qk_norm && !r.config.model.tied_embeddings)
+    );
 }
 
 #[test]

@@ -13,7 +13,9 @@
 //!   and the DenseFormer ([`deepen`]);
 //! - [`GrowthOp::GrowLoraRank`], [`GrowthOp::ReloraRestart`]: LoRA rank growth and ReLoRA's
 //!   merge-and-restart ([`lora`]);
-//! - [`GrowthOp::GrowParamTokens`]: TokenFormer's parameter-token growth ([`tokens`]).
+//! - [`GrowthOp::GrowParamTokens`]: TokenFormer's parameter-token growth ([`tokens`]);
+//! - [`GrowthOp::AddDepth`]: DenseFormer's DWA or a `[model.depth]` method switched on
+//!   mid-run, new weights at their init ([`depth`]).
 
 // Library code returns errors and never panics on its own: no `unwrap`/`expect` outside
 // tests. A clippy lint rather than a test that scans sources: it sees method calls, not text,
@@ -23,12 +25,13 @@
 
 pub mod axis;
 pub mod deepen;
+pub mod depth;
 pub mod lora;
 pub mod tokens;
 pub mod widen;
 
 use serde::{Deserialize, Serialize};
-use strata_core::ModelConfig;
+use strata_core::{DepthConfig, DwaConfig, ModelConfig};
 use strata_merge::State;
 use strata_tensor::{Error, Result};
 
@@ -114,6 +117,20 @@ pub enum GrowthOp {
         /// New number of parameter tokens (more than the current one).
         tokens: usize,
     },
+    /// Depth methods switched on mid-run (a model without any gets DenseFormer's DWA and/or
+    /// `[model.depth]` methods), new weights at their init, the rest untouched.
+    AddDepth {
+        /// The DWA to add (`dwa = { dilation = 1, period = 1 }`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dwa: Option<DwaConfig>,
+        /// The `[model.depth]` methods to add (`depth = { mudd = true }`).
+        #[serde(default, skip_serializing_if = "DepthConfig::is_off")]
+        depth: DepthConfig,
+        /// Steps of linear learning-rate re-warmup after the switch (0: none), as after a
+        /// ReLoRA restart.
+        #[serde(default)]
+        rewarm_steps: u64,
+    },
 }
 
 impl GrowthOp {
@@ -131,13 +148,35 @@ impl GrowthOp {
                 format!("relora_restart(rewarm_steps={rewarm_steps})")
             }
             GrowthOp::GrowParamTokens { tokens } => format!("grow_param_tokens(tokens={tokens})"),
+            GrowthOp::AddDepth { dwa, depth, .. } => {
+                let mut added: Vec<String> = dwa
+                    .iter()
+                    .map(|d| format!("dwa {}x{}", d.dilation, d.period))
+                    .collect();
+                if !depth.is_off() {
+                    added.push(depth.label());
+                }
+                format!("add_depth({})", added.join(", "))
+            }
+        }
+    }
+
+    /// Steps of learning-rate re-warmup after this operation (0: none).
+    pub fn rewarm_steps(&self) -> u64 {
+        match self {
+            GrowthOp::ReloraRestart { rewarm_steps } | GrowthOp::AddDepth { rewarm_steps, .. } => {
+                *rewarm_steps
+            }
+            _ => 0,
         }
     }
 
     /// The config of the grown model, checked (the tensors are not needed).
     pub fn grown_config(&self, config: &ModelConfig) -> Result<ModelConfig> {
         refuse_sharing(config, self)?;
-        refuse_depth_methods(config, self)?;
+        if !matches!(self, GrowthOp::AddDepth { .. }) {
+            refuse_depth_methods(config, self)?;
+        }
         let grown = match self {
             GrowthOp::WidenMlp { hidden, .. } => widen::mlp_config(config, *hidden)?,
             GrowthOp::AddHeads { n_head, .. } => widen::heads_config(config, *n_head)?,
@@ -150,6 +189,7 @@ impl GrowthOp {
             GrowthOp::GrowLoraRank { rank } => lora::rank_config(config, *rank)?,
             GrowthOp::ReloraRestart { .. } => lora::restart_config(config)?,
             GrowthOp::GrowParamTokens { tokens } => tokens::config(config, *tokens)?,
+            GrowthOp::AddDepth { dwa, depth, .. } => depth::config(config, *dwa, depth)?,
         };
         grown.validate(&format!("model grown by {}", self.label()))?;
         Ok(grown)
@@ -167,6 +207,7 @@ impl GrowthOp {
             GrowthOp::GrowLoraRank { .. } => lora::grow_rank(snapshot, config),
             GrowthOp::ReloraRestart { .. } => lora::restart(snapshot, config),
             GrowthOp::GrowParamTokens { .. } => tokens::apply(snapshot, config),
+            GrowthOp::AddDepth { .. } => depth::add(snapshot, config),
         })
     }
 }

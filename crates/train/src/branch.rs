@@ -49,7 +49,8 @@ pub fn train_difference(a: &TrainConfig, b: &TrainConfig) -> Option<String> {
 }
 
 /// The config of a branch of `source` (read from `file`) with `budget_iters` steps: the
-/// source's with `max_iters = budget_iters` and no branch budgets of its own. Refuses a source
+/// source's with `max_iters = budget_iters`, no branch budgets of its own and only the growth
+/// events before its last step. Refuses a source
 /// that is not WSD and a budget whose decay start lies outside the source's stable phase.
 pub fn branch_config(source: &RunConfig, budget_iters: u64, file: &Path) -> Result<RunConfig> {
     let t = &source.train;
@@ -79,6 +80,8 @@ pub fn branch_config(source: &RunConfig, budget_iters: u64, file: &Path) -> Resu
         config.train.lr_decay_iters = Some(budget_iters);
     }
     config.train.branch_budgets.clear();
+    // Growth the branch never reaches is not its own (a growth at its last step or later).
+    config.growth.retain(|event| event.step < budget_iters);
     Ok(config)
 }
 

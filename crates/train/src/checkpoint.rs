@@ -160,17 +160,6 @@ pub fn restore_weights(
     tensors: &[(String, Tensor)],
     source: &Path,
 ) -> Result<()> {
-    restore_weights_leaving(vs, tensors, source, |_| false)
-}
-
-/// [`restore_weights`], except that the variables `keep` names may be absent from the
-/// checkpoint (they keep their values; a retrofit's new depth-method tensors).
-pub fn restore_weights_leaving(
-    vs: &nn::VarStore,
-    tensors: &[(String, Tensor)],
-    source: &Path,
-    keep: impl Fn(&str) -> bool,
-) -> Result<()> {
     let mut vars = vs.variables();
     for (name, saved) in tensors {
         let Some(var) = vars.get_mut(name) else {
@@ -194,10 +183,7 @@ pub fn restore_weights_leaving(
         tch::no_grad(|| var.copy_(saved));
     }
     let names: std::collections::HashSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
-    if let Some(missing) = vars
-        .keys()
-        .find(|k| !names.contains(k.as_str()) && !keep(k))
-    {
+    if let Some(missing) = vars.keys().find(|k| !names.contains(k.as_str())) {
         return Err(Error::checkpoint(
             source,
             format!("tensor `{missing}` is missing"),

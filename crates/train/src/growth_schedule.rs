@@ -19,7 +19,8 @@ pub struct GrowthEvent {
     /// The step before which the model grows (1 to `max_iters - 1`).
     pub step: u64,
     /// What to do (`op = "widen_mlp"`, `"add_heads"`, `"widen_residual"`,
-    /// `"insert_blocks"`, `"grow_lora_rank"`, `"relora_restart"`, `"grow_param_tokens"`).
+    /// `"insert_blocks"`, `"grow_lora_rank"`, `"relora_restart"`, `"grow_param_tokens"`,
+    /// `"add_depth"`).
     #[serde(flatten)]
     pub op: GrowthOp,
 }
@@ -83,17 +84,13 @@ pub fn model_after(
 }
 
 /// The learning-rate factor at `step` after the applied events: a linear re-warmup from the
-/// latest ReLoRA restart with `rewarm_steps > 0`, 1 otherwise.
+/// latest event with `rewarm_steps > 0` (a ReLoRA restart, depth methods added), 1 otherwise.
 pub fn rewarm_factor(events: &[GrowthEvent], applied: usize, step: u64) -> f64 {
     let latest = events[..applied.min(events.len())]
         .iter()
         .rev()
-        .find_map(|e| match e.op {
-            GrowthOp::ReloraRestart { rewarm_steps } if rewarm_steps > 0 => {
-                Some((e.step, rewarm_steps))
-            }
-            _ => None,
-        });
+        .map(|e| (e.step, e.op.rewarm_steps()))
+        .find(|&(_, steps)| steps > 0);
     match latest {
         Some((at, len)) if step >= at => ((step - at + 1) as f64 / len as f64).min(1.0),
         _ => 1.0,
@@ -125,5 +122,18 @@ mod tests {
         assert_eq!(rewarm_factor(&events, 1, 10), 0.25);
         assert_eq!(rewarm_factor(&events, 1, 12), 0.75);
         assert_eq!(rewarm_factor(&events, 2, 25), 1.0);
+        let added = vec![GrowthEvent {
+            step: 30,
+            op: GrowthOp::AddDepth {
+                dwa: None,
+                depth: strata_core::DepthConfig {
+                    mudd: true,
+                    ..Default::default()
+                },
+                rewarm_steps: 2,
+            },
+        }];
+        assert_eq!(rewarm_factor(&added, 1, 30), 0.5);
+        assert_eq!(rewarm_factor(&added, 1, 31), 1.0);
     }
 }

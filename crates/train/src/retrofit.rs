@@ -4,15 +4,19 @@
 //! The run's own model config must equal the checkpoint's plus depth methods: every other
 //! field the same, and the checkpoint's model without depth methods of its own. Every
 //! checkpoint tensor is copied into the new model; the new methods' tensors (and only they)
-//! keep their initial values, which for DWA, LAuReL and (m)HC compute the checkpoint's
-//! function (the value residual starts at its paper's mix instead). Their learning rate is the
-//! `[train.optimizer]` group of their role (`scalar_lr` for DWA weights and depth scalars), and
-//! the run's own warmup re-warms every rate.
+//! take their initial values, which for DWA, LAuReL, (m)HC, attention residuals and MUDD
+//! compute the checkpoint's function (the value residual starts at its paper's mix instead).
+//! Their learning rate is the `[train.optimizer]` group of their role (`scalar_lr` for DWA
+//! weights and depth scalars), and the run's own warmup re-warms every rate.
+//!
+//! The tensors are made by the `add_depth` growth operation ([`strata_growth::depth`]), which
+//! also switches methods on in the middle of one run (`[[growth]] op = "add_depth"`): that
+//! path keeps the step, the schedule, the batches and the old parameters' optimizer state,
+//! which is what a paired study of switching late needs.
 
-use crate::checkpoint::{Checkpoint, restore_weights_leaving};
-use std::collections::HashSet;
+use crate::checkpoint::{Checkpoint, restore_weights};
 use strata_core::ModelConfig;
-use strata_core::schema::{self, Role};
+use strata_growth::{GrowthOp, Snapshot};
 use strata_tensor::{Error, Result};
 use tch::nn;
 
@@ -59,23 +63,37 @@ pub fn check(ckpt: &Checkpoint, wanted: &ModelConfig, file: &str) -> Result<()> 
     Ok(())
 }
 
-/// Copies the checkpoint's weights into `vs` (a model of `wanted`); the depth-method tensors
-/// it lacks keep their initial values. Returns their names.
-pub fn restore(vs: &nn::VarStore, ckpt: &Checkpoint, wanted: &ModelConfig) -> Result<Vec<String>> {
-    let added: HashSet<String> = schema::schema(wanted)
-        .into_iter()
-        .filter(|spec| {
-            matches!(
-                spec.role,
-                Role::DwaWeight | Role::DepthScalar | Role::DepthMatrix
-            )
-        })
-        .map(|spec| spec.name())
+/// The growth operation that adds `wanted`'s depth methods to a model without them.
+pub fn add_depth_op(wanted: &ModelConfig) -> GrowthOp {
+    GrowthOp::AddDepth {
+        dwa: wanted.dwa,
+        depth: wanted.depth.clone(),
+        rewarm_steps: 0,
+    }
+}
+
+/// Copies the checkpoint's weights into `vs` (a model of `wanted`) and the depth methods'
+/// new tensors at their init under `seed`, as the `add_depth` growth makes them (one
+/// implementation for both). Returns the new tensors' names.
+pub fn restore(
+    vs: &nn::VarStore,
+    ckpt: &Checkpoint,
+    wanted: &ModelConfig,
+    seed: u64,
+) -> Result<Vec<String>> {
+    let snapshot = Snapshot {
+        config: ckpt.meta.config.model.clone(),
+        params: strata_merge::state_from(&ckpt.loaded.model)?,
+        moments: None,
+    };
+    let grown = add_depth_op(wanted).apply(&snapshot, seed)?;
+    let added: Vec<String> = grown
+        .params
+        .keys()
+        .filter(|name| !snapshot.params.contains_key(*name))
+        .cloned()
         .collect();
-    restore_weights_leaving(vs, &ckpt.loaded.model, &ckpt.loaded.path, |name| {
-        added.contains(name)
-    })?;
-    let mut names: Vec<String> = added.into_iter().collect();
-    names.sort();
-    Ok(names)
+    let tensors: Vec<(String, tch::Tensor)> = grown.params.into_iter().collect();
+    restore_weights(vs, &tensors, &ckpt.loaded.path)?;
+    Ok(added)
 }

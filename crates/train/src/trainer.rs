@@ -922,7 +922,7 @@ fn build(
     let mut optimizer = build_optimizer(&vs, &model_config, &config)?;
     if let Some(init) = &initial {
         if options.retrofit {
-            let added = crate::retrofit::restore(&vs, init, &model_config)?;
+            let added = crate::retrofit::restore(&vs, init, &model_config, t.seed)?;
             tracing::info!(
                 tensors = added.len(),
                 "new depth-method tensors at their init"

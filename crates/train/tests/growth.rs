@@ -244,3 +244,55 @@ fn the_grown_model_is_evaluated_at_the_growth_step_with_the_same_loss() {
     let val = at_growth.val_loss.unwrap();
     assert!((val - before).abs() < 1e-5 * before, "{val} vs {before}");
 }
+
+#[test]
+fn depth_methods_switched_on_mid_run_continue_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_config(&corpus(dir.path()), 12, false, 0.0);
+    let mut late = base.clone();
+    late.growth = events(vec![(
+        6,
+        toml::from_str("op = \"add_depth\"\ndwa = { dilation = 1, period = 1 }").unwrap(),
+    )]);
+    let (base_out, late_out) = (dir.path().join("base"), dir.path().join("late"));
+    train(base.clone(), &RunOptions::new("tiny.toml", &base_out)).unwrap();
+    let summary = train(late.clone(), &RunOptions::new("tiny.toml", &late_out)).unwrap();
+    let losses = |out: &std::path::Path| -> Vec<(u64, f64)> {
+        read_records(&out.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == "train")
+            .map(|r| (r.step, r.loss.unwrap()))
+            .collect()
+    };
+    let (a, b) = (losses(&base_out), losses(&late_out));
+    assert_eq!(a.len(), b.len());
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        // Records follow their step: up to record 6 the same run; record 7 is the first step
+        // of the grown model, whose DWA starts as the identity (same weights, same loss).
+        match step {
+            ..=6 => assert_eq!(x, y, "step {step}: the runs differ before the switch"),
+            7 => assert!(
+                (x - y).abs() <= 1e-6 * x,
+                "switch changed the loss: {x} vs {y}"
+            ),
+            _ => {}
+        }
+    }
+    assert_ne!(a.last(), b.last(), "the added weights never trained");
+    let saved = checkpoint::load(&late_out).unwrap();
+    assert_eq!(saved.meta.config.model.variant_name(), "denseformer-1x1");
+    let base_model = checkpoint::load(&base_out).unwrap().meta.config.model;
+    let f_base = train_flops_per_step(&base_model, 8, 16);
+    let f_dwa = train_flops_per_step(&saved.meta.config.model, 8, 16);
+    let expected = 6.0 * f_base + 6.0 * f_dwa;
+    assert!((summary.train_flops - expected).abs() < 1e-6 * expected);
+    // A cooldown branch that ends at the switch or before never grows.
+    let mut wsd = late.clone();
+    wsd.train.schedule = strata_train::schedule::ScheduleKind::Wsd;
+    let source = std::path::Path::new("late.toml");
+    let short = strata_train::branch::branch_config(&wsd, 6, source).unwrap();
+    assert!(short.growth.is_empty());
+    let long = strata_train::branch::branch_config(&wsd, 10, source).unwrap();
+    assert_eq!(long.growth, late.growth);
+}

@@ -1,0 +1,119 @@
+//! Depth methods switched on mid-run: DenseFormer's DWA and the `[model.depth]` methods
+//! added to a model that has none (the DenseFormer paper's "DWA late", and the retrofit of a
+//! trained checkpoint).
+//!
+//! Every old tensor is kept as it is; the new methods' tensors take the values the grown
+//! model's own initialisation gives them (built once, under the growth's seed), and their
+//! moments start at zero. DWA, LAuReL, (m)HC, attention residuals and MUDD start as the model
+//! without them (their tests in strata-core say to what tolerance); the value residual starts
+//! at its paper's mix instead, so that growth changes the function.
+
+use crate::Snapshot;
+use strata_core::schema::{self, Role};
+use strata_core::{DepthConfig, DwaConfig, Gpt, ModelConfig};
+use strata_merge::State;
+use strata_tensor::{Error, Result};
+use tch::{Device, Tensor, nn};
+
+/// The config of `config` with `dwa` and `depth` added; refuses a model that already has
+/// depth methods, and an addition of nothing.
+pub fn config(
+    config: &ModelConfig,
+    dwa: Option<DwaConfig>,
+    depth: &DepthConfig,
+) -> Result<ModelConfig> {
+    if config.dwa.is_some() || !config.depth.is_off() {
+        return Err(Error::Invalid(format!(
+            "growth add_depth: adds depth methods to a model without them, and this one already \
+             has {} (model.dwa / model.depth)",
+            config.variant_name()
+        )));
+    }
+    if dwa.is_none() && depth.is_off() {
+        return Err(Error::Invalid(
+            "growth add_depth: expected a method to add (`dwa = { dilation = 1, period = 1 }` \
+             or `depth = { mudd = true }`), found none"
+                .to_owned(),
+        ));
+    }
+    let mut grown = config.clone();
+    grown.dwa = dwa;
+    grown.depth = depth.clone();
+    Ok(grown)
+}
+
+/// True for the tensors a depth method adds (its roles in the parameter schema).
+pub fn is_depth_method_tensor(role: Role) -> bool {
+    matches!(
+        role,
+        Role::DwaWeight | Role::DepthScalar | Role::DepthMatrix
+    )
+}
+
+/// Adds the methods of `config` (from [`config`]) to `snapshot`: old tensors kept, new ones
+/// at the grown model's init (on the device of the old ones), their moments zero.
+pub fn add(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
+    let device = snapshot
+        .params
+        .values()
+        .next()
+        .map_or(Device::Cpu, Tensor::device);
+    let fresh = {
+        let vs = nn::VarStore::new(device);
+        let _model = Gpt::new(&vs.root(), &config)?;
+        strata_merge::state_of(&vs)?
+    };
+    let mut params = State::new();
+    let mut added = Vec::new();
+    for spec in schema::schema(&config) {
+        let name = spec.name();
+        let tensor = match snapshot.params.get(&name) {
+            Some(old) if !is_depth_method_tensor(spec.role) => old.shallow_clone(),
+            _ if is_depth_method_tensor(spec.role) => {
+                added.push(name.clone());
+                fresh
+                    .get(&name)
+                    .ok_or_else(|| missing(&name, "the grown model's init"))?
+                    .shallow_clone()
+            }
+            _ => return Err(missing(&name, "the snapshot")),
+        };
+        params.insert(name, tensor);
+    }
+    if let Some(extra) = snapshot.params.keys().find(|n| !params.contains_key(*n)) {
+        return Err(Error::Invalid(format!(
+            "growth add_depth: the snapshot's tensor `{extra}` is not in the grown model ({})",
+            config.variant_name()
+        )));
+    }
+    let moments = snapshot.moments.as_ref().map(|m| {
+        let copy = |state: &State| -> State {
+            state
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect()
+        };
+        let mut m = crate::Moments {
+            exp_avg: copy(&m.exp_avg),
+            exp_avg_sq: copy(&m.exp_avg_sq),
+        };
+        for name in &added {
+            let zeros = params[name].zeros_like();
+            m.exp_avg.insert(name.clone(), zeros.shallow_clone());
+            m.exp_avg_sq.insert(name.clone(), zeros);
+        }
+        m
+    });
+    Ok(Snapshot {
+        config,
+        params,
+        moments,
+    })
+}
+
+/// The error for a tensor the grown model needs and `place` lacks.
+fn missing(name: &str, place: &str) -> Error {
+    Error::Invalid(format!(
+        "growth add_depth: `{name}` is missing from {place}"
+    ))
+}
