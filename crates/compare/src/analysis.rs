@@ -132,10 +132,7 @@ fn runs_of<'a>(records: &'a [CompareRecord], arm: &str, seed: u64) -> Vec<&'a Co
 
 /// The seeds of the records, ascending.
 fn seeds(records: &[CompareRecord]) -> Vec<u64> {
-    let mut seeds: Vec<u64> = records.iter().map(|r| r.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
-    seeds
+    strata_stats::distinct_sorted(records.iter().map(|r| r.seed))
 }
 
 /// `arm` against `baseline` at every budget of `arm`.

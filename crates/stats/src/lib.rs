@@ -22,3 +22,21 @@ pub use paired::{Paired, paired, pairs_needed, resolvable};
 pub use readout::{
     Power, aggregate, describe_multiplier, multiplier_verdict, p_value, power, power_sentence,
 };
+
+/// The distinct values of `values`, ascending (e.g. the seeds of a study's records).
+pub fn distinct_sorted<T: Ord>(values: impl IntoIterator<Item = T>) -> Vec<T> {
+    values
+        .into_iter()
+        .collect::<std::collections::BTreeSet<T>>()
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn distinct_sorted_drops_repeats_and_sorts() {
+        assert_eq!(super::distinct_sorted([3, 1, 3, 2, 1]), vec![1, 2, 3]);
+        assert!(super::distinct_sorted(Vec::<u64>::new()).is_empty());
+    }
+}

@@ -77,10 +77,7 @@ pub struct MeasuredMultiplier {
 
 /// The seeds of `records`, ascending.
 fn seeds(records: &[SweepRecord]) -> Vec<u64> {
-    let mut seeds: Vec<u64> = records.iter().map(|r| r.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
-    seeds
+    strata_stats::distinct_sorted(records.iter().map(|r| r.seed))
 }
 
 /// The readings of `variant` at one size.

@@ -170,11 +170,7 @@ pub fn own_wall_s(job: &Job, summary: &RunSummary) -> f64 {
         return summary.wall_s;
     };
     let train = &job.config.train;
-    let at = source
-        .join("checkpoints")
-        .join(strata_train::checkpoint::checkpoint_name(
-            train.decay_start(train.max_iters),
-        ));
+    let at = strata_train::checkpoint::checkpoint_dir(source, train.decay_start(train.max_iters));
     match strata_train::checkpoint::load_meta(&at) {
         Ok(meta) => summary.wall_s - meta.elapsed_s,
         Err(err) => {

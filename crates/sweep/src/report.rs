@@ -78,9 +78,7 @@ pub fn analyse(sweep: &SweepConfig, records: &[SweepRecord]) -> Analysis {
             }
         })
         .collect();
-    let mut seeds: Vec<u64> = records.iter().map(|r| r.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
+    let seeds = strata_stats::distinct_sorted(records.iter().map(|r| r.seed));
     let baseline = &fits[0];
     let multipliers = fits[1..]
         .iter()

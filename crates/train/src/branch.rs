@@ -9,7 +9,7 @@
 //! branch equals a dedicated run of `B` steps (bit for bit on CPU, tested) for the cost of
 //! its decay.
 
-use crate::checkpoint::{self, checkpoint_name};
+use crate::checkpoint::{self, checkpoint_dir};
 use crate::checkpoint_io;
 use crate::config::{RunConfig, TrainConfig};
 use crate::driver::train;
@@ -123,7 +123,7 @@ pub fn cooldown(
             return train(config, &branch);
         }
     }
-    let at = source_run.join("checkpoints").join(checkpoint_name(step));
+    let at = checkpoint_dir(source_run, step);
     if !at.exists() {
         return Err(Error::checkpoint(
             &at,

@@ -43,6 +43,12 @@ pub fn checkpoint_name(step: u64) -> String {
     format!("step-{step:06}")
 }
 
+/// The folder of the checkpoint at `step` of the run in `run_dir`:
+/// `<run_dir>/checkpoints/step-NNNNNN`.
+pub fn checkpoint_dir(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join("checkpoints").join(checkpoint_name(step))
+}
+
 /// Writes a checkpoint of the run in `run_dir` and points `LATEST` at it.
 pub fn save(
     run_dir: &Path,
@@ -51,7 +57,7 @@ pub fn save(
     meta: &CheckpointMeta,
 ) -> Result<PathBuf> {
     let name = checkpoint_name(meta.step);
-    let dir = run_dir.join("checkpoints").join(&name);
+    let dir = checkpoint_dir(run_dir, meta.step);
     let mut model: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     model.sort_by(|a, b| a.0.cmp(&b.0));
     let meta_json = serde_json::to_value(meta).map_err(|e| Error::Invalid(e.to_string()))?;

@@ -199,31 +199,13 @@ impl Muon {
     ) -> Result<()> {
         for slot in &mut self.slots {
             let key = format!("{STATE_PREFIX}.{}", slot.name);
-            let saved = tensors
-                .iter()
-                .find(|(n, _)| *n == key)
-                .map(|(_, t)| t)
-                .ok_or_else(|| {
-                    Error::checkpoint(
-                        source,
-                        format!(
-                            "optimizer state lacks `{key}` (was the run trained with \
-                             train.optimizer.kind = \"muon\"?)"
-                        ),
-                    )
-                })?;
-            if saved.size() != slot.momentum.size() {
-                return Err(Error::checkpoint(
-                    source,
-                    format!(
-                        "optimizer tensor `{key}` has shape {:?}, the model needs {:?}",
-                        saved.size(),
-                        slot.momentum.size()
-                    ),
-                ));
-            }
-            let kind = slot.momentum.kind();
-            tch::no_grad(|| slot.momentum.copy_(&saved.to_kind(kind)));
+            crate::optim::restore_state_tensor(
+                tensors,
+                &key,
+                &mut slot.momentum,
+                source,
+                " (was the run trained with train.optimizer.kind = \"muon\"?)",
+            )?;
         }
         self.step = steps;
         Ok(())

@@ -4,7 +4,7 @@
 use crate::adamw_cpu::{self, StepScalars};
 use serde::{Deserialize, Serialize};
 use strata_tensor::{Error, Result};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// AdamW hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -195,31 +195,13 @@ impl AdamW {
         steps: u64,
         source: &std::path::Path,
     ) -> Result<()> {
-        let find = |key: String| -> Result<&Tensor> {
-            tensors
-                .iter()
-                .find(|(n, _)| *n == key)
-                .map(|(_, t)| t)
-                .ok_or_else(|| Error::checkpoint(source, format!("optimizer state lacks `{key}`")))
-        };
         for slot in &mut self.slots {
             for (prefix, target) in [
                 ("exp_avg", &mut slot.exp_avg),
                 ("exp_avg_sq", &mut slot.exp_avg_sq),
             ] {
                 let key = format!("{prefix}.{}", slot.name);
-                let saved = find(key.clone())?;
-                if saved.size() != target.size() {
-                    return Err(Error::checkpoint(
-                        source,
-                        format!(
-                            "optimizer tensor `{key}` has shape {:?}, the model needs {:?}",
-                            saved.size(),
-                            target.size()
-                        ),
-                    ));
-                }
-                tch::no_grad(|| target.copy_(&saved.to_kind(Kind::Float)));
+                restore_state_tensor(tensors, &key, target, source, "")?;
             }
         }
         self.step = steps;
@@ -262,10 +244,40 @@ pub(crate) fn clip_grad_norm<'a>(
     Ok(total)
 }
 
+/// Copies the saved optimizer tensor `key` of `tensors` into `target` (converted to its kind);
+/// `hint` ends the error when the checkpoint lacks it, and a shape mismatch is refused.
+pub(crate) fn restore_state_tensor(
+    tensors: &[(String, Tensor)],
+    key: &str,
+    target: &mut Tensor,
+    source: &std::path::Path,
+    hint: &str,
+) -> Result<()> {
+    let saved = tensors
+        .iter()
+        .find(|(n, _)| n == key)
+        .map(|(_, t)| t)
+        .ok_or_else(|| Error::checkpoint(source, format!("optimizer state lacks `{key}`{hint}")))?;
+    if saved.size() != target.size() {
+        return Err(Error::checkpoint(
+            source,
+            format!(
+                "optimizer tensor `{key}` has shape {:?}, the model needs {:?}",
+                saved.size(),
+                target.size()
+            ),
+        ));
+    }
+    let kind = target.kind();
+    tch::no_grad(|| target.copy_(&saved.to_kind(kind)));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use strata_tensor::TensorExt;
+    use tch::Kind;
 
     /// Scalar AdamW written out by hand, in f64.
     fn adamw_reference(p0: f64, grads: &[f64], lr: f64, c: AdamWConfig, decay: bool) -> f64 {

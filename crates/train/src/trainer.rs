@@ -586,10 +586,7 @@ impl Trainer {
     pub fn save(&mut self) -> Result<PathBuf> {
         let step = self.step;
         if !self.writes() {
-            return Ok(self
-                .out_dir
-                .join("checkpoints")
-                .join(checkpoint::checkpoint_name(step)));
+            return Ok(checkpoint::checkpoint_dir(&self.out_dir, step));
         }
         if let (Some(saved), Some(dir)) = (self.saved_at, &self.last_checkpoint)
             && saved == step
