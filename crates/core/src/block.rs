@@ -2,7 +2,7 @@
 
 use crate::config::ModelConfig;
 use crate::kv_cache::LayerKv;
-use crate::layers::{CausalSelfAttention, Mlp, Norm, Rotary};
+use crate::layers::{CausalSelfAttention, LayerCall, Mlp, Norm};
 use crate::mudd::LayerInput;
 use crate::value_residual::ValueMix;
 use strata_tensor::Result;
@@ -53,21 +53,19 @@ impl Block {
         block
     }
 
-    /// Applies the block to `x` `[B, T, D]`; the attention's values go through `values`
+    /// Applies the block to `x` `[B, T, D]` in the forward pass `call`; the attention's values go through `values`
     /// (the value residual; [`ValueMix::off`] for none), and with `kv` the tokens of `x`
     /// follow the cached ones ([`CausalSelfAttention::forward`]).
     pub fn forward(
         &self,
         x: &Tensor,
-        config: &ModelConfig,
-        rotary: Option<&Rotary>,
-        train: bool,
+        call: LayerCall,
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
-        let attended = self.attention_branch(x, config, rotary, train, values, kv)?;
+        let attended = self.attention_branch(x, call, values, kv)?;
         let x = x.f_add(&attended)?;
-        let mixed = self.mlp_branch(&x, config, train)?;
+        let mixed = self.mlp_branch(&x, call)?;
         Ok(x.f_add(&mixed)?)
     }
 
@@ -77,14 +75,12 @@ impl Block {
     pub fn forward_input(
         &self,
         input: &LayerInput,
-        config: &ModelConfig,
-        rotary: Option<&Rotary>,
-        train: bool,
+        call: LayerCall,
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         match input {
-            LayerInput::One(x) => self.forward(x, config, rotary, train, values, kv),
+            LayerInput::One(x) => self.forward(x, call, values, kv),
             LayerInput::Ways {
                 query,
                 key,
@@ -96,11 +92,9 @@ impl Block {
                     self.ln_1.forward(key)?,
                     self.ln_1.forward(value)?,
                 );
-                let attended =
-                    self.attn
-                        .forward_separate((&q, &k, &v), config, rotary, train, values, kv)?;
+                let attended = self.attn.forward_separate((&q, &k, &v), call, values, kv)?;
                 let x = residual.f_add(&attended)?;
-                let mixed = self.mlp_branch(&x, config, train)?;
+                let mixed = self.mlp_branch(&x, call)?;
                 Ok(x.f_add(&mixed)?)
             }
         }
@@ -111,19 +105,17 @@ impl Block {
     pub fn attention_branch(
         &self,
         x: &Tensor,
-        config: &ModelConfig,
-        rotary: Option<&Rotary>,
-        train: bool,
+        call: LayerCall,
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
-        self.attn
-            .forward(&self.ln_1.forward(x)?, config, rotary, train, values, kv)
+        self.attn.forward(&self.ln_1.forward(x)?, call, values, kv)
     }
 
     /// The MLP branch alone, `mlp(ln_2(x))`, without the residual add.
-    pub fn mlp_branch(&self, x: &Tensor, config: &ModelConfig, train: bool) -> Result<Tensor> {
-        self.mlp.forward(&self.ln_2.forward(x)?, config, train)
+    pub fn mlp_branch(&self, x: &Tensor, call: LayerCall) -> Result<Tensor> {
+        self.mlp
+            .forward(&self.ln_2.forward(x)?, call.config, call.train)
     }
 }
 

@@ -4,7 +4,7 @@ use crate::block::Block;
 use crate::config::{ModelConfig, PositionKind};
 use crate::depth::DepthStack;
 use crate::kv_cache::{KvCache, LayerKv};
-use crate::layers::{Linear, Norm, Rotary};
+use crate::layers::{LayerCall, Linear, Norm, Rotary};
 use crate::schema::{self, BlockLayer, Location, ParamSpec, Slot};
 use strata_tensor::{Error, Result, TensorExt};
 use tch::{Device, Kind, Reduction, Tensor, nn};
@@ -175,25 +175,29 @@ impl Gpt {
             x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
         }
         x = x.f_dropout(self.config.dropout, train)?;
-        let (config, rotary) = (&self.config, self.rotary.as_ref());
+        let call = LayerCall {
+            config: &self.config,
+            rotary: self.rotary.as_ref(),
+            train,
+        };
         let x = if self.depth.attn_res().is_some() {
             self.depth.forward_sublayers(
                 x,
                 |i, x, values| {
                     let kv = layer_cache(&mut cache, i)?;
-                    self.blocks[self.plan[i]].attention_branch(x, config, rotary, train, values, kv)
+                    self.blocks[self.plan[i]].attention_branch(x, call, values, kv)
                 },
-                |i, x| self.blocks[self.plan[i]].mlp_branch(x, config, train),
+                |i, x| self.blocks[self.plan[i]].mlp_branch(x, call),
             )?
         } else if !self.depth.mudd().is_empty() {
             self.depth.forward_multiway(x, |i, input, values| {
                 let kv = layer_cache(&mut cache, i)?;
-                self.blocks[self.plan[i]].forward_input(input, config, rotary, train, values, kv)
+                self.blocks[self.plan[i]].forward_input(input, call, values, kv)
             })?
         } else {
             self.depth.forward_mixing(x, |i, x, values| {
                 let kv = layer_cache(&mut cache, i)?;
-                self.blocks[self.plan[i]].forward(x, config, rotary, train, values, kv)
+                self.blocks[self.plan[i]].forward(x, call, values, kv)
             })?
         };
         let x = self.ln_f.forward(&x)?;

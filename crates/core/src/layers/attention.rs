@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention through libtorch's `scaled_dot_product_attention`, with
 //! optional QK-norm.
 
-use super::{Linear, Rotary};
+use super::{LayerCall, Linear};
 use crate::config::ModelConfig;
 use crate::kv_cache::LayerKv;
 use crate::value_residual::ValueMix;
@@ -61,53 +61,45 @@ impl CausalSelfAttention {
     pub fn forward(
         &self,
         x: &Tensor,
-        config: &ModelConfig,
-        rotary: Option<&Rotary>,
-        train: bool,
+        call: LayerCall,
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let a = self.n_head * self.head_dim;
-        let qkv = self.c_attn.forward(x, config.precision)?;
+        let qkv = self.c_attn.forward(x, call.config.precision)?;
         let (q, k, v) = (
             qkv.f_narrow(2, 0, a)?,
             qkv.f_narrow(2, a, a)?,
             qkv.f_narrow(2, 2 * a, a)?,
         );
-        self.attend(q, k, v, config, rotary, train, values, kv)
+        self.attend(q, k, v, call, values, kv)
     }
 
     /// [`CausalSelfAttention::forward`] with separate inputs `[B, T, D]` for the queries, keys
     /// and values (MUDD's ways): each goes through its own rows of `c_attn`.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward_separate(
         &self,
         (query, key, value): (&Tensor, &Tensor, &Tensor),
-        config: &ModelConfig,
-        rotary: Option<&Rotary>,
-        train: bool,
+        call: LayerCall,
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let a = self.n_head * self.head_dim;
-        let p = config.precision;
+        let p = call.config.precision;
         let q = self.c_attn.forward_rows(query, 0, a, p)?;
         let k = self.c_attn.forward_rows(key, a, a, p)?;
         let v = self.c_attn.forward_rows(value, 2 * a, a, p)?;
-        self.attend(q, k, v, config, rotary, train, values, kv)
+        self.attend(q, k, v, call, values, kv)
     }
 
     /// Attention from projected queries, keys and values `[B, T, A]`, through the output
     /// projection.
-    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        config: &ModelConfig,
-        rotary: Option<&Rotary>,
-        train: bool,
+        call: LayerCall,
         values: &mut ValueMix,
         kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
@@ -126,7 +118,7 @@ impl CausalSelfAttention {
             k = k.f_rms_norm([self.head_dim], None::<&Tensor>, QK_NORM_EPS)?;
         }
         let past = kv.as_ref().map_or(0, |kv| kv.len());
-        if let Some(rotary) = rotary {
+        if let Some(rotary) = call.rotary {
             q = rotary.apply_from(&q, past)?;
             k = rotary.apply_from(&k, past)?;
         }
@@ -134,7 +126,7 @@ impl CausalSelfAttention {
             Some(kv) => kv.extend(k, v)?,
             None => (k, v),
         };
-        let dropout = if train { self.dropout } else { 0.0 };
+        let dropout = if call.train { self.dropout } else { 0.0 };
         let y = if past == 0 {
             Tensor::f_scaled_dot_product_attention::<Tensor>(
                 &q, &k, &v, None, dropout, true, None, false,
@@ -167,7 +159,7 @@ impl CausalSelfAttention {
         let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, a])?;
         Ok(self
             .c_proj
-            .forward(&y, config.precision)?
-            .f_dropout(self.dropout, train)?)
+            .forward(&y, call.config.precision)?
+            .f_dropout(self.dropout, call.train)?)
     }
 }

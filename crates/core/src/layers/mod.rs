@@ -1,12 +1,14 @@
 //! The building blocks of a transformer: linear, norm, attention, MLP and rotary layers.
 
 mod attention;
+mod call;
 mod linear;
 mod mlp;
 mod norm;
 mod rotary;
 
 pub use attention::CausalSelfAttention;
+pub use call::LayerCall;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use norm::{DEFAULT_EPS, Norm};
