@@ -18,16 +18,53 @@ use crate::axis::AxisMap;
 use crate::widen::{Fresh, Rule, transform};
 use crate::{Moments, Snapshot, not_larger};
 use std::collections::{BTreeMap, BTreeSet};
-use strata_core::schema::Slot;
+use strata_core::schema::{self, Slot};
 use strata_core::{LoraConfig, ModelConfig};
 use strata_merge::State;
 use strata_tensor::{Error, Result};
 use tch::{Kind, Tensor};
 
-/// Suffix of an adapter's down projection `A` `[rank, in]`.
-const A: &str = ".lora_a";
-/// Suffix of an adapter's up projection `B` `[out, rank]`.
-const B: &str = ".lora_b";
+/// The tensors of a LoRA model that growth treats apart, by name, from the parameter
+/// schema: each adapter tensor (`A` or `B`) with the linear it adapts, and each adapted
+/// linear's base weight.
+struct Adapters {
+    /// `h.0.attn.c_attn.lora_a` -> (`h.0.attn.c_attn`, [`Slot::LoraA`]), and `B` likewise.
+    tensors: BTreeMap<String, (String, Slot)>,
+    /// `h.0.attn.c_attn.weight` -> `h.0.attn.c_attn`, for every adapted linear.
+    weights: BTreeMap<String, String>,
+}
+
+impl Adapters {
+    /// The adapters of `config` (none without `model.lora`).
+    fn of(config: &ModelConfig) -> Self {
+        let specs = schema::schema(config);
+        let tensors: BTreeMap<String, (String, Slot)> = specs
+            .iter()
+            .filter(|s| matches!(s.slot, Slot::LoraA | Slot::LoraB))
+            .map(|s| (s.name(), (s.location.path(), s.slot)))
+            .collect();
+        let linears: BTreeSet<&String> = tensors.values().map(|(linear, _)| linear).collect();
+        let weights = specs
+            .iter()
+            .filter(|s| s.slot == Slot::Weight && linears.contains(&s.location.path()))
+            .map(|s| (s.name(), s.location.path()))
+            .collect();
+        Self { tensors, weights }
+    }
+
+    /// The adapter slot of tensor `name`, if it is one.
+    fn slot(&self, name: &str) -> Option<Slot> {
+        self.tensors.get(name).map(|(_, slot)| *slot)
+    }
+
+    /// The name of `linear`'s adapter tensor in `slot`.
+    fn name(&self, linear: &str, slot: Slot) -> Option<&String> {
+        self.tensors
+            .iter()
+            .find(|(_, (l, s))| l == linear && *s == slot)
+            .map(|(name, _)| name)
+    }
+}
 
 /// The config with every adapter of rank `rank`.
 pub fn rank_config(config: &ModelConfig, rank: usize) -> Result<ModelConfig> {
@@ -63,12 +100,12 @@ pub fn grow_rank(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
     if new < old {
         return Err(not_larger(OP, "lora.rank", old, new));
     }
-    adapted(snapshot, OP)?;
+    let adapters = adapted(snapshot, OP)?;
     for (name, t) in &snapshot.params {
-        if name.ends_with(A) {
-            adapter_dims(name, t, 0, old)?;
-        } else if name.ends_with(B) {
-            adapter_dims(name, t, 1, old)?;
+        match adapters.slot(name) {
+            Some(Slot::LoraA) => adapter_dims(name, t, 0, old).map(drop)?,
+            Some(_) => adapter_dims(name, t, 1, old).map(drop)?,
+            None => {}
         }
     }
     // New rows of A are drawn like a fresh A (std 1/sqrt(in)); new columns of B are zero.
@@ -107,22 +144,25 @@ pub fn restart(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
         )));
     }
     let scale = lora.scale;
-    let linears = adapted(snapshot, OP)?;
+    let adapters = adapted(snapshot, OP)?;
     let mut params = State::new();
     for (name, t) in &snapshot.params {
-        let value = if let Some(linear) = name.strip_suffix(".weight")
-            && linears.contains(linear)
-        {
-            let a = &snapshot.params[&format!("{linear}{A}")];
-            let b = &snapshot.params[&format!("{linear}{B}")];
-            adapter_dims(&format!("{linear}{A}"), a, 0, rank)?;
-            adapter_dims(&format!("{linear}{B}"), b, 1, rank)?;
+        let value = if let Some(linear) = adapters.weights.get(name) {
+            let tensor = |slot| -> Result<(&String, &Tensor)> {
+                let key = adapters.name(linear, slot).ok_or_else(|| {
+                    Error::Invalid(format!("growth {OP}: {linear} has no {slot:?} adapter"))
+                })?;
+                Ok((key, &snapshot.params[key]))
+            };
+            let ((a_name, a), (b_name, b)) = (tensor(Slot::LoraA)?, tensor(Slot::LoraB)?);
+            adapter_dims(a_name, a, 0, rank)?;
+            adapter_dims(b_name, b, 1, rank)?;
             let delta = b
                 .f_to_kind(Kind::Double)?
                 .f_matmul(&a.f_to_kind(Kind::Double)?)?;
             if delta.size() != t.size() {
                 return Err(Error::Shape {
-                    op: format!("growth {OP}: folding {linear}.lora_b · lora_a into {name}"),
+                    op: format!("growth {OP}: folding {b_name} · {a_name} into {name}"),
                     expected: format!("{:?}", t.size()),
                     got: format!("{:?}", delta.size()),
                 });
@@ -131,22 +171,25 @@ pub fn restart(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
                 .f_add(&delta.f_mul_scalar(scale)?)?
                 .f_to_kind(t.kind())?
                 .f_detach()?
-        } else if name.ends_with(A) {
-            let (_, inputs) = adapter_dims(name, t, 0, rank)?;
-            fresh_a(rank as i64, inputs, t)?
-        } else if name.ends_with(B) {
-            adapter_dims(name, t, 1, rank)?;
-            Tensor::f_zeros_like(t)?
         } else {
-            t.f_detach_copy()?
+            match adapters.slot(name) {
+                Some(Slot::LoraA) => {
+                    let (_, inputs) = adapter_dims(name, t, 0, rank)?;
+                    fresh_a(rank as i64, inputs, t)?
+                }
+                Some(_) => {
+                    adapter_dims(name, t, 1, rank)?;
+                    Tensor::f_zeros_like(t)?
+                }
+                None => t.f_detach_copy()?,
+            }
         };
         params.insert(name.clone(), value);
     }
     let moments = map_moments(snapshot.moments.as_ref(), |name, m| {
-        Ok(if name.ends_with(A) || name.ends_with(B) {
-            Tensor::f_zeros_like(m)?
-        } else {
-            m.f_detach_copy()?
+        Ok(match adapters.slot(name) {
+            Some(_) => Tensor::f_zeros_like(m)?,
+            None => m.f_detach_copy()?,
         })
     })?;
     Ok(Snapshot {
@@ -166,36 +209,34 @@ fn lora_of<'a>(config: &'a ModelConfig, op: &str) -> Result<&'a LoraConfig> {
     })
 }
 
-/// The adapted linears of the snapshot (`h.0.attn.c_attn`, ...), checked: each named by the
-/// config has `weight`, `lora_a` and `lora_b`, and no other tensor is an adapter.
-fn adapted(snapshot: &Snapshot, op: &str) -> Result<BTreeSet<String>> {
-    let expected: BTreeSet<String> = snapshot
-        .config
-        .lora_linears()
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    for linear in &expected {
-        for suffix in [".weight", A, B] {
-            let name = format!("{linear}{suffix}");
-            if !snapshot.params.contains_key(&name) {
-                return Err(Error::Invalid(format!(
-                    "growth {op}: expected parameter {name} (model.lora adapts {linear}), \
-                     found none"
-                )));
-            }
+/// The adapters of the snapshot's config, checked: each adapted linear has its weight, `A`
+/// and `B` in the snapshot, and no snapshot tensor lies outside the parameter schema (a stray
+/// adapter of a linear that `model.lora.targets` does not name, say).
+fn adapted(snapshot: &Snapshot, op: &str) -> Result<Adapters> {
+    let adapters = Adapters::of(&snapshot.config);
+    let needed = adapters
+        .tensors
+        .iter()
+        .map(|(name, (linear, _))| (name, linear));
+    let bases = adapters.weights.iter();
+    for (name, linear) in needed.chain(bases) {
+        if !snapshot.params.contains_key(name) {
+            return Err(Error::Invalid(format!(
+                "growth {op}: expected parameter {name} (model.lora adapts {linear}), found none"
+            )));
         }
     }
-    if let Some(stray) = snapshot.params.keys().find(|name| {
-        let linear = name.strip_suffix(A).or_else(|| name.strip_suffix(B));
-        linear.is_some_and(|l| !expected.contains(l))
-    }) {
+    let known: BTreeSet<String> = schema::schema(&snapshot.config)
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    if let Some(stray) = snapshot.params.keys().find(|name| !known.contains(*name)) {
         return Err(Error::Invalid(format!(
-            "growth {op}: parameter {stray} is an adapter of a linear that model.lora.targets \
-             does not name"
+            "growth {op}: parameter {stray} is not in the model's parameter schema (an adapter \
+             of a linear that model.lora.targets does not name?)"
         )));
     }
-    Ok(expected)
+    Ok(adapters)
 }
 
 /// `[out, in]` of adapter tensor `name` after checking that it is 2-D with `rank` along

@@ -307,4 +307,35 @@ fn bad_lora_growth_requests_are_refused() {
     broken.params.remove("h.1.mlp.c_proj.lora_b");
     let msg = message(GrowthOp::ReloraRestart { rewarm_steps: 0 }, &broken);
     assert!(msg.contains("h.1.mlp.c_proj.lora_b"), "{msg}");
+    // An adapter of a linear the config does not adapt is named, for both operations.
+    let mut stray = Snapshot {
+        config: proj_only.clone(),
+        params: snap
+            .params
+            .iter()
+            .filter(|(k, _)| !k.contains(".lora_") || k.contains("attn.c_proj"))
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect(),
+        moments: None,
+    };
+    stray.params.insert(
+        "h.0.mlp.c_fc.lora_a".to_owned(),
+        snap.params["h.0.attn.c_attn.lora_a"].shallow_clone(),
+    );
+    for op in [
+        GrowthOp::GrowLoraRank { rank: 4 },
+        GrowthOp::ReloraRestart { rewarm_steps: 0 },
+    ] {
+        let msg = message(op, &stray);
+        assert!(
+            msg.contains("h.0.mlp.c_fc.lora_a") && msg.contains("schema"),
+            "{msg}"
+        );
+    }
+    stray.params.remove("h.0.mlp.c_fc.lora_a");
+    assert!(
+        GrowthOp::ReloraRestart { rewarm_steps: 0 }
+            .apply(&stray, 1)
+            .is_ok()
+    );
 }
