@@ -183,6 +183,26 @@ struct Stage {
     model: Gpt,
     optimizer: Optimizer,
     parallel: DataParallel,
+    /// The variables of `vs` in name order (the same in every rank's process): what ranks
+    /// broadcast and sum, listed once per stage instead of once per step.
+    sorted: Vec<Tensor>,
+}
+
+impl Stage {
+    /// The stage of a model in `vs`.
+    fn new(vs: nn::VarStore, model: Gpt, optimizer: Optimizer, parallel: DataParallel) -> Self {
+        let sorted = finite::sorted_variables(&vs)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        Self {
+            vs,
+            model,
+            optimizer,
+            parallel,
+            sorted,
+        }
+    }
 }
 
 /// The optimizer over every variable of `vs`, a model with `model`, under the settings of
@@ -317,7 +337,7 @@ impl Trainer {
         }
         let mut trainer = built?;
         if let Some(ranks) = &ranks {
-            ranks.broadcast_from_writer(&sorted_tensors(&trainer.stage.vs))?;
+            ranks.broadcast_from_writer(&trainer.stage.sorted)?;
         }
         trainer.ranks = ranks;
         trainer.finished_before = already_finished(&trainer, options);
@@ -498,8 +518,7 @@ impl Trainer {
                 .parallel
                 .forward_backward_share(&stage.model, &x, &y, dropout_seed, share)?;
         if let Some(ranks) = &self.ranks {
-            let params = sorted_tensors(&stage.vs);
-            let sum = ranks.sum_step(&params, &loss, self.stop.load(Ordering::SeqCst))?;
+            let sum = ranks.sum_step(&stage.sorted, &loss, self.stop.load(Ordering::SeqCst))?;
             self.stop_agreed = sum.stop;
             loss = sum.loss;
         }
@@ -779,12 +798,7 @@ impl Trainer {
             params_after = growth.params_after,
             "grew the model"
         );
-        self.stage = Stage {
-            vs,
-            model,
-            optimizer,
-            parallel,
-        };
+        self.stage = Stage::new(vs, model, optimizer, parallel);
         self.config.model = grown.config;
         self.growth_applied += 1;
         for hook in &mut self.hooks.growth {
@@ -792,14 +806,6 @@ impl Trainer {
         }
         Ok(())
     }
-}
-
-/// The variables of `vs` in name order: the same order in every rank's process.
-fn sorted_tensors(vs: &nn::VarStore) -> Vec<Tensor> {
-    finite::sorted_variables(vs)
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect()
 }
 
 /// What every rank of a multi-process run must have been given alike, besides the config.
@@ -957,12 +963,7 @@ fn build(
         tokenizer_fingerprint: data.tokenizer.fingerprint(),
         train_tokens: data.splits.train,
         config,
-        stage: Stage {
-            vs,
-            model,
-            optimizer,
-            parallel,
-        },
+        stage: Stage::new(vs, model, optimizer, parallel),
         device,
         evaluator,
         out_dir: options.out_dir.clone(),
