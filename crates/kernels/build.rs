@@ -1,7 +1,8 @@
 //! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`), autocast
 //! regions (`csrc/autocast.cpp`), the
 //! accelerator memory statistics (`csrc/device_memory.cpp`) and the c10d process group
-//! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`) against the libtorch
+//! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`; `csrc/shim_error.h` is
+//! the exception capture the shims share) against the libtorch
 //! that torch-sys found.
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     println!("cargo:rerun-if-changed=csrc/process_group.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim_error.h");
     println!("cargo:rerun-if-changed=csrc/gloo_decl");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");

@@ -9,6 +9,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "shim_error.h"
+
 #include <chrono>
 #include <exception>
 #include <string>
@@ -27,17 +29,7 @@ struct Group {
 
 template <typename F>
 int guarded(F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const c10::Error& e) {
-    last_error = e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
+  return strata_shim::capture(last_error, body) ? 0 : -1;
 }
 
 std::vector<at::Tensor> tensors_of(at::Tensor** tensors, int64_t count) {

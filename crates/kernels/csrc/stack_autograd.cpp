@@ -20,6 +20,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "shim_error.h"
+
 #include <exception>
 #include <string>
 #include <vector>
@@ -191,16 +193,9 @@ struct StridedWeightedSum : public Function<StridedWeightedSum> {
 
 template <typename F>
 at::Tensor* guarded(F&& body) {
-  try {
-    return new at::Tensor(body());
-  } catch (const c10::Error& e) {
-    last_error = e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return nullptr;
+  at::Tensor* out = nullptr;
+  strata_shim::capture(last_error, [&] { out = new at::Tensor(body()); });
+  return out;
 }
 
 }  // namespace
