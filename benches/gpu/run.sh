@@ -2,7 +2,8 @@
 # strata's GPU checks in one run on the device machine (see docs/gpu.md):
 #   1. the CUDA tests of strata-tensor and strata-kernels (skip-free on a GPU);
 #   2. weighted-sum bandwidth of every path against a device-to-device copy (f32, bf16);
-#   3. DenseFormer's step-time and memory overhead at 12/24/48 layers, 1x1 and 4x5;
+#   3. DenseFormer's step-time and memory overhead at 12/24/48 layers, 1x1 and 4x5, and at 12
+#      layers every [model.depth] method's and bf16 autocast's;
 #   4. nanoGPT's CPU recipe and its DenseFormer twin trained on CUDA (`strata demo`).
 # Binaries come from `cargo xtask gpu-kit` (carried in .carry/gpu-kit). Results go to $OUT:
 # results.jsonl (one JSON line per measurement, tagged by "check"), log.txt, and the demo
@@ -91,22 +92,40 @@ for dtype in f32 bf16; do
 done
 
 # 3. DenseFormer overhead: width 768 (12 heads), 8 x 1024 tokens, 10 steps, two rounds in
-#    alternating order, one process per configuration.
+#    alternating order, one process per configuration; at 12 layers also every [model.depth]
+#    method (first round only) and libtorch's bf16 autocast for the baseline and 1x1 (read
+#    against f32).
+overhead() { # layers args...
+    local layers=$1
+    shift
+    local line rc
+    line=$(timeout 180 "$KIT/bin/dwa_overhead" --device "$DEVICE" --layers "$layers" \
+        --width "$WIDTH" --batch 8 --block "$BLOCK" --steps 10 "$@" 2>>"$LOG")
+    rc=$?
+    if [ $rc -eq 0 ] && [ -n "$line" ]; then
+        record dwa "$line"
+    else
+        record step "{\"name\": \"dwa-$layers-${*// /-}\", \"rc\": $rc, \"seconds\": 0}"
+        FAILED=1
+    fi
+}
+DEPTH_METHODS="vres laurel-rw laurel-lr16 shc4 dhc4 mhc4 dmhc4 attnres mudd"
 for round in 1 2; do
     configs="none 1x1 4x5"
     [ $round -eq 2 ] && configs="4x5 1x1 none"
     for layers in $DEPTHS; do
         for dwa in $configs; do
-            line=$(timeout 180 "$KIT/bin/dwa_overhead" --device "$DEVICE" --layers "$layers" \
-                --dwa "$dwa" --width "$WIDTH" --batch 8 --block "$BLOCK" --steps 10 2>>"$LOG")
-            rc=$?
-            if [ $rc -eq 0 ] && [ -n "$line" ]; then
-                record dwa "$line"
-            else
-                record step "{\"name\": \"dwa-$layers-$dwa\", \"rc\": $rc, \"seconds\": 0}"
-                FAILED=1
-            fi
+            overhead "$layers" --dwa "$dwa"
         done
+    done
+    # One round of the depth methods keeps the script inside its device time.
+    if [ $round -eq 1 ]; then
+        for depth in $DEPTH_METHODS; do
+            overhead 12 --depth "$depth"
+        done
+    fi
+    for dwa in none 1x1; do
+        overhead 12 --dwa "$dwa" --precision bf16_autocast
     done
 done
 

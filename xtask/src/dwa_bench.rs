@@ -69,11 +69,16 @@ impl Overhead {
             .get("dwa")
             .and_then(Value::as_str)
             .ok_or("dwa_overhead printed no `dwa`")?;
-        // Lines without `depth` come from before the depth methods were measured.
+        // Lines without `depth` or `precision` come from before those were measured.
         let depth = v.get("depth").and_then(Value::as_str).unwrap_or("none");
+        let variant = if depth == "none" { dwa } else { depth };
+        let variant = match v.get("precision").and_then(Value::as_str) {
+            None | Some("f32") => variant.to_owned(),
+            Some(precision) => format!("{variant} {precision}"),
+        };
         Ok(Self {
             layers: num("layers")? as usize,
-            variant: if depth == "none" { dwa } else { depth }.to_owned(),
+            variant,
             path: path.to_owned(),
             ms_per_step: num("ms_per_step")?,
             peak_mib: num("peak_mib")?,
@@ -358,6 +363,21 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("mudd: step time"), "{text}");
+    }
+
+    #[test]
+    fn a_lower_precision_is_its_own_variant_read_against_the_f32_baseline() {
+        let v: Value = serde_json::from_str(
+            r#"{"layers": 12, "width": 768, "dwa": "none", "depth": "none", "precision": "bf16_autocast", "ms_per_step": 50.0, "peak_mib": 240.0, "before_mib": 100.0}"#,
+        )
+        .unwrap();
+        let fast = Overhead::parse(&v, "auto").unwrap();
+        assert_eq!(fast.variant, "none bf16_autocast");
+        let text = table(&[row(12, "none", 100.0, 300.0), fast]);
+        assert!(
+            text.contains("| 12 | none bf16_autocast | fused | 50.0 | 0.500 | 240 | 0.800 |"),
+            "{text}"
+        );
     }
 
     #[test]

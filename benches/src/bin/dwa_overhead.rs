@@ -11,7 +11,7 @@ use std::time::Instant;
 use strata_benches::{adamw, batch, build_on};
 use strata_core::{DepthConfig, HyperConfig, LaurelConfig, LaurelKind, ModelConfig};
 use strata_kernels::device_memory;
-use strata_tensor::DeviceChoice;
+use strata_tensor::{DeviceChoice, Precision};
 use strata_train::memory::{current_rss_bytes, mib, peak_rss_bytes};
 use strata_train::parallel::{DataParallel, worker_count};
 use tch::Device;
@@ -43,6 +43,16 @@ struct Options {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// `f32`, `bf16` (matrix products) or `bf16_autocast` (libtorch's autocast).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
+}
+
+/// Parses a `model.precision` value.
+fn parse_precision(value: &str) -> Result<Precision, String> {
+    toml::Value::String(value.to_owned())
+        .try_into()
+        .map_err(|_| format!("expected f32, bf16 or bf16_autocast, got `{value}`"))
 }
 
 /// The DWA pattern, or none for the baseline.
@@ -131,6 +141,7 @@ fn model_config(o: &Options) -> ModelConfig {
     );
     let mut config: ModelConfig = toml::from_str(&text).expect("the benchmark model config parses");
     config.depth = o.depth.clone();
+    config.precision = o.precision;
     config
 }
 
@@ -175,7 +186,7 @@ fn main() -> Result<(), String> {
     }
     times.sort_by(f64::total_cmp);
     let json = format!(
-        "{{\"layers\": {}, \"width\": {}, \"dwa\": \"{}\", \"depth\": \"{}\", \"device\": \"{}\", \"params\": {}, \
+        "{{\"layers\": {}, \"width\": {}, \"dwa\": \"{}\", \"depth\": \"{}\", \"precision\": {}, \"device\": \"{}\", \"params\": {}, \
          \"ms_per_step\": {:.3}, \"peak_mib\": {:.1}, \"before_mib\": {:.1}}}",
         o.layers,
         o.width,
@@ -184,6 +195,11 @@ fn main() -> Result<(), String> {
             "none".to_owned()
         } else {
             o.depth.label()
+        },
+        match o.precision {
+            Precision::F32 => "\"f32\"",
+            Precision::Bf16 => "\"bf16\"",
+            Precision::Bf16Autocast => "\"bf16_autocast\"",
         },
         if device.is_cuda() { "cuda" } else { "cpu" },
         model.param_count().total,
