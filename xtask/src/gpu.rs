@@ -250,7 +250,10 @@ fn dwa_section(results: &[Value]) -> Result<String, String> {
          width-{width} model (64-wide heads, byte vocabulary), median of 10 steps after 2 \
          warm-up steps, then the median over rounds. On CUDA, peak is the caching allocator's \
          peak bytes and training memory the peak minus the allocator's peak before the first \
-         step (weights and batch); on the CPU, the process's VmHWM and resident set. Targets: \
+         step (weights and batch); on the CPU, the process's VmHWM and resident set. At 12 \
+         layers, rows named after a `[model.depth]` method measure it (`--depth M`, one \
+         round), and rows ending in `bf16_autocast` run under libtorch's bf16 autocast \
+         (`--precision bf16_autocast`), read against the f32 baseline. Targets: \
          4x5 within 1.05x of the baseline's step time, 1x1 within 1.15x, peak memory within \
          1.10x.\n\n{}",
         dwa_bench::table(&dwa_bench::medians(&rounds))

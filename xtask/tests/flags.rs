@@ -186,7 +186,8 @@ fn strata_builds_the_cli_and_runs_it_with_its_arguments() {
     assert_eq!(dry(&["strata"]), [BUILD_STRATA, "strata"]);
 }
 
-/// The `dwa_overhead` runs of a bench plan as (layers, dwa, path).
+/// The `dwa_overhead` runs of a bench plan as (layers, variant, path): the variant is the
+/// value of `--dwa` or of `--depth`.
 fn dwa_runs(plan: &[String]) -> Vec<(String, String, String)> {
     runs(plan, "dwa_overhead")
         .into_iter()
@@ -201,7 +202,12 @@ fn dwa_runs(plan: &[String]) -> Vec<(String, String, String)> {
                 .expect("the weighted-sum path")
                 .to_owned();
             assert!(line.ends_with("--width 256 --steps 10"), "{line}");
-            (after("--layers"), after("--dwa"), path)
+            let variant = if words.contains(&"--depth") {
+                after("--depth")
+            } else {
+                after("--dwa")
+            };
+            (after("--layers"), variant, path)
         })
         .collect()
 }
@@ -231,16 +237,20 @@ fn bench_runs_criterion_training_and_the_dwa_overhead_by_default() {
         runs(&plan, "python3"),
         ["python3 benches/reference/nanogpt_recipe.py data/tinyshakespeare.txt"; 2]
     );
-    // Two rounds of 3 depths x 4 variants; the second round in reverse order.
+    // Two rounds of 3 depths x 4 DWA variants and, at 12 layers, the 9 depth methods; the
+    // second round in reverse order.
     let dwa = dwa_runs(&plan);
-    assert_eq!(dwa.len(), 24);
+    assert_eq!(dwa.len(), 2 * (3 * 4 + 9));
     let variant = |l: &str, d: &str, p: &str| (l.to_owned(), d.to_owned(), p.to_owned());
     assert_eq!(dwa[0], variant("12", "none", "auto"));
     assert_eq!(dwa[3], variant("12", "4x5", "auto"));
-    assert_eq!(dwa[11], variant("48", "4x5", "auto"));
-    assert_eq!(dwa[12], variant("12", "4x5", "auto"));
-    assert_eq!(dwa[13], variant("12", "1x1", "reference"));
-    assert_eq!(dwa[15], variant("12", "none", "auto"));
+    assert_eq!(dwa[4], variant("12", "vres", "auto"));
+    assert_eq!(dwa[12], variant("12", "mudd", "auto"));
+    assert_eq!(dwa[20], variant("48", "4x5", "auto"));
+    assert_eq!(dwa[21], variant("12", "mudd", "auto"));
+    assert_eq!(dwa[30], variant("12", "4x5", "auto"));
+    assert_eq!(dwa[31], variant("12", "1x1", "reference"));
+    assert_eq!(dwa[33], variant("12", "none", "auto"));
     assert_eq!(plan.last().unwrap(), "(xtask) write docs/benchmarks.md");
     // Builds come before the runs that need them.
     let at = |line: &str| plan.iter().position(|l| l == line).unwrap();
@@ -265,7 +275,7 @@ fn bench_quick_hands_quick_to_the_criterion_benches_only_and_runs_one_round_at_1
     assert_eq!(runs(&plan, "strata").len(), 1);
     assert_eq!(runs(&plan, "python3").len(), 1);
     let dwa = dwa_runs(&plan);
-    assert_eq!(dwa.len(), 4);
+    assert_eq!(dwa.len(), 4 + 9);
     assert!(dwa.iter().all(|(layers, _, _)| layers == "12"), "{dwa:?}");
 }
 
@@ -274,12 +284,12 @@ fn bench_rounds_sets_the_rounds_of_training_and_dwa() {
     let plan = dry(&["bench", "--rounds", "3"]);
     assert_eq!(runs(&plan, "strata").len(), 3);
     assert_eq!(runs(&plan, "python3").len(), 3);
-    assert_eq!(dwa_runs(&plan).len(), 36);
+    assert_eq!(dwa_runs(&plan).len(), 3 * (3 * 4 + 9));
     assert!(plan.iter().any(|l| l.ends_with("target/bench/strata-3")));
     // --quick with --rounds: one depth, the rounds asked for.
     assert_eq!(
         dwa_runs(&dry(&["bench", "--quick", "--rounds", "2"])).len(),
-        8
+        2 * (4 + 9)
     );
     for bad in ["0", "two"] {
         let err = refused(&["bench", "--rounds", bad]);
@@ -300,7 +310,7 @@ fn bench_skip_flags_leave_out_their_part() {
     assert!(runs(&no_training, "strata").is_empty());
     assert!(runs(&no_training, "python3").is_empty());
     assert!(!no_training.iter().any(|l| l == BUILD_STRATA));
-    assert_eq!(dwa_runs(&no_training).len(), 24);
+    assert_eq!(dwa_runs(&no_training).len(), 2 * (3 * 4 + 9));
 
     let no_dwa = dry(&["bench", "--skip-dwa"]);
     assert!(dwa_runs(&no_dwa).is_empty());
