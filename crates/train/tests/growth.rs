@@ -133,6 +133,23 @@ fn bad_growth_schedules_are_refused_naming_the_entry() {
             ],
             "growth[1] (insert_blocks(after=[4]))",
         ),
+        (
+            vec![
+                (
+                    4,
+                    toml::from_str("op = \"add_depth\"\ndepth = { mudd = true }").unwrap(),
+                ),
+                (
+                    6,
+                    toml::from_str("op = \"add_depth\"\ndepth = { attn_res = true }").unwrap(),
+                ),
+            ],
+            "growth[1] (add_depth(attnres))",
+        ),
+        (
+            vec![(4, toml::from_str("op = \"add_depth\"").unwrap())],
+            "expected a method to add",
+        ),
     ];
     for (list, expected) in cases {
         let mut config = base.clone();
