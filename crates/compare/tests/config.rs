@@ -38,6 +38,7 @@ fn the_shipped_comparisons_load_and_plan() {
         "compare-depth-cpu.toml",
         "compare-depth-modern-cpu.toml",
         "compare-recipe-lr-cpu.toml",
+        "compare-depth-lr-cpu.toml",
     ] {
         let config = CompareConfig::load(&configs.join(name)).unwrap();
         assert!(config.seeds.len() >= 2, "{name}");
