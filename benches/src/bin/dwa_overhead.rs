@@ -196,11 +196,7 @@ fn main() -> Result<(), String> {
         } else {
             o.depth.label()
         },
-        match o.precision {
-            Precision::F32 => "\"f32\"",
-            Precision::Bf16 => "\"bf16\"",
-            Precision::Bf16Autocast => "\"bf16_autocast\"",
-        },
+        toml::Value::try_from(o.precision).map_err(|e| e.to_string())?,
         if device.is_cuda() { "cuda" } else { "cpu" },
         model.param_count().total,
         times[times.len() / 2],

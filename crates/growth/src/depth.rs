@@ -67,18 +67,14 @@ pub fn add(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
     let mut added = Vec::new();
     for spec in schema::schema(&config) {
         let name = spec.name();
-        let tensor = match snapshot.params.get(&name) {
-            Some(old) if !is_depth_method_tensor(spec.role) => old.shallow_clone(),
-            _ if is_depth_method_tensor(spec.role) => {
-                added.push(name.clone());
-                fresh
-                    .get(&name)
-                    .ok_or_else(|| missing(&name, "the grown model's init"))?
-                    .shallow_clone()
-            }
-            _ => return Err(missing(&name, "the snapshot")),
+        let (from, place) = if is_depth_method_tensor(spec.role) {
+            added.push(name.clone());
+            (&fresh, "the grown model's init")
+        } else {
+            (&snapshot.params, "the snapshot")
         };
-        params.insert(name, tensor);
+        let tensor = from.get(&name).ok_or_else(|| missing(&name, place))?;
+        params.insert(name, tensor.shallow_clone());
     }
     if let Some(extra) = snapshot.params.keys().find(|n| !params.contains_key(*n)) {
         return Err(Error::Invalid(format!(

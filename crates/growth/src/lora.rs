@@ -18,7 +18,7 @@ use crate::axis::AxisMap;
 use crate::widen::{Fresh, Rule, transform};
 use crate::{Moments, Snapshot, not_larger};
 use std::collections::{BTreeMap, BTreeSet};
-use strata_core::schema::{self, Slot};
+use strata_core::schema::{self, ParamSpec, Slot};
 use strata_core::{LoraConfig, ModelConfig};
 use strata_merge::State;
 use strata_tensor::{Error, Result};
@@ -35,9 +35,8 @@ struct Adapters {
 }
 
 impl Adapters {
-    /// The adapters of `config` (none without `model.lora`).
-    fn of(config: &ModelConfig) -> Self {
-        let specs = schema::schema(config);
+    /// The adapters among a model's parameter schema `specs` (none without `model.lora`).
+    fn of(specs: &[ParamSpec]) -> Self {
         let tensors: BTreeMap<String, (String, Slot)> = specs
             .iter()
             .filter(|s| matches!(s.slot, Slot::LoraA | Slot::LoraB))
@@ -213,7 +212,8 @@ fn lora_of<'a>(config: &'a ModelConfig, op: &str) -> Result<&'a LoraConfig> {
 /// and `B` in the snapshot, and no snapshot tensor lies outside the parameter schema (a stray
 /// adapter of a linear that `model.lora.targets` does not name, say).
 fn adapted(snapshot: &Snapshot, op: &str) -> Result<Adapters> {
-    let adapters = Adapters::of(&snapshot.config);
+    let specs = schema::schema(&snapshot.config);
+    let adapters = Adapters::of(&specs);
     let needed = adapters
         .tensors
         .iter()
@@ -226,10 +226,7 @@ fn adapted(snapshot: &Snapshot, op: &str) -> Result<Adapters> {
             )));
         }
     }
-    let known: BTreeSet<String> = schema::schema(&snapshot.config)
-        .iter()
-        .map(|s| s.name())
-        .collect();
+    let known: BTreeSet<String> = specs.iter().map(|s| s.name()).collect();
     if let Some(stray) = snapshot.params.keys().find(|name| !known.contains(*name)) {
         return Err(Error::Invalid(format!(
             "growth {op}: parameter {stray} is not in the model's parameter schema (an adapter \

@@ -64,7 +64,7 @@ pub fn check(ckpt: &Checkpoint, wanted: &ModelConfig, file: &str) -> Result<()> 
 }
 
 /// The growth operation that adds `wanted`'s depth methods to a model without them.
-pub fn add_depth_op(wanted: &ModelConfig) -> GrowthOp {
+fn add_depth_op(wanted: &ModelConfig) -> GrowthOp {
     GrowthOp::AddDepth {
         dwa: wanted.dwa,
         depth: wanted.depth.clone(),
