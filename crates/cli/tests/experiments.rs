@@ -73,3 +73,77 @@ fn a_study_reports_paired_differences_and_reuses_its_runs() {
     let doc_again = std::fs::read_to_string(fx.path().join("docs/repetition.md")).unwrap();
     assert_eq!(doc, doc_again);
 }
+
+#[test]
+fn the_growth_study_lists_what_each_run_changes_and_reuses_its_runs() {
+    let fx = Fixture::new(10);
+    // Two blocks, so that the deepening path can start from one.
+    let text = std::fs::read_to_string(&fx.config).unwrap();
+    let two_blocks = with_line(&text, "n_layer = ", "n_layer = 2");
+    std::fs::write(fx.path().join("two.toml"), two_blocks).unwrap();
+    let args = [
+        "experiment",
+        "growth",
+        "--config",
+        "two.toml",
+        "--seeds",
+        "1",
+        "--steps",
+        "8",
+        "--eval-interval",
+        "4",
+        "--eval-tokens",
+        "64",
+        "--out",
+        "runs",
+        "--docs",
+        "docs",
+        "--quiet",
+    ];
+    strata_run(fx.path(), &args).ok();
+    let doc = std::fs::read_to_string(fx.path().join("docs/growth.md")).unwrap();
+    let row = |label: &str| {
+        doc.lines()
+            .find(|l| l.starts_with(&format!("| {label} | 1 |")))
+            .unwrap_or_else(|| panic!("no run row for {label}:\n{doc}"))
+            .to_owned()
+    };
+    // Each run's settings are its changes to the recipe, written as `--set` overrides.
+    let deepen = row("deeper: half the layers, identity blocks inserted");
+    for part in [
+        "model.n_layer=1",
+        "op = \"insert_blocks\"",
+        "after = [1]",
+        "step = 4",
+        "train.learning_rate=",
+    ] {
+        assert!(deepen.contains(part), "{part} missing from {deepen}");
+    }
+    let widen = row("wider: half the residual width and heads, Net2WiderNet");
+    for part in [
+        "model.d_model=16",
+        "model.head_dim=8",
+        "model.mlp_hidden=64",
+    ] {
+        assert!(widen.contains(part), "{part} missing from {widen}");
+    }
+    assert!(!widen.contains("train.seed"), "{widen}");
+    let again = strata_run(fx.path(), &args).ok();
+    assert!(
+        !again.stderr.contains("training it again"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("docs/growth.md")).unwrap(),
+        doc
+    );
+}
+
+/// `text` with every line that starts with `prefix` replaced by `line`.
+fn with_line(text: &str, prefix: &str, line: &str) -> String {
+    text.lines()
+        .map(|l| if l.starts_with(prefix) { line } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

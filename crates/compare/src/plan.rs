@@ -64,13 +64,14 @@ pub fn plan(compare: &CompareConfig) -> Result<Vec<PlannedRun>> {
     for arm in compare.all_arms() {
         let is_baseline = arm.name == baseline || arm.name == compare.aa_name();
         let budgets = budget_iters(compare, &base, is_baseline);
+        let overrides: Vec<String> = compare.set.iter().chain(&arm.set).cloned().collect();
+        let arm_base = RunConfig::load(&compare.base, &overrides)?;
         for &seed in &compare.seeds {
-            let mut overrides = compare.set.clone();
-            overrides.extend(arm.set.iter().cloned());
-            overrides.push(format!("train.seed={seed}"));
+            let mut row_base = arm_base.clone();
+            row_base.train.seed = seed;
             let row = budget_row(
+                &row_base,
                 &compare.base,
-                &overrides,
                 &budgets,
                 compare.evals_per_run,
                 shortest,

@@ -48,19 +48,18 @@ pub struct BudgetRun {
     pub config: RunConfig,
 }
 
-/// The runs of one row: `base_file` with `overrides` at each of `iters` (steps, any order),
-/// longest first, evaluating `evals` times each; `id` names a budget's run folder and
-/// `shortest` is the shortest budget of the whole study, whose tenth caps a WSD base's
-/// warmup so that every row shares its schedule up to each branch point.
+/// The runs of one row: `base` (read from `base_file`, with the row's own settings) at each
+/// of `iters` (steps, any order), longest first, evaluating `evals` times each; `id` names a
+/// budget's run folder and `shortest` is the shortest budget of the whole study, whose tenth
+/// caps a WSD base's warmup so that every row shares its schedule up to each branch point.
 pub fn budget_row(
+    base: &RunConfig,
     base_file: &Path,
-    overrides: &[String],
     iters: &[u64],
     evals: u64,
     shortest: u64,
     id: impl Fn(u64) -> String,
 ) -> Result<Vec<BudgetRun>> {
-    let base = RunConfig::load(base_file, overrides)?;
     let wsd = base.train.schedule == ScheduleKind::Wsd;
     let mut budgets = iters.to_vec();
     budgets.sort_unstable_by(|a, b| b.cmp(a));
@@ -74,20 +73,16 @@ pub fn budget_row(
                 Some(source.id.clone()),
             ),
             _ => {
-                let mut all = overrides.to_vec();
-                all.push(format!("name=\"{run_id}\""));
-                all.extend(budget_overrides(&base, steps, evals));
+                let mut config = base.clone();
+                config.name = run_id.clone();
+                set_budget(&mut config, steps, evals);
                 if wsd {
-                    let warmup = base.train.warmup_iters.min(shortest / 10);
-                    all.push(format!("train.warmup_iters={warmup}"));
-                    let smaller: Vec<String> = budgets
-                        .iter()
-                        .filter(|&&b| b < steps)
-                        .map(u64::to_string)
-                        .collect();
-                    all.push(format!("train.branch_budgets=[{}]", smaller.join(",")));
+                    config.train.warmup_iters = base.train.warmup_iters.min(shortest / 10);
+                    config.train.branch_budgets =
+                        budgets.iter().copied().filter(|&b| b < steps).collect();
                 }
-                (RunConfig::load(base_file, &all)?, None)
+                config.validate(&base_file.display().to_string())?;
+                (config, None)
             }
         };
         row.push(BudgetRun {
@@ -123,17 +118,16 @@ pub fn plan(sweep: &SweepConfig) -> Result<Vec<PlannedRun>> {
         .unwrap_or(2);
     let mut runs = Vec::new();
     for variant in &sweep.variants {
+        let overrides: Vec<String> = sweep.set.iter().chain(&variant.set).cloned().collect();
+        let variant_base = RunConfig::load(&sweep.base, &overrides)?;
         for &size in &sweep.sizes {
             for &seed in &seeds {
-                let mut overrides = sweep.set.clone();
-                overrides.extend(variant.set.iter().cloned());
-                overrides.extend([
-                    format!("model.n_layer={}", size.n_layer),
-                    format!("model.d_model={}", size.d_model),
-                    format!("model.n_head={}", size.n_head),
-                ]);
+                let mut row_base = variant_base.clone();
+                row_base.model.n_layer = size.n_layer;
+                row_base.model.d_model = size.d_model;
+                row_base.model.n_head = size.n_head;
                 if let Some(seed) = seed {
-                    overrides.push(format!("train.seed={seed}"));
+                    row_base.train.seed = seed;
                 }
                 let tokens_of = |steps: u64| {
                     sweep
@@ -145,8 +139,8 @@ pub fn plan(sweep: &SweepConfig) -> Result<Vec<PlannedRun>> {
                 };
                 let iters: Vec<u64> = sweep.tokens.iter().map(|&t| steps_for(&base, t)).collect();
                 let row = budget_row(
+                    &row_base,
                     &sweep.base,
-                    &overrides,
                     &iters,
                     sweep.evals_per_run,
                     shortest,
@@ -180,19 +174,14 @@ pub fn plan(sweep: &SweepConfig) -> Result<Vec<PlannedRun>> {
     Ok(runs)
 }
 
-/// The overrides that make a run of `base` train for `steps` steps: the schedule's decay
-/// ends there, warmup is at most a tenth of it, and it evaluates and saves a checkpoint
-/// `evals` times.
-pub fn budget_overrides(base: &RunConfig, steps: u64, evals: u64) -> Vec<String> {
+/// Makes `config` train for `steps` steps: the schedule's decay ends there, warmup is at
+/// most a tenth of it, and it evaluates and saves a checkpoint `evals` times.
+pub fn set_budget(config: &mut RunConfig, steps: u64, evals: u64) {
     let interval = (steps / evals.max(1)).max(1);
-    vec![
-        format!("train.max_iters={steps}"),
-        format!("train.lr_decay_iters={steps}"),
-        format!(
-            "train.warmup_iters={}",
-            base.train.warmup_iters.min(steps / 10)
-        ),
-        format!("train.eval_interval={interval}"),
-        format!("train.checkpoint_interval={interval}"),
-    ]
+    let t = &mut config.train;
+    t.max_iters = steps;
+    t.lr_decay_iters = Some(steps);
+    t.warmup_iters = t.warmup_iters.min(steps / 10);
+    t.eval_interval = interval;
+    t.checkpoint_interval = Some(interval);
 }

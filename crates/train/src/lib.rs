@@ -21,6 +21,7 @@ pub mod budget;
 pub mod checkpoint;
 pub mod checkpoint_io;
 pub mod config;
+mod config_changes;
 pub mod data;
 pub mod distributed;
 mod driver;

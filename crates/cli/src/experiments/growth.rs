@@ -10,15 +10,17 @@
 //! tuning advantage stays with the baseline.
 
 use super::{
-    Outcome, Run, StudyArgs, command_line, outcome_row, paired_section, plot_outcomes, record,
-    schedule, trained_model, val_curve_by_flops, write_doc,
+    Outcome, Run, StudyArgs, command_line, outcome_row, paired_section, plot_outcomes, recipe,
+    record, scheduled, trained_model, val_curve_by_flops, write_doc,
 };
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use strata_core::ModelConfig;
 use strata_core::flops::train_flops_per_step;
+use strata_growth::GrowthOp;
 use strata_tensor::Result;
-use strata_train::RunConfig;
+use strata_train::growth_schedule::GrowthEvent;
+use strata_train::{RunConfig, RunSummary};
 
 /// Learning rates of the scratch baseline's sweep, as multiples of the recipe's.
 const LR_MULTIPLES: [f64; 3] = [0.5, 1.0, 2.0];
@@ -65,14 +67,17 @@ fn best_index(sweep: &[SweepPoint]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// A growth path: label, folder, overrides of the starting model, growth operations (TOML
-/// inline tables without the step).
+/// A growth path: label, folder, how the starting model differs from the final one, and the
+/// growth operations that take it to the final size.
 struct Path {
     label: &'static str,
     folder: &'static str,
-    start: fn(&ModelConfig) -> Vec<String>,
-    ops: fn(&ModelConfig) -> Vec<String>,
+    shrink: fn(&mut ModelConfig, &ModelConfig),
+    ops: fn(&ModelConfig) -> Vec<GrowthOp>,
 }
+
+/// Symmetry-breaking noise of every Net2WiderNet operation of the study.
+const NOISE: f64 = 0.01;
 
 /// The growth paths compared, each ending at the recipe's size.
 fn paths() -> Vec<Path> {
@@ -80,67 +85,51 @@ fn paths() -> Vec<Path> {
         Path {
             label: "deeper: half the layers, identity blocks inserted",
             folder: "deepen",
-            start: |m| vec![format!("model.n_layer={}", m.n_layer / 2)],
+            shrink: |small, m| small.n_layer = m.n_layer / 2,
             ops: |m| {
-                let after: Vec<String> = (1..=m.n_layer / 2).map(|i| i.to_string()).collect();
-                vec![format!(
-                    "op = \"insert_blocks\", after = [{}]",
-                    after.join(", ")
-                )]
+                vec![GrowthOp::InsertBlocks {
+                    after: (1..=m.n_layer / 2).collect(),
+                }]
             },
         },
         Path {
             label: "wider: half the residual width and heads, Net2WiderNet",
             folder: "widen",
-            start: |m| {
-                vec![
-                    format!("model.d_model={}", m.d_model / 2),
-                    format!("model.head_dim={}", m.head_dim() / 2),
-                    format!("model.mlp_hidden={}", m.mlp_hidden() / 2),
-                ]
+            shrink: |small, m| {
+                small.d_model = m.d_model / 2;
+                small.head_dim = Some(m.head_dim() / 2);
+                small.mlp_hidden = Some(m.mlp_hidden() / 2);
             },
             ops: |m| {
                 vec![
-                    format!(
-                        "op = \"widen_residual\", d_model = {}, noise = 0.01",
-                        m.d_model
-                    ),
-                    format!(
-                        "op = \"add_heads\", n_head = {}, noise = 0.01",
-                        2 * m.n_head
-                    ),
-                    format!(
-                        "op = \"widen_mlp\", hidden = {}, noise = 0.01",
-                        m.mlp_hidden()
-                    ),
+                    GrowthOp::WidenResidual {
+                        d_model: m.d_model,
+                        noise: NOISE,
+                        widen_heads: false,
+                    },
+                    GrowthOp::AddHeads {
+                        n_head: 2 * m.n_head,
+                        noise: NOISE,
+                    },
+                    GrowthOp::WidenMlp {
+                        hidden: m.mlp_hidden(),
+                        noise: NOISE,
+                    },
                 ]
             },
         },
         Path {
             label: "wider MLP: a quarter of the MLP units, Net2WiderNet",
             folder: "widen-mlp",
-            start: |m| vec![format!("model.mlp_hidden={}", m.mlp_hidden() / 4)],
+            shrink: |small, m| small.mlp_hidden = Some(m.mlp_hidden() / 4),
             ops: |m| {
-                vec![format!(
-                    "op = \"widen_mlp\", hidden = {}, noise = 0.01",
-                    m.mlp_hidden()
-                )]
+                vec![GrowthOp::WidenMlp {
+                    hidden: m.mlp_hidden(),
+                    noise: NOISE,
+                }]
             },
         },
     ]
-}
-
-/// The model a run of the recipe with `overrides` starts from (vocabulary as resolved by the
-/// final-size run).
-fn model_with(
-    args: &StudyArgs,
-    final_model: &ModelConfig,
-    overrides: &[String],
-) -> Result<ModelConfig> {
-    let mut model = RunConfig::load(&args.config, overrides)?.model;
-    model.vocab_size = final_model.vocab_size;
-    model.validate(&args.config.display().to_string())?;
-    Ok(model)
 }
 
 /// One scratch run of the sweep.
@@ -152,23 +141,23 @@ struct SweepPoint {
 /// Runs the study and writes `growth.md` and `growth.png`/`.svg`.
 pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let root = args.out.join("growth");
-    let recipe = RunConfig::load(&args.config, &[])?;
+    let recipe = recipe(args)?;
     let t = &recipe.train;
     let steps = args.steps;
     // Peak and final learning rate scaled together.
-    let lr_overrides = |lr: f64| {
-        vec![
-            format!("train.learning_rate={lr}"),
-            format!("train.min_lr={}", lr * t.min_lr / t.learning_rate),
-        ]
+    let at_rate = |mut config: RunConfig, lr: f64| {
+        config.train.learning_rate = lr;
+        config.train.min_lr = lr * t.min_lr / t.learning_rate;
+        config
     };
+    // (run folder, summary, the run's changes to the recipe)
     let scratch_run =
-        |seed: u64, lr: f64| -> Result<(std::path::PathBuf, strata_train::RunSummary)> {
+        |seed: u64, lr: f64| -> Result<(std::path::PathBuf, RunSummary, Vec<String>)> {
             let dir = root.join(format!("scratch-lr{}-seed-{seed}", rate(lr)));
-            let mut overrides = schedule(args, steps, seed);
-            overrides.extend(lr_overrides(lr));
-            let summary = Run::new(args, dir.clone(), &overrides).train(stop)?;
-            Ok((dir, summary))
+            let config = at_rate(scheduled(args, &recipe, steps, seed), lr);
+            let changes = config.changes_from(&recipe);
+            let summary = Run::new(args, dir.clone(), config).train(stop)?;
+            Ok((dir, summary, changes))
         };
     // The sweep widens by factors of 2 while its best rate sits at an edge,
     // so that the baseline's rate is a real optimum of the grid.
@@ -180,7 +169,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             if sweep.iter().any(|p| p.lr == lr) {
                 continue;
             }
-            let (_, summary) = scratch_run(1, lr)?;
+            let (_, summary, _) = scratch_run(1, lr)?;
             sweep.push(SweepPoint {
                 lr,
                 final_val: summary.final_val_loss.unwrap_or(f64::INFINITY),
@@ -202,7 +191,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let mut runs: Vec<RunRow> = Vec::new();
     let mut final_model = None;
     for seed in 1..=args.seeds {
-        let (dir, summary) = scratch_run(seed, best_lr)?;
+        let (dir, summary, changes) = scratch_run(seed, best_lr)?;
         let model = trained_model(&dir)?;
         let f_final = train_flops_per_step(&model, t.batch_size, model.block_size);
         let label = scratch_label(best_lr);
@@ -214,25 +203,25 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             summary.wall_s,
             val_curve_by_flops(&dir)?,
         );
-        runs.push(RunRow::new(&label, seed, steps, &[], &summary));
+        runs.push(RunRow::new(&label, seed, steps, changes, &summary));
         let budget = f_final * steps as f64;
         for path in paths() {
-            let start = (path.start)(&model);
-            let small = model_with(args, &model, &start)?;
+            let mut small = model.clone();
+            (path.shrink)(&mut small, &model);
+            small.validate(&args.config.display().to_string())?;
             let f_small = train_flops_per_step(&small, t.batch_size, small.block_size);
             let grow_at = steps / 2;
             let rest = ((budget - grow_at as f64 * f_small) / f_final).round() as u64;
             let total = grow_at + rest;
-            let events: Vec<String> = (path.ops)(&model)
-                .iter()
-                .map(|op| format!("{{ step = {grow_at}, {op} }}"))
+            let mut config = at_rate(scheduled(args, &recipe, total, seed), best_lr);
+            (path.shrink)(&mut config.model, &model);
+            config.growth = (path.ops)(&model)
+                .into_iter()
+                .map(|op| GrowthEvent { step: grow_at, op })
                 .collect();
-            let mut overrides = schedule(args, total, seed);
-            overrides.extend(lr_overrides(best_lr));
-            overrides.extend(start.iter().cloned());
-            overrides.push(format!("growth=[{}]", events.join(", ")));
+            let changes = config.changes_from(&recipe);
             let dir = root.join(format!("{}-seed-{seed}", path.folder));
-            let summary = Run::new(args, dir.clone(), &overrides).train(stop)?;
+            let summary = Run::new(args, dir.clone(), config).train(stop)?;
             record(
                 &mut outcomes,
                 path.label,
@@ -241,7 +230,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
                 summary.wall_s,
                 val_curve_by_flops(&dir)?,
             );
-            runs.push(RunRow::new(path.label, seed, total, &overrides, &summary));
+            runs.push(RunRow::new(path.label, seed, total, changes, &summary));
         }
         final_model = Some(model);
     }
@@ -288,17 +277,16 @@ impl RunRow {
         label: &str,
         seed: u64,
         steps: u64,
-        overrides: &[String],
-        summary: &strata_train::RunSummary,
+        overrides: Vec<String>,
+        summary: &RunSummary,
     ) -> Self {
         Self {
             label: label.to_owned(),
             seed,
             steps,
             overrides: overrides
-                .iter()
+                .into_iter()
                 .filter(|o| !o.starts_with("train.seed") && !o.starts_with("train.eval_interval"))
-                .cloned()
                 .collect(),
             final_val: summary.final_val_loss,
             flops: summary.train_flops,

@@ -2,7 +2,7 @@
 //! `steps / 2` on each half of it, and the two fine-tunes merged by every method; every model
 //! is evaluated on the validation split of each half.
 
-use super::{Run, StudyArgs, command_line, pm, schedule, write_doc};
+use super::{Run, StudyArgs, command_line, pm, recipe, scheduled, write_doc};
 use crate::inspect::{evaluate_on_corpus, load};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,16 +68,22 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let halves = split_corpus(args, &root)?;
     // (label, losses on half A over seeds, losses on half B over seeds)
     let mut rows: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    let recipe = recipe(args)?;
     for seed in 1..=args.seeds {
         let dir = root.join(format!("seed-{seed}"));
         let base = dir.join("base");
-        Run::new(args, base.clone(), &schedule(args, args.steps, seed)).train(stop)?;
+        Run::new(
+            args,
+            base.clone(),
+            scheduled(args, &recipe, args.steps, seed),
+        )
+        .train(stop)?;
         let mut models = vec![("base".to_owned(), base.clone())];
         for (name, half) in ["A", "B"].iter().zip(&halves) {
-            let mut overrides = schedule(args, (args.steps / 2).max(1), seed);
-            overrides.push(format!("data.path={}", half.display()));
+            let mut config = scheduled(args, &recipe, (args.steps / 2).max(1), seed);
+            config.data.path = Some(half.clone());
             let out = dir.join(format!("finetune-{name}"));
-            Run::new(args, out.clone(), &overrides)
+            Run::new(args, out.clone(), config)
                 .init_from(&base)
                 .train(stop)?;
             models.push((format!("fine-tune {name}"), out));

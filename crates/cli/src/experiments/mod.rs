@@ -16,6 +16,7 @@ use strata_plots::comparison::{Series, plot_lines};
 use strata_stats::{paired, resolvable};
 use strata_sweep::registry::{self, Job, Launch};
 use strata_tensor::{Error, Result};
+use strata_train::evaluation::EvalTokens;
 use strata_train::metrics::read_records;
 use strata_train::{RunConfig, RunSummary};
 
@@ -77,17 +78,17 @@ pub fn run(study: Study, stop: &Arc<AtomicBool>) -> Result<()> {
 /// One training run of a study.
 struct Run<'a> {
     args: &'a StudyArgs,
-    overrides: Vec<String>,
+    config: RunConfig,
     out: PathBuf,
     init_from: Option<PathBuf>,
 }
 
 impl<'a> Run<'a> {
-    /// A run of the study's recipe with `overrides`, writing into `out`.
-    fn new(args: &'a StudyArgs, out: PathBuf, overrides: &[String]) -> Self {
+    /// A run of `config` (the study's recipe with the run's own settings), writing into `out`.
+    fn new(args: &'a StudyArgs, out: PathBuf, config: RunConfig) -> Self {
         Self {
             args,
-            overrides: overrides.to_vec(),
+            config,
             out,
             init_from: None,
         }
@@ -103,10 +104,12 @@ impl<'a> Run<'a> {
     /// a finished run in the folder with the same settings is reused, an interrupted one
     /// continued from its latest checkpoint, one left by other settings trained again.
     fn train(self, stop: &Arc<AtomicBool>) -> Result<RunSummary> {
+        self.config
+            .validate(&self.args.config.display().to_string())?;
         let job = Job {
             id: self.out.display().to_string(),
             dir: self.out.clone(),
-            config: RunConfig::load(&self.args.config, &self.overrides)?,
+            config: self.config,
             branch_of: None,
             init_from: self.init_from,
         };
@@ -131,15 +134,21 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Overrides that fix a run's length, seed, evaluation cadence and evaluation slice.
-fn schedule(args: &StudyArgs, steps: u64, seed: u64) -> Vec<String> {
-    vec![
-        format!("train.max_iters={steps}"),
-        format!("train.lr_decay_iters={steps}"),
-        format!("train.seed={seed}"),
-        format!("train.eval_interval={}", args.eval_interval),
-        format!("train.eval_tokens={}", args.eval_tokens),
-    ]
+/// The study's recipe, as its config file gives it.
+fn recipe(args: &StudyArgs) -> Result<RunConfig> {
+    RunConfig::load(&args.config, &[])
+}
+
+/// `recipe` with a run's length, seed, evaluation cadence and evaluation slice fixed.
+fn scheduled(args: &StudyArgs, recipe: &RunConfig, steps: u64, seed: u64) -> RunConfig {
+    let mut config = recipe.clone();
+    let t = &mut config.train;
+    t.max_iters = steps;
+    t.lr_decay_iters = Some(steps);
+    t.seed = seed;
+    t.eval_interval = args.eval_interval;
+    t.eval_tokens = Some(EvalTokens::Count(args.eval_tokens));
+    config
 }
 
 /// `(training FLOPs, val_loss)` of every evaluation of a run, as its metrics counted them.

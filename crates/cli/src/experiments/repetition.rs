@@ -3,8 +3,8 @@
 //! for the same total training FLOPs.
 
 use super::{
-    Outcome, Run, StudyArgs, command_line, outcome_row, paired_section, plot_outcomes, record,
-    schedule, trained_model, val_curve, write_doc,
+    Outcome, Run, StudyArgs, command_line, outcome_row, paired_section, plot_outcomes, recipe,
+    record, scheduled, trained_model, val_curve, write_doc,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -29,13 +29,14 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let steps = args.steps;
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut scratch_steps = 0;
-    let t = strata_train::RunConfig::load(&args.config, &[])?.train;
+    let recipe = recipe(args)?;
+    let t = &recipe.train;
     for seed in 1..=args.seeds {
         let dir = root.join(format!("seed-{seed}"));
-        let mut overrides = schedule(args, steps, seed);
-        overrides.push("model.n_layer=2".to_owned());
+        let mut source_config = scheduled(args, &recipe, steps, seed);
+        source_config.model.n_layer = 2;
         let source_dir = dir.join("source");
-        let source = Run::new(args, source_dir.clone(), &overrides).train(stop)?;
+        let source = Run::new(args, source_dir.clone(), source_config).train(stop)?;
         let small = trained_model(&source_dir)?;
         let mut large = small.clone();
         large.n_layer = 4;
@@ -49,7 +50,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             let init = dir.join(format!("{folder}-init"));
             grow(&source_dir, &init, plan)?;
             let run_dir = dir.join(folder);
-            let summary = Run::new(args, run_dir.clone(), &schedule(args, steps, seed))
+            let summary = Run::new(args, run_dir.clone(), scheduled(args, &recipe, steps, seed))
                 .init_from(&init)
                 .train(stop)?;
             // From the growth point on; step 0 shows what growing did to the loss.
@@ -80,10 +81,10 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
         );
         // The same total compute spent on a 4-layer model from the start.
         scratch_steps = ((source_flops + f_large * steps as f64) / f_large).round() as u64;
-        let mut scratch_overrides = schedule(args, scratch_steps, seed);
-        scratch_overrides.push("model.n_layer=4".to_owned());
+        let mut scratch_config = scheduled(args, &recipe, scratch_steps, seed);
+        scratch_config.model.n_layer = 4;
         let scratch_dir = dir.join("scratch");
-        let scratch = Run::new(args, scratch_dir.clone(), &scratch_overrides).train(stop)?;
+        let scratch = Run::new(args, scratch_dir.clone(), scratch_config).train(stop)?;
         let curve = val_curve(&scratch_dir)?
             .into_iter()
             .map(|(s, v)| (s as f64 * f_large, v))
