@@ -143,7 +143,8 @@ impl WeightedSumCase {
         let outputs: Vec<Tensor> = (0..layers)
             .map(|j| self.stack.get(j).detach().set_requires_grad(true))
             .collect();
-        let mut stack = LayerStack::new(&outputs[0], layers as usize, true).expect("a layer stack");
+        let mut stack = LayerStack::new(&outputs[0], layers as usize, true, Implementation::Auto)
+            .expect("a layer stack");
         for x in &outputs[1..] {
             stack.push(x).expect("push");
         }

@@ -3,7 +3,7 @@
 //! accelerator memory statistics (`csrc/device_memory.cpp`) and the c10d process group
 //! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`; `csrc/shim_error.h` is
 //! the exception capture the shims share) against the libtorch
-//! that torch-sys found.
+//! that torch-sys found, when the `cpp` feature is on (the default).
 
 use std::path::PathBuf;
 
@@ -16,6 +16,10 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/gloo_decl");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    if std::env::var_os("CARGO_FEATURE_CPP").is_none() {
+        // Built without the `cpp` feature: the Rust stand-ins replace the shims.
+        return;
+    }
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB")
             .expect("torch-sys reports the libtorch lib folder (DEP_TCH_LIBTORCH_LIB)"),

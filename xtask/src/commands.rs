@@ -106,7 +106,8 @@ pub fn cargo_test_args(passed: &[String]) -> Vec<String> {
 }
 
 /// The plan of `cargo xtask test [--quick] [-- <cargo test args>]`: cargo fmt --check, cargo
-/// clippy with warnings denied (both skipped with `--quick`), then cargo test.
+/// clippy with warnings denied (both skipped with `--quick`), then cargo test; for the whole
+/// workspace also the build without strata's C++ and the reference parity harness.
 pub fn test_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
     let parsed = parse_test_args(args)?;
     let mut steps = Vec::new();
@@ -125,9 +126,31 @@ pub fn test_plan(args: &[String]) -> Result<Vec<Step>, Failure> {
     let whole_workspace = cargo_test.iter().any(|a| a == "--workspace");
     steps.push(Step::Run(Child::cargo(&cargo_test)));
     if !parsed.quick && whole_workspace {
+        steps.extend(without_cpp_steps());
         steps.extend(parity_steps());
     }
     Ok(steps)
+}
+
+/// The crates an embedder can build without strata's C++ (the `cpp` feature off): linted,
+/// then tested on the pure libtorch path.
+pub fn without_cpp_steps() -> Vec<Step> {
+    let crates = [
+        "-p",
+        "strata-kernels",
+        "-p",
+        "strata-core",
+        "--no-default-features",
+    ];
+    let mut clippy = vec!["clippy"];
+    clippy.extend(crates);
+    clippy.extend(["--all-targets", "--", "-D", "warnings"]);
+    let mut test = vec!["test"];
+    test.extend(crates);
+    vec![
+        Step::Run(Child::cargo(&clippy)),
+        Step::Run(Child::cargo(&test)),
+    ]
 }
 
 /// The reference implementations the parity harness loads strata's models into, pinned.

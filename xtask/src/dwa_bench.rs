@@ -9,9 +9,6 @@ use crate::run;
 use crate::torch_env::TorchEnv;
 use serde_json::Value;
 
-/// strata-kernels' variable that pins the weighted-sum path for a whole process.
-const IMPLEMENTATION_ENV: &str = "STRATA_WEIGHTED_SUM";
-
 /// Model width of every configuration.
 const WIDTH: usize = 256;
 /// Timed steps per process (after 2 warm-up steps).
@@ -131,7 +128,7 @@ pub struct DwaRun {
     pub variant: &'static str,
     /// The weighted-sum path.
     pub path: &'static str,
-    /// `dwa_overhead` with its arguments and the path's variable.
+    /// `dwa_overhead` with its arguments.
     pub child: Child,
 }
 
@@ -164,13 +161,14 @@ pub fn runs(quick: bool, rounds: usize) -> Vec<DwaRun> {
                     layers.to_string(),
                     flag.to_owned(),
                     variant.to_owned(),
+                    "--kernel".to_owned(),
+                    path.to_owned(),
                     "--width".to_owned(),
                     WIDTH.to_string(),
                     "--steps".to_owned(),
                     STEPS.to_string(),
                 ];
-                let child = Child::release("strata-benches", "dwa_overhead", &args)
-                    .with_env(IMPLEMENTATION_ENV, path);
+                let child = Child::release("strata-benches", "dwa_overhead", &args);
                 all.push(DwaRun {
                     round,
                     layers,
@@ -223,7 +221,7 @@ pub fn section(results: &[Overhead]) -> String {
          median of 10 steps after 2 warm-up steps, then the median over rounds (configurations \
          alternate within a round, in reverse order every other round). `fused` is the layer stack of strata-kernels (what training \
          uses); `reference` keeps live tensors and sums them op by op \
-         (`STRATA_WEIGHTED_SUM=reference`). Peak is the process's VmHWM; training memory \
+         (`--kernel reference`). Peak is the process's VmHWM; training memory \
          is the peak minus what was resident before the first step. Targets: 4x5 within 1.05x \
          of the baseline's step time, 1x1 within 1.15x, peak memory within 1.10x.\n\n\
          At {DEPTH_METHOD_LAYERS} layers the `[model.depth]` methods of docs/depth.md \

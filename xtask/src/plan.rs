@@ -26,16 +26,13 @@ pub enum Program {
     Python,
 }
 
-/// A child process: program, arguments and the variables it gets on top of the libtorch
-/// environment.
+/// A child process: program and arguments, run with the libtorch environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Child {
     /// What runs.
     pub program: Program,
     /// Its arguments; `{bin}` stands for the path of the binary `bin` an earlier step built.
     pub args: Vec<String>,
-    /// Extra variables, e.g. `STRATA_WEIGHTED_SUM=reference`.
-    pub env: Vec<(String, String)>,
 }
 
 /// Owned strings.
@@ -49,7 +46,6 @@ impl Child {
         Self {
             program: Program::Cargo,
             args: strings(args),
-            env: Vec::new(),
         }
     }
 
@@ -58,7 +54,6 @@ impl Child {
         Self {
             program: Program::Release { package, bin },
             args: strings(args),
-            env: Vec::new(),
         }
     }
 
@@ -67,27 +62,17 @@ impl Child {
         Self {
             program: Program::Python,
             args: strings(args),
-            env: Vec::new(),
         }
     }
 
-    /// The same child with `key=value` set.
-    pub fn with_env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// The command line as a shell would read it: `KEY=value program args`.
+    /// The command line as a shell would read it: `program args`.
     pub fn line(&self) -> String {
         let program = match &self.program {
             Program::Cargo => "cargo",
             Program::Release { bin, .. } => bin,
             Program::Python => "python3",
         };
-        self.env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .chain(std::iter::once(program.to_owned()))
+        std::iter::once(program.to_owned())
             .chain(self.args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ")
@@ -109,7 +94,6 @@ impl Child {
         };
         let mut cmd = run::command(env, program);
         cmd.args(self.args.iter().map(|a| built_path(a, built)));
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
     }
 }
@@ -195,12 +179,8 @@ mod tests {
 
     #[test]
     fn steps_read_as_command_lines() {
-        let child = Child::release("strata-benches", "dwa_overhead", &["--layers", "12"])
-            .with_env("STRATA_WEIGHTED_SUM", "reference");
-        assert_eq!(
-            child.line(),
-            "STRATA_WEIGHTED_SUM=reference dwa_overhead --layers 12"
-        );
+        let child = Child::release("strata-benches", "dwa_overhead", &["--layers", "12"]);
+        assert_eq!(child.line(), "dwa_overhead --layers 12");
         let steps = [
             Step::Build {
                 package: "strata-cli",

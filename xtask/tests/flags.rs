@@ -117,13 +117,16 @@ fn help_documents_exactly_the_flags_tested_here() {
 }
 
 #[test]
-fn test_runs_fmt_clippy_and_the_workspace_tests() {
+fn test_runs_fmt_clippy_the_workspace_tests_the_build_without_cpp_and_parity() {
     assert_eq!(
         dry(&["test"]),
         [
             "cargo fmt --all -- --check",
             "cargo clippy --workspace --all-targets -- -D warnings",
             "cargo test --workspace",
+            "cargo clippy -p strata-kernels -p strata-core --no-default-features --all-targets -- \
+             -D warnings",
+            "cargo test -p strata-kernels -p strata-core --no-default-features",
             "python3 -m pip install --quiet --disable-pip-version-check transformers==4.57.6 \
              safetensors==0.8.0",
             "cargo build -p strata-cli --bin strata",
@@ -152,7 +155,7 @@ fn test_passes_its_arguments_after_the_separator_to_cargo_test() {
         ["cargo test -p strata-core -- --nocapture"]
     );
     let all = dry(&["test", "--", "--release"]);
-    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(all.len(), 8, "{all:?}");
     assert_eq!(all[2], "cargo test --workspace --release");
     let err = refused(&["test", "-p", "strata-core"]);
     assert!(err.contains("unknown test option `-p`"), "{err}");
@@ -197,10 +200,7 @@ fn dwa_runs(plan: &[String]) -> Vec<(String, String, String)> {
                 let i = words.iter().position(|w| *w == flag).expect(flag);
                 words[i + 1].to_owned()
             };
-            let path = words[0]
-                .strip_prefix("STRATA_WEIGHTED_SUM=")
-                .expect("the weighted-sum path")
-                .to_owned();
+            let path = after("--kernel");
             assert!(line.ends_with("--width 256 --steps 10"), "{line}");
             let variant = if words.contains(&"--depth") {
                 after("--depth")

@@ -9,7 +9,9 @@
 use clap::Parser;
 use std::time::Instant;
 use strata_benches::{adamw, batch, build_on};
-use strata_core::{DepthConfig, HyperConfig, LaurelConfig, LaurelKind, ModelConfig};
+use strata_core::{
+    DepthConfig, HyperConfig, Implementation, LaurelConfig, LaurelKind, ModelConfig,
+};
 use strata_kernels::device_memory;
 use strata_tensor::{DeviceChoice, Precision};
 use strata_train::memory::{current_rss_bytes, mib, peak_rss_bytes};
@@ -46,6 +48,17 @@ struct Options {
     /// `f32`, `bf16` (matrix products) or `bf16_autocast` (libtorch's autocast).
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
+    /// The DWAs' weighted-sum path: `auto` (the fused layer stack while training),
+    /// `reference`, `fused`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto", value_parser = parse_kernel)]
+    kernel: Implementation,
+}
+
+/// Parses a weighted-sum path by its name.
+fn parse_kernel(value: &str) -> Result<Implementation, String> {
+    value
+        .parse()
+        .map_err(|e: strata_tensor::Error| e.to_string())
 }
 
 /// Parses a `model.precision` value.
@@ -161,6 +174,7 @@ fn main() -> Result<(), String> {
     let device = o.device.resolve().map_err(|e| e.to_string())?;
     let config = model_config(&o);
     let (vs, model) = build_on(&config, device);
+    let model = model.with_kernel(o.kernel);
     let (x, y) = batch(&config, o.batch);
     let (x, y) = (x.to_device(device), y.to_device(device));
     let cores = tch::get_num_threads().max(1) as usize;

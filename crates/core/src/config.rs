@@ -369,6 +369,14 @@ impl ModelConfig {
                 &0,
             );
         }
+        if self.precision == Precision::Bf16Autocast && !strata_kernels::CPP {
+            return err(
+                "precision",
+                "\"f32\" or \"bf16\" (\"bf16_autocast\" needs strata-kernels' `cpp` feature, \
+                 which this build lacks)",
+                &"\"bf16_autocast\"",
+            );
+        }
         let sizes = [
             ("vocab_size", self.vocab_size, MAX_WIDTH),
             ("n_layer", self.n_layer, MAX_LAYERS),

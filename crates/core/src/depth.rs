@@ -36,7 +36,7 @@ use crate::hyper::{self, HyperConnection};
 use crate::laurel::Laurel;
 use crate::mudd::{LayerInput, Mudd};
 use crate::value_residual::{self, ValueMix};
-use strata_kernels::LayerStack;
+use strata_kernels::{Implementation, LayerStack};
 use strata_tensor::{Error, Result};
 use tch::{Tensor, nn};
 
@@ -59,6 +59,8 @@ pub struct DepthStack {
     attn_res: Option<AttnRes>,
     /// The MUDD connection after each layer; empty when off.
     mudd: Vec<Mudd>,
+    /// How the DWAs' weighted sums run (`Auto`: chosen per call for the inputs).
+    kernel: Implementation,
 }
 
 impl DepthStack {
@@ -97,7 +99,19 @@ impl DepthStack {
             hyper: Vec::new(),
             attn_res: None,
             mudd: Vec::new(),
+            kernel: Implementation::Auto,
         })
+    }
+
+    /// How the DWAs' weighted sums run.
+    pub fn kernel(&self) -> Implementation {
+        self.kernel
+    }
+
+    /// Runs the DWAs' weighted sums with `kernel` from now on (`Auto` by default; another to
+    /// compare paths or to benchmark one).
+    pub fn set_kernel(&mut self, kernel: Implementation) {
+        self.kernel = kernel;
     }
 
     /// A stack of `n_layer` layers of width `d_model` with DWA (`root.dwa.<i>.alpha`, as in
@@ -321,7 +335,7 @@ impl DepthStack {
             return (0..self.n_layer).try_fold(x, |x, i| run(i, &x));
         }
         let track_grad = strata_kernels::grad_mode_enabled();
-        let mut stack = LayerStack::reading(&x, &self.reads, track_grad)?;
+        let mut stack = LayerStack::reading(&x, &self.reads, track_grad, self.kernel)?;
         let mut x = x;
         for (i, dwa) in self.dwas.iter().enumerate() {
             let out = run(i, &x)?;

@@ -57,4 +57,5 @@ pub use kv_cache::KvCache;
 pub use model::{Gpt, ParamCount};
 pub use sampling::SampleOptions;
 pub use schema::{ParamSpec, Role};
+pub use strata_kernels::Implementation;
 pub use value_residual::ValueMix;

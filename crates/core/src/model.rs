@@ -122,6 +122,13 @@ impl Gpt {
         &self.config
     }
 
+    /// The model with its DWAs' weighted sums run by `kernel` (`Auto` unless comparing
+    /// paths; see [`DepthStack::set_kernel`]).
+    pub fn with_kernel(mut self, kernel: strata_kernels::Implementation) -> Self {
+        self.depth.set_kernel(kernel);
+        self
+    }
+
     /// The device the parameters live on.
     pub fn device(&self) -> Device {
         self.device

@@ -6,16 +6,22 @@
 
 mod common;
 
+#[cfg(feature = "cpp")]
 use common::{build, tokens};
-use strata_core::{DwaConfig, Gpt, MlpKind, ModelConfig, NormKind, PositionKind};
+#[cfg(feature = "cpp")]
+use strata_core::Gpt;
+use strata_core::{DwaConfig, MlpKind, ModelConfig, NormKind, PositionKind};
 use strata_tensor::Precision;
+#[cfg(feature = "cpp")]
 use tch::{Kind, Tensor, nn};
 
 /// Largest allowed |loss(autocast) - loss(f32)| (losses near ln(vocab) = 4.2; measured
 /// 4.8e-5 to 6.5e-5 on these models).
+#[cfg(feature = "cpp")]
 const LOSS_TOLERANCE: f64 = 1e-3;
 /// Largest allowed ‖g(autocast) - g(f32)‖ / ‖g(f32)‖ over all gradients (measured 4.6e-3 to
 /// 5.8e-3).
+#[cfg(feature = "cpp")]
 const GRAD_TOLERANCE: f64 = 2e-2;
 
 /// The model kinds checked: the 2019 block, the modern block, DenseFormer 1x1.
@@ -47,6 +53,7 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
 }
 
 /// The loss of `model` on fixed batches and the flattened gradients (name order).
+#[cfg(feature = "cpp")]
 fn loss_and_grads(vs: &nn::VarStore, model: &Gpt) -> (f64, Tensor) {
     let (x, y) = (tokens(4, 16, 67, 1), tokens(4, 16, 67, 2));
     let loss = model.loss(&x, &y, false).unwrap();
@@ -66,6 +73,22 @@ fn loss_and_grads(vs: &nn::VarStore, model: &Gpt) -> (f64, Tensor) {
     (loss.double_value(&[]), Tensor::cat(&grads, 0))
 }
 
+#[cfg(not(feature = "cpp"))]
+#[test]
+fn without_the_cpp_feature_autocast_is_refused_naming_the_field() {
+    let (_, config) = kinds().remove(0);
+    let config = ModelConfig {
+        precision: Precision::Bf16Autocast,
+        ..config
+    };
+    let err = config.validate("model.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("model.precision") && err.contains("`cpp` feature"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "cpp")]
 #[test]
 fn autocast_agrees_with_f32_to_bf16_precision_and_leaves_no_state_behind() {
     for (name, config) in kinds() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use strata_kernels::{Implementation, with_implementation};
+use strata_core::{Gpt, Implementation};
 use strata_tensor::TensorExt;
 use tch::{Tensor, nn};
 
@@ -23,7 +23,7 @@ fn randomise_dwa(vs: &nn::VarStore) {
 /// Loss and every named gradient of one training-mode forward and backward pass.
 fn loss_and_grads(
     vs: &nn::VarStore,
-    model: &strata_core::Gpt,
+    model: &mut Gpt,
     idx: &Tensor,
     path: Implementation,
 ) -> (f64, Vec<(String, Tensor)>) {
@@ -31,7 +31,8 @@ fn loss_and_grads(
     for t in vs_vars.values_mut() {
         t.zero_grad();
     }
-    let loss = with_implementation(path, || model.loss(idx, &idx.roll([1], [1]), true)).unwrap();
+    model.depth.set_kernel(path);
+    let loss = model.loss(idx, &idx.roll([1], [1]), true).unwrap();
     loss.backward();
     let mut grads: Vec<(String, Tensor)> = vs
         .variables()
@@ -47,11 +48,12 @@ fn fused_training_pass_equals_the_reference_in_loss_and_every_gradient() {
     for (dilation, period) in [(1, 1), (2, 1), (1, 2), (2, 3)] {
         let mut config = common::tiny(Some((dilation, period)));
         config.n_layer = 6;
-        let (vs, model) = common::build(&config, 21);
+        let (vs, mut model) = common::build(&config, 21);
         randomise_dwa(&vs);
         let idx = common::tokens(3, 8, 11, 22);
-        let (loss_ref, grads_ref) = loss_and_grads(&vs, &model, &idx, Implementation::Reference);
-        let (loss_fused, grads_fused) = loss_and_grads(&vs, &model, &idx, Implementation::Auto);
+        let (loss_ref, grads_ref) =
+            loss_and_grads(&vs, &mut model, &idx, Implementation::Reference);
+        let (loss_fused, grads_fused) = loss_and_grads(&vs, &mut model, &idx, Implementation::Auto);
         assert!(
             (loss_fused - loss_ref).abs() < 1e-5,
             "{dilation}x{period}: loss {loss_fused} vs {loss_ref}"
@@ -75,19 +77,21 @@ fn evaluation_logits_equal_training_logits_and_the_reference() {
     let idx = common::tokens(2, 8, 11, 32);
     let training = model.forward(&idx, true).unwrap();
     assert!(training.requires_grad());
-    let reference = with_implementation(Implementation::Reference, || {
-        tch::no_grad(|| model.forward(&idx, false))
-    })
-    .unwrap();
+    let mut model = model.with_kernel(Implementation::Reference);
+    let reference = tch::no_grad(|| model.forward(&idx, false)).unwrap();
     for path in [
         Implementation::Auto,
         Implementation::CpuNoGrad,
         Implementation::Fused,
     ] {
-        let eval =
-            with_implementation(path, || tch::no_grad(|| model.forward(&idx, false))).unwrap();
+        model.depth.set_kernel(path);
+        let eval = tch::no_grad(|| model.forward(&idx, false)).unwrap();
         let err = eval.max_rel_diff(&reference).unwrap();
         assert!(err < 1e-5, "{path:?}: {err}");
     }
     assert!(training.detach().max_rel_diff(&reference).unwrap() < 1e-5);
+    // The model's kernel reaches every weighted sum: the CUDA path refuses a CPU stack.
+    model.depth.set_kernel(Implementation::CudaNoGrad);
+    let err = tch::no_grad(|| model.forward(&idx, false)).unwrap_err();
+    assert!(err.to_string().contains("CUDA stack"), "{err}");
 }

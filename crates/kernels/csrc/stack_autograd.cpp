@@ -242,6 +242,4 @@ at::Tensor* strata_strided_weighted_sum(const at::Tensor* stack, const at::Tenso
 extern "C" {
 
 // 1 when autograd records operations on this thread, 0 inside no_grad.
-int strata_grad_mode_enabled() { return at::GradMode::is_enabled() ? 1 : 0; }
-
 }  // extern "C"

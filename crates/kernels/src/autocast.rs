@@ -9,10 +9,13 @@ use std::ffi::c_int;
 use strata_tensor::{Error, Result};
 use tch::Device;
 
+#[cfg(feature = "cpp")]
 unsafe extern "C" {
     fn strata_autocast_enter(cuda: c_int, previous: *mut i64) -> c_int;
     fn strata_autocast_exit(cuda: c_int, previous: *const i64) -> c_int;
 }
+#[cfg(not(feature = "cpp"))]
+use crate::without_cpp::{strata_autocast_enter, strata_autocast_exit};
 
 /// An autocast region on the current thread, left (and the previous state restored) on drop.
 pub struct Autocast {
@@ -25,6 +28,12 @@ pub struct Autocast {
 impl Autocast {
     /// Enters bf16 autocast for `device`'s type (CPU, or CUDA) on this thread.
     pub fn bf16(device: Device) -> Result<Self> {
+        if !crate::CPP {
+            return Err(Error::Device(
+                "bf16 autocast needs strata-kernels' `cpp` feature, which this build lacks"
+                    .to_owned(),
+            ));
+        }
         let cuda = c_int::from(device.is_cuda());
         let mut previous = [0i64; 2];
         // SAFETY: `previous` has room for the two values the shim writes.

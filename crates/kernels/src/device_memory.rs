@@ -4,6 +4,7 @@
 
 use tch::Device;
 
+#[cfg(feature = "cpp")]
 unsafe extern "C" {
     fn strata_accelerator_peak_allocated(index: i64) -> i64;
     fn strata_accelerator_reset_peak(index: i64) -> std::ffi::c_int;
@@ -13,6 +14,11 @@ unsafe extern "C" {
         total_bytes: *mut i64,
     ) -> std::ffi::c_int;
 }
+#[cfg(not(feature = "cpp"))]
+use crate::without_cpp::{
+    strata_accelerator_memory_info, strata_accelerator_peak_allocated,
+    strata_accelerator_reset_peak,
+};
 
 /// Peak bytes libtorch's allocator has handed out on `device` since the process started or
 /// [`reset_peak`]; `None` on the CPU or when no accelerator is registered.

@@ -1,4 +1,5 @@
-//! Safe wrappers over the C++ autograd functions in `csrc/stack_autograd.cpp`.
+//! Safe wrappers over the C++ autograd functions in `csrc/stack_autograd.cpp` (the `cpp`
+//! feature; `ffi_without_cpp.rs` stands in for them without it).
 
 use crate::Selection;
 use std::ffi::{CStr, c_char, c_int};
@@ -8,7 +9,6 @@ use torch_sys::C_tensor;
 
 unsafe extern "C" {
     fn strata_kernels_last_error() -> *const c_char;
-    fn strata_grad_mode_enabled() -> c_int;
     fn strata_stack_push(
         previous: *const C_tensor,
         x: *const C_tensor,
@@ -49,10 +49,12 @@ fn take(ptr: *mut C_tensor, op: &str) -> Result<Tensor> {
     Ok(unsafe { Tensor::from_ptr(ptr) })
 }
 
+/// True: the layer stack records through the C++ autograd chain ([`push`]).
+pub const AUTOGRAD_CHAIN: bool = true;
+
 /// True when libtorch's autograd records operations on this thread (not inside `no_grad`).
 pub fn grad_mode_enabled() -> bool {
-    // SAFETY: reads a thread-local flag.
-    unsafe { strata_grad_mode_enabled() != 0 }
+    crate::grad_mode::enabled()
 }
 
 /// Copies `x` into slot `slot` of `values` and returns the next token of the stack's chain;

@@ -1,8 +1,6 @@
 //! [`LayerStack`]: the embedding output and every block output of one forward pass.
 
-use crate::{
-    Implementation, Selection, ffi, pinned_implementation, weighted_sum, weighted_sum_list,
-};
+use crate::{Implementation, Selection, ffi, weighted_sum, weighted_sum_list};
 use strata_tensor::{Error, Result};
 use tch::Tensor;
 
@@ -13,15 +11,18 @@ use tch::Tensor;
 /// no-grad kernel for the device. While autograd records, plain libtorch ops cannot
 /// differentiate through a buffer written after it was read, so pushes and sums go through
 /// the C++ autograd functions in `csrc/stack_autograd.cpp`: the CPU kernel (a matrix product
-/// off the CPU) forward, one rank-1 update into a shared gradient buffer backward. With [`Implementation::Reference`]
-/// pinned ([`crate::with_implementation`]) a recording stack keeps the live tensors instead
-/// and sums them with the reference loop.
+/// off the CPU) forward, one rank-1 update into a shared gradient buffer backward. Made with
+/// [`Implementation::Reference`], or in a build without the `cpp` feature, a recording stack
+/// keeps the live tensors instead and sums them with the reference loop; a stack that does
+/// not record sums its buffer with the implementation it was made with.
 pub struct LayerStack {
     storage: Storage,
     len: usize,
     capacity: usize,
     /// Which slots some weighted sum will read (`None`: all); the others are not stored.
     reads: Option<Vec<bool>>,
+    /// The weighted sum's implementation (see [`LayerStack`]).
+    implementation: Implementation,
 }
 
 /// Where the layer outputs live.
@@ -45,25 +46,40 @@ enum Storage {
 
 impl LayerStack {
     /// A stack for `capacity` outputs shaped like `first`, holding `first` as layer 0.
-    /// `track_grad`: autograd records through the stack (see [`LayerStack`]).
-    pub fn new(first: &Tensor, capacity: usize, track_grad: bool) -> Result<Self> {
-        Self::build(first, capacity, track_grad, None)
+    /// `track_grad`: autograd records through the stack; `implementation`: how its weighted
+    /// sums run (see [`LayerStack`]; `Auto` unless comparing paths).
+    pub fn new(
+        first: &Tensor,
+        capacity: usize,
+        track_grad: bool,
+        implementation: Implementation,
+    ) -> Result<Self> {
+        Self::build(first, capacity, track_grad, None, implementation)
     }
 
     /// Like [`LayerStack::new`] for `reads.len()` outputs, storing only the slots `j` with
     /// `reads[j]`: the outputs no weighted sum reads (DenseFormer with dilation and period)
     /// are neither copied nor given a gradient slot.
-    pub fn reading(first: &Tensor, reads: &[bool], track_grad: bool) -> Result<Self> {
-        Self::build(first, reads.len(), track_grad, Some(reads.to_vec()))
+    pub fn reading(
+        first: &Tensor,
+        reads: &[bool],
+        track_grad: bool,
+        implementation: Implementation,
+    ) -> Result<Self> {
+        Self::build(
+            first,
+            reads.len(),
+            track_grad,
+            Some(reads.to_vec()),
+            implementation,
+        )
     }
 
     /// A stack for `capacity` outputs shaped like `first` (holding it as layer 0) whose
     /// [`LayerStack::token_weighted_sum`] takes a weight per position: while autograd records
     /// it keeps the live tensors (libtorch differentiates the sums), otherwise one buffer.
     pub fn per_token(first: &Tensor, capacity: usize, track_grad: bool) -> Result<Self> {
-        crate::with_implementation(Implementation::Reference, || {
-            Self::build(first, capacity, track_grad, None)
-        })
+        Self::build(first, capacity, track_grad, None, Implementation::Reference)
     }
 
     /// The constructors' common body.
@@ -72,6 +88,7 @@ impl LayerStack {
         capacity: usize,
         track_grad: bool,
         reads: Option<Vec<bool>>,
+        implementation: Implementation,
     ) -> Result<Self> {
         if capacity == 0 {
             return Err(Error::Invalid(
@@ -81,8 +98,9 @@ impl LayerStack {
         let mut shape = vec![capacity as i64];
         shape.extend(first.size());
         let options = (first.kind(), first.device());
-        let storage = match (track_grad, pinned_implementation()) {
+        let storage = match (track_grad, implementation) {
             (true, Implementation::Reference) => Storage::Live(Vec::with_capacity(capacity)),
+            (true, _) if !ffi::AUTOGRAD_CHAIN => Storage::Live(Vec::with_capacity(capacity)),
             (true, _) => Storage::Chain {
                 values: Tensor::f_empty(shape, options)?,
                 grads: Tensor::f_empty([0], options)?,
@@ -96,6 +114,7 @@ impl LayerStack {
             len: 0,
             capacity,
             reads,
+            implementation,
         };
         stack.push(first)?;
         Ok(stack)
@@ -211,7 +230,7 @@ impl LayerStack {
         match &self.storage {
             Storage::Buffer(buffer) => {
                 let filled = buffer.narrow(0, 0, self.len as i64);
-                weighted_sum(&filled, weights, selection, Implementation::Auto)
+                weighted_sum(&filled, weights, selection, self.implementation)
             }
             Storage::Chain {
                 values,

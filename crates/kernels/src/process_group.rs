@@ -7,17 +7,18 @@
 //! never a hang. Collectives work on CPU tensors; CUDA tensors go through host copies (the
 //! NCCL backend is not in the shim yet).
 
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_int, c_void};
 use std::ptr::NonNull;
 use std::time::Duration;
 use strata_tensor::{Error, Result};
 use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
+#[cfg(feature = "cpp")]
 unsafe extern "C" {
-    fn strata_process_group_last_error() -> *const c_char;
+    fn strata_process_group_last_error() -> *const std::ffi::c_char;
     fn strata_process_group_new(
-        host: *const c_char,
+        host: *const std::ffi::c_char,
         port: c_int,
         rank: c_int,
         world: c_int,
@@ -37,6 +38,11 @@ unsafe extern "C" {
         root: c_int,
     ) -> c_int;
 }
+#[cfg(not(feature = "cpp"))]
+use crate::without_cpp::{
+    strata_process_group_all_reduce, strata_process_group_broadcast, strata_process_group_free,
+    strata_process_group_last_error, strata_process_group_new,
+};
 
 /// How a collective combines the ranks' values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +83,12 @@ impl ProcessGroup {
         timeout: Duration,
     ) -> Result<Self> {
         let fail = |message: String| Error::Distributed { rank, message };
+        if !crate::CPP {
+            return Err(fail(
+                "a process group needs strata-kernels' `cpp` feature, which this build lacks"
+                    .to_owned(),
+            ));
+        }
         if world == 0 || rank >= world {
             return Err(fail(format!(
                 "rank {rank} is not in a world of {world} ranks (RANK must be below WORLD_SIZE)"

@@ -2,7 +2,6 @@
 //! implementations behind it.
 
 use crate::{Selection, cpu, ffi};
-use std::cell::Cell;
 use strata_tensor::{Error, Result, TensorExt};
 use tch::{Device, Kind, Tensor};
 
@@ -10,7 +9,8 @@ use tch::{Device, Kind, Tensor};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Implementation {
     /// Chosen for the inputs: `Fused` while autograd records through them, else `CpuNoGrad`
-    /// on the CPU and `CudaNoGrad` on a GPU (see [`with_implementation`] to pin one).
+    /// on the CPU and `CudaNoGrad` on a GPU (pass another to pin one; a model takes its
+    /// choice when it is built).
     #[default]
     Auto,
     /// The plain loop `Σ w_j · x_j`, accumulated in f32 (f64 for f64 inputs); the oracle.
@@ -43,48 +43,6 @@ impl std::str::FromStr for Implementation {
     }
 }
 
-/// The environment variable that pins an implementation for the whole process (every thread,
-/// including data-parallel workers): `reference`, `fused`, `cpu`, `cuda` or `auto`.
-pub const IMPLEMENTATION_ENV: &str = "STRATA_WEIGHTED_SUM";
-
-thread_local! {
-    /// The implementation `Auto` stands for on this thread (`Auto`: decide per call).
-    static PINNED: Cell<Implementation> = const { Cell::new(Implementation::Auto) };
-}
-
-/// The process-wide pin from [`IMPLEMENTATION_ENV`], read once; an invalid value is logged
-/// and ignored.
-fn process_pin() -> Implementation {
-    static PIN: std::sync::OnceLock<Implementation> = std::sync::OnceLock::new();
-    *PIN.get_or_init(|| match std::env::var(IMPLEMENTATION_ENV) {
-        Ok(value) => value.parse().unwrap_or_else(|err| {
-            tracing::warn!("{IMPLEMENTATION_ENV}: {err}; using auto");
-            Implementation::Auto
-        }),
-        Err(_) => Implementation::Auto,
-    })
-}
-
-/// Runs `f` with `Auto` standing for `implementation` on this thread: for comparing paths
-/// through code that asks for `Auto` (the DWA layers of a model, benches). With
-/// `Reference`, a [`crate::LayerStack`] that records autograd keeps its outputs as separate
-/// tensors instead of the fused buffer.
-pub fn with_implementation<R>(implementation: Implementation, f: impl FnOnce() -> R) -> R {
-    let previous = PINNED.with(|p| p.replace(implementation));
-    let result = f();
-    PINNED.with(|p| p.set(previous));
-    result
-}
-
-/// The implementation `Auto` currently stands for on this thread: the thread's pin
-/// ([`with_implementation`]), else the process's ([`IMPLEMENTATION_ENV`]), else `Auto`.
-pub fn pinned_implementation() -> Implementation {
-    match PINNED.with(Cell::get) {
-        Implementation::Auto => process_pin(),
-        pinned => pinned,
-    }
-}
-
 /// True when autograd would record an operation on these inputs.
 fn records_grad(stack: &Tensor, weights: &Tensor) -> bool {
     (stack.requires_grad() || weights.requires_grad()) && ffi::grad_mode_enabled()
@@ -92,10 +50,6 @@ fn records_grad(stack: &Tensor, weights: &Tensor) -> bool {
 
 /// The concrete implementation for a request.
 fn resolve(requested: Implementation, stack: &Tensor, weights: &Tensor) -> Implementation {
-    let requested = match requested {
-        Implementation::Auto => pinned_implementation(),
-        other => other,
-    };
     if requested != Implementation::Auto {
         return requested;
     }
@@ -165,7 +119,7 @@ fn selected_layers(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
 
 /// The selected layers as `[count, N]` (a view when the layer's strides allow, else a copy
 /// made by libtorch).
-fn selected_rows(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
+pub(crate) fn selected_rows(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
     Ok(selected_layers(stack, selection)?.f_reshape([selection.count as i64, -1])?)
 }
 
@@ -316,7 +270,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn implementations_parse_from_their_names_and_thread_pins_nest() {
+    fn implementations_parse_from_their_names() {
         for (name, want) in [
             ("auto", Implementation::Auto),
             ("reference", Implementation::Reference),
@@ -331,14 +285,5 @@ mod tests {
             err.to_string().contains("expected auto, reference"),
             "{err}"
         );
-        let outside = pinned_implementation();
-        with_implementation(Implementation::Reference, || {
-            assert_eq!(pinned_implementation(), Implementation::Reference);
-            with_implementation(Implementation::Fused, || {
-                assert_eq!(pinned_implementation(), Implementation::Fused);
-            });
-            assert_eq!(pinned_implementation(), Implementation::Reference);
-        });
-        assert_eq!(pinned_implementation(), outside);
     }
 }

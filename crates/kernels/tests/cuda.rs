@@ -65,7 +65,7 @@ fn the_recording_stack_on_cuda_matches_the_cpu_gradients() {
             .map(|x| x.to_device(device).set_requires_grad(true))
             .collect();
         let w = w_data.to_device(device).set_requires_grad(true);
-        let mut stack = LayerStack::new(&(&xs[0] * 1.0), 5, true).unwrap();
+        let mut stack = LayerStack::new(&(&xs[0] * 1.0), 5, true, Implementation::Auto).unwrap();
         for x in &xs[1..] {
             stack.push(&(x * 1.0)).unwrap();
         }

@@ -1,7 +1,7 @@
 //! The recording layer stack (fused buffer with its own autograd) against the reference
 //! stack of live tensors: same values and same gradients for every dilation and period.
 
-use strata_kernels::{Implementation, LayerStack, Selection, with_implementation};
+use strata_kernels::{Implementation, LayerStack, Selection};
 use strata_tensor::TensorExt;
 use tch::{Device, Kind, Tensor};
 
@@ -42,12 +42,12 @@ impl Toy {
 
     /// A DenseFormer-shaped forward pass: layer outputs pushed on a stack, a DWA after every
     /// `period`-th layer; returns a scalar loss.
-    fn loss(&self) -> Tensor {
+    fn loss(&self, path: Implementation) -> Tensor {
         let mut x = &self.layers[0] * 1.5;
         let mut stack = if self.skip_unread {
-            LayerStack::reading(&x, &self.reads(), true).unwrap()
+            LayerStack::reading(&x, &self.reads(), true, path).unwrap()
         } else {
-            LayerStack::new(&x, self.layers.len(), true).unwrap()
+            LayerStack::new(&x, self.layers.len(), true, path).unwrap()
         };
         for i in 1..self.layers.len() {
             let out = x.tanh() * &self.layers[i] + &x;
@@ -90,10 +90,10 @@ impl Toy {
         }
     }
 
-    /// Loss and every parameter's gradient, with `path` pinned.
+    /// Loss and every parameter's gradient, the stack made with `path`.
     fn loss_and_grads(&self, path: Implementation) -> (f64, Vec<Tensor>) {
         self.zero_grads();
-        let loss = with_implementation(path, || self.loss());
+        let loss = self.loss(path);
         loss.backward();
         // DWA weights that the period skips get no gradient: count them as zero.
         let grads = self
@@ -142,7 +142,7 @@ fn a_second_backward_through_a_kept_graph_gives_the_same_gradients() {
     tch::manual_seed(3);
     let toy = Toy::new(Kind::Double, 5, 2, 1);
     let (_, once) = toy.loss_and_grads(Implementation::Auto);
-    let loss = toy.loss();
+    let loss = toy.loss(Implementation::Auto);
     for pass in 0..2 {
         let grads = Tensor::run_backward(&[&loss], &toy.params(), true, false);
         for (i, (g, want)) in grads.iter().zip(&once).enumerate() {
@@ -156,8 +156,8 @@ fn a_second_backward_through_a_kept_graph_gives_the_same_gradients() {
 fn a_stack_outside_autograd_needs_no_gradient_buffer() {
     tch::manual_seed(4);
     let toy = Toy::new(Kind::Float, 4, 1, 1);
-    let recorded = toy.loss().double_value(&[]);
-    let evaluated = tch::no_grad(|| toy.loss()).double_value(&[]);
+    let recorded = toy.loss(Implementation::Auto).double_value(&[]);
+    let evaluated = tch::no_grad(|| toy.loss(Implementation::Auto)).double_value(&[]);
     assert!((recorded - evaluated).abs() < 1e-5 * recorded.abs().max(1.0));
 }
 
@@ -185,11 +185,12 @@ fn skipping_unread_slots_changes_neither_values_nor_gradients() {
                 );
             }
         }
-        let eval = tch::no_grad(|| toy.loss()).double_value(&[]);
+        let eval = tch::no_grad(|| toy.loss(Implementation::Auto)).double_value(&[]);
         assert!((eval - loss_all).abs() < 1e-12);
     }
     let x = Tensor::ones([2], (Kind::Float, Device::Cpu));
-    let mut stack = LayerStack::reading(&x, &[false, true, false], false).unwrap();
+    let mut stack =
+        LayerStack::reading(&x, &[false, true, false], false, Implementation::Auto).unwrap();
     stack.push(&x).unwrap();
     stack.push(&x).unwrap();
     let w = Tensor::ones([3], (Kind::Float, Device::Cpu));
@@ -240,8 +241,8 @@ fn irregular_sums_grads(path: Implementation) -> Vec<Tensor> {
         .map(|(i, s)| leaf(&[s.count as i64], 10 + i as i64))
         .collect();
     let _ = tch::no_grad(|| weights[2].get(0).fill_(0.0));
-    let loss = with_implementation(path, || {
-        let mut stack = LayerStack::new(&(&xs[0] * 1.0), 3, true).unwrap();
+    let loss = {
+        let mut stack = LayerStack::new(&(&xs[0] * 1.0), 3, true, path).unwrap();
         for x in &xs[1..] {
             stack.push(&(x * 1.0)).unwrap();
         }
@@ -255,7 +256,7 @@ fn irregular_sums_grads(path: Implementation) -> Vec<Tensor> {
                 |a, b| a + b,
             )
             .sum(Kind::Double)
-    });
+    };
     let params: Vec<&Tensor> = xs.iter().chain(&weights).collect();
     Tensor::run_backward(&[&loss], &params, false, false)
 }
@@ -353,10 +354,17 @@ fn per_token_sums_match_a_float64_loop_in_value_and_gradient() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("[2, 3, C, 3]"), "{err}");
-    let fused = LayerStack::new(&xs32[0], 3, true).unwrap();
-    let err = fused
-        .token_weighted_sum(&Tensor::zeros([2, 3, 2, 1], (Kind::Float, Device::Cpu)))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("per_token"), "{err}");
+    // (Without the `cpp` feature a recording stack keeps live tensors, and the sum works.)
+    let fused = LayerStack::new(&xs32[0], 3, true, Implementation::Auto).unwrap();
+    let sum = fused.token_weighted_sum(&Tensor::zeros([2, 3, 2, 1], (Kind::Float, Device::Cpu)));
+    if strata_kernels::CPP {
+        let err = sum.unwrap_err().to_string();
+        assert!(err.contains("per_token"), "{err}");
+    } else {
+        assert_eq!(sum.unwrap().size(), [2, 3, 2, 4]);
+    }
+    // Made with the reference path, a recording stack keeps live tensors in any build.
+    let live = LayerStack::new(&xs32[0], 3, true, Implementation::Reference).unwrap();
+    let sum = live.token_weighted_sum(&Tensor::zeros([2, 3, 2, 1], (Kind::Float, Device::Cpu)));
+    assert_eq!(sum.unwrap().size(), [2, 3, 2, 4]);
 }

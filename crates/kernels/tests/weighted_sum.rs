@@ -273,10 +273,8 @@ fn buffer_and_live_stacks_compute_the_same_sums() {
     let outputs: Vec<Tensor> = (0..6)
         .map(|_| Tensor::randn([2, 4, 8], (Kind::Float, Device::Cpu)))
         .collect();
-    let mut buffer = LayerStack::new(&outputs[0], 6, false).unwrap();
-    let mut live = strata_kernels::with_implementation(Implementation::Reference, || {
-        LayerStack::new(&outputs[0], 6, true).unwrap()
-    });
+    let mut buffer = LayerStack::new(&outputs[0], 6, false, Implementation::Auto).unwrap();
+    let mut live = LayerStack::new(&outputs[0], 6, true, Implementation::Reference).unwrap();
     for x in &outputs[1..] {
         buffer.push(x).unwrap();
         live.push(x).unwrap();

@@ -151,7 +151,8 @@ impl DataParallel {
                 let replica_store = nn::VarStore::new(store.device());
                 // The throwaway initial values are drawn inside a seeded section so that
                 // building replicas never disturbs another thread's seeded random numbers.
-                let model = seeded(0, || Gpt::new(&replica_store.root(), master.config()))?;
+                let model = seeded(0, || Gpt::new(&replica_store.root(), master.config()))?
+                    .with_kernel(master.depth.kernel());
                 let mut named: Vec<_> = replica_store.variables().into_iter().collect();
                 named.sort_by(|a, b| a.0.cmp(&b.0));
                 let (mut masters, mut params) = (Vec::new(), Vec::new());

@@ -774,7 +774,8 @@ impl Trainer {
             .op
             .apply(&snapshot, growth_seed(self.config.train.seed, index))?;
         let vs = nn::VarStore::new(self.device);
-        let model = Gpt::new(&vs.root(), &grown.config)?;
+        let model =
+            Gpt::new(&vs.root(), &grown.config)?.with_kernel(self.stage.model.depth.kernel());
         let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
         checkpoint::restore_weights(&vs, &params, &source)?;
         let mut optimizer = build_optimizer(&vs, &grown.config, &self.config)?;
