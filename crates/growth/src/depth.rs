@@ -15,31 +15,55 @@ use strata_merge::State;
 use strata_tensor::{Error, Result};
 use tch::{Device, Tensor, nn};
 
-/// The config of `config` with `dwa` and `depth` added; refuses a model that already has
-/// depth methods, and an addition of nothing.
+/// Why depth methods cannot be added to a model ([`refusal`]); each caller words it for its
+/// own context (a growth schedule, a retrofit's checkpoint and config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The model has depth methods already (its variant name).
+    AlreadyHas(String),
+    /// The addition adds nothing.
+    NothingToAdd,
+}
+
+/// Why `dwa` and `depth` cannot be added to `config`, if they cannot: only a model without
+/// depth methods takes them, and only an addition of at least one method.
+pub fn refusal(
+    config: &ModelConfig,
+    dwa: Option<DwaConfig>,
+    depth: &DepthConfig,
+) -> Option<Refusal> {
+    if config.dwa.is_some() || !config.depth.is_off() {
+        Some(Refusal::AlreadyHas(config.variant_name()))
+    } else if dwa.is_none() && depth.is_off() {
+        Some(Refusal::NothingToAdd)
+    } else {
+        None
+    }
+}
+
+/// The config of `config` with `dwa` and `depth` added; refuses what [`refusal`] refuses.
 pub fn config(
     config: &ModelConfig,
     dwa: Option<DwaConfig>,
     depth: &DepthConfig,
 ) -> Result<ModelConfig> {
-    if config.dwa.is_some() || !config.depth.is_off() {
-        return Err(Error::Invalid(format!(
+    match refusal(config, dwa, depth) {
+        Some(Refusal::AlreadyHas(variant)) => Err(Error::Invalid(format!(
             "growth add_depth: adds depth methods to a model without them, and this one already \
-             has {} (model.dwa / model.depth)",
-            config.variant_name()
-        )));
-    }
-    if dwa.is_none() && depth.is_off() {
-        return Err(Error::Invalid(
+             has {variant} (model.dwa / model.depth)"
+        ))),
+        Some(Refusal::NothingToAdd) => Err(Error::Invalid(
             "growth add_depth: expected a method to add (`dwa = { dilation = 1, period = 1 }` \
              or `depth = { mudd = true }`), found none"
                 .to_owned(),
-        ));
+        )),
+        None => {
+            let mut grown = config.clone();
+            grown.dwa = dwa;
+            grown.depth = depth.clone();
+            Ok(grown)
+        }
     }
-    let mut grown = config.clone();
-    grown.dwa = dwa;
-    grown.depth = depth.clone();
-    Ok(grown)
 }
 
 /// True for the tensors a depth method adds (its roles in the parameter schema).

@@ -16,6 +16,7 @@
 
 use crate::checkpoint::{Checkpoint, restore_weights};
 use strata_core::ModelConfig;
+use strata_growth::depth::{self, Refusal};
 use strata_growth::{GrowthOp, Snapshot};
 use strata_tensor::{Error, Result};
 use tch::nn;
@@ -33,23 +34,25 @@ fn without_depth_methods(wanted: &ModelConfig) -> ModelConfig {
 pub fn check(ckpt: &Checkpoint, wanted: &ModelConfig, file: &str) -> Result<()> {
     let saved = &ckpt.meta.config.model;
     let path = &ckpt.loaded.path;
-    if saved.dwa.is_some() || !saved.depth.is_off() {
-        return Err(Error::checkpoint(
-            path,
-            format!(
-                "a retrofit adds depth methods to a model without them, and this checkpoint \
-                 already has {} (model.dwa / model.depth)",
-                saved.variant_name()
-            ),
-        ));
-    }
-    if wanted.dwa.is_none() && wanted.depth.is_off() {
-        return Err(Error::config(
-            file,
-            "model.dwa / model.depth",
-            "a depth method to add (a retrofit without one is a plain init_from)",
-            "none",
-        ));
+    match depth::refusal(saved, wanted.dwa, &wanted.depth) {
+        Some(Refusal::AlreadyHas(variant)) => {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "a retrofit adds depth methods to a model without them, and this checkpoint \
+                     already has {variant} (model.dwa / model.depth)"
+                ),
+            ));
+        }
+        Some(Refusal::NothingToAdd) => {
+            return Err(Error::config(
+                file,
+                "model.dwa / model.depth",
+                "a depth method to add (a retrofit without one is a plain init_from)",
+                "none",
+            ));
+        }
+        None => {}
     }
     if let Some(diff) = saved.first_difference(&without_depth_methods(wanted)) {
         return Err(Error::checkpoint(
