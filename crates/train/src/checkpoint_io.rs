@@ -464,7 +464,9 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
-/// Creates `dir` if needed and proves it writable with a probe file.
+/// Creates `dir` if needed and proves it writable with a probe file. A probe that is gone
+/// when it is removed was cleared by another process readying the same folder (it removes
+/// probes as stale temporaries): the write itself succeeded, so that is not a failure.
 pub fn check_writable(dir: &Path) -> Result<()> {
     let fail = |e: std::io::Error| {
         Error::Invalid(format!(
@@ -475,7 +477,10 @@ pub fn check_writable(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(format!(".strata-write-probe-{}", std::process::id()));
     let written = File::create(&probe).and_then(|mut f| f.write_all(b"probe"));
-    let removed = std::fs::remove_file(&probe);
+    let removed = match std::fs::remove_file(&probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
     written.map_err(fail)?;
     removed.map_err(fail)
 }
