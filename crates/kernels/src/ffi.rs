@@ -52,11 +52,6 @@ fn take(ptr: *mut C_tensor, op: &str) -> Result<Tensor> {
 /// True: the layer stack records through the C++ autograd chain ([`push`]).
 pub const AUTOGRAD_CHAIN: bool = true;
 
-/// True when libtorch's autograd records operations on this thread (not inside `no_grad`).
-pub fn grad_mode_enabled() -> bool {
-    crate::grad_mode::enabled()
-}
-
 /// Copies `x` into slot `slot` of `values` and returns the next token of the stack's chain;
 /// `release_grads` marks the first output of the chain, whose backward frees `grads`.
 pub fn push(

@@ -9,11 +9,6 @@ use tch::Tensor;
 /// False: the in-place autograd chain of the layer stack needs the C++ functions.
 pub const AUTOGRAD_CHAIN: bool = false;
 
-/// True when libtorch's autograd records operations on this thread (not inside `no_grad`).
-pub fn grad_mode_enabled() -> bool {
-    crate::grad_mode::enabled()
-}
-
 /// The refusal of every chain operation (never reached: without the chain no stack uses it).
 fn no_chain() -> Error {
     Error::Invalid("layer stack: the autograd chain needs strata-kernels' `cpp` feature".to_owned())
@@ -50,9 +45,6 @@ pub fn strided_weighted_sum(
     selection: &Selection,
 ) -> Result<Tensor> {
     let rows = crate::weighted_sum::selected_rows(stack, selection)?;
-    let w = weights
-        .f_to_device(stack.device())?
-        .f_to_kind(stack.kind())?
-        .f_unsqueeze(0)?;
+    let w = crate::weighted_sum::weight_row(weights, stack)?;
     Ok(w.f_mm(&rows)?.f_reshape(&stack.size()[1..])?)
 }

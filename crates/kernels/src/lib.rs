@@ -37,7 +37,7 @@ mod weighted_sum;
 #[cfg(not(feature = "cpp"))]
 mod without_cpp;
 
-pub use ffi::grad_mode_enabled;
+pub use grad_mode::grad_mode_enabled;
 
 /// True when this build has strata's C++ (the `cpp` feature).
 pub const CPP: bool = cfg!(feature = "cpp");

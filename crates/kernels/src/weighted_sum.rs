@@ -45,7 +45,7 @@ impl std::str::FromStr for Implementation {
 
 /// True when autograd would record an operation on these inputs.
 fn records_grad(stack: &Tensor, weights: &Tensor) -> bool {
-    (stack.requires_grad() || weights.requires_grad()) && ffi::grad_mode_enabled()
+    (stack.requires_grad() || weights.requires_grad()) && crate::grad_mode_enabled()
 }
 
 /// The concrete implementation for a request.
@@ -121,6 +121,15 @@ fn selected_layers(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
 /// made by libtorch).
 pub(crate) fn selected_rows(stack: &Tensor, selection: &Selection) -> Result<Tensor> {
     Ok(selected_layers(stack, selection)?.f_reshape([selection.count as i64, -1])?)
+}
+
+/// `weights` as a `[1, count]` row on `stack`'s device and in its dtype: the left factor of
+/// the one-matrix-product weighted sums.
+pub(crate) fn weight_row(weights: &Tensor, stack: &Tensor) -> Result<Tensor> {
+    Ok(weights
+        .f_to_device(stack.device())?
+        .f_to_kind(stack.kind())?
+        .f_unsqueeze(0)?)
 }
 
 /// Weighted sum over the selected layers of `stack` (`[L, ...]`); the result has the shape of
@@ -213,10 +222,7 @@ fn no_grad_into(
         )));
     }
     let rows = selected_rows(stack, selection)?;
-    let w = weights
-        .f_to_device(stack.device())?
-        .f_to_kind(stack.kind())?
-        .f_unsqueeze(0)?;
+    let w = weight_row(weights, stack)?;
     let out_row = out.f_view([1, rows.size()[1]])?;
     let _ = w.f_mm_out(&out_row, &rows)?;
     Ok(())

@@ -41,27 +41,10 @@ fn differences(
             }
         }
         (Some(a), Some(b)) if a == b => {}
-        (Some(a), _) => out.push(format!("{prefix}={}", inline(a))),
+        // A value displays on one line, tables inline: `{ a = 1 }`, `[{ b = 2 }]`.
+        (Some(a), _) => out.push(format!("{prefix}={a}")),
         (None, Some(_)) => out.push(format!("{prefix}=<unset>")),
         (None, None) => {}
-    }
-}
-
-/// A TOML value on one line (tables inline).
-fn inline(value: &toml::Value) -> String {
-    match value {
-        toml::Value::Table(table) => {
-            let items: Vec<String> = table
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", inline(v)))
-                .collect();
-            format!("{{ {} }}", items.join(", "))
-        }
-        toml::Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(inline).collect();
-            format!("[{}]", items.join(", "))
-        }
-        other => other.to_string(),
     }
 }
 
