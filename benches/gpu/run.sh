@@ -2,9 +2,10 @@
 # strata's GPU checks in one run on the device machine (see docs/gpu.md):
 #   1. the CUDA tests of strata-tensor and strata-kernels (skip-free on a GPU);
 #   2. weighted-sum bandwidth of every path against a device-to-device copy (f32, bf16);
-#   3. DenseFormer's step-time and memory overhead at 12/24/48 layers, 1x1 and 4x5, and at 12
-#      layers every [model.depth] method's and bf16 autocast's;
-#   4. nanoGPT's CPU recipe and its DenseFormer twin trained on CUDA (`strata demo`).
+#   3. nanoGPT's CPU recipe and its DenseFormer twin trained on CUDA (`strata demo`);
+#   4. DenseFormer's step-time and memory overhead at 12/24/48 layers, 1x1 and 4x5, and at 12
+#      layers every [model.depth] method's and bf16 autocast's (last: the longest step, so a
+#      time limit cuts only its second round).
 # Binaries come from `cargo xtask gpu-kit` (carried in .carry/gpu-kit). Results go to $OUT:
 # results.jsonl (one JSON line per measurement, tagged by "check"), log.txt, and the demo
 # runs' summaries, metrics and loss curves. `cargo xtask gpu-report DIR` turns them into
@@ -91,7 +92,18 @@ for dtype in f32 bf16; do
     while IFS= read -r row; do [ -n "$row" ] && record bandwidth "$row"; done <<<"$line"
 done
 
-# 3. DenseFormer overhead: width 768 (12 heads), 8 x 1024 tokens, 10 steps, two rounds in
+# 3. The demo on CUDA (short, so it runs before the long overhead rounds): both runs, their
+#    table and samples in the log.
+demo=$(mktemp -d)
+step demo 300 "$KIT/bin/strata" demo --device "$DEVICE" --out "$demo" "${DEMO_ITERS[@]}"
+for run in nanogpt-cpu denseformer-cpu; do
+    dir=$demo/$run
+    [ -f "$dir/summary.json" ] && record demo "$(tr -d '\n' <"$dir/summary.json")"
+    cp "$dir/metrics.jsonl" "$OUT/demo-$run-metrics.jsonl" 2>/dev/null
+    cp "$dir/loss.png" "$OUT/demo-$run-loss.png" 2>/dev/null
+done
+
+# 4. DenseFormer overhead: width 768 (12 heads), 8 x 1024 tokens, 10 steps, two rounds in
 #    alternating order, one process per configuration; at 12 layers also every [model.depth]
 #    method (first round only) and libtorch's bf16 autocast for the baseline and 1x1 (read
 #    against f32).
@@ -127,16 +139,6 @@ for round in 1 2; do
     for dwa in none 1x1; do
         overhead 12 --dwa "$dwa" --precision bf16_autocast
     done
-done
-
-# 4. The demo on CUDA: both runs, their table and samples in the log.
-demo=$(mktemp -d)
-step demo 300 "$KIT/bin/strata" demo --device "$DEVICE" --out "$demo" "${DEMO_ITERS[@]}"
-for run in nanogpt-cpu denseformer-cpu; do
-    dir=$demo/$run
-    [ -f "$dir/summary.json" ] && record demo "$(tr -d '\n' <"$dir/summary.json")"
-    cp "$dir/metrics.jsonl" "$OUT/demo-$run-metrics.jsonl" 2>/dev/null
-    cp "$dir/loss.png" "$OUT/demo-$run-loss.png" 2>/dev/null
 done
 
 echo "=== done, failed=$FAILED" >>"$LOG"
