@@ -164,6 +164,7 @@ pub fn parity_steps() -> Vec<Step> {
         "pip",
         "install",
         "--quiet",
+        "--no-cache-dir",
         "--disable-pip-version-check",
     ];
     install.extend(PARITY_PACKAGES);

@@ -127,7 +127,7 @@ fn test_runs_fmt_clippy_the_workspace_tests_the_build_without_cpp_and_parity() {
             "cargo clippy -p strata-kernels -p strata-core --no-default-features --all-targets -- \
              -D warnings",
             "cargo test -p strata-kernels -p strata-core --no-default-features",
-            "python3 -m pip install --quiet --disable-pip-version-check transformers==4.57.6 \
+            "python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check transformers==4.57.6 \
              safetensors==0.8.0",
             "cargo build -p strata-cli --bin strata",
             "python3 xtask/parity/parity.py {strata} target/parity",

@@ -13,9 +13,36 @@ use strata_sweep::registry::Launch;
 use strata_tensor::Result;
 use strata_train::RunConfig;
 
+/// Arguments of `strata compare`: a study's, and which arms to train.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The study's config, folders and parallelism.
+    #[command(flatten)]
+    pub study: StudyArgs,
+    /// Only these arms (comma-separated names; the baseline always runs): the rest can be
+    /// trained later into the same study folder, reusing these runs.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub arms: Vec<String>,
+}
+
+impl CompareArgs {
+    /// The command line that reproduces this comparison, as its report quotes it.
+    fn command(&self) -> String {
+        let mut command = self.study.command("compare");
+        if !self.arms.is_empty() {
+            command += &format!(" --arms {}", self.arms.join(","));
+        }
+        command
+    }
+}
+
 /// Runs the comparison (or only its report), prints the verdicts and where the report went.
-pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
-    let compare = CompareConfig::load(&args.config)?;
+pub fn run(compare_args: &CompareArgs, stop: &Arc<AtomicBool>) -> Result<()> {
+    let args = &compare_args.study;
+    let mut compare = CompareConfig::load(&args.config)?;
+    if !compare_args.arms.is_empty() {
+        compare.keep_arms(&compare_args.arms, &args.config.display().to_string())?;
+    }
     let out = args.out("compare", &compare.name);
     if let Some(list) = &args.write_jobs {
         return crate::jobs::write_list(&plan_jobs(&compare, &out)?, list);
@@ -50,7 +77,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let aa = compare.aa.then(|| compare.aa_name());
     let budgets = budget_iters(&compare, &base, false);
     let analysis = analyse(&records, &arms, aa.as_deref(), &budgets, &settings);
-    let command = args.command("compare");
+    let command = compare_args.command();
     let docs = args.docs(&out);
     let path = write_report(&compare, &base, &records, &analysis, &docs, &command)?;
     for arm in &analysis.arms {

@@ -156,7 +156,7 @@ enum Command {
     Sweep(study_args::StudyArgs),
     /// Compare a baseline with variants over paired seeds and budgets (resumable): compute
     /// multipliers with intervals, power and a plain verdict.
-    Compare(study_args::StudyArgs),
+    Compare(compare::CompareArgs),
     /// Run a study over several seeds and write its table and plot (docs/experiments/).
     Experiment {
         /// The study.

@@ -80,6 +80,31 @@ fn a_parallel_comparison_runs_once_and_reports() {
 }
 
 #[test]
+fn some_arms_train_now_and_the_rest_later_reuse_them() {
+    let fx = Fixture::new(10);
+    let three =
+        format!("{COMPARE}[[arms]]\nname = \"laurel\"\nset = ['model.depth.laurel.kind=\"rw\"']\n");
+    std::fs::write(fx.path().join("cmp.toml"), three).unwrap();
+    let args = ["compare", "--config", "cmp.toml", "--out", "cmp", "--quiet"];
+    let mut part = args.to_vec();
+    part.extend(["--arms", "dwa"]);
+    let first = strata_run(fx.path(), &part).ok();
+    assert!(first.stdout.contains("dwa: ") && !first.stdout.contains("laurel: "));
+    let results = std::fs::read_to_string(fx.path().join("cmp/results.jsonl")).unwrap();
+    // Baseline: 3 budgets x 2 seeds; dwa 2 x 2; no laurel.
+    assert_eq!(results.lines().count(), 10, "{results}");
+    let report = std::fs::read_to_string(fx.path().join("cmp/cli-compare.md")).unwrap();
+    assert!(report.contains("--arms dwa"), "{report}");
+    // Every arm now: only laurel's 2 x 2 runs train.
+    let all = strata_run(fx.path(), &args).ok();
+    assert!(all.stderr.contains("trained=4"), "{}", all.stderr);
+    assert!(all.stdout.contains("laurel: ") && all.stdout.contains("dwa: "));
+    let last = part.len() - 1;
+    part[last] = "dwa,nope";
+    strata_run(fx.path(), &part).fails_with(&["cmp.toml", "`nope`", "`laurel`"]);
+}
+
+#[test]
 fn bad_comparisons_are_refused_with_the_reason() {
     let fx = Fixture::new(10);
     let cases = [

@@ -146,6 +146,28 @@ impl CompareConfig {
         arms
     }
 
+    /// Keeps the baseline and the named variants (in the file's order): part of a comparison
+    /// trained now, the rest later into the same study folder. An unknown name is refused,
+    /// listing the comparison's arms; `file` names the comparison in errors.
+    pub fn keep_arms(&mut self, names: &[String], file: &str) -> Result<()> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !self.arms.iter().any(|a| &a.name == *n))
+        {
+            let known: Vec<String> = self.arms.iter().map(|a| format!("`{}`", a.name)).collect();
+            return Err(Error::config(
+                file,
+                "arms.name",
+                format!("one of the comparison's arms ({})", known.join(", ")),
+                format!("`{unknown}`"),
+            ));
+        }
+        let baseline = self.baseline().name.clone();
+        self.arms
+            .retain(|a| a.name == baseline || names.contains(&a.name));
+        self.validate(file)
+    }
+
     /// Checks the comparison; `file` names it in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
         let err = |field: &str, expected: &str, found: String| {

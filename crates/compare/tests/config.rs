@@ -209,3 +209,55 @@ fn the_plan_pairs_the_arms_of_a_seed() {
     dwa.name = "baseline-s3-i20".to_owned();
     assert_eq!(dwa, find("baseline-s3-i20"));
 }
+
+#[test]
+fn keeping_some_arms_plans_the_same_runs_for_them_and_refuses_unknown_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let arms =
+        format!("{ARMS}[[arms]]\nname = \"laurel\"\nset = ['model.depth.laurel.kind=\"rw\"']\n");
+    let file = write(
+        dir.path(),
+        &format!("seeds = [1, 2]\nbudgets = [10, 20]\n{arms}"),
+    );
+    let whole = CompareConfig::load(&file).unwrap();
+    let mut part = whole.clone();
+    part.keep_arms(&["laurel".to_owned()], "cmp.toml").unwrap();
+    let names: Vec<&str> = part.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["baseline", "laurel"]);
+    // The kept arms' runs are exactly the whole comparison's runs of those arms, so a later
+    // run of every arm reuses them.
+    let kept = plan(&part).unwrap();
+    let all = plan(&whole).unwrap();
+    let of_kept: Vec<_> = all
+        .iter()
+        .filter(|r| !r.id.starts_with("dwa-"))
+        .map(|r| (r.id.clone(), r.config.clone()))
+        .collect();
+    let kept: Vec<_> = kept
+        .iter()
+        .map(|r| (r.id.clone(), r.config.clone()))
+        .collect();
+    assert_eq!(kept, of_kept);
+    for (names, needle) in [
+        (vec!["nope".to_owned()], "`nope`"),
+        (vec!["baseline".to_owned()], "at least one variant"),
+    ] {
+        let err = whole
+            .clone()
+            .keep_arms(&names, "cmp.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cmp.toml") && err.contains(needle) && err.contains("arms"),
+            "{err}"
+        );
+    }
+    let err = whole
+        .clone()
+        .keep_arms(&["nope".to_owned()], "cmp.toml")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("`baseline`, `dwa`, `laurel`"),
+        "{err}"
+    );
+}
