@@ -77,6 +77,22 @@ fn a_parallel_comparison_runs_once_and_reports() {
     )
     .ok();
     assert!(fx.path().join("cmp/cli-compare.md").exists());
+    // A comparison stopped after its first seeds: the finished seeds are analysed.
+    let more_seeds = COMPARE.replace("seeds = [1, 2]", "seeds = [1, 2, 3]");
+    std::fs::write(fx.path().join("cmp3.toml"), more_seeds).unwrap();
+    let partial = strata_run(
+        fx.path(),
+        &[
+            "compare",
+            "--config",
+            "cmp3.toml",
+            "--out",
+            "cmp",
+            "--report-only",
+        ],
+    )
+    .ok();
+    assert!(partial.stdout.contains("dwa: "), "{}", partial.stdout);
 }
 
 #[test]

@@ -51,28 +51,33 @@ pub fn budget_iters(compare: &CompareConfig, base: &RunConfig, extra: bool) -> V
     iters
 }
 
-/// Every run of `compare`: arms outermost, then seeds, then budgets (longest first, so that
-/// the source of the branches comes before them; [`budget_row`]).
+/// Every run of `compare`: seeds outermost, then arms, then budgets (longest first, so that
+/// the source of the branches comes before them; [`budget_row`]). Trained in this order, a
+/// comparison stopped early holds whole seeds: every arm's runs of the first seeds.
 pub fn plan(compare: &CompareConfig) -> Result<Vec<PlannedRun>> {
     let base = RunConfig::load(&compare.base, &compare.set)?;
     let baseline = compare.baseline().name.clone();
-    let mut runs = Vec::new();
     let shortest = budget_iters(compare, &base, true)
         .first()
         .copied()
         .unwrap_or(0);
+    let mut arms = Vec::new();
     for arm in compare.all_arms() {
         let is_baseline = arm.name == baseline || arm.name == compare.aa_name();
         let budgets = budget_iters(compare, &base, is_baseline);
         let overrides: Vec<String> = compare.set.iter().chain(&arm.set).cloned().collect();
         let arm_base = RunConfig::load(&compare.base, &overrides)?;
-        for &seed in &compare.seeds {
+        arms.push((arm, budgets, arm_base));
+    }
+    let mut runs = Vec::new();
+    for &seed in &compare.seeds {
+        for (arm, budgets, arm_base) in &arms {
             let mut row_base = arm_base.clone();
             row_base.train.seed = seed;
             let row = budget_row(
                 &row_base,
                 &compare.base,
-                &budgets,
+                budgets,
                 compare.evals_per_run,
                 shortest,
                 |iters| format!("{}-s{seed}-i{iters}", arm.name),

@@ -3,15 +3,14 @@
 //! skipped, interrupted ones resumed, `jobs` at once in child processes), then one results
 //! file, `<out>/results.jsonl`.
 //!
-//! Runs trained from their first step train first, then the cooldown branches of WSD sources.
+//! Runs train seed by seed, each cooldown branch of a WSD source as soon as its source has
+//! finished, so that a comparison stopped early holds whole seeds.
 
 use crate::analysis::CompareRecord;
 use crate::config::CompareConfig;
 use crate::plan::{PlannedRun, plan};
 use std::path::{Path, PathBuf};
-use strata_sweep::registry::{
-    Job, Launch, own_wall_s, read_records, train_in_phases, write_records,
-};
+use strata_sweep::registry::{Job, Launch, own_wall_s, read_records, train_all, write_records};
 use strata_tensor::{Error, Result};
 use strata_train::RunSummary;
 
@@ -47,7 +46,7 @@ pub fn run_compare(compare: &CompareConfig, out: &Path, launch: &Launch) -> Resu
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
     let _lock = strata_train::run_lock::RunLock::acquire(out, "compare")?;
     let jobs = plan_jobs(compare, out)?;
-    let done = train_in_phases(&jobs, launch, "compare", &compare.name)?;
+    let done = train_all(&jobs, launch, "compare", &compare.name)?;
     let records = collect_results(compare, out)?;
     Ok(CompareOutcome {
         trained: done.trained,

@@ -186,6 +186,11 @@ fn the_plan_pairs_the_arms_of_a_seed() {
         ["baseline-s3-i40", "baseline-s3-i20", "baseline-s3-i10"]
     );
     assert!(ids.contains(&"dwa-s4-i10") && ids.contains(&"baseline-aa-s4-i40"));
+    // Seed by seed: all of seed 3's runs (8) before seed 4's, so a study stopped early holds
+    // whole seeds.
+    assert_eq!(ids[3], "dwa-s3-i20");
+    assert_eq!(ids[8], "baseline-s4-i40");
+    assert!(runs[..8].iter().all(|r| r.seed == 3) && runs[8..].iter().all(|r| r.seed == 4));
     assert!(!ids.contains(&"dwa-s4-i40"));
     assert!(runs[0].source && !runs[1].source);
     for r in &runs {

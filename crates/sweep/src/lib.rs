@@ -21,6 +21,7 @@ pub mod law;
 pub mod measured;
 pub mod multiplier;
 pub mod plan;
+mod queue;
 pub mod registry;
 pub mod report;
 pub mod runner;

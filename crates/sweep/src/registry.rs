@@ -8,6 +8,7 @@
 //! binary) with [`CHILD_ENV`] naming that file. The executable's `main` calls
 //! [`run_child_if_requested`] first, which trains the job and reports how it went.
 
+use crate::queue::Queue;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -100,24 +101,29 @@ pub fn pending(jobs: &[Job]) -> Vec<&Job> {
 
 /// Trains `pending` as `launch` says: in this process one after another, or (with more
 /// than one job and an executable) in up to `launch.jobs` child processes, each with
-/// `cores / jobs` threads. Returns early, without error, when `launch.stop` is set.
+/// `cores / jobs` threads; in their order, a cooldown branch once its source has finished.
+/// Returns early, without error, when `launch.stop` is set.
 pub fn train_jobs(pending: &[&Job], launch: &Launch, what: &str) -> Result<()> {
+    let mut queue = Queue::new(pending);
     match (&launch.executable, launch.jobs) {
-        (Some(exe), jobs) if jobs > 1 => run_children(exe, pending, launch, what),
+        (Some(exe), jobs) if jobs > 1 => run_children(exe, &mut queue, launch, what),
         _ => {
-            for (i, job) in pending.iter().enumerate() {
-                if launch.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                tracing::info!(run = %job.id, index = i + 1, of = pending.len(), "{what} run");
+            let mut index = 0;
+            while !launch.stop.load(Ordering::SeqCst) {
+                let Some(job) = queue.next_ready() else {
+                    return queue.all_started();
+                };
+                index += 1;
+                tracing::info!(run = %job.id, index, of = pending.len(), "{what} run");
                 run_in_process(job, launch)?;
+                queue.finished(job);
             }
             Ok(())
         }
     }
 }
 
-/// What [`train_in_phases`] did.
+/// What [`train_all`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trained {
     /// Jobs trained (or continued) now.
@@ -126,38 +132,28 @@ pub struct Trained {
     pub skipped: usize,
 }
 
-/// Trains every job of `jobs` that is not done, in two phases: first the runs trained from
-/// their first step (among them the sources of cooldown branches), then the branches. `what`
-/// and `name` word the log and the interruption error ("sweep", its name).
-pub fn train_in_phases(jobs: &[Job], launch: &Launch, what: &str, name: &str) -> Result<Trained> {
-    let mut done = Trained {
-        trained: 0,
-        skipped: 0,
+/// Trains every job of `jobs` that is not done, in their order, a cooldown branch as soon as
+/// its source has finished ([`train_jobs`]). `what` and `name` word the log and the
+/// interruption error ("sweep", its name).
+pub fn train_all(jobs: &[Job], launch: &Launch, what: &str, name: &str) -> Result<Trained> {
+    let todo = pending(jobs);
+    let done = Trained {
+        trained: todo.len(),
+        skipped: jobs.len() - todo.len(),
     };
-    let (sources, branches): (Vec<&Job>, Vec<&Job>) =
-        jobs.iter().partition(|j| j.branch_of.is_none());
-    for (phase, group) in [("runs", sources), ("branches", branches)] {
-        if group.is_empty() {
-            continue;
-        }
-        let todo: Vec<&Job> = group.iter().copied().filter(|j| !is_done(j)).collect();
-        done.skipped += group.len() - todo.len();
-        done.trained += todo.len();
-        tracing::info!(
-            name,
-            phase,
-            runs = group.len(),
-            finished = group.len() - todo.len(),
-            "{what} planned"
-        );
-        train_jobs(&todo, launch, what)?;
-        if launch.stop.load(Ordering::SeqCst) {
-            return Err(Error::Invalid(format!(
-                "{what} interrupted; run the same command again to continue ({} runs were \
-                 finished before)",
-                done.skipped
-            )));
-        }
+    tracing::info!(
+        name,
+        runs = jobs.len(),
+        finished = done.skipped,
+        "{what} planned"
+    );
+    train_jobs(&todo, launch, what)?;
+    if launch.stop.load(Ordering::SeqCst) {
+        return Err(Error::Invalid(format!(
+            "{what} interrupted; run the same command again to continue ({} runs were \
+             finished before)",
+            done.skipped
+        )));
     }
     Ok(done)
 }
@@ -264,15 +260,14 @@ pub(crate) fn write_job_file(job: &Job, threads: Option<usize>) -> Result<PathBu
 }
 
 /// Trains the pending jobs in up to `launch.jobs` child processes.
-fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Result<()> {
+fn run_children(exe: &Path, queue: &mut Queue, launch: &Launch, what: &str) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / launch.jobs).max(1);
-    let mut queue = pending.iter();
     let mut children: Vec<(&Job, Child)> = Vec::new();
     let mut stop_forwarded = false;
     loop {
         while children.len() < launch.jobs && !launch.stop.load(Ordering::SeqCst) {
-            let Some(job) = queue.next() else { break };
+            let Some(job) = queue.next_ready() else { break };
             let file = write_job_file(job, Some(threads))?;
             let child = Command::new(exe)
                 .env(CHILD_ENV, &file)
@@ -282,7 +277,10 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
             children.push((job, child));
         }
         if children.is_empty() {
-            return Ok(());
+            if launch.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            return queue.all_started();
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
         if launch.stop.load(Ordering::SeqCst) && !stop_forwarded {
@@ -305,7 +303,10 @@ fn run_children(exe: &Path, pending: &[&Job], launch: &Launch, what: &str) -> Re
                 Some(status) if !status.success() => {
                     tracing::warn!(run = %job.id, %status, "{what} run stopped")
                 }
-                Some(_) => tracing::info!(run = %job.id, "{what} run finished"),
+                Some(_) => {
+                    queue.finished(job);
+                    tracing::info!(run = %job.id, "{what} run finished")
+                }
                 None => still.push((job, child)),
             }
         }

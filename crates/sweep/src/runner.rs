@@ -6,7 +6,7 @@
 
 use crate::config::SweepConfig;
 use crate::plan::{PlannedRun, plan};
-use crate::registry::{Job, Launch, own_wall_s, read_records, train_in_phases, write_records};
+use crate::registry::{Job, Launch, own_wall_s, read_records, train_all, write_records};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,7 +103,7 @@ pub fn run_sweep(sweep: &SweepConfig, options: &SweepOptions) -> Result<SweepOut
         progress: options.progress,
         stop: options.stop.clone(),
     };
-    let done = train_in_phases(&jobs, &launch, "sweep", &sweep.name)?;
+    let done = train_all(&jobs, &launch, "sweep", &sweep.name)?;
     let records = collect_results(sweep, &options.out)?;
     Ok(SweepOutcome {
         trained: done.trained,
