@@ -121,7 +121,7 @@ overhead() { # layers args...
         FAILED=1
     fi
 }
-DEPTH_METHODS="vres laurel-rw laurel-lr16 shc4 dhc4 mhc4 dmhc4 attnres mudd"
+DEPTH_METHODS="vres laurel-rw laurel-lr16 shc4 dhc4 mhc4 dmhc4 attnres attnres-b2 mudd"
 for round in 1 2; do
     configs="none 1x1 4x5"
     [ $round -eq 2 ] && configs="4x5 1x1 none"

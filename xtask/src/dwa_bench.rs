@@ -23,7 +23,7 @@ const VARIANTS: [(&str, &str); 4] = [
 ];
 /// The `[model.depth]` methods (`dwa_overhead --depth` labels), the configurations of
 /// docs/experiments/depth.md, measured at [`DEPTH_METHOD_LAYERS`] next to DWA.
-const DEPTH_METHODS: [&str; 9] = [
+const DEPTH_METHODS: [&str; 10] = [
     "vres",
     "laurel-rw",
     "laurel-lr16",
@@ -32,6 +32,7 @@ const DEPTH_METHODS: [&str; 9] = [
     "mhc4",
     "dmhc4",
     "attnres",
+    "attnres-b2",
     "mudd",
 ];
 /// The depth at which the `[model.depth]` methods are measured.

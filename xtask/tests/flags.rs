@@ -237,20 +237,21 @@ fn bench_runs_criterion_training_and_the_dwa_overhead_by_default() {
         runs(&plan, "python3"),
         ["python3 benches/reference/nanogpt_recipe.py data/tinyshakespeare.txt"; 2]
     );
-    // Two rounds of 3 depths x 4 DWA variants and, at 12 layers, the 9 depth methods; the
+    // Two rounds of 3 depths x 4 DWA variants and, at 12 layers, the 10 depth methods; the
     // second round in reverse order.
     let dwa = dwa_runs(&plan);
-    assert_eq!(dwa.len(), 2 * (3 * 4 + 9));
+    assert_eq!(dwa.len(), 2 * (3 * 4 + 10));
     let variant = |l: &str, d: &str, p: &str| (l.to_owned(), d.to_owned(), p.to_owned());
     assert_eq!(dwa[0], variant("12", "none", "auto"));
     assert_eq!(dwa[3], variant("12", "4x5", "auto"));
     assert_eq!(dwa[4], variant("12", "vres", "auto"));
-    assert_eq!(dwa[12], variant("12", "mudd", "auto"));
-    assert_eq!(dwa[20], variant("48", "4x5", "auto"));
-    assert_eq!(dwa[21], variant("12", "mudd", "auto"));
-    assert_eq!(dwa[30], variant("12", "4x5", "auto"));
-    assert_eq!(dwa[31], variant("12", "1x1", "reference"));
-    assert_eq!(dwa[33], variant("12", "none", "auto"));
+    assert_eq!(dwa[12], variant("12", "attnres-b2", "auto"));
+    assert_eq!(dwa[13], variant("12", "mudd", "auto"));
+    assert_eq!(dwa[21], variant("48", "4x5", "auto"));
+    assert_eq!(dwa[22], variant("12", "mudd", "auto"));
+    assert_eq!(dwa[32], variant("12", "4x5", "auto"));
+    assert_eq!(dwa[33], variant("12", "1x1", "reference"));
+    assert_eq!(dwa[35], variant("12", "none", "auto"));
     assert_eq!(plan.last().unwrap(), "(xtask) write docs/benchmarks.md");
     // Builds come before the runs that need them.
     let at = |line: &str| plan.iter().position(|l| l == line).unwrap();
@@ -275,7 +276,7 @@ fn bench_quick_hands_quick_to_the_criterion_benches_only_and_runs_one_round_at_1
     assert_eq!(runs(&plan, "strata").len(), 1);
     assert_eq!(runs(&plan, "python3").len(), 1);
     let dwa = dwa_runs(&plan);
-    assert_eq!(dwa.len(), 4 + 9);
+    assert_eq!(dwa.len(), 4 + 10);
     assert!(dwa.iter().all(|(layers, _, _)| layers == "12"), "{dwa:?}");
 }
 
@@ -284,12 +285,12 @@ fn bench_rounds_sets_the_rounds_of_training_and_dwa() {
     let plan = dry(&["bench", "--rounds", "3"]);
     assert_eq!(runs(&plan, "strata").len(), 3);
     assert_eq!(runs(&plan, "python3").len(), 3);
-    assert_eq!(dwa_runs(&plan).len(), 3 * (3 * 4 + 9));
+    assert_eq!(dwa_runs(&plan).len(), 3 * (3 * 4 + 10));
     assert!(plan.iter().any(|l| l.ends_with("target/bench/strata-3")));
     // --quick with --rounds: one depth, the rounds asked for.
     assert_eq!(
         dwa_runs(&dry(&["bench", "--quick", "--rounds", "2"])).len(),
-        2 * (4 + 9)
+        2 * (4 + 10)
     );
     for bad in ["0", "two"] {
         let err = refused(&["bench", "--rounds", bad]);
@@ -310,7 +311,7 @@ fn bench_skip_flags_leave_out_their_part() {
     assert!(runs(&no_training, "strata").is_empty());
     assert!(runs(&no_training, "python3").is_empty());
     assert!(!no_training.iter().any(|l| l == BUILD_STRATA));
-    assert_eq!(dwa_runs(&no_training).len(), 2 * (3 * 4 + 9));
+    assert_eq!(dwa_runs(&no_training).len(), 2 * (3 * 4 + 10));
 
     let no_dwa = dry(&["bench", "--skip-dwa"]);
     assert!(dwa_runs(&no_dwa).is_empty());

@@ -127,16 +127,27 @@ fn parse_depth(value: &str) -> Result<DepthConfig, String> {
         }),
         "laurel-rw" => Some(laurel(LaurelKind::Rw, None)),
         _ => value
-            .strip_prefix("laurel-lr")
-            .and_then(|r| Some(laurel(LaurelKind::Lr, Some(r.parse().ok()?))))
+            .strip_prefix("attnres-b")
+            .and_then(|n| {
+                Some(DepthConfig {
+                    attn_res: true,
+                    attn_res_block_layers: n.parse().ok()?,
+                    ..Default::default()
+                })
+            })
+            .or_else(|| {
+                value
+                    .strip_prefix("laurel-lr")
+                    .and_then(|r| Some(laurel(LaurelKind::Lr, Some(r.parse().ok()?))))
+            })
             .or_else(|| hyper(value.strip_prefix("shc")?, false, false))
             .or_else(|| hyper(value.strip_prefix("dhc")?, true, false))
             .or_else(|| hyper(value.strip_prefix("mhc")?, false, true))
             .or_else(|| hyper(value.strip_prefix("dmhc")?, true, true)),
     };
     depth.ok_or(format!(
-        "expected none, vres, laurel-rw, laurel-lrR, shcN, dhcN, mhcN, dmhcN, attnres or mudd, \
-         got `{value}`"
+        "expected none, vres, laurel-rw, laurel-lrR, shcN, dhcN, mhcN, dmhcN, attnres, \
+         attnres-bN (N layers per block) or mudd, got `{value}`"
     ))
 }
 

@@ -17,6 +17,14 @@
 //! next sublayer (and the final norm) removes up to its ε. AttnRes so starts as the baseline up
 //! to the norms' ε and rounding. The cost per token: one RMSNorm per value and, per query, a
 //! dot product and a weighted sum over the values so far.
+//!
+//! **Block AttnRes** (the paper's memory-saving variant) groups the sublayers into blocks of
+//! `S` (`2n` for `n` layers per block): a block's outputs are summed into one value, as the
+//! residual stream would sum them, and sublayer `k` reads the embedding, the finished blocks
+//! and, when its own block has begun, that block's partial sum. With `S = 1` every output is
+//! its own block and this is the full form above; at zero queries the input is again the
+//! baseline's stream over the number of values. Only the finished blocks are kept as values,
+//! so memory grows with the number of blocks rather than of layers.
 
 use strata_tensor::Result;
 use tch::{Tensor, nn};
@@ -30,6 +38,8 @@ pub struct AttnRes {
     /// `w_k` `[D]` for `k = 1..=2L` (at index `k - 1`), zeros at init.
     pub queries: Vec<Tensor>,
     width: i64,
+    /// Sublayers per block (1: every output is a value).
+    block: usize,
 }
 
 /// The values read so far and their normalised keys.
@@ -42,23 +52,73 @@ pub struct DepthValues {
 impl DepthValues {
     /// Adds a value `[..., D]` (and its key).
     pub fn push(&mut self, value: Tensor, width: i64) -> Result<()> {
-        let key = value.f_rms_norm([width].as_slice(), None::<&Tensor>, KEY_NORM_EPS)?;
+        self.keys.push(key_of(&value, width)?);
         self.values.push(value);
-        self.keys.push(key);
         Ok(())
     }
 }
 
+/// The sublayer outputs of the current value block, summed; a full block becomes a value.
+#[derive(Debug)]
+pub struct BlockSum {
+    size: usize,
+    count: usize,
+    partial: Option<Tensor>,
+}
+
+impl BlockSum {
+    /// An empty block of `size` sublayers (at least 1).
+    pub fn new(size: usize) -> Self {
+        Self {
+            size: size.max(1),
+            count: 0,
+            partial: None,
+        }
+    }
+
+    /// The current block's partial sum; `None` before its first output.
+    pub fn partial(&self) -> Option<&Tensor> {
+        self.partial.as_ref()
+    }
+
+    /// Adds a sublayer's output to the block; a full block's sum is pushed onto `seen`.
+    pub fn add(&mut self, output: Tensor, seen: &mut DepthValues, width: i64) -> Result<()> {
+        let sum = match self.partial.take() {
+            Some(partial) => partial.f_add(&output)?,
+            None => output,
+        };
+        self.count += 1;
+        if self.count < self.size {
+            self.partial = Some(sum);
+            return Ok(());
+        }
+        self.count = 0;
+        seen.push(sum, width)
+    }
+}
+
+/// The key of a value `[..., D]`: its RMSNorm without gain.
+fn key_of(value: &Tensor, width: i64) -> Result<Tensor> {
+    Ok(value.f_rms_norm([width].as_slice(), None::<&Tensor>, KEY_NORM_EPS)?)
+}
+
 impl AttnRes {
-    /// Queries for `n_layer` blocks of width `d_model` under `path` (`path.<k>.query`).
-    pub fn new(path: &nn::Path, n_layer: usize, d_model: usize) -> Self {
+    /// Queries for `n_layer` blocks of width `d_model` under `path` (`path.<k>.query`), with
+    /// `block_layers` layers per value block (0: one value per sublayer).
+    pub fn new(path: &nn::Path, n_layer: usize, d_model: usize, block_layers: usize) -> Self {
         let d = d_model as i64;
         Self {
             queries: (1..=2 * n_layer)
                 .map(|k| (path / k).zeros("query", &[d]))
                 .collect(),
             width: d,
+            block: (2 * block_layers).max(1),
         }
+    }
+
+    /// Sublayers summed into one value (1: every output is a value).
+    pub fn block_sublayers(&self) -> usize {
+        self.block
     }
 
     /// The width of the values.
@@ -71,14 +131,21 @@ impl AttnRes {
         k.checked_sub(1).and_then(|i| self.queries.get(i))
     }
 
-    /// The input of sublayer `k`: the softmax-weighted sum of `seen`'s values (the only value
-    /// for `k = 0`).
-    pub fn read(&self, k: usize, seen: &DepthValues) -> Result<Tensor> {
+    /// The input of sublayer `k`: the softmax-weighted sum of `seen`'s values and, when
+    /// given, the current block's partial sum (the only value for `k = 0`).
+    pub fn read(&self, k: usize, seen: &DepthValues, partial: Option<&Tensor>) -> Result<Tensor> {
         let Some(query) = self.query(k) else {
             return Ok(seen.values[0].shallow_clone());
         };
-        let keys = Tensor::f_stack(&seen.keys, 0)?; // [J, ..., D]
-        let values = Tensor::f_stack(&seen.values, 0)?;
+        let mut keys: Vec<&Tensor> = seen.keys.iter().collect();
+        let mut values: Vec<&Tensor> = seen.values.iter().collect();
+        let partial_key = partial.map(|p| key_of(p, self.width)).transpose()?;
+        if let (Some(partial), Some(key)) = (partial, &partial_key) {
+            keys.push(key);
+            values.push(partial);
+        }
+        let keys = Tensor::f_stack(&keys, 0)?; // [J, ..., D]
+        let values = Tensor::f_stack(&values, 0)?;
         let weights = keys
             .f_matmul(&query.f_to_kind(keys.kind())?)? // [J, ...]
             .f_softmax(0, keys.kind())?

@@ -29,7 +29,7 @@
 //! # Ok::<(), strata_tensor::Error>(())
 //! ```
 
-use crate::attn_res::{AttnRes, DepthValues};
+use crate::attn_res::{AttnRes, BlockSum, DepthValues};
 use crate::config::{DepthConfig, DwaConfig};
 use crate::dwa::{self, Dwa};
 use crate::hyper::{self, HyperConnection};
@@ -149,7 +149,12 @@ impl DepthStack {
                 .collect();
         }
         if depth.attn_res {
-            stack.attn_res = Some(AttnRes::new(&(root / "attnres"), n_layer, d_model));
+            stack.attn_res = Some(AttnRes::new(
+                &(root / "attnres"),
+                n_layer,
+                d_model,
+                depth.attn_res_block_layers,
+            ));
         }
         if depth.mudd {
             stack.mudd = (0..n_layer)
@@ -259,15 +264,16 @@ impl DepthStack {
         let width = attn_res.width();
         let mut seen = DepthValues::default();
         seen.push(x, width)?;
+        let mut block = BlockSum::new(attn_res.block_sublayers());
         let mut first_values = None;
         for i in 0..self.n_layer {
             let mut values = self.value_mix(i, &mut first_values);
-            let input = attn_res.read(2 * i, &seen)?;
-            seen.push(attention(i, &input, &mut values)?, width)?;
-            let input = attn_res.read(2 * i + 1, &seen)?;
-            seen.push(mlp(i, &input)?, width)?;
+            let input = attn_res.read(2 * i, &seen, block.partial())?;
+            block.add(attention(i, &input, &mut values)?, &mut seen, width)?;
+            let input = attn_res.read(2 * i + 1, &seen, block.partial())?;
+            block.add(mlp(i, &input)?, &mut seen, width)?;
         }
-        attn_res.read(2 * self.n_layer, &seen)
+        attn_res.read(2 * self.n_layer, &seen, block.partial())
     }
 
     /// Runs the layers on `x`: `layer(i, input)` returns layer `i`'s output, and after it the

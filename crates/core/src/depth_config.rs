@@ -24,6 +24,12 @@ pub struct DepthConfig {
     /// the earlier sublayers' outputs, scored by one learned query each ([`crate::attn_res`]).
     #[serde(default, skip_serializing_if = "crate::config::is_false")]
     pub attn_res: bool,
+    /// Block AttnRes (the same paper's memory-saving variant): with `n > 0` the layers form
+    /// blocks of `n`, each summed into one value as a plain residual stream would, and every
+    /// sublayer reads a softmax over the embedding, the finished blocks and its own block's
+    /// partial sum ([`crate::attn_res`]); 0 (the default): every sublayer's output is a value.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attn_res_block_layers: usize,
     /// MUDD (arXiv 2502.12170): after each layer, per-token weights over every earlier
     /// output, from a small MLP, make separate query, key, value and residual inputs for the
     /// next block ([`crate::mudd`]).
@@ -133,8 +139,10 @@ impl DepthConfig {
             };
             parts.push(format!("{kind}{}", hyper.streams));
         }
-        if self.attn_res {
-            parts.push("attnres".to_owned());
+        match (self.attn_res, self.attn_res_block_layers) {
+            (false, _) => {}
+            (true, 0) => parts.push("attnres".to_owned()),
+            (true, n) => parts.push(format!("attnres-b{n}")),
         }
         if self.mudd {
             parts.push("mudd".to_owned());
@@ -202,6 +210,20 @@ impl DepthConfig {
                 }
                 _ => {}
             }
+        }
+        if self.attn_res_block_layers > 0 && !self.attn_res {
+            return err(
+                "attn_res_block_layers",
+                "attn_res = true (blocks of layers are a form of attention residuals)".to_owned(),
+                self.attn_res_block_layers.to_string(),
+            );
+        }
+        if self.attn_res_block_layers > n_layer {
+            return err(
+                "attn_res_block_layers",
+                format!("1 to n_layer = {n_layer} layers per block (0: one value per sublayer)"),
+                self.attn_res_block_layers.to_string(),
+            );
         }
         if self.attn_res
             && let Some(other) = self.residual_method(dwa)

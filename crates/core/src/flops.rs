@@ -88,8 +88,7 @@ pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
         }
     };
     let attn_res = if config.depth.attn_res {
-        let q = 2.0 * layers;
-        d * (3.0 * (q + 1.0) + 2.0 * q * (q + 3.0))
+        attn_res_flops(config.n_layer, config.depth.attn_res_block_layers, d)
     } else {
         0.0
     };
@@ -109,4 +108,23 @@ pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
 /// Training FLOPs (forward and backward) of one step of `batch` sequences of `context` tokens.
 pub fn train_flops_per_step(config: &ModelConfig, batch: usize, context: usize) -> f64 {
     3.0 * forward_flops_per_token(config, context) * (batch * context) as f64
+}
+
+/// Forward FLOPs per token of attention residuals over `n_layer` layers of width `d`, with
+/// `block_layers` layers per value block (0: a value per sublayer; [`crate::attn_res`]): an
+/// RMSNorm (3 FLOPs per element) per key, a dot product and a weighted sum per value read,
+/// and one add per output summed into a block. With one value per sublayer this is
+/// `d·(3·(q + 1) + 2·q·(q + 3))`, `q = 2·n_layer`.
+pub fn attn_res_flops(n_layer: usize, block_layers: usize, d: f64) -> f64 {
+    let sublayers = 2 * n_layer;
+    let block = (2 * block_layers).max(1);
+    let blocks = sublayers.div_ceil(block);
+    // The embedding's key and each finished block's, once; each summing add.
+    let mut total = 3.0 * d * (1 + sublayers / block) as f64 + d * (sublayers - blocks) as f64;
+    for k in 1..=sublayers {
+        let partial = k % block != 0;
+        let values = 1 + k / block + usize::from(partial);
+        total += 4.0 * d * values as f64 + if partial { 3.0 * d } else { 0.0 };
+    }
+    total
 }

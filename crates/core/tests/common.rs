@@ -157,6 +157,29 @@ pub fn methods() -> Vec<(&'static str, ModelConfig)> {
             ),
         ),
         (
+            "block attention residuals, 1 layer per block",
+            with_depth(
+                DepthConfig {
+                    attn_res: true,
+                    attn_res_block_layers: 1,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ),
+        (
+            "block attention residuals, 2 layers per block (the last block short)",
+            with_depth(
+                DepthConfig {
+                    attn_res: true,
+                    attn_res_block_layers: 2,
+                    value_residual: true,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ),
+        (
             "attention residuals + value residual",
             with_depth(
                 DepthConfig {

@@ -190,7 +190,7 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
         // Attention residuals: every sublayer reads Σⱼ softmaxⱼ(w·RMSNorm(vⱼ))·vⱼ over the
         // embedding and the branch outputs so far, written as explicit loops over the values.
         let rms = |v: &Tensor| v / (v.square().mean_dim(-1, true, Kind::Double) + 1e-6).sqrt();
-        let mut vals: Vec<Tensor> = vec![embedded.shallow_clone()];
+        let vals: Vec<Tensor> = vec![embedded.shallow_clone()];
         let read = |k: usize, vals: &[Tensor]| -> Tensor {
             if k == 0 {
                 return vals[0].shallow_clone(); // the first attention reads the embedding
@@ -211,14 +211,28 @@ fn oracle_logits(w: &BTreeMap<String, Tensor>, cfg: &ModelConfig, idx: &Tensor) 
                 .reduce(|a, b| a + b)
                 .unwrap()
         };
+        // Block AttnRes: the values read before sublayer k are the embedding and, per block of
+        // `block` consecutive outputs that has begun before k, the sum of its outputs so far.
+        let block = (2 * cfg.depth.attn_res_block_layers).max(1);
+        let values_before = |k: usize, outs: &[Tensor]| -> Vec<Tensor> {
+            let mut values = vec![vals[0].shallow_clone()];
+            for start in (0..k).step_by(block) {
+                let members = &outs[start..k.min(start + block)];
+                let sum = members[1..]
+                    .iter()
+                    .fold(members[0].shallow_clone(), |a, b| a + b);
+                values.push(sum);
+            }
+            values
+        };
+        let mut outs: Vec<Tensor> = Vec::new();
         for l in 0..cfg.n_layer {
-            let input = read(2 * l, &vals);
-            let attn = attention_branch(l, &input);
-            vals.push(attn);
-            let input = read(2 * l + 1, &vals);
-            vals.push(mlp_branch(l, &input));
+            let input = read(2 * l, &values_before(2 * l, &outs));
+            outs.push(attention_branch(l, &input));
+            let input = read(2 * l + 1, &values_before(2 * l + 1, &outs));
+            outs.push(mlp_branch(l, &input));
         }
-        read(2 * cfg.n_layer, &vals)
+        read(2 * cfg.n_layer, &values_before(2 * cfg.n_layer, &outs))
     } else if cfg.depth.mudd {
         // MUDD: after layer l, weights per token (static + up·GELU(down·RMSNorm(newest))) over
         // the embedding and every layer output so far, one weighted sum per way (query, key,
@@ -479,13 +493,26 @@ fn flops_count_the_methods_from_their_tensors() {
             .iter()
             .filter(|s| s.name().starts_with("attnres."))
             .count();
+        // Block AttnRes: query k reads the embedding, every block of `block` outputs finished
+        // before k and, if k's own block has begun, its partial sum (with a key of its own);
+        // each finished block's key is taken once, and summing a block of s outputs takes s - 1
+        // adds of D.
+        let block = (2 * config.depth.attn_res_block_layers).max(1);
         let attn_res: f64 = if queries == 0 {
             0.0
         } else {
-            3.0 * d * (queries as f64 + 1.0)
-                + (1..=queries)
-                    .map(|k| (k as f64 + 1.0) * 2.0 * (2.0 * d))
-                    .sum::<f64>()
+            let blocks: Vec<usize> = (0..queries).step_by(block).collect();
+            let finished_by = |k: usize| blocks.iter().filter(|&&b| b + block <= k).count();
+            let reads: f64 = (1..=queries)
+                .map(|k| {
+                    let begun = k % block != 0;
+                    let values = 1 + finished_by(k) + usize::from(begun);
+                    values as f64 * 2.0 * (2.0 * d) + if begun { 3.0 * d } else { 0.0 }
+                })
+                .sum();
+            3.0 * d * (1 + finished_by(queries)) as f64
+                + reads
+                + d * (queries - blocks.len()) as f64
         };
         // MUDD: an RMSNorm (3 FLOPs per element) per layer, and per static weight one weighted
         // term over D (its weight MLP's matrices are in `matrices`).
@@ -608,6 +635,19 @@ fn bad_depth_settings_are_refused_naming_the_field() {
                 })
             }),
             "model.depth.attn_res",
+        ),
+        (
+            "attention-residual blocks without attention residuals",
+            Box::new(|c| c.depth.attn_res_block_layers = 2),
+            "model.depth.attn_res_block_layers",
+        ),
+        (
+            "attention-residual blocks longer than the model",
+            Box::new(|c| {
+                c.depth.attn_res = true;
+                c.depth.attn_res_block_layers = 4;
+            }),
+            "model.depth.attn_res_block_layers",
         ),
         (
             "MUDD with DWA",
@@ -760,16 +800,21 @@ fn attention_residuals_start_as_the_baseline_up_to_the_norms_epsilon() {
     let mut config = base_cfg.clone();
     config.depth.attn_res = true;
     let (base_vs, base) = build(&base_cfg, 3);
-    let (vs, model) = build(&config, 4);
-    copy_weights(&base_vs, &vs);
     let want = tch::no_grad(|| base.forward(&idx, false).unwrap());
-    let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
-    let err = got.max_rel_diff(&want).unwrap();
-    assert!(err < 1e-5, "{err}");
-    assert!(
-        got.max_abs_diff(&want).unwrap() > 0.0,
-        "the stream is not the baseline's"
-    );
+    // Full (a value per sublayer) and Block AttnRes (blocks of 1 and 2 of the 3 layers).
+    for block_layers in [2, 1, 0] {
+        config.depth.attn_res_block_layers = block_layers;
+        let (vs, model) = build(&config, 4);
+        copy_weights(&base_vs, &vs);
+        let got = tch::no_grad(|| model.forward(&idx, false).unwrap());
+        let err = got.max_rel_diff(&want).unwrap();
+        assert!(err < 1e-5, "{block_layers} layers per block: {err}");
+        assert!(
+            got.max_abs_diff(&want).unwrap() > 0.0,
+            "the stream is not the baseline's"
+        );
+    }
+    let (vs, _) = build(&config, 4);
     // The plain depth loop refuses a stack with attention residuals.
     let stack = strata_core::DepthStack::with_methods(
         &vs.root(),

@@ -68,7 +68,8 @@ fn activation_bytes(model: &ModelConfig, batch_size: usize, training: bool) -> f
 
 /// Floats per token that the `[model.depth]` methods hold beyond the layers' own
 /// activations: hyper-connections their `n` streams (per layer when `training`), attention
-/// residuals every value and its normalised key (`2·(2L + 1)·D`), MUDD its stored outputs
+/// residuals every value and its normalised key (`2·(2L + 1)·D`; with blocks of `n` layers
+/// `2·(1 + ⌈L/n⌉)·D`), MUDD its stored outputs
 /// outside autograd (`(L + 1)·D`) and, when `training`, the outputs each layer's sums stack
 /// (`i + 2` at layer `i`) and the four ways they make.
 pub fn depth_floats_per_token(model: &ModelConfig, training: bool) -> f64 {
@@ -78,7 +79,9 @@ pub fn depth_floats_per_token(model: &ModelConfig, training: bool) -> f64 {
         floats += hyper.streams as f64 * d * if training { l } else { 1.0 };
     }
     if model.depth.attn_res {
-        floats += 2.0 * (2.0 * l + 1.0) * d;
+        let block = (2 * model.depth.attn_res_block_layers).max(1);
+        let values = 1 + (2 * model.n_layer).div_ceil(block);
+        floats += 2.0 * values as f64 * d;
     }
     if model.depth.mudd {
         floats += if training {

@@ -228,6 +228,12 @@ fn the_activation_estimate_counts_what_depth_methods_hold() {
     let cases = [
         ("[depth.hyper]\nstreams = 4\n", 192.0, 64.0),
         ("[depth]\nattn_res = true\n", 224.0, 224.0),
+        // Blocks of 2 layers: the embedding, one finished block and one short one.
+        (
+            "[depth]\nattn_res = true\nattn_res_block_layers = 2\n",
+            96.0,
+            96.0,
+        ),
         ("[depth]\nmudd = true\n", 336.0, 64.0),
         ("[depth]\nvalue_residual = true\n", 0.0, 0.0),
     ];
