@@ -107,6 +107,13 @@ fn parse_depth(value: &str) -> Result<DepthConfig, String> {
             ..Default::default()
         })
     };
+    let block_attn_res = |rest: &str| -> Option<DepthConfig> {
+        Some(DepthConfig {
+            attn_res: true,
+            attn_res_block_layers: rest.parse().ok()?,
+            ..Default::default()
+        })
+    };
     let laurel = |kind, rank| DepthConfig {
         laurel: Some(LaurelConfig { kind, rank }),
         ..Default::default()
@@ -127,19 +134,9 @@ fn parse_depth(value: &str) -> Result<DepthConfig, String> {
         }),
         "laurel-rw" => Some(laurel(LaurelKind::Rw, None)),
         _ => value
-            .strip_prefix("attnres-b")
-            .and_then(|n| {
-                Some(DepthConfig {
-                    attn_res: true,
-                    attn_res_block_layers: n.parse().ok()?,
-                    ..Default::default()
-                })
-            })
-            .or_else(|| {
-                value
-                    .strip_prefix("laurel-lr")
-                    .and_then(|r| Some(laurel(LaurelKind::Lr, Some(r.parse().ok()?))))
-            })
+            .strip_prefix("laurel-lr")
+            .and_then(|r| Some(laurel(LaurelKind::Lr, Some(r.parse().ok()?))))
+            .or_else(|| block_attn_res(value.strip_prefix("attnres-b")?))
             .or_else(|| hyper(value.strip_prefix("shc")?, false, false))
             .or_else(|| hyper(value.strip_prefix("dhc")?, true, false))
             .or_else(|| hyper(value.strip_prefix("mhc")?, false, true))

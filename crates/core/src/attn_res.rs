@@ -104,15 +104,15 @@ fn key_of(value: &Tensor, width: i64) -> Result<Tensor> {
 
 impl AttnRes {
     /// Queries for `n_layer` blocks of width `d_model` under `path` (`path.<k>.query`), with
-    /// `block_layers` layers per value block (0: one value per sublayer).
-    pub fn new(path: &nn::Path, n_layer: usize, d_model: usize, block_layers: usize) -> Self {
+    /// `block` sublayers per value ([`crate::DepthConfig::attn_res_block_sublayers`]).
+    pub fn new(path: &nn::Path, n_layer: usize, d_model: usize, block: usize) -> Self {
         let d = d_model as i64;
         Self {
             queries: (1..=2 * n_layer)
                 .map(|k| (path / k).zeros("query", &[d]))
                 .collect(),
             width: d,
-            block: (2 * block_layers).max(1),
+            block: block.max(1),
         }
     }
 
@@ -139,9 +139,10 @@ impl AttnRes {
         };
         let mut keys: Vec<&Tensor> = seen.keys.iter().collect();
         let mut values: Vec<&Tensor> = seen.values.iter().collect();
-        let partial_key = partial.map(|p| key_of(p, self.width)).transpose()?;
-        if let (Some(partial), Some(key)) = (partial, &partial_key) {
-            keys.push(key);
+        let partial_key;
+        if let Some(partial) = partial {
+            partial_key = key_of(partial, self.width)?;
+            keys.push(&partial_key);
             values.push(partial);
         }
         let keys = Tensor::f_stack(&keys, 0)?; // [J, ..., D]

@@ -153,7 +153,7 @@ impl DepthStack {
                 &(root / "attnres"),
                 n_layer,
                 d_model,
-                depth.attn_res_block_layers,
+                depth.attn_res_block_sublayers(),
             ));
         }
         if depth.mudd {

@@ -112,6 +112,12 @@ impl DepthConfig {
             .and_then(|l| l.rank)
     }
 
+    /// Sublayers whose outputs attention residuals sum into one value: `2n` for blocks of `n`
+    /// layers, 1 when every sublayer's output is its own value.
+    pub fn attn_res_block_sublayers(&self) -> usize {
+        (2 * self.attn_res_block_layers).max(1)
+    }
+
     /// A short label of the methods on (`vres`, `laurel-rw`, `laurel-lr4`), joined by `-`;
     /// empty when none is.
     pub fn label(&self) -> String {

@@ -88,7 +88,7 @@ pub fn depth_flops_per_token(config: &ModelConfig) -> f64 {
         }
     };
     let attn_res = if config.depth.attn_res {
-        attn_res_flops(config.n_layer, config.depth.attn_res_block_layers, d)
+        attn_res_flops(config.n_layer, config.depth.attn_res_block_sublayers(), d)
     } else {
         0.0
     };
@@ -111,13 +111,13 @@ pub fn train_flops_per_step(config: &ModelConfig, batch: usize, context: usize) 
 }
 
 /// Forward FLOPs per token of attention residuals over `n_layer` layers of width `d`, with
-/// `block_layers` layers per value block (0: a value per sublayer; [`crate::attn_res`]): an
+/// `block` sublayers summed per value (1: a value per sublayer; [`crate::attn_res`]): an
 /// RMSNorm (3 FLOPs per element) per key, a dot product and a weighted sum per value read,
 /// and one add per output summed into a block. With one value per sublayer this is
 /// `d·(3·(q + 1) + 2·q·(q + 3))`, `q = 2·n_layer`.
-pub fn attn_res_flops(n_layer: usize, block_layers: usize, d: f64) -> f64 {
+pub fn attn_res_flops(n_layer: usize, block: usize, d: f64) -> f64 {
     let sublayers = 2 * n_layer;
-    let block = (2 * block_layers).max(1);
+    let block = block.max(1);
     let blocks = sublayers.div_ceil(block);
     // The embedding's key and each finished block's, once; each summing add.
     let mut total = 3.0 * d * (1 + sublayers / block) as f64 + d * (sublayers - blocks) as f64;

@@ -79,7 +79,7 @@ pub fn depth_floats_per_token(model: &ModelConfig, training: bool) -> f64 {
         floats += hyper.streams as f64 * d * if training { l } else { 1.0 };
     }
     if model.depth.attn_res {
-        let block = (2 * model.depth.attn_res_block_layers).max(1);
+        let block = model.depth.attn_res_block_sublayers();
         let values = 1 + (2 * model.n_layer).div_ceil(block);
         floats += 2.0 * values as f64 * d;
     }
