@@ -140,6 +140,109 @@ fn the_growth_study_lists_what_each_run_changes_and_reuses_its_runs() {
     );
 }
 
+#[test]
+fn the_growth_study_sweeps_every_rate_of_a_muon_recipe_and_grows_the_modern_block() {
+    let fx = Fixture::new(10);
+    let mut text = std::fs::read_to_string(&fx.config).unwrap();
+    for (prefix, line) in [
+        ("n_layer = ", "n_layer = 2"),
+        ("mlp = ", "mlp = \"relu2\""),
+        (
+            "norm = ",
+            "norm = \"rmsnorm\"\nqk_norm = true\nzero_init_projections = true",
+        ),
+        ("positions = ", "positions = \"rotary\""),
+        (
+            "tied_embeddings = ",
+            "tied_embeddings = false\nzero_init_head = true",
+        ),
+    ] {
+        text = with_line(&text, prefix, line);
+    }
+    text += "\n[train.optimizer]\nkind = \"muon\"\nmuon_lr = 0.02\nembedding_lr = 0.01\n";
+    std::fs::write(fx.path().join("modern.toml"), text).unwrap();
+    let args = [
+        "experiment",
+        "growth",
+        "--config",
+        "modern.toml",
+        "--seeds",
+        "1",
+        "--steps",
+        "8",
+        "--eval-interval",
+        "4",
+        "--eval-tokens",
+        "64",
+        "--out",
+        "runs",
+        "--docs",
+        "docs",
+        "--quiet",
+    ];
+    strata_run(fx.path(), &args).ok();
+    let doc = std::fs::read_to_string(fx.path().join("docs/growth.md")).unwrap();
+    assert!(doc.contains("from scratch (Muon lr "), "{doc}");
+    // The sweep moves Muon's rate and the AdamW groups' rates together: the rates around the
+    // recipe's 0.02 are trained, and they do not all end at the same loss (scaling only
+    // `train.learning_rate` would leave every group's rate, and so the run, unchanged).
+    let sweep: Vec<(String, String)> = doc
+        .split("## Learning-rate sweep")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| peak"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), cells[2].to_owned())
+        })
+        .take_while(|(rate, _)| !rate.is_empty())
+        .collect();
+    for rate in ["1e-2", "2e-2", "4e-2"] {
+        assert!(
+            sweep.iter().any(|(r, _)| r.starts_with(rate)),
+            "{rate}: {sweep:?}"
+        );
+    }
+    let mut losses: Vec<&String> = sweep.iter().map(|(_, loss)| loss).collect();
+    losses.dedup();
+    assert!(losses.len() > 1, "{sweep:?}");
+    // The chosen rates (not the recipe's here) scale Muon's and the embeddings' rate alike.
+    let chosen = doc
+        .lines()
+        .find(|l| l.starts_with("| from scratch (Muon lr ") && l.contains(" | 1 |"))
+        .unwrap_or_else(|| panic!("no scratch run row:\n{doc}"));
+    let value = |field: &str| -> f64 {
+        let start = chosen
+            .find(field)
+            .unwrap_or_else(|| panic!("{field}: {chosen}"))
+            + field.len();
+        chosen[start..]
+            .split([' ', '`'])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (muon, embedding) = (
+        value("train.optimizer.muon_lr="),
+        value("train.optimizer.embedding_lr="),
+    );
+    assert!((muon / embedding - 2.0).abs() < 1e-9, "{chosen}");
+    // Every growth path ran on the modern block.
+    for label in [
+        "deeper: half the layers, identity blocks inserted",
+        "wider: half the residual width and heads, Net2WiderNet",
+        "wider MLP: a quarter of the MLP units, Net2WiderNet",
+    ] {
+        assert!(
+            doc.lines()
+                .any(|l| l.starts_with(&format!("| {label} | 1 |"))),
+            "{label}:\n{doc}"
+        );
+    }
+}
+
 /// `text` with every line that starts with `prefix` replaced by `line`.
 fn with_line(text: &str, prefix: &str, line: &str) -> String {
     text.lines()

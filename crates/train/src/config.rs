@@ -4,7 +4,7 @@
 use crate::evaluation::EvalTokens;
 use crate::growth_schedule::GrowthEvent;
 use crate::optim::AdamWConfig;
-use crate::optimizer::OptimizerConfig;
+use crate::optimizer::{OptimizerConfig, ParamGroup};
 use crate::schedule::{
     CosineSchedule, DecayShape, Schedule, ScheduleKind, WsdSchedule, wsd_decay_start,
 };
@@ -238,6 +238,21 @@ impl TrainConfig {
     /// Steps between checkpoints.
     pub fn checkpoint_every(&self) -> u64 {
         self.checkpoint_interval.unwrap_or(self.eval_interval)
+    }
+
+    /// The peak learning rate of `group`: its own rate, else `learning_rate`.
+    pub fn peak_lr(&self, group: ParamGroup) -> f64 {
+        self.optimizer.group_lr(group).unwrap_or(self.learning_rate)
+    }
+
+    /// Multiplies every group's peak and final learning rate by `factor`, keeping the
+    /// schedule's shape: `learning_rate`, `min_lr` and each group rate set in
+    /// `[train.optimizer]` (Muon's included). What a one-dimensional learning-rate sweep
+    /// varies.
+    pub fn scale_learning_rates(&mut self, factor: f64) {
+        self.learning_rate *= factor;
+        self.min_lr *= factor;
+        self.optimizer.scale_rates(factor);
     }
 }
 

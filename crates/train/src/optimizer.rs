@@ -167,6 +167,23 @@ impl OptimizerConfig {
         }
     }
 
+    /// Multiplies every group rate that is set by `factor`.
+    pub fn scale_rates(&mut self, factor: f64) {
+        for lr in [
+            &mut self.muon_lr,
+            &mut self.hidden_lr,
+            &mut self.embedding_lr,
+            &mut self.head_lr,
+            &mut self.scalar_lr,
+            &mut self.adapter_lr,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *lr *= factor;
+        }
+    }
+
     /// Muon's settings.
     pub fn muon(&self) -> MuonConfig {
         MuonConfig {

@@ -591,3 +591,77 @@ fn the_memory_budget_counts_the_state_each_optimizer_really_keeps() {
         }
     }
 }
+
+#[test]
+fn scaling_the_learning_rates_scales_every_groups_update() {
+    // One step from the same weights and gradients: AdamW's first update, its decoupled weight
+    // decay and Muon's update are all proportional to the rate, so a config whose rates are
+    // scaled by 3 must move every parameter 3 times as far, at any step of the schedule.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let (_, mut model_config) = kinds()
+        .into_iter()
+        .find(|(kind, _)| *kind == "modern block")
+        .unwrap();
+    // Random projections and head, so that every parameter has a gradient at the first step.
+    model_config.zero_init_projections = false;
+    model_config.zero_init_head = false;
+    for preset in ["modern-cpu.toml", "nanogpt-cpu.toml"] {
+        let original = RunConfig::load(&root.join(preset), &[]).unwrap().train;
+        let mut scaled = original.clone();
+        scaled.scale_learning_rates(3.0);
+        for group in ParamGroup::ALL {
+            let ratio = scaled.peak_lr(group) / original.peak_lr(group);
+            assert!((ratio - 3.0).abs() < 1e-12, "{preset}: {group:?} {ratio}");
+        }
+        let source = nn::VarStore::new(Device::Cpu);
+        let _ = Gpt::new(&source.root(), &model_config).unwrap();
+        for step in [10, 700] {
+            let moved = |t: &strata_train::TrainConfig| {
+                let mut vs = nn::VarStore::new(Device::Cpu);
+                let model = Gpt::new(&vs.root(), &model_config).unwrap();
+                vs.copy(&source).unwrap();
+                let mut start: Vec<(String, Tensor)> = vs
+                    .variables()
+                    .into_iter()
+                    .map(|(n, v)| (n, v.detach().copy()))
+                    .collect();
+                start.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut opt = Optimizer::new(
+                    vs.variables().into_iter().collect(),
+                    &model_config,
+                    &t.optimizer,
+                    t.adamw(),
+                    t.learning_rate,
+                )
+                .unwrap();
+                let _ = gradients(&vs, &model);
+                opt.step(t.schedule().at(step)).unwrap();
+                let now = vs.variables();
+                start
+                    .into_iter()
+                    .map(|(n, v)| {
+                        let delta = &now[&n] - &v;
+                        let magnitude = v.abs().max().double_value(&[]);
+                        (n, (delta, magnitude))
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let (base, tripled) = (moved(&original), moved(&scaled));
+            let mut moving = 0;
+            for ((name, (a, magnitude)), (_, (b, _))) in base.iter().zip(&tripled) {
+                let expected = a * 3.0;
+                // f32 rounding of the weights themselves bounds how exactly a small step
+                // can be read back as a difference.
+                let tolerance = 1e-4 * expected.abs().max().double_value(&[])
+                    + 4.0 * f64::from(f32::EPSILON) * magnitude;
+                let err = (b - &expected).abs().max().double_value(&[]);
+                assert!(
+                    err <= tolerance,
+                    "{preset} step {step}: {name} off by {err} (tolerance {tolerance})"
+                );
+                moving += usize::from(a.abs().max().double_value(&[]) > 0.0);
+            }
+            assert_eq!(moving, base.len(), "{preset}: every parameter moves");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! size from scratch, at the same training FLOPs?
 //!
 //! The final size is the recipe's model. The scratch baseline gets a small learning-rate
-//! sweep (seed 1), then its best rate for every seed. Each growth path starts from a smaller
+//! sweep (seed 1; every group's rate scaled together), then its best rates for every seed. Each growth path starts from a smaller
 //! model, grows to the final size by the run's `[[growth]]` schedule after half the scratch
 //! run's steps, and trains on until it has spent the scratch run's FLOPs (counted by
 //! `strata_core::flops` for the model of every step). Growth paths use the baseline's tuned
@@ -20,6 +20,7 @@ use strata_core::flops::train_flops_per_step;
 use strata_growth::GrowthOp;
 use strata_tensor::Result;
 use strata_train::growth_schedule::GrowthEvent;
+use strata_train::optimizer::{OptimizerKind, ParamGroup};
 use strata_train::{RunConfig, RunSummary};
 
 /// Learning rates of the scratch baseline's sweep, as multiples of the recipe's.
@@ -134,6 +135,9 @@ fn paths() -> Vec<Path> {
 
 /// One scratch run of the sweep.
 struct SweepPoint {
+    /// Every learning rate of the recipe times this.
+    multiple: f64,
+    /// The hidden matrices' peak rate at that multiple (Muon's with the Muon optimizer).
     lr: f64,
     final_val: f64,
 }
@@ -144,17 +148,20 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let recipe = recipe(args)?;
     let t = &recipe.train;
     let steps = args.steps;
-    // Peak and final learning rate scaled together.
-    let at_rate = |mut config: RunConfig, lr: f64| {
-        config.train.learning_rate = lr;
-        config.train.min_lr = lr * t.min_lr / t.learning_rate;
+    // Every group's peak and final learning rate scaled together.
+    let at_rate = |mut config: RunConfig, multiple: f64| {
+        config.train.scale_learning_rates(multiple);
         config
     };
+    let hidden_lr = |multiple: f64| t.peak_lr(ParamGroup::Hidden) * multiple;
     // (run folder, summary, the run's changes to the recipe)
     let scratch_run =
-        |seed: u64, lr: f64| -> Result<(std::path::PathBuf, RunSummary, Vec<String>)> {
-            let dir = root.join(format!("scratch-lr{}-seed-{seed}", rate(lr)));
-            let config = at_rate(scheduled(args, &recipe, steps, seed), lr);
+        |seed: u64, multiple: f64| -> Result<(std::path::PathBuf, RunSummary, Vec<String>)> {
+            let dir = root.join(format!(
+                "scratch-lr{}-seed-{seed}",
+                rate(hidden_lr(multiple))
+            ));
+            let config = at_rate(scheduled(args, &recipe, steps, seed), multiple);
             let changes = config.changes_from(&recipe);
             let summary = Run::new(args, dir.clone(), config).train(stop)?;
             Ok((dir, summary, changes))
@@ -165,36 +172,38 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     let mut multiples = LR_MULTIPLES.to_vec();
     for _ in 0..=MAX_EXTENSIONS {
         for &multiple in &multiples {
-            let lr = t.learning_rate * multiple;
-            if sweep.iter().any(|p| p.lr == lr) {
+            if sweep.iter().any(|p| p.multiple == multiple) {
                 continue;
             }
-            let (_, summary, _) = scratch_run(1, lr)?;
+            let (_, summary, _) = scratch_run(1, multiple)?;
             sweep.push(SweepPoint {
-                lr,
+                multiple,
+                lr: hidden_lr(multiple),
                 final_val: summary.final_val_loss.unwrap_or(f64::INFINITY),
             });
         }
-        sweep.sort_by(|a, b| a.lr.total_cmp(&b.lr));
+        sweep.sort_by(|a, b| a.multiple.total_cmp(&b.multiple));
         let best = best_index(&sweep);
         let next = if best + 1 == sweep.len() {
-            sweep[best].lr * 2.0
+            sweep[best].multiple * 2.0
         } else if best == 0 {
-            sweep[best].lr / 2.0
+            sweep[best].multiple / 2.0
         } else {
             break;
         };
-        multiples.push(next / t.learning_rate);
+        multiples.push(next);
     }
-    let best_lr = sweep[best_index(&sweep)].lr;
+    let best = &sweep[best_index(&sweep)];
+    let (best_multiple, best_lr) = (best.multiple, best.lr);
+    let rate_name = rate_name(&recipe);
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut runs: Vec<RunRow> = Vec::new();
     let mut final_model = None;
     for seed in 1..=args.seeds {
-        let (dir, summary, changes) = scratch_run(seed, best_lr)?;
+        let (dir, summary, changes) = scratch_run(seed, best_multiple)?;
         let model = trained_model(&dir)?;
         let f_final = train_flops_per_step(&model, t.batch_size, model.block_size);
-        let label = scratch_label(best_lr);
+        let label = scratch_label(rate_name, best_lr);
         record(
             &mut outcomes,
             &label,
@@ -213,7 +222,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
             let grow_at = steps / 2;
             let rest = ((budget - grow_at as f64 * f_small) / f_final).round() as u64;
             let total = grow_at + rest;
-            let mut config = at_rate(scheduled(args, &recipe, total, seed), best_lr);
+            let mut config = at_rate(scheduled(args, &recipe, total, seed), best_multiple);
             (path.shrink)(&mut config.model, &model);
             config.growth = (path.ops)(&model)
                 .into_iter()
@@ -254,9 +263,17 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-/// The scratch baseline's label.
-fn scratch_label(lr: f64) -> String {
-    format!("from scratch (lr {}, best of the sweep)", rate(lr))
+/// The scratch baseline's label: `rate_name` and the chosen rate.
+fn scratch_label(rate_name: &str, lr: f64) -> String {
+    format!("from scratch ({rate_name} {}, best of the sweep)", rate(lr))
+}
+
+/// What the sweep's rates are called: the hidden matrices' rate, Muon's under Muon.
+fn rate_name(recipe: &RunConfig) -> &'static str {
+    match recipe.train.optimizer.kind {
+        OptimizerKind::Muon => "Muon lr",
+        OptimizerKind::Adamw => "lr",
+    }
 }
 
 /// One run, as listed in the report.
@@ -312,10 +329,11 @@ fn report(
          Command: `{}`.\n\n\
          The final size is the recipe's model (`{config}`, {params} parameters). The baseline \
          trains it from scratch for {steps} steps. Its learning rate is the best of a sweep over \
-         {lrs} (seed 1, peak and final rate scaled together; the sweep widens by factors of 2 \
-         while its best rate sits at an edge). Each growth path starts smaller, \
+         {lrs} ({what}; seed 1, peak and final rate scaled together; the sweep widens by \
+         factors of 2 while its best rate sits at an edge). Each growth path starts smaller, \
          grows at step {half} by the run's `[[growth]]` schedule (`strata train` applies it \
-         mid-run and carries the AdamW moments; see `strata_growth`), and trains on until it \
+         mid-run and carries the optimizer's state, AdamW's moments and Muon's momentum; see \
+         `strata_growth`), and trains on until it \
          has spent the baseline's training FLOPs. FLOPs are counted for the model of each step. \
          Growth paths use the baseline's chosen learning rate, not tuned for themselves. Every run uses the recipe's \
          batch, context and warmup, and a cosine over its own length. Evaluation runs every \
@@ -326,6 +344,12 @@ fn report(
         command_line("growth", args),
         config = args.config.display(),
         steps = args.steps,
+        what = match recipe.train.optimizer.kind {
+            OptimizerKind::Muon => {
+                "Muon's rate for the hidden matrices, every AdamW group's rate scaled with it"
+            }
+            OptimizerKind::Adamw => "every group's rate scaled with it",
+        },
         lrs = sweep
             .iter()
             .map(|p| rate(p.lr))
@@ -340,7 +364,9 @@ fn report(
     for o in outcomes {
         s += &outcome_row(o);
     }
-    s += &paired_section(outcomes, &scratch_label(best_lr), |_| false);
+    s += &paired_section(outcomes, &scratch_label(rate_name(recipe), best_lr), |_| {
+        false
+    });
     s += "\n![validation loss against training FLOPs](growth.png)\n\n\
           ## Learning-rate sweep of the baseline (seed 1)\n\n\
           | peak learning rate | final val loss |\n|---|---|\n";
@@ -385,7 +411,11 @@ mod tests {
     fn sweep(points: &[(f64, f64)]) -> Vec<SweepPoint> {
         points
             .iter()
-            .map(|&(lr, final_val)| SweepPoint { lr, final_val })
+            .map(|&(lr, final_val)| SweepPoint {
+                multiple: lr / 4e-3,
+                lr,
+                final_val,
+            })
             .collect()
     }
 
