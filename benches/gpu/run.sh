@@ -2,7 +2,8 @@
 # strata's GPU checks in one run on the device machine (see docs/gpu.md):
 #   1. the CUDA tests of strata-tensor and strata-kernels (skip-free on a GPU);
 #   2. weighted-sum bandwidth of every path against a device-to-device copy (f32, bf16);
-#   3. nanoGPT's CPU recipe and its DenseFormer twin trained on CUDA (`strata demo`);
+#   3. nanoGPT's CPU recipe and its DenseFormer twin trained on CUDA (`strata demo`), and the
+#      optimizer's share of a training step (AdamW; Muon with AdamW groups);
 #   4. DenseFormer's step-time and memory overhead at 12/24/48 layers, 1x1 and 4x5, and at 12
 #      layers every [model.depth] method's and bf16 autocast's (last: the longest step, so a
 #      time limit cuts only its second round).
@@ -19,8 +20,10 @@ RESULTS=$OUT/results.jsonl
 LOG=$OUT/log.txt
 FAILED=0
 DEVICE=cuda SHAPE=8x1024x1024 DEPTHS="12 24 48" WIDTH=768 BLOCK=1024 DEMO_ITERS=()
+OPTIMIZER_CONFIGS="nanogpt-cpu modern-cpu modern-gpu" OPTIMIZER_STEPS=20
 if [ "${STRATA_GPU_DRY_RUN:-0}" = 1 ]; then
     DEVICE=cpu SHAPE=4x64x256 DEPTHS=12 WIDTH=128 BLOCK=64 DEMO_ITERS=(--iters 20)
+    OPTIMIZER_CONFIGS="nanogpt-cpu modern-cpu" OPTIMIZER_STEPS=3
 fi
 : >"$RESULTS"
 : >"$LOG"
@@ -66,6 +69,19 @@ step() { # name limit_s command...
     return $rc
 }
 
+# Runs a bench that prints JSON lines, with a time limit; records its exit status as a step
+# and each line it printed under `check`.
+bench() { # check name limit_s command...
+    local check=$1 name=$2 limit=$3
+    shift 3
+    local start=$SECONDS lines rc
+    lines=$(timeout "$limit" "$@" 2>>"$LOG")
+    rc=$?
+    record step "{\"name\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - start))}"
+    [ $rc -eq 0 ] || FAILED=1
+    while IFS= read -r row; do [ -n "$row" ] && record "$check" "$row"; done <<<"$lines"
+}
+
 {
     echo "=== machine"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
@@ -83,13 +99,8 @@ done
 
 # 2. Bandwidth: a stack beyond the GPU's L2 cache (13 x 8 x 1024 x 1024), both dtypes.
 for dtype in f32 bf16; do
-    start=$SECONDS
-    line=$(timeout 120 "$KIT/bin/device_bandwidth" --device "$DEVICE" --shape "$SHAPE" \
-        --dtype "$dtype" 2>>"$LOG")
-    rc=$?
-    record step "{\"name\": \"bandwidth-$dtype\", \"rc\": $rc, \"seconds\": $((SECONDS - start))}"
-    [ $rc -eq 0 ] || FAILED=1
-    while IFS= read -r row; do [ -n "$row" ] && record bandwidth "$row"; done <<<"$line"
+    bench bandwidth "bandwidth-$dtype" 120 "$KIT/bin/device_bandwidth" --device "$DEVICE" \
+        --shape "$SHAPE" --dtype "$dtype"
 done
 
 # 3. The demo on CUDA (short, so it runs before the long overhead rounds): both runs, their
@@ -101,6 +112,14 @@ for run in nanogpt-cpu denseformer-cpu; do
     [ -f "$dir/summary.json" ] && record demo "$(tr -d '\n' <"$dir/summary.json")"
     cp "$dir/metrics.jsonl" "$OUT/demo-$run-metrics.jsonl" 2>/dev/null
     cp "$dir/loss.png" "$OUT/demo-$run-loss.png" 2>/dev/null
+done
+
+# 3b. The optimizer's share of a step: forward + backward, clipping and the update timed
+#     between device synchronisations, for the recipe (AdamW), the modern preset at the
+#     recipe's size and modern-gpu (Muon on the hidden matrices, AdamW groups).
+for config in $OPTIMIZER_CONFIGS; do
+    bench optimizer "optimizer-$config" 120 "$KIT/bin/optimizer_share" --device "$DEVICE" \
+        --config "configs/$config.toml" --steps "$OPTIMIZER_STEPS"
 done
 
 # 4. DenseFormer overhead: width 768 (12 heads), 8 x 1024 tokens, 10 steps, two rounds in

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 /// tool).
 pub const KIT: &str = ".carry/gpu-kit";
 /// The binaries the checks run: (package, binary).
-const BINARIES: [(&str, &str); 3] = [
+const BINARIES: [(&str, &str); 4] = [
     ("strata-cli", "strata"),
     ("strata-benches", "dwa_overhead"),
     ("strata-benches", "device_bandwidth"),
+    ("strata-benches", "optimizer_share"),
 ];
 /// Packages whose tests exercise CUDA when a GPU is present.
 const TEST_PACKAGES: [&str; 2] = ["strata-tensor", "strata-kernels"];
@@ -287,6 +288,40 @@ fn demo_section(results: &[Value]) -> String {
     s
 }
 
+/// The optimizer's share of a training step on the device.
+fn optimizer_section(results: &[Value]) -> String {
+    let Some(first) = of(results, "optimizer").next() else {
+        return String::new();
+    };
+    let mut s = format!(
+        "## The optimizer's share of a training step
+
+         `optimizer_share --device {} --config CONFIG --steps N`: median times of the forward \
+         and backward pass, global gradient clipping and the optimizer update (AdamW, or Muon \
+         on the hidden matrices with AdamW groups), each timed between device \
+         synchronisations, after three warm-up steps; the share is clipping plus update over \
+         the whole step. The CPU figures are in docs/benchmarks.md (\"The optimizer's share \
+         of a training step\").\n\n\
+         | config | optimizer | params | batch | forward + backward ms | clip ms | update ms | \
+         share |\n|---|---|---|---|---|---|---|---|\n",
+        text(first, "device"),
+    );
+    for v in of(results, "optimizer") {
+        s += &format!(
+            "| `{}` | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1}% |\n",
+            text(v, "config"),
+            text(v, "optimizer"),
+            number(v, "params"),
+            number(v, "batch"),
+            number(v, "forward_backward_ms"),
+            number(v, "clip_ms"),
+            number(v, "update_ms"),
+            100.0 * number(v, "optimizer_share"),
+        );
+    }
+    s
+}
+
 /// The whole report.
 fn report_text(results: &[Value]) -> Result<String, String> {
     let gpu = match of(results, "machine").next().map(|v| text(v, "gpu")) {
@@ -305,6 +340,7 @@ fn report_text(results: &[Value]) -> Result<String, String> {
         bandwidth_section(results),
         dwa_section(results)?,
         demo_section(results),
+        optimizer_section(results),
     ] {
         if !section.is_empty() {
             s += &section;
@@ -380,6 +416,7 @@ mod tests {
 {"check": "dwa", "layers": 12, "width": 768, "dwa": "4x5", "device": "cuda", "params": 1, "ms_per_step": 104.0, "peak_mib": 2100.0, "before_mib": 500.0}
 {"check": "dwa", "layers": 12, "width": 768, "dwa": "4x5", "device": "cuda", "params": 1, "ms_per_step": 110.0, "peak_mib": 2100.0, "before_mib": 500.0}
 {"check": "dwa", "layers": 12, "width": 768, "dwa": "none", "device": "cuda", "params": 1, "ms_per_step": 100.0, "peak_mib": 2000.0, "before_mib": 500.0}
+{"check": "optimizer", "config": "configs/modern-gpu.toml", "optimizer": "Muon", "device": "cuda", "params": 10700000, "batch": 64, "forward_backward_ms": 20.5, "clip_ms": 0.4, "update_ms": 3.1, "optimizer_share": 0.1458}
 {"check": "demo", "name": "nanogpt-cpu", "variant": "gpt", "params": {"total": 800000}, "final_val_loss": 1.91, "wall_s": 30.0, "tokens_per_sec": 90000.0, "ms_per_iter": 8.0, "peak_device_mib": 120.0, "peak_rss_mib": 900.0}
 "#;
 
@@ -437,6 +474,19 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_report_gives_the_optimizers_share_on_the_device() {
+        let text = report_text(&results()).unwrap();
+        assert!(
+            text.contains(
+                "| `configs/modern-gpu.toml` | Muon | 10700000 | 64 | 20.50 | 0.40 | 3.10 | 14.6% |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("`optimizer_share --device cuda "), "{text}");
+        assert!(!report_text(&[]).unwrap().contains("optimizer's share"));
     }
 
     #[test]

@@ -358,6 +358,7 @@ fn gpu_kit_builds_the_binaries_and_the_cuda_tests() {
             "cargo build --release -p strata-cli --bin strata",
             "cargo build --release -p strata-benches --bin dwa_overhead",
             "cargo build --release -p strata-benches --bin device_bandwidth",
+            "cargo build --release -p strata-benches --bin optimizer_share",
             "cargo test --release --no-run -p strata-tensor -p strata-kernels",
             "(xtask) install the binaries in .carry/gpu-kit/bin and the test executables in \
              .carry/gpu-kit/tests without debug info (at most 56 MiB)",
