@@ -38,19 +38,23 @@ pub enum ParamGroup {
     Embedding,
     /// The untied output head.
     Head,
-    /// Norm gains, biases and DWA weights.
+    /// Norm gains and biases.
     Scalar,
+    /// The weights of depth connections: DWA weights and every `[model.depth]` method's
+    /// tensors (scalars and their small matrices).
+    Depth,
     /// LoRA adapters `A` and `B`.
     Adapter,
 }
 
 impl ParamGroup {
     /// Every group.
-    pub const ALL: [ParamGroup; 5] = [
+    pub const ALL: [ParamGroup; 6] = [
         ParamGroup::Hidden,
         ParamGroup::Embedding,
         ParamGroup::Head,
         ParamGroup::Scalar,
+        ParamGroup::Depth,
         ParamGroup::Adapter,
     ];
 
@@ -61,6 +65,7 @@ impl ParamGroup {
             r if r.is_embedding() => ParamGroup::Embedding,
             Role::Head => ParamGroup::Head,
             Role::LoraA | Role::LoraB => ParamGroup::Adapter,
+            Role::DwaWeight | Role::DepthScalar | Role::DepthMatrix => ParamGroup::Depth,
             _ => ParamGroup::Scalar,
         }
     }
@@ -72,6 +77,7 @@ impl ParamGroup {
             ParamGroup::Embedding => "embedding_lr",
             ParamGroup::Head => "head_lr",
             ParamGroup::Scalar => "scalar_lr",
+            ParamGroup::Depth => "depth_lr",
             ParamGroup::Adapter => "adapter_lr",
         }
     }
@@ -110,10 +116,14 @@ pub struct OptimizerConfig {
     /// AdamW: peak learning rate of the untied head (absent: `train.learning_rate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_lr: Option<f64>,
-    /// AdamW: peak learning rate of norm gains, biases and DWA weights (absent:
-    /// `train.learning_rate`).
+    /// AdamW: peak learning rate of norm gains and biases, and of depth connections without a
+    /// `depth_lr` (absent: `train.learning_rate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scalar_lr: Option<f64>,
+    /// AdamW: peak learning rate of depth connections, DWA weights and every
+    /// `[model.depth]` method's tensors (absent: `scalar_lr`, else `train.learning_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_lr: Option<f64>,
     /// AdamW: peak learning rate of LoRA adapters (absent: `train.learning_rate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter_lr: Option<f64>,
@@ -132,6 +142,7 @@ impl Default for OptimizerConfig {
             embedding_lr: None,
             head_lr: None,
             scalar_lr: None,
+            depth_lr: None,
             adapter_lr: None,
         }
     }
@@ -163,6 +174,7 @@ impl OptimizerConfig {
             ParamGroup::Embedding => self.embedding_lr,
             ParamGroup::Head => self.head_lr,
             ParamGroup::Scalar => self.scalar_lr,
+            ParamGroup::Depth => self.depth_lr.or(self.scalar_lr),
             ParamGroup::Adapter => self.adapter_lr,
         }
     }
@@ -175,6 +187,7 @@ impl OptimizerConfig {
             &mut self.embedding_lr,
             &mut self.head_lr,
             &mut self.scalar_lr,
+            &mut self.depth_lr,
             &mut self.adapter_lr,
         ]
         .into_iter()
@@ -232,6 +245,7 @@ impl OptimizerConfig {
             ("embedding_lr", self.embedding_lr),
             ("head_lr", self.head_lr),
             ("scalar_lr", self.scalar_lr),
+            ("depth_lr", self.depth_lr),
             ("adapter_lr", self.adapter_lr),
         ];
         for (field, lr) in rates {

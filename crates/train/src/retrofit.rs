@@ -6,8 +6,8 @@
 //! checkpoint tensor is copied into the new model; the new methods' tensors (and only they)
 //! take their initial values, which for DWA, LAuReL, (m)HC, attention residuals and MUDD
 //! compute the checkpoint's function (the value residual starts at its paper's mix instead).
-//! Their learning rate is the `[train.optimizer]` group of their role (`scalar_lr` for DWA
-//! weights and depth scalars), and the run's own warmup re-warms every rate.
+//! Their learning rate is the `[train.optimizer]` group of their role (`depth_lr`, which
+//! follows `scalar_lr` when absent), and the run's own warmup re-warms every rate.
 //!
 //! The tensors are made by the `add_depth` growth operation ([`strata_growth::depth`]), which
 //! also switches methods on in the middle of one run (`[[growth]] op = "add_depth"`): that

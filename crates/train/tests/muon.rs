@@ -288,6 +288,14 @@ fn kinds() -> Vec<(&'static str, ModelConfig)> {
              tied_embeddings = false\nzero_init_projections = true\nzero_init_head = true\n\
              logit_softcap = 30.0\n",
         ),
+        ("value residual", "[depth]\nvalue_residual = true\n"),
+        ("laurel-lr", "[depth.laurel]\nkind = \"lr\"\nrank = 2\n"),
+        (
+            "dynamic mhc",
+            "[depth.hyper]\nstreams = 2\ndynamic = true\nmanifold = true\n",
+        ),
+        ("attention residuals", "[depth]\nattn_res = true\n"),
+        ("mudd", "[depth]\nmudd = true\n"),
     ]
     .into_iter()
     .map(|(kind, extra)| (kind, toml::from_str(&format!("{base}{extra}")).unwrap()))
@@ -318,7 +326,8 @@ fn muon_takes_exactly_the_block_matrices_of_every_model_kind() {
             assert_eq!(assigned[name], block_matrix, "{kind}: {name}");
         }
         assert!(assigned.values().any(|&m| m), "{kind}: Muon has work");
-        // The group of each name follows its role, and the five groups cover every role.
+        // The group of each name follows its role, and the six groups cover every role.
+        let depth_prefixes = ["dwa.", "vres.", "laurel.", "hyper.", "attnres.", "mudd."];
         for (name, group) in strata_train::optimizer::param_groups(&config) {
             let expected = if name.contains("lora") {
                 ParamGroup::Adapter
@@ -328,6 +337,8 @@ fn muon_takes_exactly_the_block_matrices_of_every_model_kind() {
                 ParamGroup::Head
             } else if assigned[&name] {
                 ParamGroup::Hidden
+            } else if depth_prefixes.iter().any(|p| name.starts_with(p)) {
+                ParamGroup::Depth
             } else {
                 ParamGroup::Scalar
             };
@@ -592,19 +603,81 @@ fn the_memory_budget_counts_the_state_each_optimizer_really_keeps() {
     }
 }
 
+/// How far one optimizer step under `train` moves each parameter of `model_config` from
+/// `source`'s weights, with the gradients of [`gradients`] and the schedule's rate at `step`:
+/// (name, change, largest absolute weight before), sorted by name.
+fn one_step_changes(
+    source: &nn::VarStore,
+    model_config: &ModelConfig,
+    train: &strata_train::TrainConfig,
+    step: u64,
+) -> Vec<(String, Tensor, f64)> {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), model_config).unwrap();
+    vs.copy(source).unwrap();
+    let mut start: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, v)| (n, v.detach().copy()))
+        .collect();
+    start.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut opt = Optimizer::new(
+        vs.variables().into_iter().collect(),
+        model_config,
+        &train.optimizer,
+        train.adamw(),
+        train.learning_rate,
+    )
+    .unwrap();
+    let _ = gradients(&vs, &model);
+    opt.step(train.schedule().at(step)).unwrap();
+    let now = vs.variables();
+    start
+        .into_iter()
+        .map(|(n, v)| {
+            let magnitude = v.abs().max().double_value(&[]);
+            let change = &now[&n] - &v;
+            (n, change, magnitude)
+        })
+        .collect()
+}
+
+/// Whether `b` is `factor` times `a`, up to 1e-4 relative and the f32 rounding of the weights
+/// themselves, which bounds how exactly a small step can be read back as a difference.
+fn scaled_by(a: &Tensor, b: &Tensor, factor: f64, magnitude: f64) -> Result<(), String> {
+    let expected = a * factor;
+    let tolerance =
+        1e-4 * expected.abs().max().double_value(&[]) + 4.0 * f64::from(f32::EPSILON) * magnitude;
+    let err = (b - &expected).abs().max().double_value(&[]);
+    if err <= tolerance {
+        Ok(())
+    } else {
+        Err(format!("off by {err} (tolerance {tolerance})"))
+    }
+}
+
+/// The tiny modern block with random projections and head, so that every parameter has a
+/// gradient at the first step; with `depth`, TOML lines of `[model.depth]`.
+fn random_modern_block(depth: &str) -> ModelConfig {
+    let (_, mut config) = kinds()
+        .into_iter()
+        .find(|(kind, _)| *kind == "modern block")
+        .unwrap();
+    config.zero_init_projections = false;
+    config.zero_init_head = false;
+    if !depth.is_empty() {
+        config.depth = toml::from_str(depth).unwrap();
+    }
+    config
+}
+
 #[test]
 fn scaling_the_learning_rates_scales_every_groups_update() {
     // One step from the same weights and gradients: AdamW's first update, its decoupled weight
     // decay and Muon's update are all proportional to the rate, so a config whose rates are
     // scaled by 3 must move every parameter 3 times as far, at any step of the schedule.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let (_, mut model_config) = kinds()
-        .into_iter()
-        .find(|(kind, _)| *kind == "modern block")
-        .unwrap();
-    // Random projections and head, so that every parameter has a gradient at the first step.
-    model_config.zero_init_projections = false;
-    model_config.zero_init_head = false;
+    let model_config = random_modern_block("");
     for preset in ["modern-cpu.toml", "nanogpt-cpu.toml"] {
         let original = RunConfig::load(&root.join(preset), &[]).unwrap().train;
         let mut scaled = original.clone();
@@ -616,52 +689,70 @@ fn scaling_the_learning_rates_scales_every_groups_update() {
         let source = nn::VarStore::new(Device::Cpu);
         let _ = Gpt::new(&source.root(), &model_config).unwrap();
         for step in [10, 700] {
-            let moved = |t: &strata_train::TrainConfig| {
-                let mut vs = nn::VarStore::new(Device::Cpu);
-                let model = Gpt::new(&vs.root(), &model_config).unwrap();
-                vs.copy(&source).unwrap();
-                let mut start: Vec<(String, Tensor)> = vs
-                    .variables()
-                    .into_iter()
-                    .map(|(n, v)| (n, v.detach().copy()))
-                    .collect();
-                start.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut opt = Optimizer::new(
-                    vs.variables().into_iter().collect(),
-                    &model_config,
-                    &t.optimizer,
-                    t.adamw(),
-                    t.learning_rate,
-                )
-                .unwrap();
-                let _ = gradients(&vs, &model);
-                opt.step(t.schedule().at(step)).unwrap();
-                let now = vs.variables();
-                start
-                    .into_iter()
-                    .map(|(n, v)| {
-                        let delta = &now[&n] - &v;
-                        let magnitude = v.abs().max().double_value(&[]);
-                        (n, (delta, magnitude))
-                    })
-                    .collect::<Vec<_>>()
-            };
-            let (base, tripled) = (moved(&original), moved(&scaled));
+            let base = one_step_changes(&source, &model_config, &original, step);
+            let tripled = one_step_changes(&source, &model_config, &scaled, step);
             let mut moving = 0;
-            for ((name, (a, magnitude)), (_, (b, _))) in base.iter().zip(&tripled) {
-                let expected = a * 3.0;
-                // f32 rounding of the weights themselves bounds how exactly a small step
-                // can be read back as a difference.
-                let tolerance = 1e-4 * expected.abs().max().double_value(&[])
-                    + 4.0 * f64::from(f32::EPSILON) * magnitude;
-                let err = (b - &expected).abs().max().double_value(&[]);
-                assert!(
-                    err <= tolerance,
-                    "{preset} step {step}: {name} off by {err} (tolerance {tolerance})"
-                );
+            for ((name, a, magnitude), (_, b, _)) in base.iter().zip(&tripled) {
+                scaled_by(a, b, 3.0, *magnitude)
+                    .unwrap_or_else(|e| panic!("{preset} step {step}: {name} {e}"));
                 moving += usize::from(a.abs().max().double_value(&[]) > 0.0);
             }
             assert_eq!(moving, base.len(), "{preset}: every parameter moves");
         }
     }
+}
+
+#[test]
+fn depth_connections_get_their_own_rate_and_follow_the_scalars_without_one() {
+    // The modern preset with value residual and LAuReL-LR: its scalar_lr is 0.01. Without a
+    // depth_lr the depth tensors step exactly as before the group existed (at scalar_lr);
+    // with depth_lr = 3 x scalar_lr they, and only they, move 3 times as far.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let model_config =
+        random_modern_block("value_residual = true\n[laurel]\nkind = \"lr\"\nrank = 2\n");
+    let original = RunConfig::load(&root.join("modern-cpu.toml"), &[])
+        .unwrap()
+        .train;
+    let scalar = original.optimizer.scalar_lr.unwrap();
+    assert_eq!(original.peak_lr(ParamGroup::Depth), scalar);
+    let mut own = original.clone();
+    own.optimizer.depth_lr = Some(3.0 * scalar);
+    let mut everything_at_scalar = original.clone();
+    everything_at_scalar.optimizer.depth_lr = Some(scalar);
+    let source = nn::VarStore::new(Device::Cpu);
+    let _ = Gpt::new(&source.root(), &model_config).unwrap();
+    let groups = strata_train::optimizer::param_groups(&model_config);
+    let base = one_step_changes(&source, &model_config, &original, 10);
+    let explicit = one_step_changes(&source, &model_config, &everything_at_scalar, 10);
+    let tripled = one_step_changes(&source, &model_config, &own, 10);
+    let mut depth_tensors = 0;
+    for (((name, a, magnitude), (_, same, _)), (_, b, _)) in
+        base.iter().zip(&explicit).zip(&tripled)
+    {
+        assert!(
+            a.equal(same),
+            "{name}: depth_lr = scalar_lr changes nothing"
+        );
+        let factor = if groups[name] == ParamGroup::Depth {
+            depth_tensors += 1;
+            3.0
+        } else {
+            1.0
+        };
+        scaled_by(a, b, factor, *magnitude).unwrap_or_else(|e| panic!("{name} x{factor}: {e}"));
+    }
+    // The value residual's mixes and LAuReL-LR's A and B.
+    assert!(depth_tensors >= 4, "{depth_tensors}");
+    let bad = RunConfig::parse(
+        &std::fs::read_to_string(root.join("modern-cpu.toml")).unwrap(),
+        "modern.toml",
+        "modern",
+        &["train.optimizer.depth_lr=0".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("modern.toml") && bad.contains("train.optimizer.depth_lr"),
+        "{bad}"
+    );
 }
