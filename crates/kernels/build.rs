@@ -1,5 +1,5 @@
 //! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`), autocast
-//! regions (`csrc/autocast.cpp`), the
+//! regions (`csrc/autocast.cpp`), strata's own random-number generators (`csrc/generator.cpp`), the
 //! accelerator memory statistics (`csrc/device_memory.cpp`) and the c10d process group
 //! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`; `csrc/shim_error.h` is
 //! the exception capture the shims share) against the libtorch
@@ -12,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/device_memory.cpp");
     println!("cargo:rerun-if-changed=csrc/process_group.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/generator.cpp");
     println!("cargo:rerun-if-changed=csrc/shim_error.h");
     println!("cargo:rerun-if-changed=csrc/gloo_decl");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
@@ -35,6 +36,7 @@ fn main() {
         .file("csrc/device_memory.cpp")
         .file("csrc/process_group.cpp")
         .file("csrc/autocast.cpp")
+        .file("csrc/generator.cpp")
         .include("csrc/gloo_decl")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))

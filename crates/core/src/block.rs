@@ -114,8 +114,7 @@ impl Block {
 
     /// The MLP branch alone, `mlp(ln_2(x))`, without the residual add.
     pub fn mlp_branch(&self, x: &Tensor, call: LayerCall) -> Result<Tensor> {
-        self.mlp
-            .forward(&self.ln_2.forward(x)?, call.config, call.train)
+        self.mlp.forward(&self.ln_2.forward(x)?, call)
     }
 }
 

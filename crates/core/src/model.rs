@@ -58,6 +58,8 @@ pub struct Gpt {
     /// Output head when embeddings are not tied.
     pub lm_head: Option<Linear>,
     rotary: Option<Rotary>,
+    /// The model's own random generator for dropout ([`Gpt::with_generator`]).
+    generator: Option<strata_kernels::Generator>,
 }
 
 impl Gpt {
@@ -114,6 +116,7 @@ impl Gpt {
             ln_f,
             lm_head,
             rotary,
+            generator: None,
         })
     }
 
@@ -127,6 +130,19 @@ impl Gpt {
     pub fn with_kernel(mut self, kernel: strata_kernels::Implementation) -> Self {
         self.depth.set_kernel(kernel);
         self
+    }
+
+    /// The model with its own random generator: dropout on CPU tensors draws from it, not
+    /// from libtorch's process-wide default generator, so models in several threads draw at
+    /// once and reproducibly ([`Gpt::generator`] reseeds it).
+    pub fn with_generator(mut self, generator: strata_kernels::Generator) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+
+    /// The model's own random generator, if it has one.
+    pub fn generator(&self) -> Option<&strata_kernels::Generator> {
+        self.generator.as_ref()
     }
 
     /// The device the parameters live on.
@@ -181,12 +197,13 @@ impl Gpt {
             let positions = Tensor::f_arange_start(past, past + t, (Kind::Int64, self.device))?;
             x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
         }
-        x = x.f_dropout(self.config.dropout, train)?;
         let call = LayerCall {
             config: &self.config,
             rotary: self.rotary.as_ref(),
             train,
+            generator: self.generator.as_ref(),
         };
+        let x = call.dropout(x, self.config.dropout)?;
         let x = if self.depth.attn_res().is_some() {
             self.depth.forward_sublayers(
                 x,

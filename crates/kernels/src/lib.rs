@@ -29,6 +29,7 @@ mod ffi;
 #[cfg(not(feature = "cpp"))]
 #[path = "ffi_without_cpp.rs"]
 mod ffi;
+pub mod generator;
 mod grad_mode;
 mod layer_stack;
 pub mod process_group;
@@ -37,6 +38,7 @@ mod weighted_sum;
 #[cfg(not(feature = "cpp"))]
 mod without_cpp;
 
+pub use generator::Generator;
 pub use grad_mode::grad_mode_enabled;
 
 /// True when this build has strata's C++ (the `cpp` feature).

@@ -86,9 +86,17 @@ fn weighted_step(
     weight: f64,
     seed: Option<u64>,
 ) -> Result<Tensor> {
-    let loss = match seed {
-        Some(seed) => seeded(seed, || model.loss(x, y, true))?,
-        None => model.loss(x, y, true)?,
+    let own_generator = model
+        .generator()
+        .filter(|_| strata_kernels::Generator::draws_on(x.device()));
+    let loss = match (seed, own_generator) {
+        // The model's own generator: no process-wide lock, so workers draw at the same time.
+        (Some(seed), Some(generator)) => {
+            generator.reseed(seed)?;
+            model.loss(x, y, true)?
+        }
+        (Some(seed), None) => seeded(seed, || model.loss(x, y, true))?,
+        (None, _) => model.loss(x, y, true)?,
     };
     let scaled = loss.f_mul_scalar(weight)?;
     scaled.f_backward()?;
@@ -152,7 +160,8 @@ impl DataParallel {
                 // The throwaway initial values are drawn inside a seeded section so that
                 // building replicas never disturbs another thread's seeded random numbers.
                 let model = seeded(0, || Gpt::new(&replica_store.root(), master.config()))?
-                    .with_kernel(master.depth.kernel());
+                    .with_kernel(master.depth.kernel())
+                    .with_generator(strata_kernels::Generator::new(0)?);
                 let mut named: Vec<_> = replica_store.variables().into_iter().collect();
                 named.sort_by(|a, b| a.0.cmp(&b.0));
                 let (mut masters, mut params) = (Vec::new(), Vec::new());

@@ -42,6 +42,7 @@ use std::time::Instant;
 use strata_core::flops::train_flops_per_step;
 use strata_core::{Gpt, ModelConfig};
 use strata_growth::{GrowthOp, Snapshot};
+use strata_kernels::Generator;
 use strata_tensor::{Error, Result, seeded, set_cpu_threads};
 use tch::{Device, Tensor, nn};
 
@@ -774,8 +775,9 @@ impl Trainer {
             .op
             .apply(&snapshot, growth_seed(self.config.train.seed, index))?;
         let vs = nn::VarStore::new(self.device);
-        let model =
-            Gpt::new(&vs.root(), &grown.config)?.with_kernel(self.stage.model.depth.kernel());
+        let model = Gpt::new(&vs.root(), &grown.config)?
+            .with_kernel(self.stage.model.depth.kernel())
+            .with_generator(Generator::new(self.config.train.seed)?);
         let params: Vec<(String, Tensor)> = grown.params.into_iter().collect();
         checkpoint::restore_weights(&vs, &params, &source)?;
         let mut optimizer = build_optimizer(&vs, &grown.config, &self.config)?;
@@ -922,7 +924,9 @@ fn build(
     };
     let threads_per_worker = (threads_total / workers).max(1);
     let vs = nn::VarStore::new(device);
-    let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?;
+    // Dropout draws from the model's own generator, reseeded for every batch chunk.
+    let model = seeded(t.seed, || Gpt::new(&vs.root(), &model_config))?
+        .with_generator(Generator::new(t.seed)?);
     let mut optimizer = build_optimizer(&vs, &model_config, &config)?;
     if let Some(init) = &initial {
         if options.retrofit {

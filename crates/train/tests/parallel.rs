@@ -22,11 +22,13 @@ fn config(dwa: bool, dropout: f64) -> ModelConfig {
     c
 }
 
-/// A model with random weights; DWA weights are perturbed away from the identity so every
-/// source layer carries gradient.
+/// A model with random weights and its own random generator, as the trainer builds it; DWA
+/// weights are perturbed away from the identity so every source layer carries gradient.
 fn model(config: &ModelConfig) -> (nn::VarStore, Gpt) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let gpt = seeded(3, || Gpt::new(&vs.root(), config)).unwrap();
+    let gpt = seeded(3, || Gpt::new(&vs.root(), config))
+        .unwrap()
+        .with_generator(strata_kernels::Generator::new(0).unwrap());
     tch::no_grad(|| {
         for (name, mut v) in vs.variables() {
             if name.starts_with("dwa") || name.contains("ln") {
@@ -186,6 +188,34 @@ fn dropout_is_reproducible_and_seed_dependent() {
         assert_eq!(x.max_abs_diff(y).unwrap(), 0.0);
     }
     assert_ne!(a, c, "another dropout seed gave the same loss");
+}
+
+#[test]
+fn dropout_steps_do_not_wait_for_the_default_generators_lock() {
+    // The master and every replica draw from their own generators: a step with dropout must
+    // finish while another thread holds libtorch's default generator (a seeded section).
+    let cfg = config(true, 0.2);
+    let (_vs, gpt) = model(&cfg);
+    let (_vs2, reference_gpt) = model(&cfg);
+    let mut dp = DataParallel::new(&_vs, &gpt, 2, 1).unwrap();
+    let mut reference_dp = DataParallel::new(&_vs2, &reference_gpt, 2, 1).unwrap();
+    let (x, y) = (tokens(6, 12, 10), tokens(6, 12, 11));
+    let expected = reference_dp
+        .forward_backward(&reference_gpt, &x, &y, Some(7))
+        .unwrap()
+        .double_value(&[]);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    seeded(99, || {
+        let worker = std::thread::spawn(move || {
+            let loss = dp.forward_backward(&gpt, &x, &y, Some(7)).unwrap();
+            done_tx.send(loss.double_value(&[])).unwrap();
+        });
+        let got = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the step waited for the default generator's lock");
+        assert_eq!(got.to_bits(), expected.to_bits());
+        worker.join().unwrap();
+    });
 }
 
 #[test]

@@ -127,7 +127,12 @@ impl CausalSelfAttention {
             None => (k, v),
         };
         let dropout = if call.train { self.dropout } else { 0.0 };
-        let y = if past == 0 {
+        let own_generator = dropout > 0.0 && call.generator_for(q.device()).is_some();
+        let y = if past == 0 && own_generator {
+            // SDPA's dropout draws from libtorch's default generator: spelled out instead, so
+            // that the mask comes from the model's own.
+            explicit_causal_attention(&q, &k, &v, |weights| call.dropout(weights, dropout))?
+        } else if past == 0 {
             Tensor::f_scaled_dot_product_attention::<Tensor>(
                 &q, &k, &v, None, dropout, true, None, false,
             )?
@@ -157,9 +162,76 @@ impl CausalSelfAttention {
             )?
         };
         let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, a])?;
-        Ok(self
-            .c_proj
-            .forward(&y, call.config.precision)?
-            .f_dropout(self.dropout, call.train)?)
+        call.dropout(
+            self.c_proj.forward(&y, call.config.precision)?,
+            self.dropout,
+        )
+    }
+}
+
+/// Causal attention written out, `drop(softmax(q·kᵀ/√d with future keys masked))·v` over
+/// `[batch, heads, time, head_dim]` inputs: what SDPA computes (`scale = 1/√d`), with `drop`
+/// applied to the attention weights.
+fn explicit_causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    drop: impl FnOnce(Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let size = q.size();
+    let (t, d) = (size[2], size[3]);
+    let scores = q
+        .f_matmul(&k.f_transpose(-2, -1)?)?
+        .f_mul_scalar(1.0 / (d as f64).sqrt())?;
+    let future = Tensor::f_ones([t, t], (tch::Kind::Bool, q.device()))?.f_triu(1)?;
+    let weights = scores
+        .f_masked_fill(&future, f64::NEG_INFINITY)?
+        .f_softmax(-1, scores.kind())?;
+    Ok(drop(weights)?.f_matmul(v)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn written_out_attention_is_sdpas_and_drops_the_weights() {
+        let shape = [2, 3, 7, 4];
+        let draw = || Tensor::randn(shape, (Kind::Double, Device::Cpu));
+        let (q, k, v) = (draw(), draw(), draw());
+        let sdpa = Tensor::scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, true, None, false,
+        );
+        let explicit = explicit_causal_attention(&q, &k, &v, Ok).unwrap();
+        assert!(explicit.allclose(&sdpa, 1e-12, 1e-12, false));
+        // A naive loop over positions, with every weight of key 0 dropped (a mask that scales
+        // the rest by 2): output[i] = Σ_{j<=i, j>0} 2·w_ij·v_j.
+        let mask = Tensor::ones([7, 7], (Kind::Double, Device::Cpu)) * 2.0;
+        let _ = mask.narrow(1, 0, 1).fill_(0.0);
+        let dropped = explicit_causal_attention(&q, &k, &v, |w| Ok(w * &mask)).unwrap();
+        for (b, h, i) in [(0, 0, 0), (1, 2, 6), (0, 1, 3)] {
+            let qi = q.get(b).get(h).get(i);
+            let scores: Vec<f64> = (0..=i)
+                .map(|j| {
+                    (&qi * k.get(b).get(h).get(j))
+                        .sum(Kind::Double)
+                        .double_value(&[])
+                        / 2.0
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+            for c in 0..4 {
+                let expected: f64 = (1..=i)
+                    .map(|j| {
+                        2.0 * (scores[j as usize] - max).exp() / total
+                            * v.get(b).get(h).get(j).double_value(&[c])
+                    })
+                    .sum();
+                let got = dropped.get(b).get(h).get(i).double_value(&[c]);
+                assert!((got - expected).abs() < 1e-12, "({b}, {h}, {i}, {c})");
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The feed-forward sublayer: GELU (exact or tanh-approximated), squared ReLU, SwiGLU or
 //! Pattention.
 
-use super::Linear;
+use super::{LayerCall, Linear};
 use crate::config::{MlpKind, ModelConfig};
 use strata_tensor::Result;
 use tch::{Tensor, nn};
@@ -64,8 +64,8 @@ impl Mlp {
     }
 
     /// Applies the MLP to `x` `[B, T, D]`.
-    pub fn forward(&self, x: &Tensor, config: &ModelConfig, train: bool) -> Result<Tensor> {
-        let p = config.precision;
+    pub fn forward(&self, x: &Tensor, call: LayerCall) -> Result<Tensor> {
+        let p = call.config.precision;
         let hidden = match (self.kind, &self.w_up) {
             (MlpKind::Swiglu, Some(up)) => self
                 .c_fc
@@ -77,10 +77,7 @@ impl Mlp {
             (MlpKind::GeluTanh, _) => self.c_fc.forward(x, p)?.f_gelu("tanh")?,
             _ => self.c_fc.forward(x, p)?.f_gelu("none")?,
         };
-        Ok(self
-            .c_proj
-            .forward(&hidden, p)?
-            .f_dropout(self.dropout, train)?)
+        call.dropout(self.c_proj.forward(&hidden, p)?, self.dropout)
     }
 }
 
