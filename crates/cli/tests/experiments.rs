@@ -81,25 +81,7 @@ fn the_growth_study_lists_what_each_run_changes_and_reuses_its_runs() {
     let text = std::fs::read_to_string(&fx.config).unwrap();
     let two_blocks = with_line(&text, "n_layer = ", "n_layer = 2");
     std::fs::write(fx.path().join("two.toml"), two_blocks).unwrap();
-    let args = [
-        "experiment",
-        "growth",
-        "--config",
-        "two.toml",
-        "--seeds",
-        "1",
-        "--steps",
-        "8",
-        "--eval-interval",
-        "4",
-        "--eval-tokens",
-        "64",
-        "--out",
-        "runs",
-        "--docs",
-        "docs",
-        "--quiet",
-    ];
+    let args = growth_args("two.toml");
     strata_run(fx.path(), &args).ok();
     let doc = std::fs::read_to_string(fx.path().join("docs/growth.md")).unwrap();
     let row = |label: &str| {
@@ -161,25 +143,7 @@ fn the_growth_study_sweeps_every_rate_of_a_muon_recipe_and_grows_the_modern_bloc
     }
     text += "\n[train.optimizer]\nkind = \"muon\"\nmuon_lr = 0.02\nembedding_lr = 0.01\n";
     std::fs::write(fx.path().join("modern.toml"), text).unwrap();
-    let args = [
-        "experiment",
-        "growth",
-        "--config",
-        "modern.toml",
-        "--seeds",
-        "1",
-        "--steps",
-        "8",
-        "--eval-interval",
-        "4",
-        "--eval-tokens",
-        "64",
-        "--out",
-        "runs",
-        "--docs",
-        "docs",
-        "--quiet",
-    ];
+    let args = growth_args("modern.toml");
     strata_run(fx.path(), &args).ok();
     let doc = std::fs::read_to_string(fx.path().join("docs/growth.md")).unwrap();
     assert!(doc.contains("from scratch (Muon lr "), "{doc}");
@@ -241,6 +205,30 @@ fn the_growth_study_sweeps_every_rate_of_a_muon_recipe_and_grows_the_modern_bloc
             "{label}:\n{doc}"
         );
     }
+}
+
+/// `strata experiment growth` of `config` in a fixture: one seed of 8 steps, evaluated every
+/// 4 steps on 64 tokens, runs in `runs/` and the report in `docs/`.
+fn growth_args(config: &str) -> Vec<&str> {
+    vec![
+        "experiment",
+        "growth",
+        "--config",
+        config,
+        "--seeds",
+        "1",
+        "--steps",
+        "8",
+        "--eval-interval",
+        "4",
+        "--eval-tokens",
+        "64",
+        "--out",
+        "runs",
+        "--docs",
+        "docs",
+        "--quiet",
+    ]
 }
 
 /// `text` with every line that starts with `prefix` replaced by `line`.
