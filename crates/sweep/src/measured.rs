@@ -158,6 +158,18 @@ fn per_seed(
         .collect()
 }
 
+/// Each of `cells`, marked by whether its budget is one of `counted_budgets` (counted for
+/// the multiplier).
+fn marked_cells<'a>(
+    cells: &'a [CellReading],
+    counted_budgets: &[u64],
+) -> Vec<(&'a CellReading, bool)> {
+    cells
+        .iter()
+        .map(|c| (c, counted_budgets.contains(&c.token_budget)))
+        .collect()
+}
+
 /// Every variant of `sweep` against its baseline (the first variant), from `records`.
 pub fn measured(sweep: &SweepConfig, records: &[SweepRecord]) -> Vec<MeasuredMultiplier> {
     let baseline = &sweep.variants[0].name;
@@ -167,10 +179,17 @@ pub fn measured(sweep: &SweepConfig, records: &[SweepRecord]) -> Vec<MeasuredMul
     let diff_of = |c: &CellReading| c.loss_difference.clone();
     let none = "no budget at which every seed's baseline curve reaches the variant's loss \
                 without extrapolating";
+    // The multiplier over the cells marked as counted, and the loss difference over all.
+    let read = |marked: &[(&CellReading, bool)]| {
+        let every: Vec<(&CellReading, bool)> = marked.iter().map(|&(c, _)| (c, true)).collect();
+        (
+            aggregate(per_seed(marked, &seeds, log_of, none), resamples, seed),
+            aggregate(per_seed(&every, &seeds, diff_of, "no run"), resamples, seed),
+        )
+    };
     sweep.variants[1..]
         .iter()
         .map(|v| {
-            let mut all: Vec<(CellReading, bool)> = Vec::new();
             let sizes: Vec<SizeReading> = sweep
                 .sizes
                 .iter()
@@ -178,17 +197,8 @@ pub fn measured(sweep: &SweepConfig, records: &[SweepRecord]) -> Vec<MeasuredMul
                     let cells =
                         read_size(records, baseline, &v.name, (s.n_layer, s.d_model), &seeds);
                     let counted_budgets = counted(&cells, &seeds);
-                    let marked: Vec<(&CellReading, bool)> = cells
-                        .iter()
-                        .map(|c| (c, counted_budgets.contains(&c.token_budget)))
-                        .collect();
-                    let log_multiplier =
-                        aggregate(per_seed(&marked, &seeds, log_of, none), resamples, seed);
-                    let every: Vec<(&CellReading, bool)> =
-                        cells.iter().map(|c| (c, true)).collect();
-                    let loss_difference =
-                        aggregate(per_seed(&every, &seeds, diff_of, "no run"), resamples, seed);
-                    all.extend(marked.into_iter().map(|(c, k)| (c.clone(), k)));
+                    let (log_multiplier, loss_difference) =
+                        read(&marked_cells(&cells, &counted_budgets));
                     SizeReading {
                         n_layer: s.n_layer,
                         d_model: s.d_model,
@@ -199,12 +209,11 @@ pub fn measured(sweep: &SweepConfig, records: &[SweepRecord]) -> Vec<MeasuredMul
                     }
                 })
                 .collect();
-            let marked: Vec<(&CellReading, bool)> = all.iter().map(|(c, k)| (c, *k)).collect();
-            let log_multiplier =
-                aggregate(per_seed(&marked, &seeds, log_of, none), resamples, seed);
-            let every: Vec<(&CellReading, bool)> = all.iter().map(|(c, _)| (c, true)).collect();
-            let loss_difference =
-                aggregate(per_seed(&every, &seeds, diff_of, "no run"), resamples, seed);
+            let all: Vec<(&CellReading, bool)> = sizes
+                .iter()
+                .flat_map(|s| marked_cells(&s.cells, &s.counted_budgets))
+                .collect();
+            let (log_multiplier, loss_difference) = read(&all);
             let power = log_multiplier.as_ref().ok().map(|p| power(p, EFFECT));
             let verdict = match &log_multiplier {
                 Ok(p) => multiplier_verdict(
