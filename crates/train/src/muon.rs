@@ -144,15 +144,11 @@ impl Muon {
 
     /// The momentum buffers as named tensors (`muon_momentum.<name>`), for checkpoints.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        self.slots
-            .iter()
-            .map(|s| {
-                (
-                    format!("{STATE_PREFIX}.{}", s.name),
-                    s.momentum.shallow_clone(),
-                )
-            })
-            .collect()
+        crate::optim::named_state(
+            self.slots
+                .iter()
+                .map(|s| (STATE_PREFIX, s.name.as_str(), &s.momentum)),
+        )
     }
 
     /// The momentum buffers by parameter name as first moments (what growth operators
@@ -197,16 +193,14 @@ impl Muon {
         steps: u64,
         source: &std::path::Path,
     ) -> Result<()> {
-        for slot in &mut self.slots {
-            let key = format!("{STATE_PREFIX}.{}", slot.name);
-            crate::optim::restore_state_tensor(
-                tensors,
-                &key,
-                &mut slot.momentum,
-                source,
-                " (was the run trained with train.optimizer.kind = \"muon\"?)",
-            )?;
-        }
+        crate::optim::restore_named_state(
+            tensors,
+            self.slots
+                .iter_mut()
+                .map(|s| (STATE_PREFIX, s.name.as_str(), &mut s.momentum)),
+            source,
+            " (was the run trained with train.optimizer.kind = \"muon\"?)",
+        )?;
         self.step = steps;
         Ok(())
     }

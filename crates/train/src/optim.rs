@@ -141,18 +141,12 @@ impl AdamW {
 
     /// The moments as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`), for checkpoints.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        self.slots
-            .iter()
-            .flat_map(|s| {
-                [
-                    (format!("exp_avg.{}", s.name), s.exp_avg.shallow_clone()),
-                    (
-                        format!("exp_avg_sq.{}", s.name),
-                        s.exp_avg_sq.shallow_clone(),
-                    ),
-                ]
-            })
-            .collect()
+        named_state(self.slots.iter().flat_map(|s| {
+            [
+                ("exp_avg", s.name.as_str(), &s.exp_avg),
+                ("exp_avg_sq", s.name.as_str(), &s.exp_avg_sq),
+            ]
+        }))
     }
 
     /// The moments by parameter name, detached copies (what growth operators carry).
@@ -195,15 +189,13 @@ impl AdamW {
         steps: u64,
         source: &std::path::Path,
     ) -> Result<()> {
-        for slot in &mut self.slots {
-            for (prefix, target) in [
-                ("exp_avg", &mut slot.exp_avg),
-                ("exp_avg_sq", &mut slot.exp_avg_sq),
-            ] {
-                let key = format!("{prefix}.{}", slot.name);
-                restore_state_tensor(tensors, &key, target, source, "")?;
-            }
-        }
+        let buffers = self.slots.iter_mut().flat_map(|s| {
+            [
+                ("exp_avg", s.name.as_str(), &mut s.exp_avg),
+                ("exp_avg_sq", s.name.as_str(), &mut s.exp_avg_sq),
+            ]
+        });
+        restore_named_state(tensors, buffers, source, "")?;
         self.step = steps;
         Ok(())
     }
@@ -244,9 +236,33 @@ pub(crate) fn clip_grad_norm<'a>(
     Ok(total)
 }
 
+/// An optimizer's per-parameter buffers `(prefix, parameter name, buffer)` as the checkpoint's
+/// named tensors, `<prefix>.<name>`.
+pub(crate) fn named_state<'a>(
+    buffers: impl Iterator<Item = (&'static str, &'a str, &'a Tensor)>,
+) -> Vec<(String, Tensor)> {
+    buffers
+        .map(|(prefix, name, t)| (format!("{prefix}.{name}"), t.shallow_clone()))
+        .collect()
+}
+
+/// Restores every buffer `(prefix, parameter name, buffer)` from the tensor `<prefix>.<name>`
+/// of `tensors` (saved by [`named_state`]); `hint` ends the error for a missing one.
+pub(crate) fn restore_named_state<'a>(
+    tensors: &[(String, Tensor)],
+    buffers: impl Iterator<Item = (&'static str, &'a str, &'a mut Tensor)>,
+    source: &std::path::Path,
+    hint: &str,
+) -> Result<()> {
+    for (prefix, name, target) in buffers {
+        restore_state_tensor(tensors, &format!("{prefix}.{name}"), target, source, hint)?;
+    }
+    Ok(())
+}
+
 /// Copies the saved optimizer tensor `key` of `tensors` into `target` (converted to its kind);
 /// `hint` ends the error when the checkpoint lacks it, and a shape mismatch is refused.
-pub(crate) fn restore_state_tensor(
+fn restore_state_tensor(
     tensors: &[(String, Tensor)],
     key: &str,
     target: &mut Tensor,
