@@ -294,8 +294,7 @@ fn optimizer_section(results: &[Value]) -> String {
         return String::new();
     };
     let mut s = format!(
-        "## The optimizer's share of a training step
-
+        "## The optimizer's share of a training step\n\n\
          `optimizer_share --device {} --config CONFIG --steps N`: median times of the forward \
          and backward pass, global gradient clipping and the optimizer update (AdamW, or Muon \
          on the hidden matrices with AdamW groups), each timed between device \
@@ -485,7 +484,13 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("`optimizer_share --device cuda "), "{text}");
+        // The heading and the command start their own lines (no indentation: not a code block).
+        assert!(
+            text.contains(
+                "\n## The optimizer's share of a training step\n\n`optimizer_share --device cuda "
+            ),
+            "{text}"
+        );
         assert!(!report_text(&[]).unwrap().contains("optimizer's share"));
     }
 
