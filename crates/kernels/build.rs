@@ -1,9 +1,9 @@
 //! Compiles the C++ autograd functions of the layer stack (`csrc/stack_autograd.cpp`), autocast
-//! regions (`csrc/autocast.cpp`), strata's own random-number generators (`csrc/generator.cpp`), the
-//! accelerator memory statistics (`csrc/device_memory.cpp`) and the c10d process group
-//! (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`; `csrc/shim_error.h` is
-//! the exception capture the shims share) against the libtorch
-//! that torch-sys found, when the `cpp` feature is on (the default).
+//! regions (`csrc/autocast.cpp`), strata's own random-number generators
+//! (`csrc/generator.cpp`), the accelerator memory statistics (`csrc/device_memory.cpp`) and the
+//! c10d process group (`csrc/process_group.cpp`, with the declarations in `csrc/gloo_decl`;
+//! `csrc/shim_error.h` is the exception capture the shims share) against the libtorch that
+//! torch-sys found, when the `cpp` feature is on (the default).
 
 use std::path::PathBuf;
 

@@ -145,6 +145,14 @@ impl Gpt {
         self.generator.as_ref()
     }
 
+    /// The generator the model's dropout draws from: its own where that draws the model's
+    /// tensors (the CPU); `None` means libtorch's default generator of the device.
+    pub fn dropout_generator(&self) -> Option<&strata_kernels::Generator> {
+        self.generator
+            .as_ref()
+            .filter(|_| strata_kernels::Generator::draws_on(self.device))
+    }
+
     /// The device the parameters live on.
     pub fn device(&self) -> Device {
         self.device
@@ -201,7 +209,7 @@ impl Gpt {
             config: &self.config,
             rotary: self.rotary.as_ref(),
             train,
-            generator: self.generator.as_ref(),
+            generator: self.dropout_generator().filter(|_| train),
         };
         let x = call.dropout(x, self.config.dropout)?;
         let x = if self.depth.attn_res().is_some() {

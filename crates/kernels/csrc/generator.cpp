@@ -1,7 +1,7 @@
 // A random-number generator of strata's own: libtorch's CPU generator (mt19937), made, seeded
 // and drawn from by its owner, so that its draws never touch the process-wide default generator
-// and need no process-wide lock. tch exposes no
-// `at::Generator`; this shim does, for dropout masks. Errors never cross the C boundary.
+// and need no process-wide lock. tch exposes no `at::Generator`; this shim does, for dropout
+// masks. Errors never cross the C boundary.
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -29,12 +29,11 @@ mod native {
         ) -> *mut C_tensor;
     }
 
-    /// The shim's message for the last failed call on this thread.
-    pub fn last_error() -> String {
+    /// The error of the last failed call of `what` on this thread, with the shim's message.
+    pub fn failed(what: &str) -> strata_tensor::Error {
         // SAFETY: the shim returns a pointer to its thread-local, NUL-terminated message.
-        unsafe { CStr::from_ptr(strata_generator_last_error()) }
-            .to_string_lossy()
-            .into_owned()
+        let message = unsafe { CStr::from_ptr(strata_generator_last_error()) };
+        strata_tensor::Error::Invalid(format!("{what}: {}", message.to_string_lossy()))
     }
 }
 
@@ -63,9 +62,8 @@ impl Generator {
         {
             // SAFETY: plain call; a null result is reported below.
             let ptr = unsafe { native::strata_generator_new(seed) };
-            let handle = std::ptr::NonNull::new(ptr).ok_or_else(|| {
-                Error::Invalid(format!("random generator: {}", native::last_error()))
-            })?;
+            let handle =
+                std::ptr::NonNull::new(ptr).ok_or_else(|| native::failed("random generator"))?;
             Ok(Self { handle })
         }
         #[cfg(not(feature = "cpp"))]
@@ -80,10 +78,7 @@ impl Generator {
         {
             // SAFETY: the handle is live until drop; the shim locks the generator.
             if unsafe { native::strata_generator_seed(self.handle.as_ptr(), seed) } != 0 {
-                return Err(Error::Invalid(format!(
-                    "random generator: {}",
-                    native::last_error()
-                )));
+                return Err(native::failed("random generator"));
             }
             Ok(())
         }
@@ -121,10 +116,7 @@ impl Generator {
                 native::strata_generator_keep_mask(self.handle.as_ptr(), like.as_ptr(), keep)
             };
             if ptr.is_null() {
-                return Err(Error::Invalid(format!(
-                    "dropout mask: {}",
-                    native::last_error()
-                )));
+                return Err(native::failed("dropout mask"));
             }
             // SAFETY: a non-null result is a freshly allocated `at::Tensor*` that we now own.
             Ok(unsafe { Tensor::from_ptr(ptr) })

@@ -86,10 +86,7 @@ fn weighted_step(
     weight: f64,
     seed: Option<u64>,
 ) -> Result<Tensor> {
-    let own_generator = model
-        .generator()
-        .filter(|_| strata_kernels::Generator::draws_on(x.device()));
-    let loss = match (seed, own_generator) {
+    let loss = match (seed, model.dropout_generator()) {
         // The model's own generator: no process-wide lock, so workers draw at the same time.
         (Some(seed), Some(generator)) => {
             generator.reseed(seed)?;

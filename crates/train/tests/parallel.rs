@@ -195,10 +195,10 @@ fn dropout_steps_do_not_wait_for_the_default_generators_lock() {
     // The master and every replica draw from their own generators: a step with dropout must
     // finish while another thread holds libtorch's default generator (a seeded section).
     let cfg = config(true, 0.2);
-    let (_vs, gpt) = model(&cfg);
-    let (_vs2, reference_gpt) = model(&cfg);
-    let mut dp = DataParallel::new(&_vs, &gpt, 2, 1).unwrap();
-    let mut reference_dp = DataParallel::new(&_vs2, &reference_gpt, 2, 1).unwrap();
+    let (vs, gpt) = model(&cfg);
+    let (reference_vs, reference_gpt) = model(&cfg);
+    let mut dp = DataParallel::new(&vs, &gpt, 2, 1).unwrap();
+    let mut reference_dp = DataParallel::new(&reference_vs, &reference_gpt, 2, 1).unwrap();
     let (x, y) = (tokens(6, 12, 10), tokens(6, 12, 11));
     let expected = reference_dp
         .forward_backward(&reference_gpt, &x, &y, Some(7))

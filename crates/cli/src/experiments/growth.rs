@@ -2,10 +2,10 @@
 //! size from scratch, at the same training FLOPs?
 //!
 //! The final size is the recipe's model. The scratch baseline gets a small learning-rate
-//! sweep (seed 1; every group's rate scaled together), then its best rates for every seed. Each growth path starts from a smaller
-//! model, grows to the final size by the run's `[[growth]]` schedule after half the scratch
-//! run's steps, and trains on until it has spent the scratch run's FLOPs (counted by
-//! `strata_core::flops` for the model of every step). Growth paths use the baseline's tuned
+//! sweep (seed 1; every group's rate scaled together), then its best rates for every seed.
+//! Each growth path starts from a smaller model, grows to the final size by the run's
+//! `[[growth]]` schedule after half the scratch run's steps, and trains on until it has spent
+//! the scratch run's FLOPs (counted by `strata_core::flops` for the model of every step). Growth paths use the baseline's tuned
 //! learning rate (not tuned for themselves), so the learning rate is not a confound and any
 //! tuning advantage stays with the baseline.
 
@@ -195,7 +195,7 @@ pub fn run(args: &StudyArgs, stop: &Arc<AtomicBool>) -> Result<()> {
     }
     let best = &sweep[best_index(&sweep)];
     let (best_multiple, best_lr) = (best.multiple, best.lr);
-    let rate_name = rate_name(&recipe);
+    let (rate_name, _) = rate_words(&recipe);
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut runs: Vec<RunRow> = Vec::new();
     let mut final_model = None;
@@ -268,11 +268,15 @@ fn scratch_label(rate_name: &str, lr: f64) -> String {
     format!("from scratch ({rate_name} {}, best of the sweep)", rate(lr))
 }
 
-/// What the sweep's rates are called: the hidden matrices' rate, Muon's under Muon.
-fn rate_name(recipe: &RunConfig) -> &'static str {
+/// What the sweep's rates are called (the hidden matrices' rate, Muon's under Muon) and what
+/// the sweep scales, in words.
+fn rate_words(recipe: &RunConfig) -> (&'static str, &'static str) {
     match recipe.train.optimizer.kind {
-        OptimizerKind::Muon => "Muon lr",
-        OptimizerKind::Adamw => "lr",
+        OptimizerKind::Muon => (
+            "Muon lr",
+            "Muon's rate for the hidden matrices, every AdamW group's rate scaled with it",
+        ),
+        OptimizerKind::Adamw => ("lr", "every group's rate scaled with it"),
     }
 }
 
@@ -344,12 +348,7 @@ fn report(
         command_line("growth", args),
         config = args.config.display(),
         steps = args.steps,
-        what = match recipe.train.optimizer.kind {
-            OptimizerKind::Muon => {
-                "Muon's rate for the hidden matrices, every AdamW group's rate scaled with it"
-            }
-            OptimizerKind::Adamw => "every group's rate scaled with it",
-        },
+        what = rate_words(recipe).1,
         lrs = sweep
             .iter()
             .map(|p| rate(p.lr))
@@ -364,9 +363,11 @@ fn report(
     for o in outcomes {
         s += &outcome_row(o);
     }
-    s += &paired_section(outcomes, &scratch_label(rate_name(recipe), best_lr), |_| {
-        false
-    });
+    s += &paired_section(
+        outcomes,
+        &scratch_label(rate_words(recipe).0, best_lr),
+        |_| false,
+    );
     s += "\n![validation loss against training FLOPs](growth.png)\n\n\
           ## Learning-rate sweep of the baseline (seed 1)\n\n\
           | peak learning rate | final val loss |\n|---|---|\n";

@@ -127,7 +127,7 @@ impl CausalSelfAttention {
             None => (k, v),
         };
         let dropout = if call.train { self.dropout } else { 0.0 };
-        let own_generator = dropout > 0.0 && call.generator_for(q.device()).is_some();
+        let own_generator = dropout > 0.0 && call.generator.is_some();
         let y = if past == 0 && own_generator {
             // SDPA's dropout draws from libtorch's default generator: spelled out instead, so
             // that the mask comes from the model's own.
