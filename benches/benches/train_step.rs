@@ -41,7 +41,7 @@ fn train_step(c: &mut Criterion) {
                     opt.zero_grad();
                     let _loss = dp.forward_backward(&model, &x, &y, None).expect("step");
                     let _norm = opt.clip_grad_norm(1.0).expect("clip");
-                    opt.step(1e-3);
+                    opt.step(1e-3).unwrap();
                 })
             });
         }

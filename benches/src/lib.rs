@@ -35,6 +35,7 @@ pub fn adamw(vs: &nn::VarStore, beta2: f64) -> AdamW {
             weight_decay: 0.1,
         },
     )
+    .expect("AdamW's buffers are allocated")
 }
 
 /// A seeded model on the CPU and its variable store.

@@ -12,6 +12,7 @@ mod dwa_bench;
 mod gpu;
 mod plan;
 mod run;
+mod tch_lints;
 mod torch_env;
 mod venv;
 
@@ -44,6 +45,10 @@ commands:
                   without cargo into .carry/gpu-kit, run there by benches/gpu/run.sh
                   (see docs/gpu.md)
   gpu-report DIR  write docs/benchmarks-gpu.md from that script's results.jsonl in DIR
+  tch-lints [--check]
+                  write clippy.toml, the tch methods that panic on a libtorch error (each has
+                  an `f_` twin returning Result), which the library crates may not call;
+                  --check fails when the committed file is stale
   env             print the shell exports the commands above use:
                   eval \"$(cargo xtask env)\"
   help            this text
@@ -77,6 +82,7 @@ fn plan(command: &str, args: &[String]) -> Result<Vec<plan::Step>, Failure> {
         "env" => commands::env_plan(args),
         "gpu-kit" => gpu::kit_plan(args),
         "gpu-report" => gpu::report_plan(args),
+        "tch-lints" => tch_lints::plan(args),
         help if is_help(help) => Ok(vec![plan::Step::Own("print the usage text".to_owned())]),
         other => Err(unknown(other)),
     }
@@ -92,6 +98,7 @@ fn dispatch(command: &str, args: &[String]) -> Result<(), Failure> {
         "env" => commands::env(args),
         "gpu-kit" => gpu::kit(args),
         "gpu-report" => gpu::report(args),
+        "tch-lints" => tch_lints::tch_lints(args),
         help if is_help(help) => {
             // A closed pipe (`cargo xtask help | head`) is not an error.
             let _ = writeln!(std::io::stdout().lock(), "{USAGE}");

@@ -85,6 +85,7 @@ fn help_documents_exactly_the_flags_tested_here() {
         "bench",
         "gpu-kit",
         "gpu-report DIR",
+        "tch-lints",
         "env",
     ] {
         assert!(out.stdout.contains(&format!("\n  {command}")), "{command}");
@@ -103,6 +104,7 @@ fn help_documents_exactly_the_flags_tested_here() {
     assert_eq!(
         flags,
         [
+            "--check",
             "--dry-run",
             "--quick",
             "--rounds",
@@ -365,6 +367,22 @@ fn gpu_kit_builds_the_binaries_and_the_cuda_tests() {
         ]
     );
     assert!(refused(&["gpu-kit", "--quick"]).contains("`gpu-kit` takes no arguments"));
+}
+
+#[test]
+fn tch_lints_writes_or_checks_clippy_toml() {
+    assert_eq!(
+        dry(&["tch-lints"]),
+        ["(xtask) read tch's sources (cargo metadata) and write clippy.toml"]
+    );
+    assert_eq!(
+        dry(&["tch-lints", "--check"]),
+        ["(xtask) read tch's sources (cargo metadata) and compare them with clippy.toml"]
+    );
+    assert!(refused(&["tch-lints", "--bogus"]).contains("usage: cargo xtask tch-lints [--check]"));
+    // For real: the committed file is the one this tch gives.
+    let out = xtask(&["tch-lints", "--check"]);
+    assert!(out.ok, "{}", out.stderr);
 }
 
 #[test]

@@ -200,7 +200,7 @@ fn main() -> Result<(), String> {
             .forward_backward(&model, &x, &y, None)
             .map_err(|e| e.to_string())?;
         let _norm = opt.clip_grad_norm(1.0).map_err(|e| e.to_string())?;
-        opt.step(1e-4);
+        opt.step(1e-4).unwrap();
         device_memory::synchronize(device);
         if step >= 2 {
             times.push(start.elapsed().as_secs_f64() * 1e3);

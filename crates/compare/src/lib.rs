@@ -9,7 +9,10 @@
 //! power statement ([`strata_stats::paired`]); [`report::write_report`] writes the markdown report and plots.
 
 // Library code returns errors and never panics on its own (see strata-train's lib.rs).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)
+)]
 
 pub mod analysis;
 pub mod config;

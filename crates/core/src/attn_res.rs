@@ -105,15 +105,15 @@ fn key_of(value: &Tensor, width: i64) -> Result<Tensor> {
 impl AttnRes {
     /// Queries for `n_layer` blocks of width `d_model` under `path` (`path.<k>.query`), with
     /// `block` sublayers per value ([`crate::DepthConfig::attn_res_block_sublayers`]).
-    pub fn new(path: &nn::Path, n_layer: usize, d_model: usize, block: usize) -> Self {
+    pub fn new(path: &nn::Path, n_layer: usize, d_model: usize, block: usize) -> Result<Self> {
         let d = d_model as i64;
-        Self {
+        Ok(Self {
             queries: (1..=2 * n_layer)
-                .map(|k| (path / k).zeros("query", &[d]))
-                .collect(),
+                .map(|k| (path / k).f_zeros("query", &[d]))
+                .collect::<std::result::Result<_, _>>()?,
             width: d,
             block: block.max(1),
-        }
+        })
     }
 
     /// Sublayers summed into one value (1: every output is a value).

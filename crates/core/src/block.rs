@@ -2,7 +2,7 @@
 
 use crate::config::ModelConfig;
 use crate::kv_cache::LayerKv;
-use crate::layers::{CausalSelfAttention, LayerCall, Mlp, Norm};
+use crate::layers::{CausalSelfAttention, LayerCall, Mlp, Norm, fill};
 use crate::mudd::LayerInput;
 use crate::value_residual::ValueMix;
 use strata_tensor::Result;
@@ -24,7 +24,7 @@ pub struct Block {
 impl Block {
     /// Creates block parameters under `path` (GPT-2 init: residual projections scaled by
     /// `1/sqrt(2·n_layer)`, or zero with `zero_init_projections`).
-    pub fn new(path: nn::Path, config: &ModelConfig) -> Self {
+    pub fn new(path: nn::Path, config: &ModelConfig) -> Result<Self> {
         let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
         let block = Self {
             ln_1: Norm::new(
@@ -33,24 +33,24 @@ impl Block {
                 config.d_model,
                 config.bias,
                 config.norm_eps(),
-            ),
-            attn: CausalSelfAttention::new(&path / "attn", config, proj_std),
+            )?,
+            attn: CausalSelfAttention::new(&path / "attn", config, proj_std)?,
             ln_2: Norm::new(
                 &path / "ln_2",
                 config.norm,
                 config.d_model,
                 config.bias,
                 config.norm_eps(),
-            ),
-            mlp: Mlp::new(&path / "mlp", config, proj_std),
+            )?,
+            mlp: Mlp::new(&path / "mlp", config, proj_std)?,
         };
         if config.zero_init_projections {
             // Drawn and then zeroed, so that every other tensor gets the draws it has without
             // the option (paired runs share their initial values).
-            zero(&block.attn.c_proj.weight);
-            zero(&block.mlp.c_proj.weight);
+            fill(&block.attn.c_proj.weight, 0.0)?;
+            fill(&block.mlp.c_proj.weight, 0.0)?;
         }
-        block
+        Ok(block)
     }
 
     /// Applies the block to `x` `[B, T, D]` in the forward pass `call`; the attention's values go through `values`
@@ -116,11 +116,4 @@ impl Block {
     pub fn mlp_branch(&self, x: &Tensor, call: LayerCall) -> Result<Tensor> {
         self.mlp.forward(&self.ln_2.forward(x)?, call)
     }
-}
-
-/// Sets a parameter to zero in place, outside autograd.
-pub(crate) fn zero(param: &Tensor) {
-    tch::no_grad(|| {
-        let _ = param.shallow_clone().zero_();
-    });
 }

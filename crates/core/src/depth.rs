@@ -135,18 +135,22 @@ impl DepthStack {
         if depth.value_residual {
             let path = root / "vres";
             stack.value_residual = (0..n_layer)
-                .map(|i| (i > 0).then(|| value_residual::lambda(&path, i)))
-                .collect();
+                .map(|i| {
+                    (i > 0)
+                        .then(|| value_residual::lambda(&path, i))
+                        .transpose()
+                })
+                .collect::<Result<_>>()?;
         }
         if let Some(laurel) = depth.laurel {
             stack.laurel = (0..n_layer)
                 .map(|i| Laurel::new(root / "laurel" / i, laurel, d_model, anchor))
-                .collect();
+                .collect::<Result<_>>()?;
         }
         if let Some(config) = depth.hyper {
             stack.hyper = (0..n_layer)
                 .map(|i| HyperConnection::new(root / "hyper" / i, i, config, d_model))
-                .collect();
+                .collect::<Result<_>>()?;
         }
         if depth.attn_res {
             stack.attn_res = Some(AttnRes::new(
@@ -154,12 +158,12 @@ impl DepthStack {
                 n_layer,
                 d_model,
                 depth.attn_res_block_sublayers(),
-            ));
+            )?);
         }
         if depth.mudd {
             stack.mudd = (0..n_layer)
                 .map(|i| Mudd::new(root / "mudd" / i, i, n_layer, d_model, anchor))
-                .collect();
+                .collect::<Result<_>>()?;
         }
         Ok(stack)
     }

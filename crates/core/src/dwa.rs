@@ -25,10 +25,8 @@ impl Dwa {
     /// identity (one-hot on the current output; no random draw).
     pub fn identity(path: nn::Path, after: usize, dilation: usize) -> Result<Self> {
         let selection = Selection::dilated(after + 1, dilation)?;
-        let alpha = path.zeros("alpha", &[selection.count as i64]);
-        tch::no_grad(|| {
-            let _ = alpha.get(selection.count as i64 - 1).fill_(1.0);
-        });
+        let alpha = path.f_zeros("alpha", &[selection.count as i64])?;
+        crate::layers::set_entry(&alpha, selection.count as i64 - 1, 1.0)?;
         Ok(Self { alpha, selection })
     }
 

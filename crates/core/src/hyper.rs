@@ -37,6 +37,7 @@
 //! norm's ε and rounding.
 
 use crate::config::HyperConfig;
+use crate::layers::{fill, set_entry};
 use strata_tensor::Result;
 use tch::{Tensor, nn};
 
@@ -96,47 +97,50 @@ pub struct HyperConnection {
 impl HyperConnection {
     /// The connection around layer `layer` under `path`, for streams of width `d_model`, at
     /// the paper's init. Draws no random numbers.
-    pub fn new(path: nn::Path, layer: usize, config: HyperConfig, d_model: usize) -> Self {
+    pub fn new(path: nn::Path, layer: usize, config: HyperConfig, d_model: usize) -> Result<Self> {
         let (n, d) = (config.streams as i64, d_model as i64);
-        let read = path.zeros("read", &[n]);
-        let mix = path.zeros("mix", &[n * n]);
+        let read = path.f_zeros("read", &[n])?;
+        let mix = path.f_zeros("mix", &[n * n])?;
         let first = layer as i64 % n;
-        tch::no_grad(|| {
-            if config.manifold {
-                // σ(read) sums to 1: the rest of σ(MHC_READ_LOGIT) shared by the others.
-                let main = 1.0 / (1.0 + (-MHC_READ_LOGIT).exp());
-                let other = logit((1.0 - main) / (n - 1).max(1) as f64);
-                let _ = read.shallow_clone().fill_(other);
-                let _ = read.get(first).fill_(MHC_READ_LOGIT);
-                let _ = mix.shallow_clone().fill_(MHC_OFF_DIAGONAL);
-                for k in 0..n {
-                    let _ = mix.get(k * n + k).fill_(0.0);
-                }
-            } else {
-                let _ = read.get(first).fill_(1.0);
-                for k in 0..n {
-                    let _ = mix.get(k * n + k).fill_(1.0);
-                }
+        if config.manifold {
+            // σ(read) sums to 1: the rest of σ(MHC_READ_LOGIT) shared by the others.
+            let main = 1.0 / (1.0 + (-MHC_READ_LOGIT).exp());
+            let other = logit((1.0 - main) / (n - 1).max(1) as f64);
+            fill(&read, other)?;
+            set_entry(&read, first, MHC_READ_LOGIT)?;
+            fill(&mix, MHC_OFF_DIAGONAL)?;
+            for k in 0..n {
+                set_entry(&mix, k * n + k, 0.0)?;
             }
-        });
-        let write = if config.manifold {
-            path.zeros("write", &[n])
         } else {
-            path.ones("write", &[n])
+            set_entry(&read, first, 1.0)?;
+            for k in 0..n {
+                set_entry(&mix, k * n + k, 1.0)?;
+            }
+        }
+        let write = if config.manifold {
+            path.f_zeros("write", &[n])?
+        } else {
+            path.f_ones("write", &[n])?
         };
-        let dynamic = config.dynamic.then(|| Dynamic {
-            alpha: path.zeros("dyn_alpha", &[1 + n, d]),
-            beta: path.zeros("dyn_beta", &[1, d]),
-            scales: path.var("scales", &[2], nn::Init::Const(DYNAMIC_SCALE_INIT)),
-        });
-        Self {
+        let dynamic = config
+            .dynamic
+            .then(|| -> Result<Dynamic> {
+                Ok(Dynamic {
+                    alpha: path.f_zeros("dyn_alpha", &[1 + n, d])?,
+                    beta: path.f_zeros("dyn_beta", &[1, d])?,
+                    scales: path.f_var("scales", &[2], nn::Init::Const(DYNAMIC_SCALE_INIT))?,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
             read,
             mix,
             write,
             dynamic,
             width: d,
             sinkhorn: config.manifold.then(|| config.sinkhorn_iterations()),
-        }
+        })
     }
 
     /// Number of streams n.

@@ -34,10 +34,15 @@ impl Laurel {
     /// The weights of one layer under `path` for a stream of width `d_model`. LR's `A` is
     /// drawn from its own generator keyed by `anchor` (see `layers::variant_normal`), so
     /// adding LAuReL moves no other tensor's draw.
-    pub fn new(path: nn::Path, config: LaurelConfig, d_model: usize, anchor: &Tensor) -> Self {
-        match (config.kind, config.rank) {
+    pub fn new(
+        path: nn::Path,
+        config: LaurelConfig,
+        d_model: usize,
+        anchor: &Tensor,
+    ) -> Result<Self> {
+        Ok(match (config.kind, config.rank) {
             (LaurelKind::Rw, _) => Laurel::Rw {
-                alpha: path.ones("alpha", &[2]),
+                alpha: path.f_ones("alpha", &[2])?,
             },
             (LaurelKind::Lr, rank) => {
                 let (r, d) = (rank.unwrap_or(1) as i64, d_model as i64);
@@ -46,13 +51,13 @@ impl Laurel {
                     &path.path("down"),
                     &[r, d],
                     1.0 / (d_model as f64).sqrt(),
-                );
+                )?;
                 Laurel::Lr {
-                    down: path.var_copy("down", &a.to_kind(path.kind()).to_device(path.device())),
-                    up: path.zeros("up", &[d, r]),
+                    down: path.f_var_copy("down", &crate::layers::own_kind(&a, &path)?)?,
+                    up: path.f_zeros("up", &[d, r])?,
                 }
             }
-        }
+        })
     }
 
     /// The augmented output from the layer's input `x` and its output `out = x + f(x)`.

@@ -68,13 +68,14 @@ impl Gpt {
         config.validate("model config")?;
         let (v, d) = (config.vocab_size as i64, config.d_model as i64);
         let std = crate::layers::normal(0.02);
-        let wte = (path / "wte").var("weight", &[v, d], std);
+        let wte = (path / "wte").f_var("weight", &[v, d], std)?;
         let wpe = (config.positions == PositionKind::Learned)
-            .then(|| (path / "wpe").var("weight", &[config.block_size as i64, d], std));
+            .then(|| (path / "wpe").f_var("weight", &[config.block_size as i64, d], std))
+            .transpose()?;
         let plan = config.block_plan();
         let blocks = (0..config.n_blocks())
             .map(|i| Block::new(path / "h" / i, config))
-            .collect();
+            .collect::<Result<_>>()?;
         let depth = DepthStack::with_methods(
             path,
             config.n_layer,
@@ -89,22 +90,25 @@ impl Gpt {
             config.d_model,
             config.bias,
             config.norm_eps(),
-        );
-        let lm_head = (!config.tied_embeddings).then(|| {
-            Linear::new(
-                path / "lm_head",
-                config.d_model,
-                config.vocab_size,
-                false,
-                0.02,
-                config.lora_for(crate::config::LoraTarget::Head),
-            )
-        });
+        )?;
+        let lm_head = (!config.tied_embeddings)
+            .then(|| {
+                Linear::new(
+                    path / "lm_head",
+                    config.d_model,
+                    config.vocab_size,
+                    false,
+                    0.02,
+                    config.lora_for(crate::config::LoraTarget::Head),
+                )
+            })
+            .transpose()?;
         if let (true, Some(head)) = (config.zero_init_head, &lm_head) {
-            crate::block::zero(&head.weight);
+            crate::layers::fill(&head.weight, 0.0)?;
         }
         let rotary = (config.positions == PositionKind::Rotary)
-            .then(|| Rotary::new(config.block_size, config.head_dim(), path.device()));
+            .then(|| Rotary::new(config.block_size, config.head_dim(), path.device()))
+            .transpose()?;
         Ok(Self {
             config: config.clone(),
             device: path.device(),
@@ -238,8 +242,8 @@ impl Gpt {
             None => self
                 .config
                 .precision
-                .cast(&x)
-                .f_linear::<Tensor>(&self.config.precision.cast(&self.wte), None)?
+                .cast(&x)?
+                .f_linear::<Tensor>(&self.config.precision.cast(&self.wte)?, None)?
                 .f_to_kind(Kind::Float)?,
         };
         // Under autocast the head's product is bf16; the logits (and the loss) are f32.

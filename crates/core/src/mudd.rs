@@ -64,34 +64,32 @@ impl Mudd {
         n_layer: usize,
         d_model: usize,
         anchor: &Tensor,
-    ) -> Self {
+    ) -> Result<Self> {
         let (c, j, d) = (
             ways(layer, n_layer) as i64,
             layer as i64 + 2,
             d_model as i64,
         );
-        let static_weights = path.zeros("static", &[c * j]);
-        tch::no_grad(|| {
-            for way in 0..c {
-                let _ = static_weights.get(way * j + j - 1).fill_(1.0);
-            }
-        });
+        let static_weights = path.f_zeros("static", &[c * j])?;
+        for way in 0..c {
+            crate::layers::set_entry(&static_weights, way * j + j - 1, 1.0)?;
+        }
         let down = crate::layers::variant_normal(
             anchor,
             &path.path("down"),
             &[c * j, d],
             1.0 / (d_model as f64).sqrt(),
-        );
-        let down = path.var_copy("down", &down.to_kind(path.kind()).to_device(path.device()));
-        let up = path.zeros("up", &[c * j, c * j]);
-        Self {
+        )?;
+        let down = path.f_var_copy("down", &crate::layers::own_kind(&down, &path)?)?;
+        let up = path.f_zeros("up", &[c * j, c * j])?;
+        Ok(Self {
             static_weights,
             down,
             up,
             ways: c,
             reads: j,
             width: d,
-        }
+        })
     }
 
     /// Number of ways `C` this connection makes.

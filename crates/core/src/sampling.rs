@@ -76,39 +76,39 @@ impl Gpt {
         let block = self.config().block_size;
         let mut ids = prompt.to_vec();
         let mut cache = self.kv_cache();
-        let input = |tokens: &[i64]| {
-            Tensor::from_slice(tokens)
-                .to_device(self.device())
-                .unsqueeze(0)
+        let input = |tokens: &[i64]| -> Result<Tensor> {
+            Ok(Tensor::f_from_slice(tokens)?
+                .f_to_device(self.device())?
+                .f_unsqueeze(0)?)
         };
         for _ in 0..new_tokens {
             let logits = match context {
                 Context::Uncached => {
                     let window = &ids[ids.len().saturating_sub(block)..];
-                    self.forward(&input(window), false)?
+                    self.forward(&input(window)?, false)?
                 }
                 Context::Cached => {
                     let fed = cache.len() as usize;
                     if fed > 0 && cache.room() >= (ids.len() - fed) as i64 {
-                        self.forward_cached(&input(&ids[fed..]), &mut cache)?
+                        self.forward_cached(&input(&ids[fed..])?, &mut cache)?
                     } else {
                         // First token, or the cache is full: refill it with the window
                         // the uncached path would see.
                         cache = self.kv_cache();
                         let window = &ids[ids.len().saturating_sub(block)..];
-                        self.forward_cached(&input(window), &mut cache)?
+                        self.forward_cached(&input(window)?, &mut cache)?
                     }
                 }
             };
-            let logits = logits.get(0).get(-1);
+            let logits = logits.f_get(0)?.f_get(-1)?;
             let next = if options.temperature == 0.0 {
-                logits.argmax(-1, false).int64_value(&[])
+                logits.f_argmax(-1, false)?.f_int64_value(&[])?
             } else {
-                let mut scaled = logits / options.temperature;
+                let mut scaled = logits.f_div_scalar(options.temperature)?;
                 if let Some(k) = options.top_k.filter(|&k| k > 0) {
                     let k = k.min(scaled.size()[0] as usize) as i64;
                     let (top, _) = scaled.f_topk(k, -1, true, true)?;
-                    let cutoff = top.get(k - 1);
+                    let cutoff = top.f_get(k - 1)?;
                     scaled =
                         scaled.f_masked_fill(&scaled.f_lt_tensor(&cutoff)?, f64::NEG_INFINITY)?;
                 }

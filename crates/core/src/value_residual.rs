@@ -14,8 +14,8 @@ use tch::{Tensor, nn};
 pub const INIT: f64 = 0.5;
 
 /// The learned mixing weights of layer `layer` (`>= 1`) under `path`, `path.<layer>.lambda`.
-pub(crate) fn lambda(path: &nn::Path, layer: usize) -> Tensor {
-    (path / layer).var("lambda", &[2], nn::Init::Const(INIT))
+pub(crate) fn lambda(path: &nn::Path, layer: usize) -> Result<Tensor> {
+    Ok((path / layer).f_var("lambda", &[2], nn::Init::Const(INIT))?)
 }
 
 /// The value residual as one layer sees it: hand it the attention's values and use what it

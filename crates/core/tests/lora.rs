@@ -149,7 +149,7 @@ fn an_adapted_linear_matches_a_float64_hand_computation() {
     };
     let vs = nn::VarStore::new(Device::Cpu);
     let lin = strata_tensor::seeded(11, || {
-        let lin = Linear::new(vs.root() / "lin", 6, 5, true, 0.5, Some(&lora));
+        let lin = Linear::new(vs.root() / "lin", 6, 5, true, 0.5, Some(&lora)).unwrap();
         randomise_adapters(&vs, 0.4);
         tch::no_grad(|| {
             let mut b = lin.bias.as_ref().unwrap().shallow_clone();

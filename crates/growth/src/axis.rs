@@ -136,7 +136,7 @@ impl AxisMap {
                 Origin::Fresh => 0,
             })
             .collect();
-        let index = Tensor::from_slice(&index).f_to_device(t.device())?;
+        let index = Tensor::f_from_slice(&index)?.f_to_device(t.device())?;
         let gathered = t.f_index_select(axis, &index)?;
         let mut shape = vec![1i64; t.dim()];
         let axis_u = if axis < 0 {
@@ -145,7 +145,7 @@ impl AxisMap {
             axis
         } as usize;
         shape[axis_u] = factors.len() as i64;
-        let factors = Tensor::from_slice(factors)
+        let factors = Tensor::f_from_slice(factors)?
             .f_to_kind(t.kind())?
             .f_to_device(t.device())?
             .f_view(shape.as_slice())?;
@@ -158,7 +158,7 @@ impl AxisMap {
             .iter()
             .map(|o| f64::from(u8::from(matches!(o, Origin::Fresh))))
             .collect();
-        let mask = Tensor::from_slice(&is_fresh)
+        let mask = Tensor::f_from_slice(&is_fresh)?
             .f_to_kind(t.kind())?
             .f_to_device(t.device())?
             .f_view(shape.as_slice())?;
@@ -218,11 +218,11 @@ impl AxisMap {
             .collect();
         let mut view = vec![1i64; shape.len()];
         view[axis] = shape[axis];
-        let keep = Tensor::from_slice(&keep).f_view(view.as_slice())?;
+        let keep = Tensor::f_from_slice(&keep)?.f_view(view.as_slice())?;
         let noise = noise.f_mul(&keep)?;
         let mut group_shape = shape.to_vec();
         group_shape[axis] = self.old_len as i64 + 1;
-        let index_t = Tensor::from_slice(&index)
+        let index_t = Tensor::f_from_slice(&index)?
             .f_view(view.as_slice())?
             .f_expand(shape, false)?
             .f_contiguous()?;
@@ -232,22 +232,22 @@ impl AxisMap {
         count_f.push(1.0);
         let mut count_view = vec![1i64; shape.len()];
         count_view[axis] = count_f.len() as i64;
-        let means = sums.f_div(&Tensor::from_slice(&count_f).f_view(count_view.as_slice())?)?;
+        let means = sums.f_div(&Tensor::f_from_slice(&count_f)?.f_view(count_view.as_slice())?)?;
         let back = means.f_gather(axis as i64, &index_t, false)?;
         Ok(noise.f_sub(&back.f_mul(&keep)?)?)
     }
 }
 
 /// Random old indices for `extra` new units out of `old` (seeded by the caller).
-pub fn random_sources(old: usize, extra: usize) -> Vec<usize> {
+pub fn random_sources(old: usize, extra: usize) -> Result<Vec<usize>> {
     if extra == 0 || old == 0 {
-        return (0..old).collect();
+        return Ok((0..old).collect());
     }
-    let picks = Tensor::randint(old as i64, [extra as i64], (Kind::Int64, tch::Device::Cpu));
-    let picks: Vec<i64> = Vec::try_from(&picks).unwrap_or_default();
-    (0..old)
+    let picks = Tensor::f_randint(old as i64, [extra as i64], (Kind::Int64, tch::Device::Cpu))?;
+    let picks = Vec::<i64>::try_from(&picks)?;
+    Ok((0..old)
         .chain(picks.into_iter().map(|p| p as usize))
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

@@ -106,28 +106,31 @@ pub fn add(snapshot: &Snapshot, config: ModelConfig) -> Result<Snapshot> {
             config.variant_name()
         )));
     }
-    let moments = snapshot.moments.as_ref().map(|m| {
-        let copy = |state: &State| -> State {
-            state
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect()
-        };
-        let mut m = crate::Moments {
-            exp_avg: copy(&m.exp_avg),
-            exp_avg_sq: copy(&m.exp_avg_sq),
-        };
-        for name in &added {
-            let zeros = params[name].zeros_like();
-            m.exp_avg.insert(name.clone(), zeros.shallow_clone());
-            m.exp_avg_sq.insert(name.clone(), zeros);
-        }
-        m
-    });
+    let moments = snapshot
+        .moments
+        .as_ref()
+        .map(|m| -> Result<crate::Moments> {
+            let copy = |state: &State| -> State {
+                state
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                    .collect()
+            };
+            let mut m = crate::Moments {
+                exp_avg: copy(&m.exp_avg),
+                exp_avg_sq: copy(&m.exp_avg_sq),
+            };
+            for name in &added {
+                let zeros = params[name].f_zeros_like()?;
+                m.exp_avg.insert(name.clone(), zeros.shallow_clone());
+                m.exp_avg_sq.insert(name.clone(), zeros);
+            }
+            Ok(m)
+        });
     Ok(Snapshot {
         config,
         params,
-        moments,
+        moments: moments.transpose()?,
     })
 }
 

@@ -128,7 +128,7 @@ pub(crate) fn transform(
                 Fresh::PerIndex(ref stds) => {
                     let mut view = vec![1i64; shape.len()];
                     view[rule.axis as usize] = stds.len() as i64;
-                    let stds = Tensor::from_slice(stds)
+                    let stds = Tensor::f_from_slice(stds)?
                         .f_to_kind(tensor.kind())?
                         .f_to_device(tensor.device())?
                         .f_view(view.as_slice())?;
@@ -139,7 +139,7 @@ pub(crate) fn transform(
                 }
             };
             let std = if rule.noisy && noise > 0.0 {
-                t.f_std(true)?.double_value(&[])
+                t.f_std(true)?.f_double_value(&[])?
             } else {
                 0.0
             };
@@ -222,8 +222,8 @@ pub fn mlp_config(config: &ModelConfig, hidden: usize) -> Result<ModelConfig> {
 pub fn mlp(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<Snapshot> {
     let (old, new) = (snapshot.config.mlp_hidden(), config.mlp_hidden());
     let maps: Vec<AxisMap> = (0..snapshot.config.n_blocks())
-        .map(|_| AxisMap::duplicate(old, &random_sources(old, new - old)))
-        .collect();
+        .map(|_| Ok(AxisMap::duplicate(old, &random_sources(old, new - old)?)))
+        .collect::<Result<_>>()?;
     transform("widen_mlp", snapshot, config, noise, |location, slot| {
         let Location::Block { block, layer } = location else {
             return Vec::new();
@@ -263,7 +263,7 @@ pub fn heads(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<Sna
     let old_width = old * hd;
     let maps: Vec<(AxisMap, AxisMap)> = (0..snapshot.config.n_blocks())
         .map(|_| {
-            let heads = random_sources(old, new - old);
+            let heads = random_sources(old, new - old)?;
             let units = |part: usize| {
                 heads
                     .iter()
@@ -271,12 +271,12 @@ pub fn heads(snapshot: &Snapshot, config: ModelConfig, noise: f64) -> Result<Sna
             };
             let qkv: Vec<usize> = (0..3).flat_map(units).collect();
             let out: Vec<usize> = units(0).collect();
-            (
+            Ok((
                 AxisMap::duplicate(3 * old_width, &qkv),
                 AxisMap::duplicate(old_width, &out).split(),
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     transform("add_heads", snapshot, config, noise, |location, slot| {
         let Location::Block { block, layer } = location else {
             return Vec::new();

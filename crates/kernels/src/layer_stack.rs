@@ -149,7 +149,7 @@ impl LayerStack {
         }
         match &mut self.storage {
             Storage::Buffer(buffer) => {
-                buffer.get(self.len as i64).f_copy_(x)?;
+                buffer.f_get(self.len as i64)?.f_copy_(x)?;
             }
             Storage::Chain {
                 values,
@@ -229,7 +229,7 @@ impl LayerStack {
         }
         match &self.storage {
             Storage::Buffer(buffer) => {
-                let filled = buffer.narrow(0, 0, self.len as i64);
+                let filled = buffer.f_narrow(0, 0, self.len as i64)?;
                 weighted_sum(&filled, weights, selection, self.implementation)
             }
             Storage::Chain {

@@ -97,7 +97,7 @@ fn check(stack: &Tensor, weights: &Tensor, selection: &Selection) -> Result<()> 
 /// Checks that `weights` is a floating-point vector with one entry per selected layer.
 pub(crate) fn check_weights(weights: &Tensor, selection: &Selection) -> Result<()> {
     weights.expect_shape("weighted_sum weights", &[Some(selection.count as i64)])?;
-    if !weights.is_floating_point() {
+    if !weights.f_is_floating_point()? {
         return Err(Error::Invalid(format!(
             "weighted_sum weights: expected a floating-point vector, got {:?}",
             weights.kind()
@@ -145,7 +145,9 @@ pub fn weighted_sum(
     match resolve(implementation, stack, weights) {
         Implementation::Reference => {
             let layers = selected_layers(stack, selection)?;
-            let inputs: Vec<Tensor> = (0..selection.count as i64).map(|i| layers.get(i)).collect();
+            let inputs = (0..selection.count as i64)
+                .map(|i| layers.f_get(i))
+                .collect::<std::result::Result<Vec<Tensor>, _>>()?;
             reference(&inputs, weights)
         }
         Implementation::Fused | Implementation::Auto => {
@@ -260,9 +262,9 @@ fn reference(inputs: &[Tensor], weights: &Tensor) -> Result<Tensor> {
         Kind::Float
     };
     let w = weights.f_to_kind(acc_kind)?;
-    let mut acc = first.f_to_kind(acc_kind)?.f_mul(&w.get(0))?;
+    let mut acc = first.f_to_kind(acc_kind)?.f_mul(&w.f_get(0)?)?;
     for (j, x) in inputs.iter().enumerate().skip(1) {
-        acc = acc.f_add(&x.f_to_kind(acc_kind)?.f_mul(&w.get(j as i64))?)?;
+        acc = acc.f_add(&x.f_to_kind(acc_kind)?.f_mul(&w.f_get(j as i64)?)?)?;
     }
     Ok(if out_kind == acc_kind {
         acc

@@ -12,7 +12,10 @@
 // tests. A clippy lint rather than a test that scans sources: it sees method calls, not text,
 // and CI's clippy run fails on it. An `expect` whose invariant makes failure impossible, on a
 // value that is not a libtorch result, needs an `#[allow]` that gives the reason.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)
+)]
 
 pub mod config;
 pub mod methods;

@@ -291,7 +291,7 @@ fn dare_delta(delta: &Tensor, drop: f64, seed: u64) -> Result<Tensor> {
             }
         })
         .collect();
-    let mask = Tensor::from_slice(&keep).f_view(delta.size().as_slice())?;
+    let mask = Tensor::f_from_slice(&keep)?.f_view(delta.size().as_slice())?;
     Ok(delta.f_mul(&mask)?)
 }
 
@@ -326,14 +326,17 @@ fn mask_seed(seed: u64, name: &str, model: usize) -> u64 {
 /// colinear or one is zero.
 fn slerp(a: &Tensor, b: &Tensor, t: f64) -> Result<Tensor> {
     let norm = |x: &Tensor| -> Result<f64> {
-        Ok(x.f_square()?.f_sum(Kind::Double)?.double_value(&[]).sqrt())
+        Ok(x.f_square()?
+            .f_sum(Kind::Double)?
+            .f_double_value(&[])?
+            .sqrt())
     };
     let (na, nb) = (norm(a)?, norm(b)?);
     let lerp = || -> Result<Tensor> { Ok(a.f_mul_scalar(1.0 - t)?.f_add(&b.f_mul_scalar(t)?)?) };
     if na == 0.0 || nb == 0.0 {
         return lerp();
     }
-    let cos = (a.f_mul(b)?.f_sum(Kind::Double)?.double_value(&[]) / (na * nb)).clamp(-1.0, 1.0);
+    let cos = (a.f_mul(b)?.f_sum(Kind::Double)?.f_double_value(&[])? / (na * nb)).clamp(-1.0, 1.0);
     if cos.abs() > 1.0 - 1e-6 {
         return lerp();
     }

@@ -403,7 +403,7 @@ fn add_dwa_weights(
         }
         state.insert(
             Location::Dwa { after: i }.name(Slot::Alpha),
-            Tensor::from_slice(&alpha).f_to_kind(kind)?,
+            Tensor::f_from_slice(&alpha)?.f_to_kind(kind)?,
         );
     }
     Ok(())

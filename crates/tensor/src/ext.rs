@@ -91,8 +91,11 @@ impl TensorExt for Tensor {
         if self.numel() == 0 {
             return Ok(0.0);
         }
-        let diff = (self.to_kind(Kind::Double) - other.to_kind(Kind::Double)).abs();
-        Ok(diff.max().double_value(&[]))
+        let diff = self
+            .f_to_kind(Kind::Double)?
+            .f_sub(&other.f_to_kind(Kind::Double)?)?
+            .f_abs()?;
+        Ok(diff.f_max()?.f_double_value(&[])?)
     }
 
     fn max_rel_diff(&self, other: &Tensor) -> Result<f64> {
@@ -100,12 +103,21 @@ impl TensorExt for Tensor {
         if other.numel() == 0 {
             return Ok(0.0);
         }
-        let scale = other.to_kind(Kind::Double).abs().max().double_value(&[]);
+        let scale = other
+            .f_to_kind(Kind::Double)?
+            .f_abs()?
+            .f_max()?
+            .f_double_value(&[])?;
         Ok(if scale == 0.0 { abs } else { abs / scale })
     }
 
     fn all_finite(&self) -> bool {
-        self.numel() == 0 || bool::try_from(self.isfinite().all()).unwrap_or(false)
+        self.numel() == 0
+            || self
+                .f_isfinite()
+                .and_then(|t| t.f_all())
+                .and_then(bool::try_from)
+                .unwrap_or(false)
     }
 
     fn byte_size(&self) -> usize {

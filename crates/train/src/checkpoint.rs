@@ -186,7 +186,7 @@ pub fn restore_weights(
                 ),
             ));
         }
-        tch::no_grad(|| var.copy_(saved));
+        tch::no_grad(|| var.f_copy_(saved))?;
     }
     let names: std::collections::HashSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     if let Some(missing) = vars.keys().find(|k| !names.contains(k.as_str())) {

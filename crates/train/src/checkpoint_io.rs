@@ -153,7 +153,7 @@ pub fn write_tensors(dir: &Path, path: &Path, tensors: &[(String, Tensor)]) -> R
     let prepared = tensors
         .iter()
         .map(|(name, t)| {
-            let cpu = t.detach().f_to_device(Device::Cpu)?.f_contiguous()?;
+            let cpu = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
             Ok((name.as_str(), cpu))
         })
         .collect::<std::result::Result<Vec<_>, tch::TchError>>()

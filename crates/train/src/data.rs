@@ -187,7 +187,7 @@ impl TokenSplits {
         }
         let to_tensor = |part: &[u32]| {
             let ids: Vec<i64> = part.iter().map(|&t| i64::from(t)).collect();
-            Tensor::from_slice(&ids)
+            Tensor::f_from_slice(&ids)
         };
         tracing::info!(
             train = train.len(),
@@ -195,8 +195,8 @@ impl TokenSplits {
             "split tokens into train and val"
         );
         Ok(TokenSplits {
-            train: to_tensor(train),
-            val: to_tensor(val),
+            train: to_tensor(train)?,
+            val: to_tensor(val)?,
         })
     }
 

@@ -212,10 +212,10 @@ impl Ranks {
         (config.to_toml(), key, self.world.size).hash(&mut hasher);
         // 62 bits, so that the hash and its negation both fit an i64.
         let hash = (hasher.finish() >> 2) as i64;
-        let both = Tensor::from_slice(&[hash, -hash]);
+        let both = Tensor::f_from_slice(&[hash, -hash])?;
         self.group
             .all_reduce(std::slice::from_ref(&both), Reduce::Max)?;
-        let (high, low) = (both.int64_value(&[0]), -both.int64_value(&[1]));
+        let (high, low) = (both.f_int64_value(&[0])?, -both.f_int64_value(&[1])?);
         if high != hash || low != hash {
             return Err(Error::Distributed {
                 rank: self.world.rank,
@@ -231,10 +231,10 @@ impl Ranks {
     /// Tells every rank whether this one is ready (`ok`); fails on every rank when one is not,
     /// so that no rank waits for a rank that gave up.
     pub fn agree(&self, ok: bool, what: &str) -> Result<()> {
-        let failed = Tensor::from_slice(&[i64::from(!ok)]);
+        let failed = Tensor::f_from_slice(&[i64::from(!ok)])?;
         self.group
             .all_reduce(std::slice::from_ref(&failed), Reduce::Max)?;
-        if ok && failed.int64_value(&[0]) != 0 {
+        if ok && failed.f_int64_value(&[0])? != 0 {
             return Err(Error::Distributed {
                 rank: self.world.rank,
                 message: format!("another rank failed {what}; its log says why"),
@@ -262,14 +262,19 @@ impl Ranks {
         tch::no_grad(|| {
             let grads: Vec<Tensor> = params
                 .iter()
-                .map(Tensor::grad)
+                .map(Tensor::f_grad)
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
                 .filter(Tensor::defined)
                 .collect();
             let buckets = buckets(&grads);
             let flats = buckets
                 .iter()
                 .map(|bucket| {
-                    let views: Vec<Tensor> = bucket.iter().map(|g| g.view(-1)).collect();
+                    let views = bucket
+                        .iter()
+                        .map(|g| g.f_view(-1))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
                     Tensor::f_cat(&views, 0)
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -294,8 +299,8 @@ impl Ranks {
                 }
             }
             Ok(StepSum {
-                loss: extra.get(0).f_to_kind(loss.kind())?,
-                stop: extra.double_value(&[1]) > 0.0,
+                loss: extra.f_get(0)?.f_to_kind(loss.kind())?,
+                stop: extra.f_double_value(&[1])? > 0.0,
             })
         })
     }

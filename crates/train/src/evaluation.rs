@@ -329,7 +329,7 @@ impl UnseenTracker {
 
     /// The masks of not-yet-seen targets, one `[rows, block]` f64 tensor per window batch
     /// (`None` where a batch has none).
-    fn masks(&self) -> Vec<Option<Tensor>> {
+    fn masks(&self) -> Result<Vec<Option<Tensor>>> {
         let t = self.block_size;
         let mut first = 0;
         self.windows
@@ -340,18 +340,22 @@ impl UnseenTracker {
                     .map(|i| f64::from(u8::from(!self.seen[i + 1])))
                     .collect();
                 first += rows;
-                mask.iter().any(|&m| m > 0.0).then(|| {
-                    Tensor::from_slice(&mask)
-                        .view([rows as i64, t as i64])
-                        .to_device(x.device())
-                })
+                mask.iter()
+                    .any(|&m| m > 0.0)
+                    .then(|| {
+                        Tensor::f_from_slice(&mask)?
+                            .f_view([rows as i64, t as i64])?
+                            .f_to_device(x.device())
+                    })
+                    .transpose()
             })
-            .collect()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Error::from)
     }
 
     /// Evaluates the not-yet-seen positions; `None` when training has covered them all.
     pub fn reading(&self, parallel: &mut DataParallel, model: &Gpt) -> Result<Option<UnseenLoss>> {
-        let masks = self.masks();
+        let masks = self.masks()?;
         let (batches, masks): (Vec<Batch>, Vec<Tensor>) = self
             .windows
             .iter()

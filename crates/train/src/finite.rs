@@ -17,7 +17,7 @@ pub fn first_non_finite<'a>(
     let mut names = Vec::new();
     let mut flags: Vec<Tensor> = Vec::new();
     for (name, tensor) in tensors {
-        if !tensor.is_floating_point() || tensor.numel() == 0 {
+        if !tensor.f_is_floating_point()? || tensor.numel() == 0 {
             continue;
         }
         let flag = tensor.f_isfinite()?.f_all()?;

@@ -86,12 +86,14 @@ impl Muon {
         }
         let slots = params
             .into_iter()
-            .map(|(name, param)| Slot {
-                momentum: param.zeros_like(),
-                name,
-                param,
+            .map(|(name, param)| {
+                Ok(Slot {
+                    momentum: param.f_zeros_like()?,
+                    name,
+                    param,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self {
             config,
             slots,
@@ -120,7 +122,7 @@ impl Muon {
         let c = self.config;
         tch::no_grad(|| -> Result<()> {
             for slot in &mut self.slots {
-                let grad = slot.param.grad();
+                let grad = slot.param.f_grad()?;
                 if !grad.defined() {
                     continue;
                 }

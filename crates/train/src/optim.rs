@@ -37,23 +37,25 @@ pub struct AdamW {
 
 impl AdamW {
     /// Optimises `params` (name, tensor) — sorted by name so the order is reproducible.
-    pub fn new(mut params: Vec<(String, Tensor)>, config: AdamWConfig) -> Self {
+    pub fn new(mut params: Vec<(String, Tensor)>, config: AdamWConfig) -> Result<Self> {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let slots = params
             .into_iter()
-            .map(|(name, param)| Slot {
-                decay: param.dim() >= 2,
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
-                name,
-                param,
+            .map(|(name, param)| {
+                Ok(Slot {
+                    decay: param.dim() >= 2,
+                    exp_avg: param.f_zeros_like()?,
+                    exp_avg_sq: param.f_zeros_like()?,
+                    name,
+                    param,
+                })
             })
-            .collect();
-        Self {
+            .collect::<Result<_>>()?;
+        Ok(Self {
             config,
             slots,
             step: 0,
-        }
+        })
     }
 
     /// Number of steps taken.
@@ -94,15 +96,19 @@ impl AdamW {
     }
 
     /// One AdamW update with learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2_sqrt = (1.0 - c.beta2.powi(self.step as i32)).sqrt();
         let step_size = lr / bias1;
-        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.param.grad()).collect();
+        let grads = self
+            .slots
+            .iter()
+            .map(|s| s.param.f_grad())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut fused = Vec::with_capacity(self.slots.len());
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             for (slot, grad) in self.slots.iter_mut().zip(&grads) {
                 if !grad.defined() {
                     continue;
@@ -126,17 +132,25 @@ impl AdamW {
                     continue;
                 }
                 if decay_factor != 1.0 {
-                    let _ = slot.param.g_mul_scalar_(decay_factor);
+                    let _ = slot.param.f_mul_scalar_(decay_factor)?;
                 }
-                let _ = slot.exp_avg.lerp_(grad, 1.0 - c.beta1);
-                let _ = slot.exp_avg_sq.g_mul_scalar_(c.beta2);
-                let _ = slot.exp_avg_sq.addcmul_(grad, &(grad * (1.0 - c.beta2)));
-                let denom = (slot.exp_avg_sq.sqrt() / bias2_sqrt) + c.eps;
-                let update = (&slot.exp_avg / denom) * step_size;
-                let _ = slot.param.g_sub_(&update);
+                let _ = slot.exp_avg.f_lerp_(grad, 1.0 - c.beta1)?;
+                let _ = slot.exp_avg_sq.f_mul_scalar_(c.beta2)?;
+                let _ = slot
+                    .exp_avg_sq
+                    .f_addcmul_(grad, &grad.f_mul_scalar(1.0 - c.beta2)?)?;
+                let denom = slot
+                    .exp_avg_sq
+                    .f_sqrt()?
+                    .f_div_scalar(bias2_sqrt)?
+                    .f_add_scalar(c.eps)?;
+                let update = slot.exp_avg.f_div(&denom)?.f_mul_scalar(step_size)?;
+                let _ = slot.param.f_sub_(&update)?;
             }
-        });
+            Ok(())
+        })?;
         adamw_cpu::adamw_update(&fused);
+        Ok(())
     }
 
     /// The moments as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`), for checkpoints.
@@ -208,7 +222,12 @@ pub(crate) fn clip_grad_norm<'a>(
     params: impl Iterator<Item = &'a Tensor>,
     max_norm: f64,
 ) -> Result<Tensor> {
-    let grads: Vec<Tensor> = params.map(Tensor::grad).filter(|g| g.defined()).collect();
+    let grads: Vec<Tensor> = params
+        .map(Tensor::f_grad)
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(Tensor::defined)
+        .collect();
     if grads.is_empty() {
         return Err(Error::Invalid(
             "clip_grad_norm: no gradients (call backward first)".to_owned(),
@@ -223,15 +242,23 @@ pub(crate) fn clip_grad_norm<'a>(
         }
         return Ok(Tensor::from(total));
     }
-    let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-    let total = Tensor::stack(&norms, 0).norm();
+    let norms = grads
+        .iter()
+        .map(Tensor::f_norm)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
     if max_norm > 0.0 {
-        let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
-        tch::no_grad(|| {
+        let coef = total
+            .f_add_scalar(1e-6)?
+            .f_reciprocal()?
+            .f_mul_scalar(max_norm)?
+            .f_clamp_max(1.0)?;
+        tch::no_grad(|| -> Result<()> {
             for mut g in grads {
-                let _ = g.g_mul_(&coef);
+                let _ = g.f_mul_(&coef)?;
             }
-        });
+            Ok(())
+        })?;
     }
     Ok(total)
 }
@@ -285,7 +312,7 @@ fn restore_state_tensor(
         ));
     }
     let kind = target.kind();
-    tch::no_grad(|| target.copy_(&saved.to_kind(kind)));
+    tch::no_grad(|| target.f_copy_(&saved.f_to_kind(kind)?))?;
     Ok(())
 }
 
@@ -330,7 +357,8 @@ mod tests {
                 ("b".into(), vector.shallow_clone()),
             ],
             c,
-        );
+        )
+        .unwrap();
         assert_eq!(opt.decayed(), vec!["w"]);
         let grads = [
             [0.3, -0.2, 0.1, 0.7],
@@ -342,7 +370,7 @@ mod tests {
             let loss = (&matrix * Tensor::from_slice(g).reshape([2, 2])).sum(Kind::Double)
                 + (&vector * Tensor::from_slice(&g[..2])).sum(Kind::Double);
             loss.backward();
-            opt.step(1e-2);
+            opt.step(1e-2).unwrap();
         }
         let got_m = Vec::<f64>::try_from(matrix.reshape([-1])).unwrap();
         let got_v = Vec::<f64>::try_from(&vector).unwrap();
@@ -372,7 +400,8 @@ mod tests {
                 ("b".into(), b.shallow_clone()),
             ],
             c,
-        );
+        )
+        .unwrap();
         ((&a * Tensor::from_slice(&[3.0f64, 0.0])).sum(Kind::Double)
             + (&b * 4.0).sum(Kind::Double))
         .backward();
@@ -403,7 +432,8 @@ mod tests {
                     ("b".into(), b.shallow_clone()),
                 ],
                 c,
-            );
+            )
+            .unwrap();
             (w, b, opt)
         };
         let (w32, b32, mut fast) = make(Kind::Float);
@@ -421,7 +451,7 @@ mod tests {
                 // Large gradients: clipping is active on every step.
                 let norm = opt.clip_grad_norm(1.0).unwrap().double_value(&[]);
                 assert!(norm > 1.0);
-                opt.step(1e-2);
+                opt.step(1e-2).unwrap();
             }
         }
         for (a, b) in [(&w32, &w64), (&b32, &b64)] {

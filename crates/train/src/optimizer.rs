@@ -321,7 +321,7 @@ impl Optimizer {
             return Ok(Self {
                 adamw: vec![AdamGroup {
                     peak: None,
-                    adamw: AdamW::new(params, adamw),
+                    adamw: AdamW::new(params, adamw)?,
                 }],
                 muon: None,
                 base_lr,
@@ -355,7 +355,7 @@ impl Optimizer {
             } else {
                 adam_groups.push(AdamGroup {
                     peak,
-                    adamw: AdamW::new(params, adamw),
+                    adamw: AdamW::new(params, adamw)?,
                 });
             }
         }
@@ -401,7 +401,7 @@ impl Optimizer {
         for group in &mut self.adamw {
             group
                 .adamw
-                .step(group.peak.map_or(lr, |peak| peak * factor));
+                .step(group.peak.map_or(lr, |peak| peak * factor))?;
         }
         if let Some((peak, muon)) = &mut self.muon {
             muon.step(*peak * factor)?;

@@ -97,7 +97,7 @@ fn weighted_step(
     };
     let scaled = loss.f_mul_scalar(weight)?;
     scaled.f_backward()?;
-    Ok(scaled.detach())
+    Ok(scaled.f_detach()?)
 }
 
 /// Losses of numbered batches without gradients.
@@ -123,8 +123,13 @@ fn serve(replica: Replica, threads: i32, jobs: Receiver<Job>, replies: Sender<Re
                     param.zero_grad();
                 }
                 Reply::Step(
-                    weighted_step(&replica.model, &x, &y, weight, seed)
-                        .map(|loss| (loss, params.iter().map(Tensor::grad).collect())),
+                    weighted_step(&replica.model, &x, &y, weight, seed).and_then(|loss| {
+                        let grads = params
+                            .iter()
+                            .map(Tensor::f_grad)
+                            .collect::<std::result::Result<Vec<_>, _>>()?;
+                        Ok((loss, grads))
+                    }),
                 )
             }
             Job::Eval(batches, kind) => Reply::Eval(batch_losses(&replica.model, batches, kind)),
@@ -166,7 +171,7 @@ impl DataParallel {
                     let source = master_vars.get(&name).ok_or_else(|| {
                         Error::Invalid(format!("replica parameter `{name}` has no master"))
                     })?;
-                    tch::no_grad(|| var.set_data(&source.detach()));
+                    tch::no_grad(|| var.f_set_data(&source.f_detach()?))?;
                     masters.push(source.shallow_clone());
                     params.push(var);
                 }
@@ -281,7 +286,7 @@ impl DataParallel {
                     if !extra.defined() {
                         continue;
                     }
-                    let mut grad = master_param.grad();
+                    let mut grad = master_param.f_grad()?;
                     if !grad.defined() {
                         return Err(Error::Invalid(
                             "data-parallel step: a master parameter has no gradient".to_owned(),

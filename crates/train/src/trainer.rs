@@ -314,7 +314,7 @@ pub fn evaluate(model: &Gpt, batches: &[(Tensor, Tensor)]) -> Result<f64> {
     let _guard = tch::no_grad_guard();
     let mut total = 0.0;
     for (x, y) in batches {
-        total += model.loss(x, y, false)?.double_value(&[]);
+        total += model.loss(x, y, false)?.f_double_value(&[])?;
     }
     Ok(total / batches.len().max(1) as f64)
 }
@@ -530,7 +530,9 @@ impl Trainer {
         self.step += 1;
         let step = self.step;
         let log_now = step.is_multiple_of(t.log_interval) || step == t.max_iters;
-        let loss = (log_now || self.device == Device::Cpu).then(|| loss.double_value(&[]));
+        let loss = (log_now || self.device == Device::Cpu)
+            .then(|| loss.f_double_value(&[]))
+            .transpose()?;
         if let Some(loss) = loss.filter(|l| !l.is_finite()) {
             return Err(self.diverged(format!("the training loss is {loss}")));
         }

@@ -364,7 +364,7 @@ fn the_default_optimizer_is_the_plain_adamw_bit_for_bit() {
     vs_b.copy(&vs_a).unwrap();
     let named =
         |vs: &nn::VarStore| -> Vec<(String, Tensor)> { vs.variables().into_iter().collect() };
-    let mut plain = AdamW::new(named(&vs_a), adamw());
+    let mut plain = AdamW::new(named(&vs_a), adamw()).unwrap();
     let mut wrapped = Optimizer::new(
         named(&vs_b),
         &config,
@@ -380,7 +380,7 @@ fn the_default_optimizer_is_the_plain_adamw_bit_for_bit() {
         plain.zero_grad();
         model_a.loss(&x, &y, true).unwrap().backward();
         let _ = plain.clip_grad_norm(0.5).unwrap();
-        plain.step(lr);
+        plain.step(lr).unwrap();
         wrapped.zero_grad();
         model_b.loss(&x, &y, true).unwrap().backward();
         let _ = wrapped.clip_grad_norm(0.5).unwrap();

@@ -28,9 +28,9 @@ pub struct CausalSelfAttention {
 
 impl CausalSelfAttention {
     /// Creates the layer under `path`; `proj_std` initialises the output projection.
-    pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Self {
+    pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Result<Self> {
         let (d, a) = (config.d_model, config.attn_width());
-        Self {
+        Ok(Self {
             c_attn: Linear::new(
                 &path / "c_attn",
                 d,
@@ -38,7 +38,7 @@ impl CausalSelfAttention {
                 config.bias,
                 0.02,
                 config.lora_for(crate::config::LoraTarget::Attn),
-            ),
+            )?,
             c_proj: Linear::new(
                 &path / "c_proj",
                 a,
@@ -46,12 +46,12 @@ impl CausalSelfAttention {
                 config.bias,
                 proj_std,
                 config.lora_for(crate::config::LoraTarget::AttnProj),
-            ),
+            )?,
             n_head: config.n_head as i64,
             head_dim: config.head_dim() as i64,
             dropout: config.dropout,
             qk_norm: config.qk_norm,
-        }
+        })
     }
 
     /// Attends over `x` `[B, T, D]`; position `t` sees only positions `<= t`. The values

@@ -39,35 +39,45 @@ impl Linear {
         bias: bool,
         std: f64,
         lora: Option<&LoraConfig>,
-    ) -> Self {
+    ) -> Result<Self> {
         let (i, o) = (inputs as i64, outputs as i64);
         let freeze = lora.is_some_and(|l| l.freeze_base);
         let (weight, bias) = if freeze {
             // Registered as non-trainable variables: listed by `VarStore::variables` (so
             // checkpoints keep them) but without gradient and outside `trainable_variables`.
-            let weight = nn::init(super::normal(std), &[o, i], path.device()).to_kind(path.kind());
+            let weight = nn::f_init(super::normal(std), &[o, i], path.device(), Kind::Float)?
+                .f_to_kind(path.kind())?;
             let weight = path.add("weight", weight, false);
-            let bias = bias.then(|| path.zeros_no_train("bias", &[o]));
+            let bias = bias
+                .then(|| path.f_zeros_no_train("bias", &[o]))
+                .transpose()?;
             (weight, bias)
         } else {
-            let weight = path.var("weight", &[o, i], super::normal(std));
-            (weight, bias.then(|| path.zeros("bias", &[o])))
+            let weight = path.f_var("weight", &[o, i], super::normal(std))?;
+            (
+                weight,
+                bias.then(|| path.f_zeros("bias", &[o])).transpose()?,
+            )
         };
-        let lora = lora.map(|l| {
+        let lora = lora.map(|l| -> Result<LoraAdapter> {
             let r = l.rank as i64;
             let a = super::variant_normal(
                 &weight,
                 &path.path("lora_a"),
                 &[r, i],
                 1.0 / (inputs as f64).sqrt(),
-            );
-            LoraAdapter {
-                a: path.var_copy("lora_a", &a.to_kind(path.kind()).to_device(path.device())),
-                b: path.zeros("lora_b", &[o, r]),
+            )?;
+            Ok(LoraAdapter {
+                a: path.f_var_copy("lora_a", &super::own_kind(&a, &path)?)?,
+                b: path.f_zeros("lora_b", &[o, r])?,
                 scale: l.scale,
-            }
+            })
         });
-        Self { weight, bias, lora }
+        Ok(Self {
+            weight,
+            bias,
+            lora: lora.transpose()?,
+        })
     }
 
     /// Every parameter tensor of the layer: weight, bias, then `A` and `B` of the adapter.
@@ -106,17 +116,17 @@ impl Linear {
         precision: Precision,
     ) -> Result<Tensor> {
         let pick = |t: &Tensor| -> Result<Tensor> {
-            Ok(match rows {
+            match rows {
                 Some((start, len)) => precision.cast(&t.f_narrow(0, start, len)?),
                 None => precision.cast(t),
-            })
+            }
         };
         let weight = pick(&self.weight)?;
         let bias = self.bias.as_ref().map(pick).transpose()?;
-        let x = precision.cast(x);
+        let x = precision.cast(x)?;
         let mut y = x.f_linear(&weight, bias.as_ref())?;
         if let Some(lora) = &self.lora {
-            let down = x.f_linear::<Tensor>(&precision.cast(&lora.a), None)?;
+            let down = x.f_linear::<Tensor>(&precision.cast(&lora.a)?, None)?;
             let up = down.f_linear::<Tensor>(&pick(&lora.b)?, None)?;
             y = y.f_add(&up.f_mul_scalar(lora.scale)?)?;
         }

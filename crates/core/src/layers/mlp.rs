@@ -23,7 +23,7 @@ pub struct Mlp {
 
 impl Mlp {
     /// Creates the MLP under `path`; `proj_std` initialises the output projection.
-    pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Self {
+    pub fn new(path: nn::Path, config: &ModelConfig, proj_std: f64) -> Result<Self> {
         let (d, h) = (config.d_model, config.mlp_hidden());
         // Pattention's parameter tokens carry no bias (they are keys and values).
         let bias = config.bias && config.mlp != MlpKind::Pattention;
@@ -34,17 +34,19 @@ impl Mlp {
             bias,
             0.02,
             config.lora_for(crate::config::LoraTarget::Mlp),
-        );
-        let w_up = (config.mlp == MlpKind::Swiglu).then(|| {
-            Linear::new(
-                &path / "w_up",
-                d,
-                h,
-                config.bias,
-                0.02,
-                config.lora_for(crate::config::LoraTarget::Mlp),
-            )
-        });
+        )?;
+        let w_up = (config.mlp == MlpKind::Swiglu)
+            .then(|| {
+                Linear::new(
+                    &path / "w_up",
+                    d,
+                    h,
+                    config.bias,
+                    0.02,
+                    config.lora_for(crate::config::LoraTarget::Mlp),
+                )
+            })
+            .transpose()?;
         let c_proj = Linear::new(
             &path / "c_proj",
             h,
@@ -52,15 +54,15 @@ impl Mlp {
             bias,
             proj_std,
             config.lora_for(crate::config::LoraTarget::MlpProj),
-        );
-        Self {
+        )?;
+        Ok(Self {
             kind: config.mlp,
             tau: config.pattention_tau(),
             c_fc,
             w_up,
             c_proj,
             dropout: config.dropout,
-        }
+        })
     }
 
     /// Applies the MLP to `x` `[B, T, D]`.

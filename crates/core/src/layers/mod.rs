@@ -16,6 +16,7 @@ pub use rotary::Rotary;
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
+use strata_tensor::Result;
 use tch::nn::Init;
 use tch::{Device, Kind, Tensor};
 
@@ -33,12 +34,17 @@ pub(crate) fn normal(std: f64) -> Init {
 /// libtorch's: it is keyed by the tensor's `name` and by the first values of `anchor`, a
 /// shared tensor drawn just before from libtorch's seeded generator (so the key is a function
 /// of the seed).
-pub(crate) fn variant_normal(anchor: &Tensor, name: &str, shape: &[i64], std: f64) -> Tensor {
+pub(crate) fn variant_normal(
+    anchor: &Tensor,
+    name: &str,
+    shape: &[i64],
+    std: f64,
+) -> Result<Tensor> {
     let first = anchor
-        .flatten(0, -1)
-        .narrow(0, 0, anchor.numel().min(8) as i64)
-        .to_kind(Kind::Float)
-        .to_device(Device::Cpu);
+        .f_flatten(0, -1)?
+        .f_narrow(0, 0, anchor.numel().min(8) as i64)?
+        .f_to_kind(Kind::Float)?
+        .f_to_device(Device::Cpu)?;
     let mut key = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
@@ -51,5 +57,22 @@ pub(crate) fn variant_normal(anchor: &Tensor, name: &str, shape: &[i64], std: f6
         Ok(normal) => (0..count).map(|_| normal.sample(&mut rng)).collect(),
         Err(_) => vec![0.0; count],
     };
-    Tensor::from_slice(&values).view(shape)
+    Ok(Tensor::f_from_slice(&values)?.f_view(shape)?)
+}
+
+/// `t` in the kind and on the device of the variables under `path`.
+pub(crate) fn own_kind(t: &Tensor, path: &tch::nn::Path) -> Result<Tensor> {
+    Ok(t.f_to_kind(path.kind())?.f_to_device(path.device())?)
+}
+
+/// Fills a parameter with `value` in place, outside autograd.
+pub(crate) fn fill(param: &Tensor, value: f64) -> Result<()> {
+    tch::no_grad(|| param.shallow_clone().f_fill_(value).map(drop))?;
+    Ok(())
+}
+
+/// Sets entry `index` of a parameter vector to `value` in place, outside autograd.
+pub(crate) fn set_entry(param: &Tensor, index: i64, value: f64) -> Result<()> {
+    tch::no_grad(|| param.f_get(index)?.f_fill_(value).map(drop))?;
+    Ok(())
 }

@@ -22,17 +22,18 @@ pub struct Norm {
 impl Norm {
     /// Creates `path.weight` and, for a biased LayerNorm, `path.bias`; `eps` is added to the
     /// variance (LayerNorm) or mean square (RMSNorm).
-    pub fn new(path: nn::Path, kind: NormKind, width: usize, bias: bool, eps: f64) -> Self {
-        let weight = path.ones("weight", &[width as i64]);
-        let bias =
-            (bias && kind == NormKind::Layernorm).then(|| path.zeros("bias", &[width as i64]));
-        Self {
+    pub fn new(path: nn::Path, kind: NormKind, width: usize, bias: bool, eps: f64) -> Result<Self> {
+        let weight = path.f_ones("weight", &[width as i64])?;
+        let bias = (bias && kind == NormKind::Layernorm)
+            .then(|| path.f_zeros("bias", &[width as i64]))
+            .transpose()?;
+        Ok(Self {
             kind,
             width: width as i64,
             eps,
             weight,
             bias,
-        }
+        })
     }
 
     /// Normalises the last dimension of `x`.

@@ -12,19 +12,20 @@ pub struct Rotary {
 
 impl Rotary {
     /// Tables for `positions` positions and heads of width `head_dim` (even), base 10000.
-    pub fn new(positions: usize, head_dim: usize, device: Device) -> Self {
+    pub fn new(positions: usize, head_dim: usize, device: Device) -> Result<Self> {
         let half = (head_dim / 2) as i64;
-        let inv_freq = (Tensor::arange(half, (Kind::Double, Device::Cpu))
-            * (-2.0 / head_dim as f64)
-            * 10000f64.ln())
-        .exp();
-        let t = Tensor::arange(positions as i64, (Kind::Double, Device::Cpu));
-        let angles = t.outer(&inv_freq); // [T, half]
-        let angles = Tensor::cat(&[&angles, &angles], -1); // [T, head_dim]
-        Self {
-            cos: angles.cos().to_kind(Kind::Float).to_device(device),
-            sin: angles.sin().to_kind(Kind::Float).to_device(device),
-        }
+        let inv_freq = Tensor::f_arange(half, (Kind::Double, Device::Cpu))?
+            .f_mul_scalar(-2.0 / head_dim as f64)?
+            .f_mul_scalar(10000f64.ln())?
+            .f_exp()?;
+        let t = Tensor::f_arange(positions as i64, (Kind::Double, Device::Cpu))?;
+        let angles = t.f_outer(&inv_freq)?; // [T, half]
+        let angles = Tensor::f_cat(&[&angles, &angles], -1)?; // [T, head_dim]
+        let table = |t: Tensor| t.f_to_kind(Kind::Float)?.f_to_device(device);
+        Ok(Self {
+            cos: table(angles.f_cos()?)?,
+            sin: table(angles.f_sin()?)?,
+        })
     }
 
     /// Rotates `x` of shape `[B, H, T, head_dim]` by its positions `0..T`.

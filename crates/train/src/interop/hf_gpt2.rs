@@ -138,9 +138,9 @@ pub fn export_tensors(
         .map(|spec| {
             let name = spec.name();
             let tensor = match by_name.get(name.as_str()) {
-                Some(t) => t.to_kind(Kind::Float),
+                Some(t) => t.f_to_kind(Kind::Float)?,
                 None if spec.slot == Slot::Bias && !config.bias => {
-                    Tensor::zeros(spec.shape.as_slice(), (Kind::Float, tch::Device::Cpu))
+                    Tensor::f_zeros(spec.shape.as_slice(), (Kind::Float, tch::Device::Cpu))?
                 }
                 None => {
                     return Err(Error::checkpoint(
@@ -150,7 +150,7 @@ pub fn export_tensors(
                 }
             };
             let tensor = if is_conv1d(spec.location, spec.slot) {
-                tensor.tr().contiguous()
+                tensor.f_tr()?.f_contiguous()?
             } else {
                 tensor
             };
@@ -293,9 +293,9 @@ pub fn import_tensors(
                 ),
             )
         })?;
-        let tensor = tensor.to_kind(Kind::Float);
+        let tensor = tensor.f_to_kind(Kind::Float)?;
         let tensor = if is_conv1d(spec.location, spec.slot) {
-            tensor.tr().contiguous()
+            tensor.f_tr()?.f_contiguous()?
         } else {
             tensor
         };
@@ -324,10 +324,10 @@ pub fn import_tensors(
             format!("tensor `{extra}` has no place in GPT-2 with this config.json"),
         ));
     }
-    let biases_zero = out
-        .iter()
-        .filter(|(n, _)| n.ends_with(".bias"))
-        .all(|(_, t)| t.abs().max().double_value(&[]) == 0.0);
+    let mut biases_zero = true;
+    for (_, t) in out.iter().filter(|(n, _)| n.ends_with(".bias")) {
+        biases_zero &= t.f_abs()?.f_max()?.f_double_value(&[])? == 0.0;
+    }
     if !biases_zero {
         return Ok((config.clone(), out));
     }

@@ -98,8 +98,8 @@ pub fn export(ckpt: &Checkpoint, format: ExportFormat, out: &Path, overwrite: bo
                 ckpt.loaded
                     .model
                     .iter()
-                    .map(|(n, t)| (n.clone(), t.to_kind(Kind::Float)))
-                    .collect(),
+                    .map(|(n, t)| Ok((n.clone(), t.f_to_kind(Kind::Float)?)))
+                    .collect::<Result<_>>()?,
             ),
         };
         checkpoint_io::write_tensors(out, &tmp.join(MODEL_FILE), &tensors)?;
@@ -289,8 +289,8 @@ fn strata_layout(
     model.validate(&file)?;
     let tensors = tensors
         .into_iter()
-        .map(|(n, t)| (n, t.to_kind(Kind::Float)))
-        .collect();
+        .map(|(n, t)| Ok((n, t.f_to_kind(Kind::Float)?)))
+        .collect::<Result<_>>()?;
     Ok((model, tensors))
 }
 
