@@ -29,6 +29,18 @@ pub fn describe(err: &Error) -> String {
              new folder",
             dir.display()
         ),
+        Error::ExportFolderTaken {
+            dir,
+            foreign: Some(name),
+        } => format!(
+            "{}: holds `{name}`, which an export does not write; expected a new or empty folder \
+             (even --overwrite replaces only earlier exports)",
+            dir.display()
+        ),
+        Error::ExportFolderTaken { dir, foreign: None } => format!(
+            "{}: holds an earlier export; pass --overwrite to replace it",
+            dir.display()
+        ),
         Error::NothingToResume { dir } => format!(
             "checkpoint {}: has no checkpoint yet: its run stopped before the first \
              checkpoint, so there is nothing to resume; run the same command with --overwrite \

@@ -1,6 +1,7 @@
 //! Run folders through the real binary: a second writer is refused with the holder's pid,
 //! `--overwrite` spares folders with user files, recovery messages say what to run, a
-//! finished run resumes to nothing, and old checkpoints are pruned.
+//! finished run resumes to nothing, old checkpoints are pruned, and an export folder is
+//! replaced only with `--overwrite` and only when it holds nothing but an earlier export.
 
 mod common;
 
@@ -101,6 +102,30 @@ fn overwrite_spares_user_files_and_an_edited_checkpoint_is_refused() {
     let text = std::fs::read_to_string(&meta).unwrap();
     std::fs::write(&meta, text.replace("\"step\": 10", "\"step\": 20")).unwrap();
     strata_run(fx.path(), &["info", s(&run)]).fails_with(&["meta.json", "edited"]);
+}
+
+#[test]
+fn an_export_is_replaced_only_with_overwrite_and_never_over_user_files() {
+    let fx = Fixture::new(4);
+    let run = fx.path().join("run");
+    fx.train(&run, &[]).ok();
+    let out = fx.path().join("hf");
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", s(&run), "--format", "hf-gpt2", s(&out)];
+        args.extend_from_slice(extra);
+        strata_run(fx.path(), &args)
+    };
+    export(&[]).ok();
+    export(&[]).fails_with(&[s(&out), "holds an earlier export", "--overwrite"]);
+    export(&["--overwrite"]).ok();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let before = snapshot(&out);
+    export(&["--overwrite"]).fails_with(&[
+        s(&out),
+        "notes.txt",
+        "--overwrite replaces only earlier exports",
+    ]);
+    assert!(before == snapshot(&out), "nothing may be replaced");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! worker is left to it (the lock prevents double work), an interrupted run is continued, and
 //! a cooldown branch whose source has not finished says so instead of training.
 //!
-//! After the jobs, the study's `--report-only` collects the finished runs from their folders.
+//! After the jobs, the study's report-only mode collects the finished runs from their folders.
 
 use crate::registry::{
     ChildJob, Job, is_done, resumable, run_options, same_run, train_one, write_job_file,

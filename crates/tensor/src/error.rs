@@ -90,6 +90,16 @@ pub enum Error {
         /// The entry (relative to `dir`) strata did not write.
         name: String,
     },
+    /// An export was asked for in a folder that holds files already: an earlier export
+    /// (`foreign` is `None`; replacing it was not asked for) or an entry an export does not
+    /// write (never replaced).
+    #[error("{}", export_folder_taken(.dir, .foreign.as_deref()))]
+    ExportFolderTaken {
+        /// The export folder.
+        dir: PathBuf,
+        /// The first entry (relative to `dir`) an export does not write, if any.
+        foreign: Option<String>,
+    },
     /// Resuming was asked of a run folder whose run stopped before its first checkpoint.
     #[error(
         "checkpoint {}: has no checkpoint yet: its run stopped before the first checkpoint, so \
@@ -165,6 +175,21 @@ fn run_folder_taken(dir: &std::path::Path, has_checkpoint: &bool) -> String {
              there is nothing to resume; replace it to start afresh, or use another run folder",
             dir.display()
         )
+    }
+}
+
+/// The message of [`Error::ExportFolderTaken`].
+fn export_folder_taken(dir: &std::path::Path, foreign: Option<&str>) -> String {
+    match foreign {
+        Some(name) => format!(
+            "{}: holds `{name}`, which an export does not write; expected a new or empty folder \
+             (replacing touches only an earlier export's files)",
+            dir.display()
+        ),
+        None => format!(
+            "{}: holds an earlier export; replace it, or choose another folder",
+            dir.display()
+        ),
     }
 }
 

@@ -1,16 +1,13 @@
-//! [`TensorExt`]: checked shape operations and comparisons on `tch::Tensor`.
+//! [`TensorExt`]: shape checks and comparisons on `tch::Tensor`.
 
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
-/// Checked operations that every strata crate uses instead of panicking tch calls.
+/// Shape checks and comparisons the strata crates share. The checked operations themselves are
+/// tch's `f_` methods: library crates may not call their panicking twins (`clippy.toml`).
 pub trait TensorExt {
-    /// The tensor's shape.
-    fn dims(&self) -> Vec<i64>;
     /// Fails unless the shape matches `expected`, where `None` accepts any size.
     fn expect_shape(&self, op: &str, expected: &[Option<i64>]) -> Result<()>;
-    /// Matrix product that reports mismatched shapes as [`Error::Shape`].
-    fn checked_matmul(&self, other: &Tensor, op: &str) -> Result<Tensor>;
     /// Copies the elements, flattened, into a `Vec<f64>` on the CPU.
     fn to_f64_vec(&self) -> Result<Vec<f64>>;
     /// Largest absolute element-wise difference to `other` (shapes must match).
@@ -19,8 +16,6 @@ pub trait TensorExt {
     fn max_rel_diff(&self, other: &Tensor) -> Result<f64>;
     /// True when every element is finite.
     fn all_finite(&self) -> bool;
-    /// Bytes occupied by the elements.
-    fn byte_size(&self) -> usize;
 }
 
 /// Formats a shape pattern, `_` standing for any size.
@@ -33,10 +28,6 @@ fn pattern(expected: &[Option<i64>]) -> String {
 }
 
 impl TensorExt for Tensor {
-    fn dims(&self) -> Vec<i64> {
-        self.size()
-    }
-
     fn expect_shape(&self, op: &str, expected: &[Option<i64>]) -> Result<()> {
         let got = self.size();
         let fits = got.len() == expected.len()
@@ -53,23 +44,6 @@ impl TensorExt for Tensor {
                 got: format!("{got:?}"),
             })
         }
-    }
-
-    fn checked_matmul(&self, other: &Tensor, op: &str) -> Result<Tensor> {
-        let (a, b) = (self.size(), other.size());
-        let inner_fits = match (a.last(), b.len()) {
-            (Some(k), 1) => *k == b[0],
-            (Some(k), n) if n >= 2 => *k == b[n - 2],
-            _ => false,
-        };
-        if !inner_fits {
-            return Err(Error::Shape {
-                op: op.to_owned(),
-                expected: format!("inner dimensions to agree ({a:?} x {b:?})"),
-                got: format!("{a:?} x {b:?}"),
-            });
-        }
-        Ok(self.f_matmul(other)?)
     }
 
     fn to_f64_vec(&self) -> Result<Vec<f64>> {
@@ -119,10 +93,6 @@ impl TensorExt for Tensor {
                 .and_then(bool::try_from)
                 .unwrap_or(false)
     }
-
-    fn byte_size(&self) -> usize {
-        self.numel() * self.kind().elt_size_in_bytes()
-    }
 }
 
 #[cfg(test)]
@@ -141,32 +111,13 @@ mod tests {
     }
 
     #[test]
-    fn checked_matmul_matches_a_naive_loop_and_rejects_bad_shapes() {
-        let a = Tensor::from_slice(&[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
-        let b = Tensor::from_slice(&[7.0f64, 8.0, 9.0, 10.0, 11.0, 12.0]).reshape([3, 2]);
-        let got = a.checked_matmul(&b, "test").unwrap().to_f64_vec().unwrap();
-        let (av, bv) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
-        for i in 0..2 {
-            for j in 0..2 {
-                let want: f64 = (0..3).map(|k| av[i * 3 + k] * bv[k * 2 + j]).sum();
-                assert_eq!(got[i * 2 + j], want);
-            }
-        }
-        assert!(matches!(
-            a.checked_matmul(&a, "x"),
-            Err(Error::Shape { .. })
-        ));
-    }
-
-    #[test]
-    fn diffs_finiteness_and_sizes() {
+    fn diffs_and_finiteness() {
         let a = Tensor::from_slice(&[1.0f32, -2.0, 4.0]);
         let b = Tensor::from_slice(&[1.5f32, -2.0, 4.0]);
         assert_eq!(a.max_abs_diff(&b).unwrap(), 0.5);
         assert_eq!(a.max_rel_diff(&b).unwrap(), 0.5 / 4.0);
         assert!(a.all_finite());
         assert!(!Tensor::from_slice(&[1.0f32, f32::NAN]).all_finite());
-        assert_eq!(a.byte_size(), 12);
         assert!(a.max_abs_diff(&Tensor::from_slice(&[1.0f32])).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! strata-tensor: the layer every strata crate stands on.
 //!
-//! - [`TensorExt`], an extension trait on `tch::Tensor` with checked shape operations;
+//! - [`TensorExt`], an extension trait on `tch::Tensor` with shape checks and comparisons;
 //! - [`DeviceChoice`] and [`cuda_available`], device selection that loads libtorch's CUDA
 //!   library when a GPU is present;
 //! - [`Precision`], the dtype policy (f32 or bf16 compute over f32 master weights);

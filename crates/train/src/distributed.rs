@@ -220,8 +220,8 @@ impl Ranks {
             return Err(Error::Distributed {
                 rank: self.world.rank,
                 message: "the ranks were given different runs (their configs with overrides, \
-                          --resume/--init-from or world sizes differ): start every rank with the same \
-                          command"
+                          the checkpoints they resume or start from, or world sizes differ): start \
+                          every rank with the same command"
                     .to_owned(),
             });
         }

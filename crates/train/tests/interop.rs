@@ -154,7 +154,7 @@ fn strata_layout_carries_any_model_and_gpt2_refuses_what_it_cannot_express() {
                 field: f, expected, ..
             } => {
                 assert_eq!(f, field, "{label}");
-                assert!(expected.contains("--format strata"), "{err}");
+                assert!(expected.contains("the strata format"), "{err}");
             }
             other => panic!("{label}: expected a config error, got {other}"),
         }
@@ -174,13 +174,20 @@ fn an_export_replaces_only_an_earlier_export() {
     let out = dir.path().join("out");
     interop::export(&ckpt, ExportFormat::HfGpt2, &out, false).unwrap();
     let again = interop::export(&ckpt, ExportFormat::HfGpt2, &out, false).unwrap_err();
-    assert!(again.to_string().contains("--overwrite"), "{again}");
+    assert!(
+        matches!(&again, Error::ExportFolderTaken { dir, foreign: None } if *dir == out),
+        "{again}"
+    );
     interop::export(&ckpt, ExportFormat::HfGpt2, &out, true).unwrap();
 
     let mine = dir.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
     let err = interop::export(&ckpt, ExportFormat::HfGpt2, &mine, true).unwrap_err();
+    assert!(
+        matches!(&err, Error::ExportFolderTaken { foreign: Some(name), .. } if name == "notes.txt"),
+        "{err}"
+    );
     assert!(err.to_string().contains("notes.txt"), "{err}");
     assert_eq!(
         std::fs::read_to_string(mine.join("notes.txt")).unwrap(),

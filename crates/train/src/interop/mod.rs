@@ -1,7 +1,7 @@
 //! Models in and out of strata: [`export`] writes a checkpoint's model in the Hugging Face
 //! GPT-2 layout (`transformers`' `GPT2LMHeadModel` loads it) or in strata's own portable
 //! layout, and [`load_initial`] reads either back (or a strata checkpoint) as the start of a
-//! run (`--init-from`).
+//! run's initial weights.
 //!
 //! strata's portable layout is a folder of `config.json` (`{"format": "strata-model",
 //! "version": 1, "model": <the [model] table as JSON>}`), `model.safetensors` (f32 tensors
@@ -32,7 +32,7 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// strata's own tokenizer document next to the HF one, so that an import restores it exactly.
 pub const STRATA_TOKENIZER_FILE: &str = "strata_tokenizer.json";
-/// Every file an export writes: `--overwrite` replaces a folder holding only these.
+/// Every file an export writes: replacing an export touches a folder holding only these.
 const EXPORT_FILES: [&str; 5] = [
     CONFIG_FILE,
     MODEL_FILE,
@@ -81,7 +81,7 @@ pub fn export(ckpt: &Checkpoint, format: ExportFormat, out: &Path, overwrite: bo
         return Err(Error::config(
             source.join("meta.json").display().to_string(),
             field,
-            format!("{needs} for --format hf-gpt2 (export this model with --format strata)"),
+            format!("{needs} for the hf-gpt2 format (export this model in the strata format)"),
             field_value(model, field),
         ));
     }
@@ -172,21 +172,17 @@ fn check_out_folder(out: &Path, overwrite: bool) -> Result<()> {
         return Ok(());
     }
     names.sort();
-    if let Some(foreign) = names.iter().find(|n| !EXPORT_FILES.contains(&n.as_str())) {
-        return Err(Error::data(
-            out,
-            format!(
-                "holds `{foreign}`, which an export does not write; expected a new or empty folder (even --overwrite replaces only earlier exports)"
-            ),
-        ));
-    }
-    if overwrite {
+    let foreign = names
+        .iter()
+        .find(|n| !EXPORT_FILES.contains(&n.as_str()))
+        .cloned();
+    if overwrite && foreign.is_none() {
         return Ok(());
     }
-    Err(Error::data(
-        out,
-        "holds an earlier export; pass --overwrite to replace it",
-    ))
+    Err(Error::ExportFolderTaken {
+        dir: out.to_path_buf(),
+        foreign,
+    })
 }
 
 /// True when `path` is an exported folder (HF GPT-2 or strata's portable layout) rather than
@@ -197,7 +193,7 @@ pub fn is_exported_folder(path: &Path) -> bool {
         && !path.join("meta.json").exists()
 }
 
-/// The checkpoint a run starts from (`--init-from`): a strata checkpoint or run folder, or an
+/// The checkpoint a run takes its initial weights from: a strata checkpoint or run folder, or an
 /// exported folder (HF GPT-2 or strata's portable layout) read as a step-0 checkpoint of
 /// `config` with the folder's model and tokenizer.
 pub fn load_initial(path: &Path, config: &RunConfig) -> Result<Checkpoint> {
