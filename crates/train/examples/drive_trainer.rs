@@ -7,7 +7,8 @@
 use strata_tensor::{Error, Result};
 use strata_train::{RunConfig, RunOptions, Trainer};
 
-fn main() -> Result<()> {
+/// Trains the tiny model, printing each evaluation and checkpoint, then removes its folder.
+pub fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("strata-drive-trainer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let corpus = dir.join("corpus.txt");

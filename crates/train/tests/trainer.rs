@@ -7,6 +7,16 @@ use strata_tensor::TensorExt;
 use strata_train::metrics::read_records;
 use strata_train::{RunOptions, train};
 
+/// The `drive_trainer` example, run as a test so that CI runs it, not only builds it.
+#[allow(dead_code)]
+#[path = "../examples/drive_trainer.rs"]
+mod drive_trainer;
+
+#[test]
+fn the_drive_trainer_example_runs_to_its_end() {
+    drive_trainer::main().unwrap();
+}
+
 #[test]
 fn loss_falls_when_overfitting_a_tiny_corpus() {
     let dir = tempfile::tempdir().unwrap();
