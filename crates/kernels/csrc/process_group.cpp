@@ -1,6 +1,9 @@
 // A c10d process group for data-parallel training: libtorch's TCPStore for the rendezvous
 // and its Gloo backend for the collectives, the engine torch.distributed uses. The
 // collectives run inside libtorch_cpu; this file only creates them and waits for them.
+// A reducer (c10d::Reducer, the engine of PyTorch's DistributedDataParallel) sums gradients
+// across the ranks in buckets while backward still runs: autograd hooks launch each bucket's
+// all-reduce as soon as its gradients are ready, and the end of backward waits for them.
 //
 // Errors never cross the C boundary: each entry point catches them, keeps the message for
 // `strata_process_group_last_error` and returns null or -1.
@@ -8,11 +11,15 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include "shim_error.h"
 
+#include <atomic>
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,11 +27,62 @@ namespace {
 
 thread_local std::string last_error;
 
-// One rank's membership of a group: the store it met the others through and the backend.
+// One rank's membership of a group: the store it met the others through, the backend, and
+// the process group that wraps it for a reducer.
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group;
   std::chrono::milliseconds timeout;
+};
+
+// The reducer's communication: a plain sum of each bucket over the ranks. (Without a hook the
+// reducer divides by the world size first; strata weights each rank's loss by its share of
+// the batch instead, so the sum is the global batch's gradient.) Counts the buckets it
+// launched.
+class SumHook : public c10d::CommHookInterface {
+ public:
+  SumHook(c10::intrusive_ptr<c10d::Backend> backend, std::chrono::milliseconds timeout,
+          std::shared_ptr<std::atomic<int64_t>> launched)
+      : backend_(std::move(backend)), timeout_(timeout), launched_(std::move(launched)) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    std::vector<at::Tensor> tensors{bucket.getBufferRef()};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::SUM;
+    options.timeout = timeout_;
+    auto work = backend_->allreduce(tensors, options);
+    launched_->fetch_add(1);
+    return work->getFuture();
+  }
+
+  at::Tensor parseHookResult(const c10::IValue& result) override {
+    return c10d::detail::parseCppCommHookResult(result);
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Backend> backend_;
+  std::chrono::milliseconds timeout_;
+  std::shared_ptr<std::atomic<int64_t>> launched_;
+};
+
+// c10d's reducer with its check that the last backward pass all-reduced every bucket (a
+// parameter without a gradient leaves its bucket, and the end of the pass, waiting).
+class CheckedReducer : public c10d::Reducer {
+ public:
+  using c10d::Reducer::Reducer;
+
+  void check_finished() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ensure_prior_reduction_finished();
+  }
+};
+
+// A reducer over one set of parameters and the count of bucket all-reduces it launched.
+struct GradientReducer {
+  std::unique_ptr<CheckedReducer> reducer;
+  std::shared_ptr<std::atomic<int64_t>> launched;
+  size_t buckets;
 };
 
 template <typename F>
@@ -74,7 +132,10 @@ void* strata_process_group_new(const char* host, int port, int rank, int world, 
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
     auto gloo = c10d::ProcessGroupGloo::Options::create_default(timeout);
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo);
-    group = new Group{store, backend, timeout};
+    auto process_group = c10::make_intrusive<c10d::ProcessGroup>(store, rank, world);
+    process_group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, backend);
+    process_group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+    group = new Group{store, backend, process_group, timeout};
   });
   return group;
 }
@@ -112,6 +173,68 @@ int strata_process_group_broadcast(void* handle, at::Tensor** tensors, int64_t c
     }
     wait_all(works, group->timeout);
   });
+}
+
+// A reducer that sums the gradients of `params` (trainable leaf tensors, the same list in
+// every rank's process) across the ranks while backward runs, in buckets of about
+// `bucket_bytes` (the first bucket 1 MiB, as DistributedDataParallel does, so that the first
+// all-reduce starts early). Every parameter must get a gradient in each backward pass.
+// Null on failure.
+void* strata_reducer_new(void* handle, at::Tensor** params, int64_t count, int64_t bucket_bytes) {
+  GradientReducer* out = nullptr;
+  guarded([&] {
+    auto* group = static_cast<Group*>(handle);
+    auto tensors = tensors_of(params, count);
+    // Buckets in reverse order of the parameters, roughly the order backward produces them.
+    std::vector<int64_t> order(tensors.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(order.size() - 1 - i);
+    const std::vector<size_t> limits{size_t{1} << 20, static_cast<size_t>(bucket_bytes)};
+    auto assignment = c10d::compute_bucket_assignment_by_size(
+        tensors, limits, std::vector<bool>(tensors.size(), false), order);
+    auto buckets = std::get<0>(assignment);
+    const size_t bucket_count = buckets.size();
+    auto reducer = std::make_unique<CheckedReducer>(
+        tensors, std::move(buckets), group->process_group, std::vector<bool>(tensors.size(), false),
+        bucket_bytes, /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
+        std::unordered_map<size_t, std::string>{}, /*first_bucket_bytes_cap=*/int64_t{1} << 20,
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
+        std::vector<int64_t>{});
+    auto launched = std::make_shared<std::atomic<int64_t>>(0);
+    reducer->register_comm_hook(std::make_unique<SumHook>(group->backend, group->timeout, launched));
+    out = new GradientReducer{std::move(reducer), launched, bucket_count};
+  });
+  return out;
+}
+
+// Fails unless the last armed backward pass all-reduced every bucket. 0 on success.
+int strata_reducer_check_finished(void* handle) {
+  return guarded([&] { static_cast<GradientReducer*>(handle)->reducer->check_finished(); });
+}
+
+// Arms the reducer for the next backward pass: its hooks then all-reduce the gradients.
+// 0 on success.
+int strata_reducer_prepare(void* handle) {
+  return guarded([&] {
+    auto& reducer = *static_cast<GradientReducer*>(handle)->reducer;
+    reducer.check_finished();
+    reducer.prepare_for_backward({});
+  });
+}
+
+// The number of buckets the reducer splits the parameters into.
+int64_t strata_reducer_buckets(void* handle) {
+  return static_cast<int64_t>(static_cast<GradientReducer*>(handle)->buckets);
+}
+
+// The bucket all-reduces the reducer launched so far.
+int64_t strata_reducer_launched(void* handle) {
+  return static_cast<GradientReducer*>(handle)->launched->load();
+}
+
+// Frees the reducer; 0, or -1 when its destructor reported an error (kept for
+// `strata_process_group_last_error`).
+int strata_reducer_free(void* handle) {
+  return guarded([&] { delete static_cast<GradientReducer*>(handle); });
 }
 
 }  // extern "C"

@@ -6,6 +6,11 @@
 //! bounded by the group's timeout, so an unreachable master or a dead rank becomes an error,
 //! never a hang. Collectives work on CPU tensors; CUDA tensors go through host copies (the
 //! NCCL backend is not in the shim yet).
+//!
+//! [`GradientReducer`] overlaps the gradient sum with backward: libtorch's `c10d::Reducer`
+//! (the engine of PyTorch's DistributedDataParallel) hooks every parameter's gradient
+//! accumulator, and each bucket's all-reduce starts as soon as its gradients are ready; the
+//! end of backward waits for the last one.
 
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::ptr::NonNull;
@@ -37,11 +42,24 @@ unsafe extern "C" {
         count: i64,
         root: c_int,
     ) -> c_int;
+    fn strata_reducer_new(
+        group: *mut c_void,
+        params: *const *const C_tensor,
+        count: i64,
+        bucket_bytes: i64,
+    ) -> *mut c_void;
+    fn strata_reducer_prepare(reducer: *mut c_void) -> c_int;
+    fn strata_reducer_check_finished(reducer: *mut c_void) -> c_int;
+    fn strata_reducer_buckets(reducer: *mut c_void) -> i64;
+    fn strata_reducer_launched(reducer: *mut c_void) -> i64;
+    fn strata_reducer_free(reducer: *mut c_void) -> c_int;
 }
 #[cfg(not(feature = "cpp"))]
 use crate::without_cpp::{
     strata_process_group_all_reduce, strata_process_group_broadcast, strata_process_group_free,
-    strata_process_group_last_error, strata_process_group_new,
+    strata_process_group_last_error, strata_process_group_new, strata_reducer_buckets,
+    strata_reducer_check_finished, strata_reducer_free, strata_reducer_launched,
+    strata_reducer_new, strata_reducer_prepare,
 };
 
 /// How a collective combines the ranks' values.
@@ -158,6 +176,55 @@ impl ProcessGroup {
         })
     }
 
+    /// A reducer that sums the gradients of `params` (name, tensor) across the ranks while
+    /// backward runs, in buckets of about `bucket_bytes`. The tensors are trainable CPU
+    /// tensors, listed in the same order on every rank, and each must get a gradient in every
+    /// backward pass (errors name the ones that did not).
+    pub fn gradient_reducer(
+        &self,
+        params: &[(String, Tensor)],
+        bucket_bytes: usize,
+    ) -> Result<GradientReducer> {
+        let fail = |message: String| Error::Distributed {
+            rank: self.rank,
+            message,
+        };
+        if let Some((name, t)) = params
+            .iter()
+            .find(|(_, t)| t.device() != Device::Cpu || !t.requires_grad())
+        {
+            return Err(fail(format!(
+                "the overlapped gradient all-reduce takes trainable CPU parameters, but `{name}` \
+                 is on {:?} (requires_grad = {})",
+                t.device(),
+                t.requires_grad()
+            )));
+        }
+        let ptrs: Vec<*const C_tensor> = params.iter().map(|(_, t)| t.as_ptr()).collect();
+        let bucket_bytes = i64::try_from(bucket_bytes.max(1)).unwrap_or(i64::MAX);
+        // SAFETY: `ptrs` holds live tensors for the duration of the call; the reducer keeps
+        // its own references to them and to the group.
+        let raw = unsafe {
+            strata_reducer_new(
+                self.handle.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len() as i64,
+                bucket_bytes,
+            )
+        };
+        let handle = NonNull::new(raw).ok_or_else(|| {
+            fail(format!(
+                "could not set up the overlapped gradient all-reduce: {}",
+                shim_error()
+            ))
+        })?;
+        Ok(GradientReducer {
+            handle,
+            rank: self.rank,
+            names: params.iter().map(|(name, _)| name.clone()).collect(),
+        })
+    }
+
     /// Runs the collective `call` over CPU views of `tensors` (host copies of CUDA tensors,
     /// copied back after), turning a failure into an error that names what to look at.
     fn on_host(
@@ -202,5 +269,103 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         // SAFETY: the handle came from `strata_process_group_new` and is freed once.
         unsafe { strata_process_group_free(self.handle.as_ptr()) };
+    }
+}
+
+/// Sums gradients across the ranks while backward runs ([`ProcessGroup::gradient_reducer`]):
+/// arm it with [`GradientReducer::prepare`] before each backward pass that should be summed;
+/// when that backward returns, every parameter's gradient is the sum over the ranks.
+pub struct GradientReducer {
+    handle: NonNull<c_void>,
+    rank: usize,
+    /// The parameters' names, by index.
+    names: Vec<String>,
+}
+
+// SAFETY: the reducer is armed from one thread at a time; its hooks run on the thread that
+// runs backward, and its all-reduces on the backend's own threads.
+unsafe impl Send for GradientReducer {}
+
+impl GradientReducer {
+    /// Arms the reducer for the next backward pass. Fails when the last armed pass left a
+    /// parameter without a gradient (its bucket never all-reduced).
+    pub fn prepare(&self) -> Result<()> {
+        // SAFETY: the handle came from `strata_reducer_new` and is live.
+        self.unfinished_error(unsafe { strata_reducer_prepare(self.handle.as_ptr()) })
+    }
+
+    /// Fails unless the last armed backward pass summed every gradient: a parameter that got
+    /// no gradient leaves its bucket un-reduced (and the others' sums not copied back).
+    pub fn check_finished(&self) -> Result<()> {
+        // SAFETY: the handle came from `strata_reducer_new` and is live.
+        self.unfinished_error(unsafe { strata_reducer_check_finished(self.handle.as_ptr()) })
+    }
+
+    /// The error for a failed shim call (`code` nonzero), naming the parameters libtorch
+    /// reports without a gradient.
+    fn unfinished_error(&self, code: c_int) -> Result<()> {
+        if code == 0 {
+            return Ok(());
+        }
+        let text = shim_error();
+        let missing = missing_parameters(&text)
+            .map(|indices| {
+                indices
+                    .iter()
+                    .map(|&i| match self.names.get(i) {
+                        Some(name) => format!("`{name}`"),
+                        None => format!("#{i}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or(text);
+        Err(Error::Distributed {
+            rank: self.rank,
+            message: format!(
+                "the overlapped gradient all-reduce of the last backward pass did not finish: \
+                 every trainable parameter must get a gradient in every step, but these got \
+                 none: {missing}"
+            ),
+        })
+    }
+
+    /// The number of buckets the parameters are summed in.
+    pub fn buckets(&self) -> usize {
+        // SAFETY: the handle is live.
+        usize::try_from(unsafe { strata_reducer_buckets(self.handle.as_ptr()) }).unwrap_or(0)
+    }
+
+    /// The bucket all-reduces launched so far, over every backward pass.
+    pub fn launched(&self) -> u64 {
+        // SAFETY: the handle is live.
+        u64::try_from(unsafe { strata_reducer_launched(self.handle.as_ptr()) }).unwrap_or(0)
+    }
+}
+
+/// The parameter indices in c10d's "did not receive grad" report, if it has them.
+fn missing_parameters(text: &str) -> Option<Vec<usize>> {
+    let (_, rest) = text.split_once("did not receive grad for rank ")?;
+    let (_, list) = rest.split_once(':')?;
+    let indices: Vec<usize> = list
+        .lines()
+        .next()?
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    (!indices.is_empty()).then_some(indices)
+}
+
+impl Drop for GradientReducer {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `strata_reducer_new` and is freed once.
+        if unsafe { strata_reducer_free(self.handle.as_ptr()) } != 0 {
+            tracing::warn!(
+                "freeing the gradient reducer reported an error: {}",
+                shim_error()
+            );
+        }
     }
 }

@@ -73,6 +73,41 @@ pub(crate) unsafe fn strata_process_group_broadcast(
     1
 }
 
+/// No reducer (null).
+pub(crate) unsafe fn strata_reducer_new(
+    _group: *mut c_void,
+    _params: *const *const C_tensor,
+    _count: i64,
+    _bucket_bytes: i64,
+) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// Nothing to arm (nonzero: failure).
+pub(crate) unsafe fn strata_reducer_prepare(_reducer: *mut c_void) -> c_int {
+    1
+}
+
+/// Nothing to check (nonzero: failure).
+pub(crate) unsafe fn strata_reducer_check_finished(_reducer: *mut c_void) -> c_int {
+    1
+}
+
+/// No buckets.
+pub(crate) unsafe fn strata_reducer_buckets(_reducer: *mut c_void) -> i64 {
+    0
+}
+
+/// Nothing launched.
+pub(crate) unsafe fn strata_reducer_launched(_reducer: *mut c_void) -> i64 {
+    0
+}
+
+/// Nothing to free.
+pub(crate) unsafe fn strata_reducer_free(_reducer: *mut c_void) -> c_int {
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
