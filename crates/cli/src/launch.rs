@@ -94,18 +94,22 @@ pub fn run(nproc: usize, stop: &AtomicBool) -> Result<()> {
                 .for_each(strata_sweep::registry::ask_to_stop);
             forwarded = true;
         }
+        let mut failed_now = Vec::new();
         for (rank, slot) in children.iter_mut().enumerate() {
             let Some(child) = slot else { continue };
             if let Some(status) = child
                 .try_wait()
                 .map_err(Error::io("strata train (a rank)"))?
             {
-                if !status.success() && first_failure.is_none() {
-                    first_failure = Some((rank, status));
-                    failed_at = Some(Instant::now());
+                if !status.success() {
+                    failed_now.push((rank, status));
                 }
                 *slot = None;
             }
+        }
+        if first_failure.is_none() && !failed_now.is_empty() {
+            first_failure = cause(&failed_now);
+            failed_at = Some(Instant::now());
         }
         if failed_at.is_some_and(|t| t.elapsed() > GRACE) {
             tracing::warn!(
@@ -130,8 +134,33 @@ pub fn run(nproc: usize, stop: &AtomicBool) -> Result<()> {
     }
 }
 
+/// Of ranks found failed in the same poll, the one that most likely failed first: one ended by
+/// a signal (the others then exit with an error about it), else the lowest rank.
+fn cause(failed: &[(usize, ExitStatus)]) -> Option<(usize, ExitStatus)> {
+    use std::os::unix::process::ExitStatusExt;
+    failed
+        .iter()
+        .find(|(_, status)| status.signal().is_some())
+        .or_else(|| failed.first())
+        .copied()
+}
+
 /// Ends a rank at once and reaps it.
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_rank_ended_by_a_signal_is_named_before_ranks_that_exited_after_it() {
+        let (error, killed) = (ExitStatus::from_raw(1 << 8), ExitStatus::from_raw(9));
+        assert_eq!(cause(&[(0, error), (1, killed)]), Some((1, killed)));
+        assert_eq!(cause(&[(0, error), (2, error)]), Some((0, error)));
+        assert_eq!(cause(&[]), None);
+    }
 }
