@@ -69,28 +69,42 @@ const SCHEDULE: &str = "train.lr_decay_iters=20";
 #[test]
 fn two_ranks_equal_one_process_with_two_workers_bitwise() {
     let fx = Fixture::new(20);
-    let (single, ranks) = (fx.path().join("single"), fx.path().join("ranks"));
+    let single = fx.path().join("single");
     // One process, two single-threaded workers, each on half of every batch of 4 rows.
     train(&fx, &single, &[], &["train.threads=2", SCHEDULE]).ok();
-    // Two processes, one single-threaded worker each, each on its half of every batch.
-    let out = train(
-        &fx,
-        &ranks,
-        &["--nproc", "2"],
-        &["train.threads=1", SCHEDULE],
-    )
-    .ok();
-    assert!(
-        out.stderr.contains("joining the process group"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(max_weight_difference(&single, &ranks, 20), 0.0);
-    assert_eq!(train_losses(&single), train_losses(&ranks));
-    assert_eq!(train_losses(&ranks).len(), 20);
-    // Only rank 0 wrote, once: one metrics line per step, one summary.
-    let summary = common::summary(&ranks);
-    assert_eq!(summary["steps"], 20);
+    // Two processes, one single-threaded worker each, each on its half of every batch: the
+    // gradients summed while backward runs (c10d's Reducer), then after it (the default).
+    for (overlap, says) in [
+        (
+            "true",
+            "gradients summed across the ranks while backward runs",
+        ),
+        ("false", "joining the process group"),
+    ] {
+        let ranks = fx.path().join(format!("ranks-overlap-{overlap}"));
+        let setting = format!("train.overlap_grad_sync={overlap}");
+        let out = train(
+            &fx,
+            &ranks,
+            &["--nproc", "2"],
+            &["train.threads=1", SCHEDULE, &setting],
+        )
+        .ok();
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+        if overlap == "false" {
+            assert!(
+                !out.stderr.contains("while backward runs"),
+                "{}",
+                out.stderr
+            );
+        }
+        assert_eq!(max_weight_difference(&single, &ranks, 20), 0.0, "{setting}");
+        assert_eq!(train_losses(&single), train_losses(&ranks), "{setting}");
+        assert_eq!(train_losses(&ranks).len(), 20);
+        // Only rank 0 wrote, once: one metrics line per step, one summary.
+        let summary = common::summary(&ranks);
+        assert_eq!(summary["steps"], 20);
+    }
 }
 
 #[test]

@@ -145,6 +145,11 @@ pub struct TrainConfig {
     /// small models; equal to the plain step up to float summation order).
     #[serde(default = "default_true")]
     pub data_parallel: bool,
+    /// In a multi-process run on CPU with one worker per rank, sum the gradients across the
+    /// ranks while backward runs (c10d's Reducer) instead of after it; the same sums. Off by
+    /// default: on one machine whose cores all compute it was slower (docs/distributed.md).
+    #[serde(default)]
+    pub overlap_grad_sync: bool,
 }
 
 /// Default WSD decay fraction.

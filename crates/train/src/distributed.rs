@@ -18,7 +18,7 @@
 use crate::config::RunConfig;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
-use strata_kernels::process_group::{ProcessGroup, Reduce};
+use strata_kernels::process_group::{GradientReducer, ProcessGroup, Reduce};
 use strata_tensor::{Error, Result};
 use tch::{Kind, Tensor};
 
@@ -147,6 +147,36 @@ impl World {
     }
 }
 
+/// `err` from a forward and backward pass whose gradients a [`GradientReducer`] summed: a
+/// collective's failure inside backward (libtorch reports Gloo's errors as its own) becomes
+/// the distributed error a failed sum after backward gives; other errors pass unchanged.
+pub(crate) fn overlapped_sum_failed(err: Error, world: &World) -> Error {
+    match err {
+        Error::Torch(torch) => {
+            let text = torch.to_string();
+            let lower = text.to_lowercase();
+            if ["gloo", "connection", "timed out", "timeout"]
+                .iter()
+                .any(|w| lower.contains(w))
+            {
+                Error::Distributed {
+                    rank: world.rank,
+                    message: format!(
+                        "the gradient all-reduce during backward across {} ranks failed \
+                         (another rank stopped, was killed or timed out; its own log says \
+                         why): {}",
+                        world.size,
+                        text.lines().next().unwrap_or_default()
+                    ),
+                }
+            } else {
+                Error::Torch(torch)
+            }
+        }
+        other => other,
+    }
+}
+
 /// What the ranks summed with a step's gradients.
 #[derive(Debug)]
 pub(crate) struct StepSum {
@@ -255,18 +285,37 @@ impl Ranks {
         Ok((x.f_narrow(0, start, rows)?, y.f_narrow(0, start, rows)?))
     }
 
-    /// Sums `params`' gradients (already weighted by each rank's share of the batch) and the
-    /// ranks' weighted `loss` across the ranks, in buckets of about [`BUCKET_BYTES`], along
-    /// with this rank's `stop` request.
-    pub fn sum_step(&self, params: &[Tensor], loss: &Tensor, stop: bool) -> Result<StepSum> {
+    /// A reducer that sums the gradients of `params` (name, tensor; the trainable ones, in
+    /// name order) across the ranks while backward runs, in buckets of about
+    /// [`BUCKET_BYTES`] (see [`GradientReducer`]).
+    pub fn gradient_reducer(&self, params: &[(String, Tensor)]) -> Result<GradientReducer> {
+        self.group
+            .gradient_reducer(params, usize::try_from(BUCKET_BYTES).unwrap_or(usize::MAX))
+    }
+
+    /// Sums the ranks' weighted `loss` across the ranks, along with this rank's `stop`
+    /// request, and `params`' gradients (already weighted by each rank's share of the batch)
+    /// in buckets of about [`BUCKET_BYTES`], unless a [`GradientReducer`] summed them during
+    /// backward (`grads_summed`).
+    pub fn sum_step(
+        &self,
+        params: &[Tensor],
+        loss: &Tensor,
+        stop: bool,
+        grads_summed: bool,
+    ) -> Result<StepSum> {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = params
-                .iter()
-                .map(Tensor::f_grad)
-                .collect::<std::result::Result<Vec<_>, _>>()?
-                .into_iter()
-                .filter(Tensor::defined)
-                .collect();
+            let grads: Vec<Tensor> = if grads_summed {
+                Vec::new()
+            } else {
+                params
+                    .iter()
+                    .map(Tensor::f_grad)
+                    .collect::<std::result::Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .filter(Tensor::defined)
+                    .collect()
+            };
             let buckets = buckets(&grads);
             let flats = buckets
                 .iter()

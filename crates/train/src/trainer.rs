@@ -23,7 +23,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::checkpoint_io;
 use crate::config::RunConfig;
 use crate::data::random_batch;
-use crate::distributed::{Ranks, World};
+use crate::distributed::{Ranks, World, overlapped_sum_failed};
 use crate::evaluation::{Evaluator, UnseenLoss};
 use crate::finite;
 use crate::growth_schedule::{self, growth_seed, rewarm_factor};
@@ -43,6 +43,7 @@ use strata_core::flops::train_flops_per_step;
 use strata_core::{Gpt, ModelConfig};
 use strata_growth::{GrowthOp, Snapshot};
 use strata_kernels::Generator;
+use strata_kernels::process_group::GradientReducer;
 use strata_tensor::{Error, Result, seeded, set_cpu_threads};
 use tch::{Device, Tensor, nn};
 
@@ -187,6 +188,9 @@ struct Stage {
     /// The variables of `vs` in name order (the same in every rank's process): what ranks
     /// broadcast and sum, listed once per stage instead of once per step.
     sorted: Vec<Tensor>,
+    /// In a multi-process run, the reducer that sums the gradients while backward runs
+    /// ([`Trainer::attach_reducer`]); `None` sums them after backward.
+    reducer: Option<GradientReducer>,
 }
 
 impl Stage {
@@ -202,6 +206,7 @@ impl Stage {
             optimizer,
             parallel,
             sorted,
+            reducer: None,
         }
     }
 }
@@ -341,6 +346,7 @@ impl Trainer {
             ranks.broadcast_from_writer(&trainer.stage.sorted)?;
         }
         trainer.ranks = ranks;
+        trainer.attach_reducer()?;
         trainer.finished_before = already_finished(&trainer, options);
         if trainer.finished_before.is_some() || !trainer.writes() {
             return Ok(trainer);
@@ -384,6 +390,36 @@ impl Trainer {
     /// Calls `hook` with each checkpoint folder saved.
     pub fn on_checkpoint(&mut self, hook: impl FnMut(&Path) + Send + 'static) {
         self.hooks.checkpoint.push(Box::new(hook));
+    }
+
+    /// In a multi-process run on CPU with one worker per rank (and `train.overlap_grad_sync`),
+    /// gives the stage a reducer that sums the gradients across the ranks while backward runs.
+    /// With several workers per rank the master model's gradients are complete only after the
+    /// workers' are added, so they are summed after backward, as on CUDA (Gloo there goes
+    /// through host copies).
+    fn attach_reducer(&mut self) -> Result<()> {
+        let Some(ranks) = &self.ranks else {
+            return Ok(());
+        };
+        let stage = &mut self.stage;
+        stage.reducer = None;
+        if !self.config.train.overlap_grad_sync
+            || stage.parallel.workers() != 1
+            || self.device != Device::Cpu
+        {
+            return Ok(());
+        }
+        let trainable: Vec<(String, Tensor)> = finite::sorted_variables(&stage.vs)
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        let reducer = ranks.gradient_reducer(&trainable)?;
+        tracing::info!(
+            buckets = reducer.buckets(),
+            "gradients summed across the ranks while backward runs"
+        );
+        stage.reducer = Some(reducer);
+        Ok(())
     }
 
     /// Whether this process writes the run folder: always, except on the ranks other than 0
@@ -514,12 +550,26 @@ impl Trainer {
             global_rows,
             first_chunk,
         };
-        let mut loss =
-            stage
-                .parallel
-                .forward_backward_share(&stage.model, &x, &y, dropout_seed, share)?;
+        if let Some(reducer) = &stage.reducer {
+            reducer.prepare()?;
+        }
+        let mut loss = stage
+            .parallel
+            .forward_backward_share(&stage.model, &x, &y, dropout_seed, share)
+            .map_err(|e| match (&self.ranks, &stage.reducer) {
+                (Some(ranks), Some(_)) => overlapped_sum_failed(e, ranks.world()),
+                _ => e,
+            })?;
+        if let Some(reducer) = &stage.reducer {
+            reducer.check_finished()?;
+        }
         if let Some(ranks) = &self.ranks {
-            let sum = ranks.sum_step(&stage.sorted, &loss, self.stop.load(Ordering::SeqCst))?;
+            let sum = ranks.sum_step(
+                &stage.sorted,
+                &loss,
+                self.stop.load(Ordering::SeqCst),
+                stage.reducer.is_some(),
+            )?;
             self.stop_agreed = sum.stop;
             loss = sum.loss;
         }
@@ -804,6 +854,7 @@ impl Trainer {
             "grew the model"
         );
         self.stage = Stage::new(vs, model, optimizer, parallel);
+        self.attach_reducer()?;
         self.config.model = grown.config;
         self.growth_applied += 1;
         for hook in &mut self.hooks.growth {
