@@ -161,7 +161,7 @@ pub fn render(src: &Path) -> Result<String, Failure> {
 
 /// tch's `src` folder, from `cargo metadata` (the version Cargo.lock pins).
 pub fn tch_source() -> Result<PathBuf, Failure> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+    let output = Command::new(crate::run::cargo_program())
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(crate::run::workspace_root())
         .output()

@@ -27,6 +27,10 @@ namespace {
 
 thread_local std::string last_error;
 
+// The first bucket's size: small, as in DistributedDataParallel, so that the first all-reduce
+// starts early in backward.
+constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;
+
 // One rank's membership of a group: the store it met the others through, the backend, and
 // the process group that wraps it for a reducer.
 struct Group {
@@ -177,8 +181,8 @@ int strata_process_group_broadcast(void* handle, at::Tensor** tensors, int64_t c
 
 // A reducer that sums the gradients of `params` (trainable leaf tensors, the same list in
 // every rank's process) across the ranks while backward runs, in buckets of about
-// `bucket_bytes` (the first bucket 1 MiB, as DistributedDataParallel does, so that the first
-// all-reduce starts early). Every parameter must get a gradient in each backward pass.
+// `bucket_bytes` (the first `kFirstBucketBytes`). Every parameter must get a gradient in each
+// backward pass.
 // Null on failure.
 void* strata_reducer_new(void* handle, at::Tensor** params, int64_t count, int64_t bucket_bytes) {
   GradientReducer* out = nullptr;
@@ -188,7 +192,8 @@ void* strata_reducer_new(void* handle, at::Tensor** params, int64_t count, int64
     // Buckets in reverse order of the parameters, roughly the order backward produces them.
     std::vector<int64_t> order(tensors.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(order.size() - 1 - i);
-    const std::vector<size_t> limits{size_t{1} << 20, static_cast<size_t>(bucket_bytes)};
+    const std::vector<size_t> limits{static_cast<size_t>(kFirstBucketBytes),
+                                     static_cast<size_t>(bucket_bytes)};
     auto assignment = c10d::compute_bucket_assignment_by_size(
         tensors, limits, std::vector<bool>(tensors.size(), false), order);
     auto buckets = std::get<0>(assignment);
@@ -196,7 +201,7 @@ void* strata_reducer_new(void* handle, at::Tensor** params, int64_t count, int64
     auto reducer = std::make_unique<CheckedReducer>(
         tensors, std::move(buckets), group->process_group, std::vector<bool>(tensors.size(), false),
         bucket_bytes, /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
-        std::unordered_map<size_t, std::string>{}, /*first_bucket_bytes_cap=*/int64_t{1} << 20,
+        std::unordered_map<size_t, std::string>{}, /*first_bucket_bytes_cap=*/kFirstBucketBytes,
         /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
         std::vector<int64_t>{});
     auto launched = std::make_shared<std::atomic<int64_t>>(0);

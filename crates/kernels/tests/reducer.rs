@@ -5,7 +5,7 @@
 //! gradient is reported at the next step instead of hanging.
 
 use std::time::Duration;
-use strata_kernels::process_group::ProcessGroup;
+use strata_kernels::process_group::{GradientReducer, ProcessGroup};
 use tch::{Device, Kind, Tensor};
 
 /// Elements of each parameter: 1.2 MB in f32, so the three parameters fill three buckets.
@@ -38,14 +38,17 @@ fn on_two_ranks<T: Send + 'static>(
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
-/// Three trainable parameters of `ELEMENTS` zeros, named `w0`, `w1`, `w2`.
-fn params() -> Vec<(String, Tensor)> {
-    (0..3)
+/// Three trainable parameters of `ELEMENTS` zeros, named `w0`, `w1`, `w2`, and `group`'s
+/// reducer over them (buckets of 1 MiB).
+fn reduced_params(group: &ProcessGroup) -> (GradientReducer, Vec<Tensor>) {
+    let named: Vec<(String, Tensor)> = (0..3)
         .map(|i| {
             let t = Tensor::zeros([ELEMENTS], (Kind::Float, Device::Cpu)).set_requires_grad(true);
             (format!("w{i}"), t)
         })
-        .collect()
+        .collect();
+    let reducer = group.gradient_reducer(&named, 1 << 20).unwrap();
+    (reducer, named.into_iter().map(|(_, t)| t).collect())
 }
 
 /// The input rank `rank` multiplies parameter `i` by: `(rank + 1) · (i + 1) · ramp`.
@@ -62,9 +65,7 @@ fn gradients_are_summed_over_the_ranks_by_the_backward_hooks() {
     }
     let results = on_two_ranks(|group| {
         let rank = group.rank();
-        let named = params();
-        let reducer = group.gradient_reducer(&named, 1 << 20).unwrap();
-        let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+        let (reducer, params) = reduced_params(&group);
         let mut readings = Vec::new();
         for _step in 0..2 {
             for p in &params {
@@ -109,9 +110,7 @@ fn a_parameter_without_a_gradient_is_reported_at_the_next_step() {
         return;
     }
     let results = on_two_ranks(|group| {
-        let named = params();
-        let reducer = group.gradient_reducer(&named, 1 << 20).unwrap();
-        let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+        let (reducer, params) = reduced_params(&group);
         reducer.prepare().unwrap();
         // The last parameter takes no part in the loss.
         let loss = (&params[0] * input(0, 0)).sum(Kind::Float)
